@@ -1,0 +1,53 @@
+"""kprune: structured filter pruning for Keras 3.
+
+Ranks convolution filters (Taylor expansion of the loss change, L2 norm of
+activation maps, their combination, and baselines), removes the weakest ones
+from the functional graph for real, fine-tunes, and exports verified TFLite
+and ONNX. See README.md and docs/.
+
+Public names load on first use (PEP 562), so that ``import kprune`` and the
+CLI's ``--help`` do not wait for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+# TensorFlow's C++ start-up chatter hides kprune's own output; users can override.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+__version__ = "0.1.0"
+
+# public name → module that defines it
+_EXPORTS = {
+    "DatasetNotFoundError": "kprune.errors",
+    "InvalidArgumentError": "kprune.errors",
+    "KpruneError": "kprune.errors",
+    "ModelFileError": "kprune.errors",
+    "TrainingDivergedError": "kprune.errors",
+    "UnsupportedModelError": "kprune.errors",
+    "VerificationError": "kprune.errors",
+    "count_flops": "kprune.metrics",
+    "count_params": "kprune.metrics",
+    "layer_table": "kprune.metrics",
+    "load_model": "kprune.modelio",
+    "save_model": "kprune.modelio",
+}
+_SUBMODULES = ("data", "models")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kprune.{name}")
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kprune' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,90 @@
+"""Model cards and run metadata: what was run, on what, with which libraries."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from importlib import metadata
+from pathlib import Path
+
+LIBRARIES = (
+    "kprune", "tensorflow", "keras", "numpy", "tf2onnx", "onnx", "onnxruntime",
+    "ai-edge-litert", "tensorflow-datasets",
+)  # fmt: skip
+
+
+def environment() -> dict:
+    """Python, platform, CPU count and the versions of the libraries that matter."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "libraries": versions,
+    }
+
+
+def command_line() -> str:
+    """The command that started this process, as a shell would run it."""
+    program = Path(sys.argv[0]).name if sys.argv else "python"
+    return shlex.join([program, *sys.argv[1:]])
+
+
+def card_paths(model_path: str | os.PathLike) -> tuple[Path, Path]:
+    """``x.keras`` → ``(x.card.json, x.card.md)``."""
+    path = Path(model_path)
+    stem = path.with_suffix("")
+    return stem.with_suffix(".card.json"), stem.with_suffix(".card.md")
+
+
+def write_card(model_path: str | os.PathLike, card: dict) -> tuple[Path, Path]:
+    """Writes the card beside the model, as JSON and as Markdown."""
+    json_path, md_path = card_paths(model_path)
+    json_path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    md_path.write_text(_markdown(Path(model_path).name, card))
+    return json_path, md_path
+
+
+def read_card(model_path: str | os.PathLike) -> dict | None:
+    """The JSON card beside a model, or None."""
+    json_path, _ = card_paths(model_path)
+    return json.loads(json_path.read_text()) if json_path.is_file() else None
+
+
+def _markdown(title: str, card: dict) -> str:
+    lines = [f"# Model card: {title}", ""]
+    command = card.get("command")
+    if command:
+        lines += ["Reproduce with:", "", "```", command, "```", ""]
+    lines += ["| fact | value |", "| --- | --- |"]
+    for key, value in card.items():
+        if key in ("command", "environment"):
+            continue
+        lines.append(f"| {key} | {_cell(value)} |")
+    env = card.get("environment")
+    if env:
+        lines += ["", "## Environment", "", "| | |", "| --- | --- |"]
+        for key, value in env.items():
+            if key == "libraries":
+                for library, version in value.items():
+                    lines.append(f"| {library} | {version} |")
+            else:
+                lines.append(f"| {key} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return str(value).replace("|", "\\|")

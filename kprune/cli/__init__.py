@@ -1,0 +1,45 @@
+"""The ``kprune`` command line: one module per command, registered here.
+
+Commands import the library lazily, so ``kprune --help`` answers at once
+instead of waiting for TensorFlow to load.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from kprune.cli import _common
+
+app = typer.Typer(
+    name="kprune",
+    help="Structured filter pruning for Keras 3: rank, remove, fine-tune, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks of errors."),
+):
+    _common.state.debug = debug
+
+
+def _register_commands() -> None:
+    from kprune.cli import eval as eval_command
+    from kprune.cli import info, train
+
+    for module in (train, eval_command, info):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    app()

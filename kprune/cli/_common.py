@@ -1,0 +1,70 @@
+"""What every command shares: error handling, consoles, option aliases."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+out = Console()  # results, on stdout
+err = Console(stderr=True)  # errors and notes, on stderr
+
+
+@dataclass
+class _State:
+    debug: bool = False
+
+
+state = _State()
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turns a `KpruneError` into one red line on stderr and exit code 1.
+
+    Other exceptions are bugs and keep their traceback. With ``--debug``
+    user errors show their traceback too.
+    """
+    from kprune.errors import KpruneError
+
+    try:
+        yield
+    except KpruneError as error:
+        if state.debug:
+            raise
+        err.print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
+# Options shared by several commands, defined once.
+DatasetOption = Annotated[
+    str,
+    typer.Option(
+        "--dataset", "-d",
+        help="fashion_mnist, cifar10, folder:PATH (one sub-folder per class) or synthetic.",
+    ),
+]  # fmt: skip
+DataDirOption = Annotated[
+    Optional[str],
+    typer.Option("--data-dir", help="Where to look for the dataset first."),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", help="Examples per batch.")]
+LimitOption = Annotated[
+    Optional[int],
+    typer.Option("--limit", help="Use only the first N examples of each split (quick runs)."),
+]
+ModelArgument = Annotated[
+    str, typer.Argument(help="A .keras file or a model name such as squeezenet1_1.")
+]
+
+
+def format_count(value: float) -> str:
+    """1234567 → '1.23 M'."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.2f} {unit}"
+    return f"{value:g}"

@@ -1,0 +1,56 @@
+"""``kprune train``: train a model on a dataset, save it with its model card."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kprune.cli._common import (
+    BatchSizeOption, DataDirOption, DatasetOption, LimitOption, SeedOption,
+    format_count, out, user_errors,
+)  # fmt: skip
+
+
+def train(
+    out_path: Annotated[str, typer.Option("--out", "-o", help="Where to write the .keras file.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="A model name (see `kprune models`) or a .keras file.")
+    ] = "squeezenet1_1",
+    dataset: DatasetOption = "fashion_mnist",
+    epochs: Annotated[float, typer.Option("--epochs", help="Training epochs.")] = 30,
+    batch_size: BatchSizeOption = 128,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="sgd, adam or adamw.")] = "adamw",
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 2e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Decoupled weight decay.")] = 0.05,
+    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random shifts and flips.")] = True,
+    batch_norm: Annotated[bool, typer.Option("--batch-norm", help="SqueezeNet with BatchNorm.")] = False,
+    seed: SeedOption = 0,
+    data_dir: DataDirOption = None,
+    limit: LimitOption = None,
+):
+    """Train a model (by name or .keras file) and write it with a model card."""
+    with user_errors():
+        from kprune.train import TrainSettings, train_and_save
+
+        settings = TrainSettings(
+            optimizer=optimizer, learning_rate=lr, weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
+        )  # fmt: skip
+        options = {"batch_norm": True} if batch_norm else None
+        card = train_and_save(
+            model, dataset, out_path, epochs=epochs, batch_size=batch_size,
+            settings=settings, augment=augment, seed=seed, data_dir=data_dir,
+            limit=limit, model_options=options,
+        )  # fmt: skip
+    out.print(
+        f"Saved {out_path}: test accuracy {card['test_accuracy']:.4f} on "
+        f"{card['test_examples']} {dataset} test images, {format_count(card['params'])} "
+        f"params, {format_count(card['flops'])}FLOPs, {card['wall_time_s']:.0f} s."
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

@@ -1,0 +1,16 @@
+"""Datasets → batched tf.data pipelines: fashion_mnist, cifar10, folder:PATH, synthetic."""
+
+from kprune.data.fashion_mnist import read_idx
+from kprune.data.info import DatasetInfo, Preprocessing, Split
+from kprune.data.pipeline import NAMES, as_dataset, dataset_info, load
+
+__all__ = [
+    "NAMES",
+    "DatasetInfo",
+    "Preprocessing",
+    "Split",
+    "as_dataset",
+    "dataset_info",
+    "load",
+    "read_idx",
+]

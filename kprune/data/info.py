@@ -1,0 +1,117 @@
+"""What a dataset is and how its images become model inputs.
+
+`Preprocessing` is the single description of the input transform. The data
+pipeline applies it, and the export bundle writes it into manifest.json so
+that a deployment runtime reproduces it without TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Raw pixels (uint8, 0..255) → model input (float32).
+
+    The transform, in order: resize to ``input_shape[:2]`` (bilinear) when the
+    source size differs; convert channels (gray → RGB by repetition, RGB →
+    gray by ITU-R 601 luma) when the channel count differs; then
+    ``(pixel * scale - mean[c]) / std[c]``.
+    """
+
+    input_shape: tuple[int, int, int]
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    resize: str = "bilinear"
+
+    @property
+    def channel_order(self) -> str:
+        return "GRAY" if self.input_shape[-1] == 1 else "RGB"
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["input_shape"] = list(self.input_shape)
+        values["mean"] = list(self.mean)
+        values["std"] = list(self.std)
+        values["channel_order"] = self.channel_order
+        values["layout"] = "NHWC"
+        return values
+
+    def apply(self, images: tf.Tensor) -> tf.Tensor:
+        """Applies the transform to a batch or a single image (..., H, W, C)."""
+        images = tf.cast(images, tf.float32)
+        height, width, channels = self.input_shape
+        if images.shape[-3] != height or images.shape[-2] != width:
+            images = tf.image.resize(images, (height, width), method=self.resize)
+        if images.shape[-1] != channels:
+            if images.shape[-1] == 1 and channels == 3:
+                images = tf.image.grayscale_to_rgb(images)
+            elif images.shape[-1] == 3 and channels == 1:
+                images = tf.image.rgb_to_grayscale(images)
+            else:
+                raise ValueError(
+                    f"Cannot convert {images.shape[-1]} image channels to {channels}."
+                )
+        mean = _per_channel(self.mean, channels)
+        std = _per_channel(self.std, channels)
+        return (images * self.scale - mean) / std
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> tf.Tensor:
+    if len(values) == channels:
+        return tf.constant(values, tf.float32)
+    # One statistic per source channel, model wants another count: use their mean.
+    return tf.fill([channels], sum(values) / len(values))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Facts about a dataset, independent of the model it feeds."""
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]  # native (height, width, channels)
+    mean: tuple[float, ...]  # per-channel mean of pixels scaled to [0, 1]
+    std: tuple[float, ...]
+    source: str = ""  # where the data was read from
+
+    def preprocessing(self, input_shape: tuple[int, int, int] | None = None) -> Preprocessing:
+        """The transform from this dataset's pixels to a model with ``input_shape``."""
+        return Preprocessing(
+            input_shape=tuple(input_shape or self.image_shape),
+            mean=self.mean,
+            std=self.std,
+        )
+
+
+@dataclass
+class Split:
+    """One split of a dataset, batched and ready for ``model.fit``.
+
+    Attributes:
+        dataset: Batches of ``(images float32 NHWC, labels int32)``.
+        info: The dataset's `DatasetInfo`.
+        preprocessing: The transform applied to the pixels.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        num_examples: Number of examples in the split (after ``limit``).
+        batch_size: Examples per batch (the last batch may be smaller).
+    """
+
+    dataset: tf.data.Dataset
+    info: DatasetInfo
+    preprocessing: Preprocessing
+    split: str
+    num_examples: int
+    batch_size: int
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+    def __iter__(self):
+        return iter(self.dataset)

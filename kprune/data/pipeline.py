@@ -1,0 +1,168 @@
+"""`load()`: a dataset name → a batched, preprocessed tf.data pipeline."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kprune.data import cifar10, fashion_mnist, folder, synthetic
+from kprune.data.info import DatasetInfo, Split
+from kprune.errors import InvalidArgumentError
+
+NAMES = ("cifar10", "fashion_mnist", "synthetic", "folder:PATH")
+SPLITS = ("train", "val", "test")
+# The validation split is carved from train with this fixed seed, so it is the
+# same for every run whatever the training seed.
+SPLIT_SEED = 0
+
+
+def load(
+    name: str,
+    split: str = "train",
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    batch_size: int = 64,
+    augment: bool = False,
+    shuffle: bool | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    limit: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+) -> Split:
+    """Loads one split of a dataset as batches ready for a model.
+
+    Args:
+        name: ``"fashion_mnist"``, ``"cifar10"``, ``"folder:PATH"`` or
+            ``"synthetic"`` (tests only).
+        split: ``"train"``, ``"val"`` (``val_fraction`` of train, carved with a
+            fixed seed) or ``"test"``.
+        input_shape: The model's ``(height, width, channels)``; images are
+            resized and their channels converted to it. Defaults to the
+            dataset's own shape.
+        batch_size: Examples per batch.
+        augment: Random translation (±10%) and horizontal flips, for training.
+        shuffle: Reshuffle every epoch; defaults to ``split == "train"``.
+        val_fraction: Fraction of the training images held out as ``val``.
+        seed: Seed of shuffling and augmentation.
+        limit: Keep only the first ``limit`` examples of the split.
+        data_dir: Where to look for the data first.
+        download: Allow downloading when the data is not on disk.
+
+    Returns:
+        A `Split`: ``.dataset`` yields ``(float32 images NHWC, int32 labels)``.
+
+    Raises:
+        InvalidArgumentError: On an unknown name or split or a bad argument.
+        DatasetNotFoundError: If the data is absent and cannot be downloaded.
+
+    Example:
+        >>> train = load("fashion_mnist", "train", batch_size=128, augment=True)
+    """
+    if split not in SPLITS:
+        raise InvalidArgumentError(f"`split` must be one of {SPLITS}. Received split={split!r}.")
+    if not 0.0 < val_fraction < 1.0:
+        raise InvalidArgumentError(
+            f"`val_fraction` must be in (0, 1). Received val_fraction={val_fraction}."
+        )
+    if batch_size < 1:
+        raise InvalidArgumentError(f"`batch_size` must be positive. Received batch_size={batch_size}.")
+    if limit is not None and limit < 1:
+        raise InvalidArgumentError(f"`limit` must be positive. Received limit={limit}.")
+    if shuffle is None:
+        shuffle = split == "train"
+
+    if name.startswith("folder:"):
+        examples, count, info = folder.load(
+            name.removeprefix("folder:"), split, input_shape, val_fraction, SPLIT_SEED
+        )
+    else:
+        arrays, info = _load_arrays(name, input_shape, data_dir, download)
+        images, labels = _select(arrays, split, val_fraction)
+        count = len(labels)
+        examples = tf.data.Dataset.from_tensor_slices((images, labels))
+    if limit is not None:
+        count = min(count, limit)
+        examples = examples.take(count)
+
+    preprocessing = info.preprocessing(input_shape)
+    pipeline = examples.cache()
+    if shuffle:
+        pipeline = pipeline.shuffle(min(count, 50_000), seed=seed, reshuffle_each_iteration=True)
+    pipeline = pipeline.batch(batch_size)
+    augmenter = _augmenter(seed) if augment else None
+
+    def transform(images, labels):
+        images = tf.cast(images, tf.float32)
+        if augmenter is not None:
+            images = augmenter(images, training=True)
+        return preprocessing.apply(images), tf.cast(labels, tf.int32)
+
+    pipeline = pipeline.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    pipeline = pipeline.prefetch(tf.data.AUTOTUNE)
+    return Split(pipeline, info, preprocessing, split, count, batch_size)
+
+
+def dataset_info(name: str, data_dir=None, download: bool = True) -> DatasetInfo:
+    """The `DatasetInfo` of a dataset, without building a pipeline."""
+    if name.startswith("folder:"):
+        return folder.load(name.removeprefix("folder:"), "train", None, 0.1, SPLIT_SEED)[2]
+    return _load_arrays(name, None, data_dir, download)[1]
+
+
+def as_dataset(data: Any, batch_size: int = 64) -> tf.data.Dataset:
+    """Accepts a `Split`, a tf.data.Dataset of batches or ``(x, y)`` arrays.
+
+    Raises:
+        InvalidArgumentError: For anything else.
+    """
+    if isinstance(data, Split):
+        return data.dataset
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if isinstance(data, tuple) and len(data) == 2:
+        images, labels = (np.asarray(part) for part in data)
+        return tf.data.Dataset.from_tensor_slices(
+            (images.astype("float32"), labels.astype("int32"))
+        ).batch(batch_size)
+    raise InvalidArgumentError(
+        "Data must be a kprune.data.Split, a tf.data.Dataset of (images, labels) "
+        f"batches, or an (images, labels) tuple of arrays. Received {type(data).__name__}."
+    )
+
+
+def _load_arrays(name, input_shape, data_dir, download):
+    if name == "fashion_mnist":
+        return fashion_mnist.load_arrays(data_dir, download)
+    if name == "cifar10":
+        return cifar10.load_arrays(data_dir, download)
+    if name == "synthetic":
+        return synthetic.load_arrays(input_shape)
+    raise InvalidArgumentError(
+        f"Unknown dataset {name!r}. Use one of: {', '.join(NAMES)}."
+    )
+
+
+def _select(arrays: dict, split: str, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    if split == "test":
+        return arrays["test"]
+    images, labels = arrays["train"]
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
+    held_out = int(round(len(labels) * val_fraction))
+    chosen = order[:held_out] if split == "val" else order[held_out:]
+    chosen.sort()  # keep file order inside each split: deterministic and cache-friendly
+    return images[chosen], labels[chosen]
+
+
+def _augmenter(seed: int) -> keras.Sequential:
+    return keras.Sequential(
+        [
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+            keras.layers.RandomFlip("horizontal", seed=seed + 1),
+        ],
+        name="augment",
+    )

@@ -1,0 +1,34 @@
+"""User-facing errors.
+
+Every error a user can fix by changing their input derives from
+`KpruneError`. The CLI prints such errors as one line and exits with code 1;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class KpruneError(Exception):
+    """Base class of errors caused by user input; the message names the fix."""
+
+
+class InvalidArgumentError(KpruneError, ValueError):
+    """An argument, option or config value is out of range or unknown."""
+
+
+class DatasetNotFoundError(KpruneError, FileNotFoundError):
+    """A dataset is not on disk and cannot be downloaded here."""
+
+
+class UnsupportedModelError(KpruneError, ValueError):
+    """The model holds layers or structure that kprune cannot prune."""
+
+
+class ModelFileError(KpruneError, OSError):
+    """A model file is missing, unreadable or corrupt."""
+
+
+class VerificationError(KpruneError):
+    """An exported artifact disagrees with the Keras model beyond tolerance."""
+
+
+class TrainingDivergedError(KpruneError):
+    """A loss became NaN or infinite during training."""

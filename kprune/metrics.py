@@ -1,0 +1,120 @@
+"""Model facts: parameters, FLOPs, size on disk, a per-layer table.
+
+FLOPs convention: one multiply-accumulate (MAC) counts as 2 FLOPs, and only
+the layers that multiply-accumulate are counted (Conv1D/2D/3D and their
+transposes, DepthwiseConv, SeparableConv, Dense), per example (batch 1).
+Bias additions, BatchNormalization (folded into the convolution at
+inference), activations, pooling and merges are not counted. This is the
+convention of the pruning literature (Molchanov et al. 2017, Li et al. 2017).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import keras
+
+
+@dataclass(frozen=True)
+class LayerFacts:
+    """One row of `layer_table`."""
+
+    name: str
+    class_name: str
+    output_shape: tuple
+    filters: int | None  # output channels of a producer layer, else None
+    params: int
+    flops: int
+
+
+def count_params(model: keras.Model) -> int:
+    """All parameters, trainable and not (BatchNorm moving statistics included)."""
+    return int(sum(math.prod(w.shape) for w in model.weights))
+
+
+def count_flops(model: keras.Model) -> int:
+    """FLOPs of one forward pass of one example (2 per multiply-accumulate).
+
+    Example:
+        >>> count_flops(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
+        24
+    """
+    return sum(row.flops for row in layer_table(model))
+
+
+def layer_table(model: keras.Model) -> list[LayerFacts]:
+    """Per-layer filters, parameters, FLOPs and output shape, nested models expanded."""
+    rows = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            rows.extend(layer_table(layer))
+            continue
+        rows.append(
+            LayerFacts(
+                name=layer.name,
+                class_name=type(layer).__name__,
+                output_shape=_output_shape(layer),
+                filters=_filters(layer),
+                params=int(sum(math.prod(w.shape) for w in layer.weights)),
+                flops=_layer_flops(layer),
+            )
+        )
+    return rows
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Size of a file in bytes."""
+    return os.path.getsize(path)
+
+
+def _output_shape(layer) -> tuple:
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError):  # layers called several times have no single output
+        return ()
+
+
+def _filters(layer) -> int | None:
+    for attribute in ("filters", "units"):
+        value = getattr(layer, attribute, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _layer_flops(layer) -> int:
+    """2 × MACs of every call of ``layer`` in its model's graph."""
+    macs = 0
+    for node in getattr(layer, "_inbound_nodes", []):
+        inputs = node.input_tensors
+        outputs = node.outputs
+        if len(inputs) != 1 or len(outputs) != 1:
+            continue
+        macs += _macs(layer, tuple(inputs[0].shape), tuple(outputs[0].shape))
+    return 2 * macs
+
+
+def _macs(layer, input_shape: tuple, output_shape: tuple) -> int:
+    layers = keras.layers
+    if isinstance(layer, layers.Dense):
+        return math.prod(input_shape[1:]) * layer.units
+    if isinstance(layer, layers.SeparableConv2D | layers.SeparableConv1D):
+        spatial_out = math.prod(output_shape[1:-1])
+        in_channels = input_shape[-1]
+        depthwise = spatial_out * math.prod(layer.kernel_size) * in_channels * layer.depth_multiplier
+        pointwise = spatial_out * in_channels * layer.depth_multiplier * layer.filters
+        return depthwise + pointwise
+    if isinstance(layer, layers.DepthwiseConv2D | layers.DepthwiseConv1D):
+        spatial_out = math.prod(output_shape[1:-1])
+        return spatial_out * math.prod(layer.kernel_size) * input_shape[-1] * layer.depth_multiplier
+    if isinstance(layer, layers.Conv2DTranspose | layers.Conv1DTranspose | layers.Conv3DTranspose):
+        # Every input position is scattered through the whole kernel.
+        spatial_in = math.prod(input_shape[1:-1])
+        return spatial_in * math.prod(layer.kernel_size) * input_shape[-1] * layer.filters
+    if isinstance(layer, layers.Conv1D | layers.Conv2D | layers.Conv3D):
+        spatial_out = math.prod(output_shape[1:-1])
+        per_output = math.prod(layer.kernel_size) * input_shape[-1] // layer.groups
+        return spatial_out * per_output * layer.filters
+    return 0

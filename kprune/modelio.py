@@ -1,0 +1,82 @@
+"""Reading and writing models: .keras files or registered builder names."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+
+from kprune.errors import InvalidArgumentError, ModelFileError
+
+
+def load_model(
+    source: str | os.PathLike | keras.Model,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+) -> keras.Model:
+    """A model from a ``.keras`` file, a registered name, or a model itself.
+
+    Args:
+        source: Path of a ``.keras`` file, a name from
+            ``kprune.models.available()``, or a ``keras.Model``.
+        input_shape: Needed to build a model by name.
+        num_classes: Needed to build a model by name.
+
+    Raises:
+        ModelFileError: If the file is missing, not a .keras file, or corrupt.
+        InvalidArgumentError: If the name is unknown.
+    """
+    if isinstance(source, keras.Model):
+        return source
+    text = str(source)
+    path = Path(text)
+    if path.suffix in (".keras", ".h5") or path.exists():
+        if not path.is_file():
+            raise ModelFileError(f"Model file {path} does not exist.")
+        if path.suffix != ".keras":
+            raise ModelFileError(
+                f"{path} is not a .keras file. Fix: save the model with "
+                "model.save('model.keras') (Keras 3 format)."
+            )
+        try:
+            return keras.models.load_model(path, compile=False)
+        except Exception as error:  # Keras raises many types for a bad archive
+            raise ModelFileError(
+                f"Cannot load {path}: {type(error).__name__}: {_first_line(error)}. "
+                "Fix: check that it is a complete Keras 3 .keras file."
+            ) from error
+    from kprune.models import build
+
+    if input_shape is None or num_classes is None:
+        raise InvalidArgumentError(
+            f"Building model {text!r} by name needs input_shape and num_classes."
+        )
+    return build(text, input_shape, num_classes)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
+    """Saves ``model`` to ``path`` atomically: a killed save leaves no half file.
+
+    Raises:
+        InvalidArgumentError: If the path does not end in ``.keras``.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise InvalidArgumentError(f"Model path must end in .keras. Received {path}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".keras", dir=path.parent, prefix=".tmp-")
+    os.close(handle)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no details"

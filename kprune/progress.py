@@ -1,0 +1,99 @@
+"""Rich progress bars for long work: training, ranking, evaluation, pruning.
+
+Bars go to stderr so that results printed on stdout stay clean for scripts.
+They disappear on a non-interactive stream (CI logs) unless KPRUNE_PROGRESS=1.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator, TypeVar
+
+import keras
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+console = Console(stderr=True)
+
+
+def enabled() -> bool:
+    forced = os.environ.get("KPRUNE_PROGRESS")
+    if forced is not None:
+        return forced not in ("0", "", "false")
+    return console.is_terminal
+
+
+def make_progress(transient: bool = True) -> Progress:
+    """A rich Progress with step counts, elapsed and remaining time."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+        disable=not enabled(),
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterates ``items`` under a progress bar."""
+    with make_progress() as progress:
+        task = progress.add_task(description, total=total, status="")
+        for item in items:
+            yield item
+            progress.advance(task)
+
+
+class KerasProgress(keras.callbacks.Callback):
+    """Shows epochs and steps of ``model.fit`` with loss and accuracy."""
+
+    def __init__(self, description: str = "train"):
+        super().__init__()
+        self.description = description
+        self._progress: Progress | None = None
+        self._task = None
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self._progress = make_progress(transient=False)
+        self._progress.start()
+        steps = self.params.get("steps") or 0
+        epochs = self.params.get("epochs") or 1
+        self._task = self._progress.add_task(self.description, total=steps * epochs, status="")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        status = f"epoch {self._epoch}/{self.params.get('epochs')}  " + _format(logs)
+        self._progress.update(self._task, advance=1, status=status)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and "val_accuracy" in logs:
+            self._progress.console.log(f"{self.description} epoch {epoch + 1}: {_format(logs)}")
+
+    def on_train_end(self, logs=None):
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _format(logs: dict) -> str:
+    parts = []
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        if key in logs:
+            parts.append(f"{key} {float(logs[key]):.4f}")
+    return "  ".join(parts)
