@@ -106,14 +106,15 @@ def squeezenet(
             x = keras.layers.BatchNormalization(name=f"{layer_name}_bn")(x)
         return keras.layers.ReLU(name=f"{layer_name}_relu")(x)
 
-    # The reference pools with ceil_mode, which "valid" matches at 224×224; small
-    # inputs pool with "same" so that odd sizes (7×7 on Fashion-MNIST) keep their edge.
-    pool_padding = "valid" if stem == "imagenet" else "same"
-
     def max_pool(x, index):
-        return keras.layers.MaxPooling2D(
-            3, strides=2, padding=pool_padding, name=f"pool{index}"
-        )(x)
+        # The reference pools with ceil_mode; for a 3×3 stride-2 pool that equals
+        # "same" on an even side and "valid" on an odd one (the height decides;
+        # square inputs match exactly). Small inputs always pool with "same" so
+        # that odd sizes (7×7 on Fashion-MNIST) keep their edge.
+        padding = "same"
+        if stem == "imagenet" and x.shape[1] is not None and x.shape[1] % 2 == 1:
+            padding = "valid"
+        return keras.layers.MaxPooling2D(3, strides=2, padding=padding, name=f"pool{index}")(x)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     if stem == "imagenet":
