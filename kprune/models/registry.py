@@ -1,15 +1,14 @@
 """Name → model builder registry, so that the CLI can say ``--model squeezenet1_1``.
 
 Besides SqueezeNet, every ``keras.applications`` architecture is registered
-under its snake-case name (``ResNet50V2`` → ``resnet50_v2``, ``MobileNetV2`` →
-``mobilenet_v2``), built with ``weights=None``: pretrained weights need the
-internet, and kprune ships its own trained baselines in ``models/``.
+under the snake-case name given in `APPLICATIONS` (``ResNet50V2`` →
+``resnet50_v2``, ``MobileNetV3Small`` → ``mobilenet_v3_small``), built with
+``weights=None``: pretrained weights need the internet, and kprune ships its
+own trained baselines in ``models/``.
 """
 
 from __future__ import annotations
 
-import inspect
-import re
 from typing import Callable, Protocol
 
 import keras
@@ -25,6 +24,7 @@ class Builder(Protocol):
 
 
 _BUILDERS: dict[str, Builder] = {}
+_applications_registered = False
 
 # Inputs smaller than this on either side get SqueezeNet's cifar stem.
 _SMALL_INPUT = 96
@@ -94,34 +94,75 @@ register("squeezenet1_0")(_squeezenet_builder("1.0"))
 register("squeezenet1_1")(_squeezenet_builder("1.1"))
 
 
-def _snake_case(camel: str) -> str:
-    # ResNet50V2 → resnet50_v2, MobileNetV3Small → mobilenet_v3_small,
-    # EfficientNetB0 → efficientnet_b0, DenseNet121 → densenet121.
-    name = re.sub(r"(?<=[0-9a-z])(V[0-9]|B[0-9]|Small|Large|Tiny|Base|Mobile|XLarge)", r"_\1", camel)
-    return name.lower().replace("mobilenet_v", "mobilenet_v")
+# keras.applications function → kprune name. Explicit, so that names are stable
+# and readable; functions missing from the installed Keras are skipped.
+APPLICATIONS = {
+    "ConvNeXtTiny": "convnext_tiny",
+    "ConvNeXtSmall": "convnext_small",
+    "ConvNeXtBase": "convnext_base",
+    "ConvNeXtLarge": "convnext_large",
+    "ConvNeXtXLarge": "convnext_xlarge",
+    "DenseNet121": "densenet121",
+    "DenseNet169": "densenet169",
+    "DenseNet201": "densenet201",
+    "EfficientNetB0": "efficientnet_b0",
+    "EfficientNetB1": "efficientnet_b1",
+    "EfficientNetB2": "efficientnet_b2",
+    "EfficientNetB3": "efficientnet_b3",
+    "EfficientNetB4": "efficientnet_b4",
+    "EfficientNetB5": "efficientnet_b5",
+    "EfficientNetB6": "efficientnet_b6",
+    "EfficientNetB7": "efficientnet_b7",
+    "EfficientNetV2B0": "efficientnet_v2_b0",
+    "EfficientNetV2B1": "efficientnet_v2_b1",
+    "EfficientNetV2B2": "efficientnet_v2_b2",
+    "EfficientNetV2B3": "efficientnet_v2_b3",
+    "EfficientNetV2S": "efficientnet_v2_s",
+    "EfficientNetV2M": "efficientnet_v2_m",
+    "EfficientNetV2L": "efficientnet_v2_l",
+    "InceptionResNetV2": "inception_resnet_v2",
+    "InceptionV3": "inception_v3",
+    "MobileNet": "mobilenet",
+    "MobileNetV2": "mobilenet_v2",
+    "MobileNetV3Small": "mobilenet_v3_small",
+    "MobileNetV3Large": "mobilenet_v3_large",
+    "NASNetMobile": "nasnet_mobile",
+    "NASNetLarge": "nasnet_large",
+    "ResNet50": "resnet50",
+    "ResNet101": "resnet101",
+    "ResNet152": "resnet152",
+    "ResNet50V2": "resnet50_v2",
+    "ResNet101V2": "resnet101_v2",
+    "ResNet152V2": "resnet152_v2",
+    "VGG16": "vgg16",
+    "VGG19": "vgg19",
+    "Xception": "xception",
+}
 
 
 def _application_builder(function: Callable) -> Builder:
     def builder(input_shape, num_classes, **kwargs):
-        return function(
-            weights=None, input_shape=tuple(input_shape), classes=num_classes, **kwargs
-        )
+        try:
+            return function(
+                weights=None, input_shape=tuple(input_shape), classes=num_classes, **kwargs
+            )
+        except (TypeError, ValueError) as error:  # Keras checks shapes and options
+            raise InvalidArgumentError(
+                f"keras.applications.{function.__name__} cannot be built with "
+                f"input_shape={tuple(input_shape)}, num_classes={num_classes}"
+                f"{''.join(f', {k}={v!r}' for k, v in kwargs.items())}: {error}"
+            ) from error
 
     builder.__doc__ = f"keras.applications.{function.__name__} with weights=None."
     return builder
 
 
 def _register_keras_applications() -> None:
-    if any(name not in ("squeezenet1_0", "squeezenet1_1") for name in _BUILDERS):
+    global _applications_registered
+    if _applications_registered:
         return
-    for module_name in dir(keras.applications):
-        module = getattr(keras.applications, module_name)
-        if not inspect.ismodule(module):
-            continue
-        for attribute in dir(module):
-            function = getattr(module, attribute)
-            if not attribute[0].isupper() or not callable(function):
-                continue
-            parameters = inspect.signature(function).parameters
-            if {"weights", "input_shape", "classes"} <= set(parameters):
-                _BUILDERS.setdefault(_snake_case(attribute), _application_builder(function))
+    _applications_registered = True
+    for function_name, name in APPLICATIONS.items():
+        function = getattr(keras.applications, function_name, None)
+        if function is not None:
+            _BUILDERS.setdefault(name, _application_builder(function))
