@@ -1,0 +1,354 @@
+"""`analyze()`: which channels of a model are coupled, who makes and who uses them.
+
+Every output channel of a producer layer (Conv, Dense, …) gets an integer id;
+handlers move the ids through the graph (see `kprune.graph.handlers`), and
+elementwise merges join ids in a union-find. A *group* is a set of producers
+whose channels are joined: removing group channel k removes the matching
+output channel of every member producer, and slices every layer that passes
+or consumes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from kprune.errors import InvalidArgumentError, UnsupportedModelError
+from kprune.graph import keras_extras  # noqa: F401  (registers its handlers)
+from kprune.graph.flatten import Call, FlatGraph, flatten
+from kprune.graph.handlers import Boundary, Ids, LayerHandler, handler_for
+
+UNSUPPORTED_MODES = ("error", "freeze")
+
+
+@dataclass
+class Member:
+    """A layer's part in a group.
+
+    Attributes:
+        layer: Layer name.
+        role: ``producer``, ``passthrough``, ``merge``, ``concat``,
+            ``flatten`` or ``consumer``.
+        positions: Indices along the layer's channel axis (its output axis,
+            or its input axis for a consumer) that hold this group's channels.
+        size: Length of that axis.
+    """
+
+    layer: str
+    role: str
+    positions: np.ndarray
+    size: int
+
+    def span(self) -> str:
+        """The positions as compact text, e.g. ``64..127 of 128``."""
+        if len(self.positions) == 0:
+            return f"none of {self.size}"
+        first, last = int(self.positions[0]), int(self.positions[-1])
+        contiguous = last - first + 1 == len(self.positions)
+        if contiguous:
+            text = f"{first}..{last}" if last > first else f"{first}"
+        else:
+            text = f"{len(self.positions)} positions in {first}..{last}"
+        return f"{text} of {self.size}"
+
+
+@dataclass
+class Group:
+    """Channels that must be removed together.
+
+    Attributes:
+        index: Position in `DependencyGraph.groups`.
+        channels: Number of coupled channels.
+        producers: Producer name → group channel of each of its output channels.
+        members: Every layer the group's channels touch, with its role.
+        frozen_by: Why the group may not be pruned (empty when it may).
+    """
+
+    index: int
+    channels: int
+    producers: dict[str, np.ndarray]
+    members: list[Member] = field(default_factory=list)
+    frozen_by: list[str] = field(default_factory=list)
+
+    @property
+    def prunable(self) -> bool:
+        return not self.frozen_by
+
+    def layers(self, role: str) -> list[str]:
+        """Names of the member layers with ``role``, in graph order, once each."""
+        return list(dict.fromkeys(m.layer for m in self.members if m.role == role))
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: list[int] = []
+
+    def add(self, count: int) -> Ids:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + count))
+        return np.arange(start, start + count, dtype=np.int64)
+
+    def find(self, item: int) -> int:
+        root = item
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[item] != root:  # path compression
+            self.parent[item], item = root, self.parent[item]
+        return root
+
+    def union(self, first: int, second: int) -> None:
+        a, b = self.find(first), self.find(second)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+    def roots(self) -> np.ndarray:
+        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+
+
+class _Context:
+    """The `handlers.Context` given to handlers during analysis."""
+
+    def __init__(self):
+        self.union_find = _UnionFind()
+        self.producer_ids: dict[str, Ids] = {}
+        self.freezes: list[tuple[Ids, str]] = []
+        self.merges: list[tuple[str, Ids]] = []
+
+    def new_channels(self, call: Call, count: int) -> Ids:
+        # A layer called several times makes the same channels at every call.
+        if call.name not in self.producer_ids:
+            self.producer_ids[call.name] = self.union_find.add(count)
+        return self.producer_ids[call.name]
+
+    def couple(self, first: Ids, second: Ids, call: Call) -> None:
+        for a, b in zip(first.tolist(), second.tolist()):
+            self.union_find.union(a, b)
+        self.merges.append((call.name, first))
+
+    def freeze(self, ids: Ids, reason: str) -> None:
+        self.freezes.append((ids, reason))
+
+    def frozen_channels(self, count: int, reason: str) -> Ids:
+        ids = self.union_find.add(count)
+        self.freeze(ids, reason)
+        return ids
+
+
+class DependencyGraph:
+    """The channel groups of a model; build it with `analyze()`.
+
+    Attributes:
+        model: The analysed model (never modified).
+        flat: Its calls in topological order, nested models inlined.
+        groups: Every group that has at least one producer.
+        tensor_ids: Canonical tensor id → channel ids of its last axis.
+        roots: Channel id → id of its group channel (union-find root).
+        handlers: Call name → the handler used for it.
+    """
+
+    def __init__(self, model, flat, groups, tensor_ids, roots, handlers, channel_index,
+                 producer_ids):  # fmt: skip
+        self.model = model
+        self.flat: FlatGraph = flat
+        self.groups: list[Group] = groups
+        self.tensor_ids: dict[int, Ids | None] = tensor_ids
+        self.roots: np.ndarray = roots
+        self.handlers: dict[str, LayerHandler] = handlers
+        self._channel_index = channel_index  # root id → (group index, group channel)
+        self._group_of = {name: g for g in groups for name in g.producers}
+        self._producer_ids: dict[str, Ids] = producer_ids
+
+    def prunable_layers(self) -> list[str]:
+        """Names of the producers whose output channels may be removed."""
+        return [name for g in self.groups if g.prunable for name in g.producers]
+
+    def group_of(self, layer: str) -> Group:
+        """The group of producer ``layer``.
+
+        Raises:
+            InvalidArgumentError: If ``layer`` is not a producer of this model.
+        """
+        if layer not in self._group_of:
+            raise InvalidArgumentError(
+                f"{layer!r} is not a producer layer of model {self.model.name!r}. "
+                f"Prunable layers: {', '.join(self.prunable_layers()) or 'none'}."
+            )
+        return self._group_of[layer]
+
+    def group_channels_of(self, ids: Ids) -> tuple[np.ndarray, np.ndarray]:
+        """For channel ids: (group index, group channel) of each; -1 where none."""
+        groups = np.full(len(ids), -1, dtype=np.int64)
+        channels = np.full(len(ids), -1, dtype=np.int64)
+        for position, root in enumerate(self.roots[ids].tolist()):
+            if root in self._channel_index:
+                groups[position], channels[position] = self._channel_index[root]
+        return groups, channels
+
+    def group_roots(self, group: Group) -> np.ndarray:
+        """Root channel id of each group channel, in group-channel order."""
+        roots = np.empty(group.channels, dtype=np.int64)
+        for name, channels in group.producers.items():
+            roots[channels] = self.roots[self.producer_ids(name)]
+        return roots
+
+    def producer_ids(self, layer: str) -> Ids:
+        """Channel ids of the output channels of producer ``layer``."""
+        return self._producer_ids[layer]
+
+    def describe(self) -> str:
+        """A readable account of every group: members, roles, index mapping."""
+        lines = [
+            f"Model {self.model.name!r}: {len(self.groups)} channel groups, "
+            f"{sum(g.prunable for g in self.groups)} prunable."
+        ]
+        for group in self.groups:
+            state = "prunable" if group.prunable else "frozen by " + "; ".join(group.frozen_by[:3])
+            lines.append(f"group {group.index}: {group.channels} channels, {state}")
+            lines.append(f"  producers: {', '.join(group.producers)}")
+            for role, label in (
+                ("merge", "coupled by"), ("passthrough", "passes through"),
+                ("concat", "concatenated in"), ("flatten", "flattened by"),
+                ("consumer", "consumed by"),
+            ):  # fmt: skip
+                members = [m for m in group.members if m.role == role]
+                if not members:
+                    continue
+                if role in ("concat", "flatten", "consumer"):
+                    text = ", ".join(f"{m.layer} [{m.span()}]" for m in members)
+                else:
+                    text = ", ".join(dict.fromkeys(m.layer for m in members))
+                lines.append(f"  {label}: {text}")
+        return "\n".join(lines)
+
+
+def analyze(model: keras.Model, unsupported: str = "error") -> DependencyGraph:
+    """Finds the groups of coupled channels of a functional or Sequential model.
+
+    Args:
+        model: The model; it is only read.
+        unsupported: ``"error"`` to refuse layers that have no handler (all
+            are listed at once), or ``"freeze"`` to treat them as boundaries:
+            channels that reach them are frozen, the rest stays prunable.
+
+    Returns:
+        A `DependencyGraph`.
+
+    Raises:
+        UnsupportedModelError: For subclassed models, or unsupported layers
+            when ``unsupported="error"``.
+
+    Example:
+        >>> graph = analyze(model)
+        >>> print(graph.describe())
+    """
+    if unsupported not in UNSUPPORTED_MODES:
+        raise InvalidArgumentError(
+            f"`unsupported` must be one of {UNSUPPORTED_MODES}. Received unsupported={unsupported!r}."
+        )
+    flat = flatten(model)
+    handlers = _choose_handlers(flat, unsupported)
+    context = _Context()
+    tensor_ids: dict[int, Ids | None] = {}
+    for tensor in flat.inputs:
+        tensor_ids[id(tensor)] = context.frozen_channels(tensor.shape[-1] or 0, "model input")
+    for call in flat.calls:
+        inputs = [tensor_ids.get(t) for t in call.inputs]
+        outputs = handlers[call.name].propagate(call, inputs, context)
+        for tensor_id, ids in zip(call.outputs, outputs):
+            tensor_ids[tensor_id] = ids
+    producer_of = flat.producer_call()
+    for output in flat.outputs:
+        if tensor_ids.get(output) is not None:
+            context.freeze(tensor_ids[output], f"model output {producer_of[output].name!r}")
+    return _build_graph(model, flat, handlers, context, tensor_ids)
+
+
+def _choose_handlers(flat: FlatGraph, unsupported: str) -> dict[str, LayerHandler]:
+    handlers, missing = {}, []
+    for call in flat.calls:
+        handler = handler_for(call.layer)
+        if handler is None:
+            missing.append(f"{call.name} ({type(call.layer).__name__})")
+            handler = Boundary()
+        handlers[call.name] = handler
+    if missing and unsupported == "error":
+        raise UnsupportedModelError(
+            f"kprune has no handler for {len(missing)} layer(s): {', '.join(missing)}. "
+            "Fix: register one with kprune.register_handler, or pass "
+            "unsupported='freeze' (CLI: --unsupported freeze) to keep their channels."
+        )
+    return handlers
+
+
+def _build_graph(model, flat, handlers, context, tensor_ids) -> DependencyGraph:
+    roots = context.union_find.roots()
+    # Producers that share a root are one group (union-find over producers).
+    names = list(context.producer_ids)
+    owner: dict[int, int] = {}
+    producer_parent = list(range(len(names)))
+
+    def find(i):
+        while producer_parent[i] != i:
+            i = producer_parent[i]
+        return i
+
+    for index, name in enumerate(names):
+        for root in np.unique(roots[context.producer_ids[name]]).tolist():
+            if root in owner:
+                a, b = find(owner[root]), find(index)
+                producer_parent[max(a, b)] = min(a, b)
+            else:
+                owner[root] = index
+    components: dict[int, list[str]] = {}
+    for index, name in enumerate(names):
+        components.setdefault(find(index), []).append(name)
+
+    groups, channel_index = [], {}
+    for members in components.values():
+        group_roots = np.unique(np.concatenate([roots[context.producer_ids[n]] for n in members]))
+        position = {root: k for k, root in enumerate(group_roots.tolist())}
+        group = Group(
+            index=len(groups),
+            channels=len(group_roots),
+            producers={
+                n: np.array([position[r] for r in roots[context.producer_ids[n]].tolist()])
+                for n in members
+            },
+        )
+        for root, k in position.items():
+            channel_index[root] = (group.index, k)
+        groups.append(group)
+
+    for ids, reason in context.freezes:
+        touched = {channel_index[r][0] for r in roots[ids].tolist() if r in channel_index}
+        for g in touched:
+            if reason not in groups[g].frozen_by:
+                groups[g].frozen_by.append(reason)
+
+    graph = DependencyGraph(
+        model, flat, groups, tensor_ids, roots, handlers, channel_index, context.producer_ids
+    )
+    _add_members(graph)
+    return graph
+
+
+def _add_members(graph: DependencyGraph) -> None:
+    """Records, for every group, each layer its channels touch and where."""
+    for call in graph.flat.calls:
+        role = graph.handlers[call.name].call_role(call)
+        if role == "producer":
+            in_ids = graph.tensor_ids.get(call.inputs[0]) if call.inputs else None
+            if in_ids is not None:
+                _note(graph, call.name, "consumer", in_ids)
+        out_ids = graph.tensor_ids.get(call.outputs[0]) if call.outputs else None
+        if out_ids is not None and role in ("producer", "passthrough", "merge", "concat", "flatten"):
+            _note(graph, call.name, role, out_ids)
+
+
+def _note(graph: DependencyGraph, layer: str, role: str, ids: Ids) -> None:
+    groups, _ = graph.group_channels_of(ids)
+    for g in np.unique(groups[groups >= 0]).tolist():
+        positions = np.flatnonzero(groups == g)
+        graph.groups[g].members.append(Member(layer, role, positions, len(ids)))

@@ -1,0 +1,380 @@
+"""One handler per layer type: how channels flow through it and how to slice it.
+
+Channels are tracked as integer ids. A producer (Conv, Dense, …) gives each
+of its output channels a fresh id; a channel-wise layer passes its input ids
+on; an elementwise merge (Add, Multiply, …) declares the ids at each position
+of its inputs the same channel (they are coupled); Concatenate joins id lists;
+Flatten repeats them once per spatial position. A boundary layer (Reshape that
+moves channels, LayerNormalization, softmax over channels, …) freezes the
+channels that reach it: they may not be removed.
+
+Handlers are looked up by the layer's class, then its base classes, so users
+can register handlers for their own layers::
+
+    @kprune.register_handler(MyScale)
+    class MyScaleHandler(kprune.graph.PassThrough):
+        per_channel_weights = ("scale",)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Protocol
+
+import keras
+import numpy as np
+
+Ids = np.ndarray  # int64 channel ids of a tensor's last axis
+
+
+class Context(Protocol):
+    """What a handler may do to the graph being analysed."""
+
+    def new_channels(self, call, count: int) -> Ids: ...
+    def couple(self, first: Ids, second: Ids, call) -> None: ...
+    def freeze(self, ids: Ids, reason: str) -> None: ...
+    def frozen_channels(self, count: int, reason: str) -> Ids: ...
+
+
+class LayerHandler:
+    """Base handler. Subclasses set ``role`` and override what they need.
+
+    Attributes:
+        role: ``producer``, ``passthrough``, ``merge``, ``concat``, ``flatten``
+            or ``boundary`` — how the layer appears in a channel group.
+    """
+
+    role = "boundary"
+
+    def call_role(self, call) -> str:
+        """The role of one call; most layers have one role whatever the call."""
+        return self.role
+
+    def propagate(self, call, input_ids: list[Ids | None], context: Context) -> list[Ids | None]:
+        """Channel ids of the call's outputs, given those of its inputs."""
+        raise NotImplementedError
+
+    def weight_axes(self, layer) -> dict[str, dict[int, str]]:
+        """Weight name → {axis: "in" | "out" | "in_repeated"} for slicing.
+
+        ``in`` axes follow the first input's kept channels, ``out`` axes the
+        output's, ``in_repeated`` the input's repeated ``depth_multiplier`` times.
+        """
+        return {}
+
+    def resized_config(self, layer, config: dict, kept_outputs: int) -> dict:
+        """The layer's config after its output channels shrink to ``kept_outputs``."""
+        return config
+
+    def slice_weights(
+        self, layer, weights: dict[str, np.ndarray], in_keep: np.ndarray | None,
+        out_keep: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
+        """Weights with removed channels dropped, by `weight_axes`."""
+        masks = {"in": in_keep, "out": out_keep}
+        if in_keep is not None:
+            masks["in_repeated"] = np.repeat(in_keep, getattr(layer, "depth_multiplier", 1))
+        sliced = {}
+        for name, array in weights.items():
+            for axis, kind in self.weight_axes(layer).get(name, {}).items():
+                if masks[kind] is not None:
+                    array = np.compress(masks[kind], array, axis=axis)
+            sliced[name] = array
+        return sliced
+
+
+_HANDLERS: dict[type, LayerHandler] = {}
+
+
+def register_handler(*layer_classes: type) -> Callable[[type], type]:
+    """Class decorator: use this handler for ``layer_classes`` and their subclasses."""
+
+    def decorator(handler_class: type) -> type:
+        for layer_class in layer_classes:
+            _HANDLERS[layer_class] = handler_class()
+        return handler_class
+
+    return decorator
+
+
+def handler_for(layer) -> LayerHandler | None:
+    """The handler of the layer's class or nearest registered base class, or None."""
+    for klass in type(layer).__mro__:
+        if klass in _HANDLERS:
+            return _HANDLERS[klass]
+        if klass in (keras.layers.Layer, keras.Operation):
+            break
+    return None
+
+
+def supported_classes() -> dict[str, str]:
+    """Registered class name → role, for docs/SUPPORTED.md."""
+    return {
+        f"{cls.__module__.replace('keras.src.', 'keras.')}.{cls.__name__}": handler.role
+        for cls, handler in sorted(_HANDLERS.items(), key=lambda item: item[0].__name__)
+    }
+
+
+def _last_dim(tensor) -> int | None:
+    shape = tensor.shape
+    return shape[-1] if len(shape) else None
+
+
+class Producer(LayerHandler):
+    """A layer whose output channels are new: Conv, Dense, SeparableConv, …"""
+
+    role = "producer"
+    size_key = "filters"
+
+    def propagate(self, call, input_ids, context):
+        count = _last_dim(call.node.outputs[0])
+        return [context.new_channels(call, count)]
+
+    def weight_axes(self, layer):
+        return {"kernel": {-2: "in", -1: "out"}, "bias": {0: "out"}}
+
+    def resized_config(self, layer, config, kept_outputs):
+        return {**config, self.size_key: int(kept_outputs)}
+
+
+class Convolution(Producer):
+    """Conv1D/2D/3D. With ``groups == in_channels == filters`` (a depthwise
+    convolution written as a grouped one, as in ConvNeXt) channels pass through;
+    other grouped convolutions tie channels to groups, so neither side is pruned."""
+
+    def call_role(self, call) -> str:
+        if self._is_depthwise(call):
+            return "passthrough"
+        return "producer" if call.layer.groups == 1 else "boundary"
+
+    def propagate(self, call, input_ids, context):
+        if self._is_depthwise(call):
+            return [input_ids[0]]
+        if call.layer.groups != 1:
+            return Boundary().propagate(call, input_ids, context)
+        return super().propagate(call, input_ids, context)
+
+    def weight_axes(self, layer):
+        if layer.groups == 1:
+            return super().weight_axes(layer)
+        if layer.groups == layer.filters:  # depthwise-like: kernel (..., 1, channels)
+            return {"kernel": {-1: "in"}, "bias": {0: "out"}}
+        return {}
+
+    def resized_config(self, layer, config, kept_outputs):
+        if layer.groups == 1:
+            return super().resized_config(layer, config, kept_outputs)
+        if layer.groups == layer.filters:
+            return {**config, "filters": int(kept_outputs), "groups": int(kept_outputs)}
+        return config
+
+    @staticmethod
+    def _is_depthwise(call) -> bool:
+        layer = call.layer
+        in_channels = call.node.input_tensors[0].shape[-1]
+        return layer.groups != 1 and layer.groups == layer.filters == in_channels
+
+
+class TransposedConvolution(Producer):
+    def weight_axes(self, layer):  # kernel (..., filters, in_channels)
+        return {"kernel": {-1: "in", -2: "out"}, "bias": {0: "out"}}
+
+
+class DenseHandler(Producer):
+    size_key = "units"
+
+
+class SeparableConvolution(Producer):
+    def weight_axes(self, layer):
+        return {
+            "depthwise_kernel": {-2: "in"},
+            "pointwise_kernel": {-2: "in_repeated", -1: "out"},
+            "bias": {0: "out"},
+        }
+
+
+class PassThrough(LayerHandler):
+    """Channel-wise layers: output channel k is input channel k.
+
+    ``per_channel_weights`` names weights whose last axis is the channel axis.
+    """
+
+    role = "passthrough"
+    per_channel_weights: tuple[str, ...] = ()
+
+    def propagate(self, call, input_ids, context):
+        return [input_ids[0] for _ in call.node.outputs]
+
+    def weight_axes(self, layer):
+        return {name: {-1: "in"} for name in self.per_channel_weights}
+
+
+class BatchNormalizationHandler(PassThrough):
+    per_channel_weights = ("gamma", "beta", "moving_mean", "moving_variance")
+
+    def propagate(self, call, input_ids, context):
+        axis = call.layer.axis
+        rank = len(call.node.outputs[0].shape)
+        if (axis if isinstance(axis, int) else -1) % rank != rank - 1:
+            return Boundary().propagate(call, input_ids, context)
+        return super().propagate(call, input_ids, context)
+
+
+class PReLUHandler(PassThrough):
+    per_channel_weights = ("alpha",)
+
+
+class Depthwise(PassThrough):
+    """DepthwiseConv: channel c becomes channels c·m … c·m+m−1 (m = depth_multiplier)."""
+
+    def propagate(self, call, input_ids, context):
+        ids = input_ids[0]
+        return [None if ids is None else np.repeat(ids, call.layer.depth_multiplier)]
+
+    def weight_axes(self, layer):
+        return {"kernel": {-2: "in"}, "bias": {0: "out"}}
+
+
+class ScalarOrPassThrough(PassThrough):
+    """Rescaling: channel-wise when its scale and offset are scalars."""
+
+    def propagate(self, call, input_ids, context):
+        values = (getattr(call.layer, "scale", 1.0), getattr(call.layer, "offset", 0.0))
+        if any(np.ndim(value) > 0 and np.size(value) > 1 for value in values):
+            return Boundary().propagate(call, input_ids, context)
+        return super().propagate(call, input_ids, context)
+
+
+class Merge(LayerHandler):
+    """Elementwise merges of tensors: the channels at each position are coupled.
+
+    An input whose channel axis has size 1 is broadcast and couples nothing.
+    """
+
+    role = "merge"
+
+    def propagate(self, call, input_ids, context):
+        tracked = [ids for ids in input_ids if ids is not None and len(ids) > 1]
+        if not tracked:
+            return [next((ids for ids in input_ids if ids is not None), None)]
+        first = tracked[0]
+        for other in tracked[1:]:
+            if len(other) != len(first):
+                return Boundary().propagate(call, input_ids, context)
+            context.couple(first, other, call)
+        return [first]
+
+
+class OperationMerge(Merge):
+    """keras.ops arithmetic on tensors: a merge, or channel-wise with a constant."""
+
+
+class ConcatenateHandler(LayerHandler):
+    role = "concat"
+
+    def propagate(self, call, input_ids, context):
+        rank = len(call.node.outputs[0].shape)
+        if call.layer.axis % rank != rank - 1:
+            return Merge().propagate(call, input_ids, context)  # joins positions, not channels
+        if any(ids is None for ids in input_ids):
+            return [None]
+        return [np.concatenate(input_ids)]
+
+
+class FlattenHandler(LayerHandler):
+    """Flatten of NHWC: flat index = position · C + c, so ids repeat per position."""
+
+    role = "flatten"
+
+    def propagate(self, call, input_ids, context):
+        ids = input_ids[0]
+        spatial = call.node.input_tensors[0].shape[1:-1]
+        if ids is None or any(size is None for size in spatial):
+            return Boundary().propagate(call, input_ids, context)
+        return [np.tile(ids, math.prod(spatial))]
+
+
+class ReshapeHandler(LayerHandler):
+    """Reshape is channel-wise when it keeps the last axis (e.g. (N, C) → (N, 1, 1, C))."""
+
+    role = "passthrough"
+
+    def propagate(self, call, input_ids, context):
+        before = call.node.input_tensors[0].shape
+        after = call.node.outputs[0].shape
+        if input_ids[0] is not None and before[-1] == after[-1]:
+            return [input_ids[0]]
+        if len(after) == 2 and len(before) > 2 and None not in before[1:]:
+            return FlattenHandler().propagate(call, input_ids, context)
+        return Boundary().propagate(call, input_ids, context)
+
+    def resized_config(self, layer, config, kept_outputs):
+        target = list(config["target_shape"])
+        if target[-1] != -1:
+            target[-1] = int(kept_outputs)
+        return {**config, "target_shape": tuple(target)}
+
+
+class ActivationHandler(PassThrough):
+    """Activation and Softmax: channel-wise except softmax over the channel axis."""
+
+    def propagate(self, call, input_ids, context):
+        layer = call.layer
+        over_channels = isinstance(layer, keras.layers.Softmax) and layer.axis in (-1, len(call.node.outputs[0].shape) - 1)
+        name = getattr(getattr(layer, "activation", None), "__name__", "")
+        if over_channels or name in ("softmax", "log_softmax"):
+            return Boundary().propagate(call, input_ids, context)
+        return super().propagate(call, input_ids, context)
+
+
+class Boundary(LayerHandler):
+    """Channels that reach this layer are frozen; its outputs are new, frozen channels."""
+
+    role = "boundary"
+
+    def propagate(self, call, input_ids, context):
+        reason = f"{type(call.layer).__name__} {call.name!r}"
+        for ids in input_ids:
+            if ids is not None:
+                context.freeze(ids, reason)
+        return [
+            context.frozen_channels(_last_dim(tensor) or 0, reason) for tensor in call.node.outputs
+        ]
+
+
+_layers = keras.layers
+register_handler(_layers.Conv1D, _layers.Conv2D, _layers.Conv3D)(Convolution)
+register_handler(_layers.Conv1DTranspose, _layers.Conv2DTranspose, _layers.Conv3DTranspose)(
+    TransposedConvolution
+)
+register_handler(_layers.SeparableConv1D, _layers.SeparableConv2D)(SeparableConvolution)
+register_handler(_layers.Dense)(DenseHandler)
+register_handler(_layers.DepthwiseConv1D, _layers.DepthwiseConv2D)(Depthwise)
+register_handler(_layers.BatchNormalization)(BatchNormalizationHandler)
+register_handler(_layers.PReLU)(PReLUHandler)
+register_handler(_layers.Rescaling)(ScalarOrPassThrough)
+register_handler(_layers.Activation, _layers.Softmax)(ActivationHandler)
+register_handler(
+    _layers.ReLU, _layers.LeakyReLU, _layers.ELU, _layers.Identity,
+    _layers.Dropout, _layers.SpatialDropout1D, _layers.SpatialDropout2D, _layers.SpatialDropout3D,
+    _layers.GaussianNoise, _layers.GaussianDropout, _layers.AlphaDropout,
+    _layers.ActivityRegularization,
+    _layers.MaxPooling1D, _layers.MaxPooling2D, _layers.MaxPooling3D,
+    _layers.AveragePooling1D, _layers.AveragePooling2D, _layers.AveragePooling3D,
+    _layers.GlobalAveragePooling1D, _layers.GlobalAveragePooling2D, _layers.GlobalAveragePooling3D,
+    _layers.GlobalMaxPooling1D, _layers.GlobalMaxPooling2D, _layers.GlobalMaxPooling3D,
+    _layers.ZeroPadding1D, _layers.ZeroPadding2D, _layers.ZeroPadding3D,
+    _layers.Cropping1D, _layers.Cropping2D, _layers.Cropping3D,
+    _layers.UpSampling1D, _layers.UpSampling2D, _layers.UpSampling3D,
+)(PassThrough)  # fmt: skip
+register_handler(
+    _layers.Add, _layers.Subtract, _layers.Multiply, _layers.Average,
+    _layers.Maximum, _layers.Minimum,
+)(Merge)  # fmt: skip
+register_handler(_layers.Concatenate)(ConcatenateHandler)
+register_handler(_layers.Flatten)(FlattenHandler)
+register_handler(_layers.Reshape)(ReshapeHandler)
+register_handler(
+    _layers.LayerNormalization, _layers.GroupNormalization, _layers.UnitNormalization,
+    _layers.Normalization, _layers.Permute, _layers.Dot,
+)(Boundary)  # fmt: skip

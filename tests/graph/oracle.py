@@ -1,0 +1,87 @@
+"""The exactness oracle: the original model with channels zeroed instead of removed.
+
+Producers are zeroed by their own indices (kernel slice and bias), so a wrong
+index mapping in the surgery (Concatenate offsets, Flatten expansion, consumer
+rows) shows up as a difference between the pruned and the zeroed model.
+Channel-wise followers that add a per-channel constant (BatchNorm β and γ,
+DepthwiseConv bias) are zeroed at the removed channels' positions.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def zeroed_copy(model, graph, removed: dict[str, list[int]]) -> keras.Model:
+    """A copy of ``model`` (same graph) with the channels of ``removed`` zeroed."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    removed_roots = set()
+    for name, indices in removed.items():
+        group = graph.group_of(name)
+        group_channels = set(group.producers[name][indices].tolist())
+        for member, channels in group.producers.items():
+            positions = [i for i, c in enumerate(channels.tolist()) if c in group_channels]
+            _zero_output_channels(_layer(copy, member), positions)
+        removed_roots.update(graph.roots[graph.producer_ids(name)[indices]].tolist())
+    for call in graph.flat.calls:
+        layer = call.layer
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        is_depthwise = isinstance(layer, keras.layers.DepthwiseConv2D) and layer.use_bias
+        if not (is_bn or is_depthwise):
+            continue
+        ids = graph.tensor_ids.get(call.outputs[0])
+        positions = [i for i, r in enumerate(graph.roots[ids].tolist()) if r in removed_roots]
+        if not positions:
+            continue
+        target = _layer(copy, call.name)
+        weights = target.get_weights()
+        if is_bn:
+            weights[0][positions] = 0.0  # gamma
+            weights[1][positions] = 0.0  # beta
+        else:
+            weights[1][positions] = 0.0  # depthwise bias
+        target.set_weights(weights)
+    return copy
+
+
+def _layer(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:  # flattened nested layer: search sub-models
+        for layer in model.layers:
+            if isinstance(layer, keras.Model):
+                for inner in layer.layers:
+                    if name in (inner.name, f"{layer.name}_{inner.name}"):
+                        return inner
+        raise
+
+
+def _zero_output_channels(layer, positions: list[int]) -> None:
+    weights = layer.get_weights()
+    names = [w.name for w in layer.weights]
+    for k, name in enumerate(names):
+        if name in ("kernel", "pointwise_kernel"):
+            axis = -2 if isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv1DTranspose)) else -1
+            index = [slice(None)] * weights[k].ndim
+            index[axis] = positions
+            weights[k][tuple(index)] = 0.0
+        elif name == "bias":
+            weights[k][positions] = 0.0
+    layer.set_weights(weights)
+
+
+def random_removal(graph, rng, fraction: float = 0.25, max_per_layer: int | None = None):
+    """Random channels of every prunable group (named by its first producer)."""
+    removal = {}
+    for group in graph.groups:
+        if not group.prunable or group.channels < 2:
+            continue
+        name = next(iter(group.producers))
+        size = len(group.producers[name])
+        count = max(1, min(size - 1, int(round(size * fraction))))
+        if max_per_layer:
+            count = min(count, max_per_layer)
+        removal[name] = sorted(rng.choice(size, count, replace=False).tolist())
+    return removal
