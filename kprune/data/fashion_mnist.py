@@ -56,6 +56,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise InvalidArgumentError(f"{path} is not an IDX file (bad magic number).")
     ndim = content[3]
     header_end = 4 + 4 * ndim
+    if len(content) < header_end:
+        raise InvalidArgumentError(
+            f"{path} is truncated: its header announces {ndim} dimensions "
+            f"({header_end} bytes), the file holds {len(content)} bytes."
+        )
     shape = tuple(int(d) for d in np.frombuffer(content[4:header_end], dtype=">u4"))
     dtype = np.dtype(_IDX_DTYPES[content[2]])
     expected = int(np.prod(shape)) * dtype.itemsize

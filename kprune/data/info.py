@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import tensorflow as tf
 
+from kprune.errors import InvalidArgumentError
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -33,10 +35,12 @@ class Preprocessing:
         return "GRAY" if self.input_shape[-1] == 1 else "RGB"
 
     def to_dict(self) -> dict:
+        """The transform as JSON-ready values; mean and std have one entry per model channel."""
+        channels = self.input_shape[-1]
         values = asdict(self)
         values["input_shape"] = list(self.input_shape)
-        values["mean"] = list(self.mean)
-        values["std"] = list(self.std)
+        values["mean"] = _channel_values(self.mean, channels)
+        values["std"] = _channel_values(self.std, channels)
         values["channel_order"] = self.channel_order
         values["layout"] = "NHWC"
         return values
@@ -53,19 +57,24 @@ class Preprocessing:
             elif images.shape[-1] == 3 and channels == 1:
                 images = tf.image.rgb_to_grayscale(images)
             else:
-                raise ValueError(
-                    f"Cannot convert {images.shape[-1]} image channels to {channels}."
+                raise InvalidArgumentError(
+                    f"Cannot convert {images.shape[-1]} image channels to {channels}: "
+                    "only 1 → 3 and 3 → 1 are supported."
                 )
         mean = _per_channel(self.mean, channels)
         std = _per_channel(self.std, channels)
         return (images * self.scale - mean) / std
 
 
-def _per_channel(values: tuple[float, ...], channels: int) -> tf.Tensor:
+def _channel_values(values: tuple[float, ...], channels: int) -> list[float]:
     if len(values) == channels:
-        return tf.constant(values, tf.float32)
+        return list(values)
     # One statistic per source channel, model wants another count: use their mean.
-    return tf.fill([channels], sum(values) / len(values))
+    return [sum(values) / len(values)] * channels
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> tf.Tensor:
+    return tf.constant(_channel_values(values, channels), tf.float32)
 
 
 @dataclass(frozen=True)
