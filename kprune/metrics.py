@@ -16,6 +16,17 @@ from dataclasses import dataclass
 
 import keras
 
+from kprune.errors import InvalidArgumentError
+
+
+_MAC_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class LayerFacts:
@@ -45,20 +56,38 @@ def count_flops(model: keras.Model) -> int:
 
 
 def layer_table(model: keras.Model) -> list[LayerFacts]:
-    """Per-layer filters, parameters, FLOPs and output shape, nested models expanded."""
+    """Per-layer filters, parameters, FLOPs and output shape, nested models expanded.
+
+    Only the calls of a layer inside ``model``'s own graph count: a layer
+    shared with another model is not counted twice, and a nested model
+    called twice counts twice.
+
+    Raises:
+        InvalidArgumentError: If a layer that multiplies-accumulates has an
+            unknown (None) spatial size, so its FLOPs are undefined.
+    """
+    return _table(model, calls=1)
+
+
+def _table(model: keras.Model, calls: int) -> list[LayerFacts]:
+    graph_nodes = _graph_nodes(model)
     rows = []
     for layer in model.layers:
+        if graph_nodes is None:
+            nodes = list(getattr(layer, "_inbound_nodes", []))
+        else:
+            nodes = [node for node in graph_nodes if node.operation is layer]
         if isinstance(layer, keras.Model):
-            rows.extend(layer_table(layer))
+            rows.extend(_table(layer, calls * max(1, len(nodes))))
             continue
         rows.append(
             LayerFacts(
                 name=layer.name,
                 class_name=type(layer).__name__,
-                output_shape=_output_shape(layer),
+                output_shape=_output_shape(layer, nodes),
                 filters=_filters(layer),
                 params=int(sum(math.prod(w.shape) for w in layer.weights)),
-                flops=_layer_flops(layer),
+                flops=calls * _layer_flops(layer, nodes),
             )
         )
     return rows
@@ -69,7 +98,18 @@ def file_size(path: str | os.PathLike) -> int:
     return os.path.getsize(path)
 
 
-def _output_shape(layer) -> tuple:
+def _graph_nodes(model: keras.Model) -> list | None:
+    """The call nodes of ``model``'s graph; None for a subclassed model."""
+    graph = getattr(model, "_functional", None) or model  # a Sequential keeps its graph there
+    nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
+    if nodes_by_depth is None:
+        return None
+    return [node for nodes in nodes_by_depth.values() for node in nodes]
+
+
+def _output_shape(layer, nodes: list) -> tuple:
+    if len(nodes) == 1 and len(nodes[0].outputs) == 1:
+        return tuple(nodes[0].outputs[0].shape)
     try:
         return tuple(layer.output.shape)
     except (AttributeError, ValueError):  # layers called several times have no single output
@@ -84,15 +124,24 @@ def _filters(layer) -> int | None:
     return None
 
 
-def _layer_flops(layer) -> int:
-    """2 × MACs of every call of ``layer`` in its model's graph."""
+def _layer_flops(layer, nodes: list) -> int:
+    """2 × MACs of the calls (graph ``nodes``) of ``layer``."""
+    if not isinstance(layer, _MAC_LAYERS):
+        return 0
     macs = 0
-    for node in getattr(layer, "_inbound_nodes", []):
+    for node in nodes:
         inputs = node.input_tensors
         outputs = node.outputs
         if len(inputs) != 1 or len(outputs) != 1:
             continue
-        macs += _macs(layer, tuple(inputs[0].shape), tuple(outputs[0].shape))
+        input_shape, output_shape = tuple(inputs[0].shape), tuple(outputs[0].shape)
+        if None in input_shape[1:] + output_shape[1:]:
+            raise InvalidArgumentError(
+                f"Cannot count the FLOPs of layer {layer.name!r}: its input shape "
+                f"{input_shape} or output shape {output_shape} has an unknown size. "
+                "Fix: build the model with a fixed input_shape such as (32, 32, 3)."
+            )
+        macs += _macs(layer, input_shape, output_shape)
     return 2 * macs
 
 
