@@ -28,13 +28,28 @@ _EXPORTS = {
     "TrainingDivergedError": "kprune.errors",
     "UnsupportedModelError": "kprune.errors",
     "VerificationError": "kprune.errors",
+    "benchmark": "kprune.bench",
+    "check_bundle": "kprune.export.bundle",
+    "DependencyGraph": "kprune.graph",
+    "PruningHistory": "kprune.surgery",
+    "analyze": "kprune.graph",
+    "register_handler": "kprune.graph",
+    "remove_filters": "kprune.surgery",
+    "replay": "kprune.surgery",
     "count_flops": "kprune.metrics",
     "count_params": "kprune.metrics",
+    "describe_artifact": "kprune.export.artifact",
+    "export_model": "kprune.export.pipeline",
+    "export_onnx": "kprune.export.onnx",
+    "export_tflite": "kprune.export.tflite",
     "layer_table": "kprune.metrics",
     "load_model": "kprune.modelio",
     "save_model": "kprune.modelio",
+    "verify_export": "kprune.export.verify",
+    "verify_files": "kprune.export.pipeline",
+    "write_bundle": "kprune.export.bundle",
 }
-_SUBMODULES = ("data", "models")
+_SUBMODULES = ("data", "graph", "models")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
