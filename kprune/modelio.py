@@ -33,9 +33,12 @@ def load_model(
     text = str(source)
     path = Path(text)
     if path.suffix in (".keras", ".h5") or path.exists():
-        if not path.is_file():
-            raise ModelFileError(f"Model file {path} does not exist.")
-        if path.suffix != ".keras":
+        if not path.exists():
+            raise ModelFileError(
+                f"Model file {path} does not exist. Fix: check the path, or write "
+                "one with `kprune train --out PATH.keras`."
+            )
+        if path.suffix != ".keras" or not path.is_file():
             raise ModelFileError(
                 f"{path} is not a .keras file. Fix: save the model with "
                 "model.save('model.keras') (Keras 3 format)."
@@ -59,22 +62,41 @@ def load_model(
 def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
     """Saves ``model`` to ``path`` atomically: a killed save leaves no half file.
 
+    The file holds the architecture and weights only: a compiled model is
+    saved without its optimizer state and loss, so that it stays small and
+    loads with plain ``keras.models.load_model``.
+
     Raises:
         InvalidArgumentError: If the path does not end in ``.keras``.
     """
     path = Path(path)
     if path.suffix != ".keras":
-        raise InvalidArgumentError(f"Model path must end in .keras. Received {path}.")
+        raise InvalidArgumentError(
+            f"`path` must end in .keras (Keras 3 format). Received path={str(path)!r}."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(suffix=".keras", dir=path.parent, prefix=".tmp-")
     os.close(handle)
     try:
-        model.save(temporary)
+        _without_training_state(model).save(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     return path
+
+
+def _without_training_state(model: keras.Model) -> keras.Model:
+    if not model.compiled:
+        return model
+    try:  # the same layers and weights in an uncompiled graph; nothing is copied
+        if isinstance(model, keras.Sequential):  # one input and output, as flat lists
+            inputs, outputs = model.inputs[0], model.outputs[0]
+        else:
+            inputs, outputs = model.input, model.output
+        return keras.Model(inputs, outputs, name=model.name)
+    except (AttributeError, IndexError, TypeError, ValueError):  # subclassed: save as is
+        return model
 
 
 def _first_line(error: Exception) -> str:

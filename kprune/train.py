@@ -51,6 +51,8 @@ def seed_everything(seed: int) -> None:
 def outputs_probabilities(model: keras.Model) -> bool:
     """Whether the model ends in a softmax (else its outputs are logits)."""
     layer = model.outputs[0]._keras_history.operation
+    if isinstance(layer, keras.Model):  # ends in a nested model: ask its own last layer
+        return outputs_probabilities(layer)
     activation = getattr(layer, "activation", None)
     if isinstance(layer, keras.layers.Softmax):
         return True
@@ -61,17 +63,30 @@ def loss_for(model: keras.Model, label_smoothing: float = 0.0) -> keras.losses.L
     """Categorical cross-entropy on integer labels, matched to the model's output."""
     from_logits = not outputs_probabilities(model)
     if label_smoothing:
-        # SparseCategoricalCrossentropy has no label smoothing; one-hot inside.
-        dense = keras.losses.CategoricalCrossentropy(
-            from_logits=from_logits, label_smoothing=label_smoothing
-        )
-
-        def smoothed(y_true, y_pred):
-            depth = keras.ops.shape(y_pred)[-1]
-            return dense(keras.ops.one_hot(keras.ops.cast(y_true, "int32"), depth), y_pred)
-
-        return keras.losses.LossFunctionWrapper(smoothed, name="smoothed_crossentropy")
+        return _SmoothedSparseCrossentropy(from_logits, label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+class _SmoothedSparseCrossentropy(keras.losses.Loss):
+    # SparseCategoricalCrossentropy has no label smoothing: one-hot the labels inside.
+    def __init__(self, from_logits: bool, label_smoothing: float, **kwargs):
+        super().__init__(name=kwargs.pop("name", "smoothed_crossentropy"), **kwargs)
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), keras.ops.shape(y_pred)[:-1])
+        return keras.losses.categorical_crossentropy(
+            keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1]), y_pred,
+            from_logits=self.from_logits, label_smoothing=self.label_smoothing,
+        )  # fmt: skip
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "from_logits": self.from_logits,
+            "label_smoothing": self.label_smoothing,
+        }
 
 
 def compile_model(
@@ -157,6 +172,7 @@ def fit(
         epochs=whole_epochs,
         steps_per_epoch=steps_per_epoch,
         callbacks=all_callbacks,
+        shuffle=False,  # the pipeline shuffles; Keras would only warn that it cannot
         verbose=0,
     )
     if guard.diverged_at is not None:
