@@ -42,8 +42,9 @@ def command_line() -> str:
 def card_paths(model_path: str | os.PathLike) -> tuple[Path, Path]:
     """``x.keras`` → ``(x.card.json, x.card.md)``."""
     path = Path(model_path)
-    stem = path.with_suffix("")
-    return stem.with_suffix(".card.json"), stem.with_suffix(".card.md")
+    # Path.stem, not with_suffix: "run.v2.keras" must keep its ".v2".
+    stem = path.stem if path.suffix == ".keras" else path.name
+    return path.with_name(f"{stem}.card.json"), path.with_name(f"{stem}.card.md")
 
 
 def write_card(model_path: str | os.PathLike, card: dict) -> tuple[Path, Path]:
