@@ -33,6 +33,8 @@ _EXPORTS = {
     "DependencyGraph": "kprune.graph",
     "PruningHistory": "kprune.surgery",
     "analyze": "kprune.graph",
+    "rank": "kprune.ranking",
+    "register_criterion": "kprune.criteria",
     "register_handler": "kprune.graph",
     "remove_filters": "kprune.surgery",
     "replay": "kprune.surgery",
@@ -49,7 +51,7 @@ _EXPORTS = {
     "verify_files": "kprune.export.pipeline",
     "write_bundle": "kprune.export.bundle",
 }
-_SUBMODULES = ("data", "graph", "models")
+_SUBMODULES = ("criteria", "data", "graph", "models")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

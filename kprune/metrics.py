@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from kprune.errors import InvalidArgumentError
 
@@ -167,3 +168,36 @@ def _macs(layer, input_shape: tuple, output_shape: tuple) -> int:
         per_output = math.prod(layer.kernel_size) * input_shape[-1] // layer.groups
         return spatial_out * per_output * layer.filters
     return 0
+
+
+def channel_flops(graph) -> dict[int, float]:
+    """FLOPs saved per channel removed from each group: {group index: FLOPs}.
+
+    Each layer whose input or output holds a group's channels contributes its
+    FLOPs × (the share of that axis the group holds) ÷ (the group's channels):
+    exact for Conv and Dense, whose cost is linear in each channel count;
+    an estimate for SeparableConv, whose depthwise part ignores its filters.
+
+    Args:
+        graph: A `kprune.graph.DependencyGraph`.
+    """
+    costs = {group.index: 0.0 for group in graph.groups}
+    for call in graph.flat.calls:
+        if len(call.inputs) != 1 or len(call.outputs) != 1:
+            continue
+        input_tensor = graph.flat.tensors[call.inputs[0]]
+        output_tensor = graph.flat.tensors[call.outputs[0]]
+        flops = 2 * _macs(call.layer, tuple(input_tensor.shape), tuple(output_tensor.shape))
+        if not flops:
+            continue
+        sides = [graph.tensor_ids.get(call.inputs[0])]
+        if graph.handlers[call.name].call_role(call) == "producer":
+            sides.append(graph.tensor_ids.get(call.outputs[0]))
+        for ids in sides:
+            if ids is None:
+                continue
+            groups, _ = graph.group_channels_of(ids)
+            for index, count in zip(*np.unique(groups[groups >= 0], return_counts=True)):
+                group = graph.groups[int(index)]
+                costs[group.index] += flops * count / len(ids) / group.channels
+    return costs
