@@ -1,0 +1,221 @@
+"""What ``kprune export`` and ``kprune verify`` do: several files, verified, into a folder.
+
+`export_model` writes every requested format and precision into a staging
+folder, verifies them all against Keras on real images, and only then moves
+them into the output folder; a failed verification leaves nothing behind.
+`verify_files` checks files (or whole bundles) written earlier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import keras
+
+from kprune.errors import InvalidArgumentError
+from kprune.export.artifact import (
+    QUANTIZE_MODES,
+    ExportedArtifact,
+    image_input_shape,
+    resolve_model,
+)
+from kprune.export.bundle import bundle_artifacts, check_bundle, model_context
+from kprune.export.tflite import DEFAULT_REPRESENTATIVE_SAMPLES
+from kprune.export.verify import (
+    DEFAULT_MAX_ABS_DIFF,
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_SAMPLES,
+    VerificationReport,
+    verify_export,
+)
+
+FORMATS = ("tflite", "onnx")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The files `export_model` wrote, their verification, and the report file."""
+
+    artifacts: tuple[ExportedArtifact, ...]
+    verification: VerificationReport | None
+    report_path: Path
+
+    def to_dict(self) -> dict:
+        return {
+            "artifacts": [artifact.to_dict() for artifact in self.artifacts],
+            "verification": None if self.verification is None else self.verification.to_dict(),
+        }
+
+
+def export_model(
+    model: str | os.PathLike | keras.Model,
+    out_dir: str | os.PathLike,
+    *,
+    formats: Sequence[str] = FORMATS,
+    quantize: Sequence[str] = ("none",),
+    dataset: str | None = None,
+    verify: bool = True,
+    samples: int = DEFAULT_SAMPLES,
+    split: str = "test",
+    calibration_samples: int = DEFAULT_REPRESENTATIVE_SAMPLES,
+    int8_io: bool = False,
+    opset: int | None = None,
+    allow_flex_ops: bool = False,
+    max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    data_dir: str | None = None,
+) -> ExportResult:
+    """Exports a model to TFLite (one file per precision) and ONNX, verified.
+
+    Files are named after the model: ``NAME.tflite`` (float32),
+    ``NAME_float16.tflite``, ``NAME_dynamic.tflite``, ``NAME_int8.tflite``,
+    ``NAME.onnx``, and ``NAME.export.json`` holds operators, sizes and the
+    verification.
+
+    Args:
+        model: A ``.keras`` file or a ``keras.Model``.
+        out_dir: Folder for the files (created if needed).
+        formats: Any of ``"tflite"``, ``"onnx"``.
+        quantize: TFLite precisions, any of `QUANTIZE_MODES`.
+        dataset: Real images for int8 calibration (train split) and
+            verification (``split``); defaults to the model card's dataset.
+        verify: Verify every file with its runtime before keeping it.
+        samples, split, max_abs_diff, min_agreement: See `verify_export`.
+        calibration_samples: Train images that calibrate int8.
+        int8_io, allow_flex_ops: See `export_tflite`.
+        opset: See `export_onnx`.
+        data_dir: Where to look for the dataset first.
+
+    Raises:
+        InvalidArgumentError: On an unknown format or precision, or when a
+            dataset is needed and none is known.
+        VerificationError: If a file disagrees with Keras; nothing is written.
+    """
+    from kprune.data import load
+    from kprune.export.onnx import export_onnx
+    from kprune.export.tflite import export_tflite
+
+    formats, quantize = _check_choices(formats, quantize)
+    network, model_path = resolve_model(model)
+    input_shape = image_input_shape(network)
+    needs_data = verify or "int8" in quantize
+    context = model_context(network, model_path, dataset, data_dir) if needs_data else None
+    if needs_data and context.dataset is None:
+        raise InvalidArgumentError(
+            "Verification and int8 calibration need real images, but no dataset is known "
+            "(no model card names one). Fix: pass --dataset (fashion_mnist, cifar10 or "
+            "folder:PATH), or --no-verify without int8."
+        )
+    common = dict(input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64)
+    calibration = (
+        load(context.dataset, "train", limit=calibration_samples, **common)
+        if "int8" in quantize else None
+    )  # fmt: skip
+    verification_data = load(context.dataset, split, limit=samples, **common) if verify else None
+
+    stem = model_path.stem if model_path is not None else network.name
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir))
+    try:
+        artifacts = []
+        if "tflite" in formats:
+            for mode in quantize:
+                name = f"{stem}.tflite" if mode == "none" else f"{stem}_{mode}.tflite"
+                artifacts.append(export_tflite(
+                    network, staging / name, mode, calibration,
+                    num_samples=calibration_samples, int8_io=int8_io and mode == "int8",
+                    allow_flex_ops=allow_flex_ops,
+                ))  # fmt: skip
+        if "onnx" in formats:
+            artifacts.append(export_onnx(network, staging / f"{stem}.onnx", opset=opset))
+        report = None
+        if verify:
+            report = verify_export(
+                network, artifacts, verification_data, samples=samples,
+                max_abs_diff=max_abs_diff, min_agreement=min_agreement,
+            )  # fmt: skip
+        moved = tuple(_move(artifact, out_dir) for artifact in artifacts)
+        result = ExportResult(moved, report, out_dir / f"{stem}.export.json")
+        result.report_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def verify_files(
+    model: str | os.PathLike | keras.Model,
+    paths: Sequence[str | os.PathLike],
+    *,
+    dataset: str | None = None,
+    split: str = "test",
+    samples: int = DEFAULT_SAMPLES,
+    max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    data_dir: str | None = None,
+    progress: bool = False,
+) -> VerificationReport:
+    """Verifies ``.tflite`` / ``.onnx`` files or bundle folders against a model.
+
+    A bundle folder is first checked file by file against the sha256 in its
+    manifest, then each of its model files is verified. Never raises for a
+    failed threshold: see ``report.passed`` and ``report.raise_for_failures()``.
+
+    Raises:
+        VerificationError: If a bundle file was modified, or a file's shapes
+            are not the model's.
+        InvalidArgumentError: If no dataset is known.
+    """
+    from kprune.data import load
+
+    network, model_path = resolve_model(model)
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(bundle_artifacts(path, check_bundle(path)))
+        else:
+            files.append(path)
+    context = model_context(network, model_path, dataset, data_dir)
+    if context.dataset is None:
+        raise InvalidArgumentError(
+            "Verification needs real images, but no dataset is known (no model card names "
+            "one). Fix: pass --dataset (fashion_mnist, cifar10 or folder:PATH)."
+        )
+    data = load(
+        context.dataset, split, input_shape=image_input_shape(network), batch_size=64,
+        limit=samples, shuffle=False, data_dir=data_dir,
+    )  # fmt: skip
+    return verify_export(
+        network, files, data, samples=samples, max_abs_diff=max_abs_diff,
+        min_agreement=min_agreement, raise_on_failure=False, progress=progress,
+    )  # fmt: skip
+
+
+def _check_choices(formats: Sequence[str], quantize: Sequence[str]) -> tuple[list, list]:
+    formats, quantize = list(dict.fromkeys(formats)), list(dict.fromkeys(quantize))
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown or not formats:
+        raise InvalidArgumentError(
+            f"`formats` must be a non-empty choice of {FORMATS}. Received formats={formats}."
+        )
+    unknown = [mode for mode in quantize if mode not in QUANTIZE_MODES]
+    if unknown or not quantize:
+        raise InvalidArgumentError(
+            f"`quantize` must be a non-empty choice of {QUANTIZE_MODES}. "
+            f"Received quantize={quantize}."
+        )
+    return formats, quantize
+
+
+def _move(artifact: ExportedArtifact, out_dir: Path) -> ExportedArtifact:
+    from dataclasses import replace
+
+    target = out_dir / artifact.path.name
+    os.replace(artifact.path, target)
+    return replace(artifact, path=target)

@@ -1,0 +1,347 @@
+"""Keras → TFLite through a SavedModel, fp32 / float16 / dynamic-range / full int8.
+
+The converter reads a SavedModel written by ``model.export(..., "tf_saved_model")``
+(not ``from_keras_model``) and is limited to TFLite builtin operators: the
+runtimes on embedded boards do not carry the Flex (select TensorFlow) ops.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import keras
+import numpy as np
+
+from kprune.errors import InvalidArgumentError, UnsupportedModelError
+from kprune.export.artifact import (
+    QUANTIZE_MODES,
+    ExportedArtifact,
+    TensorInfo,
+    check_suffix,
+    image_input_shape,
+    resolve_model,
+    write_atomically,
+)
+
+DEFAULT_REPRESENTATIVE_SAMPLES = 300
+# Layers whose input activation and weights tell how a model was quantized.
+_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def export_tflite(
+    model: str | os.PathLike | keras.Model,
+    path: str | os.PathLike,
+    quantize: str = "none",
+    representative_data: Any = None,
+    *,
+    num_samples: int = DEFAULT_REPRESENTATIVE_SAMPLES,
+    int8_io: bool = False,
+    allow_flex_ops: bool = False,
+) -> ExportedArtifact:
+    """Converts a Keras model to a ``.tflite`` file of builtin operators only.
+
+    Args:
+        model: A ``keras.Model`` or the path of a ``.keras`` file.
+        path: Where to write; must end in ``.tflite``. Written atomically.
+        quantize: ``"none"`` (float32), ``"float16"`` (float16 weights),
+            ``"dynamic"`` (int8 weights, float activations) or ``"int8"``
+            (full-integer post-training quantization).
+        representative_data: Real, preprocessed images for ``"int8"``
+            calibration: a `kprune.data.Split`, a ``tf.data.Dataset`` of
+            ``(images, labels)`` batches, or an array ``(N, H, W, C)``.
+        num_samples: How many images of ``representative_data`` calibrate.
+        int8_io: With ``"int8"``, make the input and output int8 tensors too
+            (the caller quantizes with the input's scale and zero point);
+            otherwise they stay float32.
+        allow_flex_ops: Let the converter fall back on TensorFlow (Flex) ops.
+            The file then needs a TFLite runtime with Flex delegates, which
+            embedded runtimes lack.
+
+    Returns:
+        The `ExportedArtifact`; ``.ops`` lists every operator the file uses.
+
+    Raises:
+        InvalidArgumentError: On an unknown mode, a missing or mismatched
+            representative dataset, or a path not ending in ``.tflite``.
+        UnsupportedModelError: If the model needs operators that TFLite
+            builtins do not have.
+
+    Example:
+        >>> calibration = kprune.data.load("fashion_mnist", "train", limit=300)
+        >>> export_tflite(model, "model_int8.tflite", "int8", calibration)
+    """
+    path = check_suffix(path, ".tflite")
+    if quantize not in QUANTIZE_MODES:
+        raise InvalidArgumentError(
+            f"`quantize` must be one of {QUANTIZE_MODES}. Received quantize={quantize!r}."
+        )
+    if int8_io and quantize != "int8":
+        raise InvalidArgumentError(
+            f"`int8_io` needs quantize='int8'. Received quantize={quantize!r}."
+        )
+    network, _ = resolve_model(model)
+    input_shape = image_input_shape(network)
+    calibration = None
+    if quantize == "int8":
+        if representative_data is None:
+            raise InvalidArgumentError(
+                "quantize='int8' needs `representative_data`: a few hundred real, "
+                "preprocessed images, e.g. kprune.data.load('fashion_mnist', 'train', "
+                "limit=300). Calibrating on random data gives a useless model."
+            )
+        calibration = representative_images(representative_data, input_shape, num_samples)
+
+    content = _convert(network, quantize, calibration, int8_io, allow_flex_ops)
+    write_atomically(path, content)
+    artifact = describe_tflite(path)
+    flex = sorted(op for op in artifact.ops if op.startswith("Flex"))
+    if flex and not allow_flex_ops:  # the converter should have refused; never ship it
+        path.unlink()
+        raise UnsupportedModelError(
+            f"TFLite conversion of {network.name!r} produced Flex ops {flex}. "
+            "Fix: replace the layers that need them."
+        )
+    return artifact
+
+
+def representative_images(
+    data: Any, input_shape: tuple[int, int, int], num_samples: int
+) -> np.ndarray:
+    """The first ``num_samples`` images of ``data`` as float32 ``(N, H, W, C)``.
+
+    Raises:
+        InvalidArgumentError: If ``data`` is empty, of another type, or its
+            images do not have the model's input shape.
+    """
+    if num_samples < 1:
+        raise InvalidArgumentError(
+            f"`num_samples` must be positive. Received num_samples={num_samples}."
+        )
+    images = []
+    count = 0
+    for batch in _image_batches(data):
+        images.append(np.asarray(batch, dtype=np.float32))
+        count += len(images[-1])
+        if count >= num_samples:
+            break
+    if not images:
+        raise InvalidArgumentError("`representative_data` holds no images.")
+    stacked = np.concatenate(images)[:num_samples]
+    if tuple(stacked.shape[1:]) != tuple(input_shape):
+        raise InvalidArgumentError(
+            f"`representative_data` images have shape {tuple(stacked.shape[1:])}, the "
+            f"model expects {tuple(input_shape)}. Fix: load the dataset with "
+            f"input_shape={tuple(input_shape)}."
+        )
+    return stacked
+
+
+def _image_batches(data: Any) -> Iterator[np.ndarray]:
+    import tensorflow as tf
+
+    from kprune.data import Split
+
+    if isinstance(data, np.ndarray):
+        yield data
+        return
+    if isinstance(data, Split):
+        data = data.dataset
+    if not isinstance(data, tf.data.Dataset):
+        raise InvalidArgumentError(
+            "`representative_data` must be a kprune.data.Split, a tf.data.Dataset of "
+            f"(images, labels) batches or an array of images. Received {type(data).__name__}."
+        )
+    for element in data:
+        images = element[0] if isinstance(element, (tuple, list)) else element
+        yield images.numpy()
+
+
+def _convert(
+    network: keras.Model,
+    quantize: str,
+    calibration: np.ndarray | None,
+    int8_io: bool,
+    allow_flex_ops: bool,
+) -> bytes:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="kprune-savedmodel-") as saved_model:
+        network.export(saved_model, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        builtins = (
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+            if quantize == "int8"
+            else tf.lite.OpsSet.TFLITE_BUILTINS
+        )
+        ops = [builtins]
+        if allow_flex_ops:
+            ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+        converter.target_spec.supported_ops = ops
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantize == "int8":
+            converter.representative_dataset = lambda: (
+                [image[np.newaxis]] for image in calibration
+            )
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter raises ConverterError and others
+            raise UnsupportedModelError(_conversion_failure(network.name, str(error))) from error
+
+
+def _conversion_failure(model_name: str, details: str) -> str:
+    select_ops = re.search(r"TF Select ops: ([^\n]+)", details)
+    if select_ops:
+        return (
+            f"TFLite conversion of {model_name!r} needs TensorFlow ops that are not TFLite "
+            f"builtins: {select_ops.group(1).strip()}. Fix: replace the layers that use them. "
+            "(allow_flex_ops=True / --allow-flex-ops converts, but the file then needs the "
+            "Flex delegate, which embedded TFLite runtimes do not have.)"
+        )
+    summary = " ".join(details.split())[:600]
+    return f"TFLite conversion of {model_name!r} failed: {summary}"
+
+
+def tflite_ops(content: bytes) -> dict[str, int]:
+    """Operator name → uses in a TFLite flatbuffer; custom ops by their code (``FlexConv2D``)."""
+    model = _schema().Model.GetRootAs(content, 0)
+    names = _builtin_names()
+    codes = []
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        custom = code.CustomCode()
+        codes.append(custom.decode() if custom else names.get(builtin, f"BUILTIN_{builtin}"))
+    counts: Counter[str] = Counter()
+    for graph_index in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(graph_index)
+        for op_index in range(graph.OperatorsLength()):
+            counts[codes[graph.Operators(op_index).OpcodeIndex()]] += 1
+    return dict(sorted(counts.items()))
+
+
+def describe_tflite(path: str | os.PathLike) -> ExportedArtifact:
+    """Reads tensors, operators and precision of a ``.tflite`` file.
+
+    Raises:
+        ModelFileError: If the file is not a readable TFLite model.
+    """
+    from kprune.errors import ModelFileError
+
+    path = Path(path)
+    content = path.read_bytes()
+    try:
+        schema = _schema()
+        if not schema.Model.ModelBufferHasIdentifier(content, 0):
+            raise ValueError("no TFL3 identifier")
+        model = schema.Model.GetRootAs(content, 0)
+        graph = model.Subgraphs(0)
+        inputs = [_tensor_info(graph.Tensors(graph.Inputs(i))) for i in range(graph.InputsLength())]
+        outputs = [
+            _tensor_info(graph.Tensors(graph.Outputs(i))) for i in range(graph.OutputsLength())
+        ]
+        ops = tflite_ops(content)
+        quantize = _precision(model, graph)
+        quantized_io = _quantized_io(model, graph) if quantize == "int8" else None
+    except Exception as error:  # flatbuffers raise IndexError, struct.error, ...
+        raise ModelFileError(
+            f"{path} is not a readable TFLite model ({type(error).__name__}: {error}). "
+            "Fix: export it again with `kprune export`."
+        ) from error
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelFileError(
+            f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; kprune "
+            "exports image classifiers with one of each."
+        )
+    return ExportedArtifact(
+        path=path, format="tflite", quantize=quantize, input=inputs[0], output=outputs[0],
+        ops=ops, size_bytes=len(content), quantized_io=quantized_io,
+    )  # fmt: skip
+
+
+def _precision(model, graph) -> str:
+    types = _tensor_type_names()
+    op_names = _builtin_names()
+    activations, weights = set(), set()
+    for index in range(graph.OperatorsLength()):
+        op = graph.Operators(index)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode())) not in _WEIGHTED_OPS:
+            continue
+        activations.add(types[graph.Tensors(op.Inputs(0)).Type()])
+        weights.add(types[graph.Tensors(op.Inputs(1)).Type()])
+    all_types = {types[graph.Tensors(i).Type()] for i in range(graph.TensorsLength())}
+    if activations & {"INT8", "UINT8", "INT16"}:
+        return "int8"
+    if weights & {"INT8", "UINT8"}:
+        return "dynamic"
+    if "FLOAT16" in all_types:
+        return "float16"
+    return "none"
+
+
+def _quantized_io(model, graph) -> dict | None:
+    """Scale and zero point where float32 input/output meet the int8 graph."""
+    op_names = _builtin_names()
+    graph_input, graph_output = graph.Inputs(0), graph.Outputs(0)
+    found = {}
+    for index in range(graph.OperatorsLength()):
+        op = graph.Operators(index)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+        if name == "QUANTIZE" and op.Inputs(0) == graph_input:
+            found["input"] = _tensor_info(graph.Tensors(op.Outputs(0))).quantization
+        elif name == "DEQUANTIZE" and op.Outputs(0) == graph_output:
+            found["output"] = _tensor_info(graph.Tensors(op.Inputs(0))).quantization
+    values = {
+        key: {"scale": quantization[0], "zero_point": quantization[1]}
+        for key, quantization in found.items()
+        if quantization is not None
+    }
+    return values or None
+
+
+def _tensor_info(tensor) -> TensorInfo:
+    dtype = _tensor_type_names()[tensor.Type()].lower()
+    signature = tensor.ShapeSignatureAsNumpy()
+    shape = (
+        signature if not isinstance(signature, int) and len(signature) else tensor.ShapeAsNumpy()
+    )
+    quantization = None
+    parameters = tensor.Quantization()
+    if dtype in ("int8", "uint8", "int16") and parameters is not None and parameters.ScaleLength():
+        quantization = (float(parameters.Scale(0)), int(parameters.ZeroPoint(0)))
+    return TensorInfo(
+        name=tensor.Name().decode(),
+        shape=tuple(int(dim) for dim in shape),
+        dtype=dtype,
+        quantization=quantization,
+    )
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def _builtin_names() -> dict[int, str]:
+    return _enum_names(_schema().BuiltinOperator)
+
+
+def _tensor_type_names() -> dict[int, str]:
+    return _enum_names(_schema().TensorType)
+
+
+def _enum_names(enum) -> dict[int, str]:
+    return {value: name for name, value in vars(enum).items() if not name.startswith("_")}
