@@ -298,3 +298,21 @@ def rank(
         for name, channels in graph.groups[index].producers.items():
             result[name] = values[channels]
     return {name: result[name] for name in graph.prunable_layers() if name in result}
+
+
+def save_scores(path, scores: dict[str, np.ndarray], **facts) -> None:
+    """Writes scores as JSON: ``{**facts, "scores": {layer: [floats]}}``."""
+    import json
+    from pathlib import Path
+
+    payload = {**facts, "scores": {name: [float(v) for v in values] for name, values in scores.items()}}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def weakest(scores: dict[str, np.ndarray], count: int) -> dict[str, list[tuple[int, float]]]:
+    """The ``count`` lowest-scored channels of each layer as (index, score), lowest first."""
+    return {
+        name: [(int(i), float(values[i])) for i in np.argsort(values, kind="stable")[:count]]
+        for name, values in scores.items()
+    }

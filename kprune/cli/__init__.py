@@ -29,10 +29,11 @@ def _global_options(
 
 
 def _register_commands() -> None:
+    from kprune.cli import bench, bundle, export, verify
     from kprune.cli import eval as eval_command
-    from kprune.cli import info, train
+    from kprune.cli import info, models, rank, train
 
-    for module in (train, eval_command, info):
+    for module in (train, eval_command, info, models, rank, export, verify, bundle, bench):
         module.register(app)
 
 
