@@ -24,6 +24,12 @@ def make_tiny_cnn(input_shape=(16, 16, 3), num_classes=10, softmax=True, name="t
 
 
 @pytest.fixture
+def tiny_cnn_factory():
+    """`make_tiny_cnn` itself, for tests that need several or a variant."""
+    return make_tiny_cnn
+
+
+@pytest.fixture
 def tiny_cnn() -> keras.Model:
     """A 16×16×3 → 10-class softmax CNN with 1,562 parameters."""
     keras.utils.set_random_seed(0)
@@ -37,3 +43,14 @@ def tiny_arrays() -> tuple[np.ndarray, np.ndarray]:
     images = rng.normal(size=(48, 16, 16, 3)).astype("float32")
     labels = rng.integers(0, 10, size=48).astype("int32")
     return images, labels
+
+
+@pytest.fixture
+def restore_determinism():
+    """Undoes the process-wide TF op determinism that seed_everything() turns on."""
+    from tensorflow.python.framework import config as tf_config
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    yield
+    if not was_enabled:
+        tf_config.disable_op_determinism()

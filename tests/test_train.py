@@ -3,7 +3,6 @@
 import keras
 import numpy as np
 import pytest
-from tensorflow.python.framework import config as tf_config
 
 from kprune.data import as_dataset, load
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
@@ -30,13 +29,6 @@ def synthetic_splits():
     return load("synthetic", "train", batch_size=32, **common), load(
         "synthetic", "test", batch_size=80, **common
     )
-
-
-@pytest.fixture
-def restore_determinism():
-    # seed_everything() turns on TF op determinism for the whole process; undo it.
-    yield
-    tf_config.disable_op_determinism()
 
 
 def test_fit_improves_accuracy(synthetic_splits):

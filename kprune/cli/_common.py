@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
+import sys
 from dataclasses import dataclass
 from typing import Annotated, Optional
 
@@ -19,6 +22,35 @@ class _State:
 
 
 state = _State()
+
+
+def quiet_import(module: str = "tensorflow") -> None:
+    """Imports ``module`` with file descriptor 2 (stderr) sent to /dev/null.
+
+    TensorFlow's C++ start-up lines (absl's "All log messages before
+    absl::InitializeLog()", oneDNN, CUDA) are written straight to fd 2 at
+    import, where TF_CPP_MIN_LOG_LEVEL cannot silence them. Nothing is hidden
+    with ``--debug``, or once the module is loaded; stderr is restored before
+    an import error propagates, so real errors are still shown.
+    """
+    if module in sys.modules:
+        return
+    sys.stderr.flush()
+    try:
+        saved_stderr = None if state.debug else os.dup(2)
+    except OSError:  # no stderr at all: nothing to quiet
+        saved_stderr = None
+    if saved_stderr is None:
+        importlib.import_module(module)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        importlib.import_module(module)
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+        os.close(devnull)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from kprune.cli._common import (
-    BatchSizeOption, DataDirOption, DatasetOption, LimitOption, ModelArgument, out, user_errors,
+    BatchSizeOption, DataDirOption, DatasetOption, LimitOption, ModelArgument, out,
+    quiet_import, user_errors,
 )  # fmt: skip
 
 
@@ -20,6 +21,7 @@ def evaluate(
     limit: LimitOption = None,
 ):
     """Evaluate a .keras model: top-1 accuracy and loss on a dataset split."""
+    quiet_import()
     with user_errors():
         from kprune.data import load
         from kprune.modelio import load_model
@@ -33,7 +35,8 @@ def evaluate(
         result = evaluate_model(network, data, progress=True)
     out.print(
         f"{model} on {dataset} {split} ({result['examples']} images): "
-        f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
+        f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}",
+        soft_wrap=True,  # one line however long the path: scripts parse it
     )
 
 

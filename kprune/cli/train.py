@@ -8,7 +8,7 @@ import typer
 
 from kprune.cli._common import (
     BatchSizeOption, DataDirOption, DatasetOption, LimitOption, SeedOption,
-    format_count, out, user_errors,
+    format_count, out, quiet_import, user_errors,
 )  # fmt: skip
 
 
@@ -32,6 +32,7 @@ def train(
     limit: LimitOption = None,
 ):
     """Train a model (by name or .keras file) and write it with a model card."""
+    quiet_import()
     with user_errors():
         from kprune.train import TrainSettings, train_and_save
 
@@ -48,7 +49,8 @@ def train(
     out.print(
         f"Saved {out_path}: test accuracy {card['test_accuracy']:.4f} on "
         f"{card['test_examples']} {dataset} test images, {format_count(card['params'])} "
-        f"params, {format_count(card['flops'])}FLOPs, {card['wall_time_s']:.0f} s."
+        f"params, {format_count(card['flops'])}FLOPs, {card['wall_time_s']:.0f} s.",
+        soft_wrap=True,  # one line however long the path: scripts parse it
     )
 
 
