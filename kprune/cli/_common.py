@@ -32,6 +32,12 @@ def quiet_import(module: str = "tensorflow") -> None:
     import, where TF_CPP_MIN_LOG_LEVEL cannot silence them. Nothing is hidden
     with ``--debug``, or once the module is loaded; stderr is restored before
     an import error propagates, so real errors are still shown.
+
+    Args:
+        module: The module to import; TensorFlow by default.
+
+    Example:
+        >>> quiet_import()  # first line of a command body, before library imports
     """
     if module in sys.modules:
         return

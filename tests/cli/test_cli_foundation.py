@@ -30,7 +30,14 @@ def assert_one_line_error(result, *fragments):
         assert fragment in lines[0]
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["info"], ["models"]])
+COMMANDS = sorted(info.name for info in app.registered_commands)
+
+
+def test_foundation_commands_registered():
+    assert {"train", "eval", "info", "models"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", [[]] + [[name] for name in COMMANDS])
 def test_help_works_everywhere(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0, result.output
