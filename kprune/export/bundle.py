@@ -10,6 +10,7 @@ docs/DEPLOY.md)::
     manifest.json        input, preprocessing, quantization, classes, sha256 of
                          every file, source metrics, verification, kprune version
     kprune_runtime.py    preprocessing + inference (numpy + a runtime only)
+    kprune_images.py     PNG / PGM / PPM / .npy reading (numpy only; Pillow if present)
     run_bundle.py        classify image files from the command line
     rtmaps_kprune.py     the RTMaps Python component (class rtmaps_python)
 
@@ -36,7 +37,7 @@ from kprune.errors import InvalidArgumentError, VerificationError
 from kprune.export.artifact import image_input_shape, resolve_model, sha256_of
 from kprune.export.verify import DEFAULT_MAX_ABS_DIFF, DEFAULT_MIN_AGREEMENT, DEFAULT_SAMPLES
 
-TEMPLATES = ("kprune_runtime.py", "run_bundle.py", "rtmaps_kprune.py")
+TEMPLATES = ("kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py")
 ARTIFACT_FILES = {
     "tflite": "model.tflite",
     "tflite_int8": "model_int8.tflite",

@@ -1,4 +1,4 @@
-"""The bundle's runtime (templates/kprune_runtime.py): preprocessing, image files, imports.
+"""The bundle's runtime (templates/kprune_runtime.py, kprune_images.py): preprocessing, files.
 
 References are TensorFlow's resize and kprune's Preprocessing, which the
 training pipeline applies, and arrays written as PNG by an encoder here.
@@ -17,13 +17,14 @@ import pytest
 import tensorflow as tf
 
 from kprune.data import Preprocessing
+from kprune.export.templates import kprune_images as images
 from kprune.export.templates import kprune_runtime as runtime
 
-TEMPLATES = ("kprune_runtime.py", "run_bundle.py", "rtmaps_kprune.py")
+TEMPLATES = ("kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py")
 ALLOWED_IMPORTS = {
     "__future__", "argparse", "hashlib", "json", "os", "struct", "sys", "time", "zlib",
     "numpy", "ai_edge_litert", "tflite_runtime", "onnxruntime", "PIL", "rtmaps",
-    "kprune_runtime",
+    "kprune_runtime", "kprune_images",
 }  # fmt: skip
 
 
@@ -119,7 +120,7 @@ def encode_png(
 def test_png_decoder_reverses_every_filter(filters, colour, channels):
     pixels = random_image((6, 5, channels), seed=colour)
 
-    decoded = runtime.decode_png(encode_png(pixels, colour, filters=filters))
+    decoded = images.decode_png(encode_png(pixels, colour, filters=filters))
 
     expected = pixels[:, :, :3] if channels == 4 else pixels  # alpha is dropped
     np.testing.assert_array_equal(decoded, expected)
@@ -131,10 +132,10 @@ def test_png_decoder_reads_palette_and_16_bit():
     wide = np.random.default_rng(5).integers(0, 65536, size=(3, 4, 3))
 
     np.testing.assert_array_equal(
-        runtime.decode_png(encode_png(indices, 3, palette=palette)), palette[indices[:, :, 0]]
+        images.decode_png(encode_png(indices, 3, palette=palette)), palette[indices[:, :, 0]]
     )
     np.testing.assert_array_equal(
-        runtime.decode_png(encode_png(wide, 2, depth=16, filters=(1, 4))), wide >> 8
+        images.decode_png(encode_png(wide, 2, depth=16, filters=(1, 4))), wide >> 8
     )
 
 
@@ -145,15 +146,15 @@ def test_read_image_needs_no_pillow_for_png_and_pnm(tmp_path, monkeypatch):
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     Image.fromarray(gray).save(tmp_path / "gray.png")
     (tmp_path / "gray.pgm").write_bytes(b"P5\n# comment\n7 9\n255\n" + gray.tobytes())
-    with_pillow = {name: runtime.read_image(tmp_path / name) for name in ("rgb.png", "gray.png")}
+    with_pillow = {name: images.read_image(tmp_path / name) for name in ("rgb.png", "gray.png")}
     monkeypatch.setitem(sys.modules, "PIL", None)  # `import PIL` now raises ImportError
 
-    pixels, order = runtime.read_image(tmp_path / "rgb.png")
+    pixels, order = images.read_image(tmp_path / "rgb.png")
     np.testing.assert_array_equal(pixels, rgb)
     assert order == "RGB" and with_pillow["rgb.png"][1] == "RGB"
     np.testing.assert_array_equal(with_pillow["rgb.png"][0], rgb)
     for name in ("gray.png", "gray.pgm"):
-        pixels, order = runtime.read_image(tmp_path / name)
+        pixels, order = images.read_image(tmp_path / name)
         np.testing.assert_array_equal(pixels[:, :, 0], gray)
         assert order == "GRAY"
     np.testing.assert_array_equal(with_pillow["gray.png"][0][:, :, 0], gray)
@@ -164,11 +165,11 @@ def test_find_images_walks_folders_in_sorted_order(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
 
-    found = runtime.find_images([tmp_path])
+    found = images.find_images([tmp_path])
 
     assert [p[len(str(tmp_path)) + 1 :] for p in found] == ["a/z.npy", "b/1.png", "b/2.png"]
-    with pytest.raises(runtime.BundleError, match="does not exist"):
-        runtime.find_images([tmp_path / "missing"])
+    with pytest.raises(images.ImageError, match="does not exist"):
+        images.find_images([tmp_path / "missing"])
 
 
 @pytest.mark.parametrize("name", TEMPLATES)

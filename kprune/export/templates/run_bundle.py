@@ -22,7 +22,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import kprune_runtime as runtime  # noqa: E402  (lives beside this file)
+import kprune_images as images  # noqa: E402  (both live beside this file)
+import kprune_runtime as runtime  # noqa: E402
 
 
 def parse_arguments(argv=None):
@@ -54,15 +55,15 @@ def main(argv=None):
         classifier = runtime.Classifier(
             arguments.bundle, arguments.backend, arguments.threads, not arguments.no_check
         )
-        paths = runtime.find_images(arguments.paths)
+        paths = images.find_images(arguments.paths)
         if not paths:
             raise runtime.BundleError("No image files in %s." % ", ".join(arguments.paths))
         started = time.perf_counter()
         results = []
         for start in range(0, len(paths), arguments.batch_size):
             chunk = paths[start : start + arguments.batch_size]
-            images = [runtime.read_image(path) for path in chunk]
-            for path, (pixels, order) in zip(chunk, images):
+            decoded = [images.read_image(path) for path in chunk]
+            for path, (pixels, order) in zip(chunk, decoded):
                 prediction = classifier.classify(pixels, order)
                 results.append(dict(path=path, **prediction.to_dict()))
         elapsed = time.perf_counter() - started
