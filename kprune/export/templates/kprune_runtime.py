@@ -107,8 +107,14 @@ class Preprocessor:
         return (pixels * self.scale - self.mean) / self.std
 
     def batch(self, images, channel_order=None):
-        """Stacks preprocessed images into one float32 NHWC batch."""
-        return np.stack([self(image, channel_order) for image in images])
+        """Stacks preprocessed images into one float32 NHWC batch.
+
+        ``channel_order`` is one order for all images or a list, one per image.
+        """
+        orders = channel_order
+        if not isinstance(orders, (list, tuple)):
+            orders = [channel_order] * len(images)
+        return np.stack([self(image, order) for image, order in zip(images, orders)])
 
 
 def to_model_order(image, channel_order=None):
@@ -383,6 +389,7 @@ class Classifier:
         return self.classify_batch([image], channel_order)[0]
 
     def classify_batch(self, images, channel_order=None):
+        """The top-1 `Prediction` of each raw image, in one inference."""
         predictions = []
         for row in self.probabilities(images, channel_order):
             class_id = int(np.argmax(row))

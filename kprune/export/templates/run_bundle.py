@@ -63,8 +63,9 @@ def main(argv=None):
         for start in range(0, len(paths), arguments.batch_size):
             chunk = paths[start : start + arguments.batch_size]
             decoded = [images.read_image(path) for path in chunk]
-            for path, (pixels, order) in zip(chunk, decoded):
-                prediction = classifier.classify(pixels, order)
+            pixels = [image for image, _ in decoded]
+            orders = [order for _, order in decoded]
+            for path, prediction in zip(chunk, classifier.classify_batch(pixels, orders)):
                 results.append(dict(path=path, **prediction.to_dict()))
         elapsed = time.perf_counter() - started
     except (runtime.BundleError, OSError, ValueError) as error:
