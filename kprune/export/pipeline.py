@@ -121,6 +121,7 @@ def export_model(
 
     stem = model_path.stem if model_path is not None else network.name
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir))
     try:
@@ -144,8 +145,12 @@ def export_model(
         moved = tuple(_move(artifact, out_dir) for artifact in artifacts)
         result = ExportResult(moved, report, out_dir / f"{stem}.export.json")
         result.report_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    finally:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if created:  # leave no empty folder behind either
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
     return result
 
 

@@ -176,3 +176,14 @@ def test_export_without_card_or_dataset_names_the_fix(tmp_path):
 
     assert result.exit_code == 1 and "--dataset" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.keras"]
+
+
+def test_export_that_fails_verification_leaves_nothing(model_file, tmp_path):
+    out = tmp_path / "out"
+
+    result = runner.invoke(app, [
+        "export", str(model_file), "-f", "onnx", "-o", str(out), "-n", "16", "--max-diff", "1e-30",
+    ])  # fmt: skip
+
+    assert result.exit_code == 1 and "disagree" in result.stderr
+    assert not out.exists()

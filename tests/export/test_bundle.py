@@ -311,3 +311,34 @@ def test_run_bundle_on_real_fashion_mnist_pngs(tmp_path):
         assert [r["class_id"] for r in results] == [int(by_path[r["path"]]) for r in results]
     assert np.mean(expected == labels) > 0.5  # it learned something real
     assert manifest["class_names"][0] == "T-shirt/top"
+
+
+BASELINE = Path(__file__).parents[2] / "models" / "squeezenet1_1_fmnist.keras"
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_shipped_baseline_bundle_on_real_images(tmp_path):
+    """The shipped SqueezeNet: int8 keeps ≥ 98% agreement on 500 real test images."""
+    from kprune.data import fashion_mnist
+
+    if not BASELINE.is_file():
+        pytest.skip(f"{BASELINE.name} is not in models/ yet")
+    if fashion_mnist.find() is None:
+        pytest.skip("Fashion-MNIST is not installed (scripts/fetch_data.sh)")
+
+    manifest = write_bundle(BASELINE, tmp_path / "bundle", verify_samples=500)
+
+    checks = {c["file"]: c for c in manifest["metrics"]["verification"]["artifacts"]}
+    assert checks["model.tflite"]["max_abs_diff"] <= 1e-4
+    assert checks["model.onnx"]["max_abs_diff"] <= 1e-4
+    assert checks["model_int8.tflite"]["top1_agreement"] >= 0.98
+    assert not [op for a in manifest["artifacts"].values() for op in a["ops"] if "Flex" in op]
+    arrays, _ = fashion_mnist.load_arrays()
+    raw_images = arrays["test"][0][:50]
+    paths = write_pngs(tmp_path / "images", raw_images)
+    model = kprune.load_model(BASELINE)
+    expected = keras_classes(model, raw_images, manifest["preprocessing"]).argmax(-1)
+    by_path = dict(zip(map(str, paths), expected))
+    results = run_bundle(tmp_path / "bundle", tmp_path / "images", "tflite")
+    assert [r["class_id"] for r in results] == [int(by_path[r["path"]]) for r in results]
