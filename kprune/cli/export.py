@@ -57,7 +57,7 @@ def export(
             dataset=dataset, verify=verify, samples=samples, split=split,
             calibration_samples=calibration_samples, int8_io=int8_io, opset=opset,
             allow_flex_ops=allow_flex_ops, max_abs_diff=max_diff, min_agreement=min_agreement,
-            data_dir=data_dir,
+            data_dir=data_dir, progress=not as_json,
         )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

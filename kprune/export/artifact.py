@@ -7,11 +7,13 @@ benchmarks and the bundle manifest all speak about a file the same way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import keras
 
@@ -184,3 +186,18 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def progress_steps(
+    enabled: bool, total: int, description: str = "bundle"
+) -> Iterator[Callable[[str], None]]:
+    """Yields ``step(status)``, which advances a progress bar of ``total`` steps."""
+    if not enabled:
+        yield lambda description: None
+        return
+    from kprune.progress import make_progress
+
+    with make_progress() as progress:
+        task = progress.add_task(description, total=total, status="")
+        yield lambda description: progress.update(task, advance=1, status=description)

@@ -20,7 +20,6 @@ the folder appears complete or not at all.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -29,12 +28,11 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator
 
 import keras
 
 from kprune.errors import InvalidArgumentError, VerificationError
-from kprune.export.artifact import image_input_shape, resolve_model, sha256_of
+from kprune.export.artifact import image_input_shape, progress_steps, resolve_model, sha256_of
 from kprune.export.verify import DEFAULT_MAX_ABS_DIFF, DEFAULT_MIN_AGREEMENT, DEFAULT_SAMPLES
 
 TEMPLATES = ("kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py")
@@ -190,7 +188,7 @@ def write_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
     try:
-        with _progress_steps(progress, 5 if int8 else 4) as step:
+        with progress_steps(progress, 5 if int8 else 4) as step:
             artifacts = _export(
                 network, staging, calibration_data, calibration_samples, opset, step
             )
@@ -336,15 +334,3 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     os.replace(out_dir, retired / out_dir.name)
     os.replace(staging, out_dir)
     shutil.rmtree(retired, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _progress_steps(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
-    if not enabled:
-        yield lambda description: None
-        return
-    from kprune.progress import make_progress
-
-    with make_progress() as progress:
-        task = progress.add_task("bundle", total=total, status="")
-        yield lambda description: progress.update(task, advance=1, status=description)

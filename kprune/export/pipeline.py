@@ -23,6 +23,7 @@ from kprune.export.artifact import (
     QUANTIZE_MODES,
     ExportedArtifact,
     image_input_shape,
+    progress_steps,
     resolve_model,
 )
 from kprune.export.bundle import bundle_artifacts, check_bundle, model_context
@@ -70,6 +71,7 @@ def export_model(
     max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     data_dir: str | None = None,
+    progress: bool = False,
 ) -> ExportResult:
     """Exports a model to TFLite (one file per precision) and ONNX, verified.
 
@@ -91,6 +93,7 @@ def export_model(
         int8_io, allow_flex_ops: See `export_tflite`.
         opset: See `export_onnx`.
         data_dir: Where to look for the dataset first.
+        progress: Show progress.
 
     Raises:
         InvalidArgumentError: On an unknown format or precision, or when a
@@ -124,24 +127,29 @@ def export_model(
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir))
+    steps = len(quantize) * ("tflite" in formats) + ("onnx" in formats) + verify
     try:
-        artifacts = []
-        if "tflite" in formats:
-            for mode in quantize:
-                name = f"{stem}.tflite" if mode == "none" else f"{stem}_{mode}.tflite"
-                artifacts.append(export_tflite(
-                    network, staging / name, mode, calibration,
-                    num_samples=calibration_samples, int8_io=int8_io and mode == "int8",
-                    allow_flex_ops=allow_flex_ops,
-                ))  # fmt: skip
-        if "onnx" in formats:
-            artifacts.append(export_onnx(network, staging / f"{stem}.onnx", opset=opset))
-        report = None
-        if verify:
-            report = verify_export(
-                network, artifacts, verification_data, samples=samples,
-                max_abs_diff=max_abs_diff, min_agreement=min_agreement,
-            )  # fmt: skip
+        with progress_steps(progress, steps, "export") as step:
+            artifacts = []
+            if "tflite" in formats:
+                for mode in quantize:
+                    name = f"{stem}.tflite" if mode == "none" else f"{stem}_{mode}.tflite"
+                    artifacts.append(export_tflite(
+                        network, staging / name, mode, calibration,
+                        num_samples=calibration_samples, int8_io=int8_io and mode == "int8",
+                        allow_flex_ops=allow_flex_ops,
+                    ))  # fmt: skip
+                    step(name)
+            if "onnx" in formats:
+                artifacts.append(export_onnx(network, staging / f"{stem}.onnx", opset=opset))
+                step(f"{stem}.onnx")
+            report = None
+            if verify:
+                report = verify_export(
+                    network, artifacts, verification_data, samples=samples,
+                    max_abs_diff=max_abs_diff, min_agreement=min_agreement,
+                )  # fmt: skip
+                step("verified")
         moved = tuple(_move(artifact, out_dir) for artifact in artifacts)
         result = ExportResult(moved, report, out_dir / f"{stem}.export.json")
         result.report_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
