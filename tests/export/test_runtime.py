@@ -74,6 +74,8 @@ def test_channel_orders_are_normalised_to_rgb():
     np.testing.assert_array_equal(preprocess(np.concatenate([rgb, alpha], 2), "RGBA"), reference)
     bgra = np.concatenate([rgb[:, :, ::-1], alpha], 2)
     np.testing.assert_array_equal(preprocess(bgra, "BGRA "), reference)
+    gray = random_image((8, 8, 1), seed=3)
+    np.testing.assert_array_equal(preprocess(gray, "Y800"), preprocess(gray[:, :, 0], "GRAY\x00"))
     with pytest.raises(runtime.BundleError, match="YUV"):
         preprocess(rgb, "YUV")
 

@@ -121,7 +121,7 @@ def to_model_order(image, channel_order=None):
     """An H×W×C image with channels RGB (3) or gray (1), alpha dropped.
 
     ``channel_order`` names the source's channels: RGB, BGR, RGBA, BGRA, GRAY
-    (also MONO, Y). When None, 1 channel is gray, 3 RGB, 4 RGBA.
+    (also MONO, Y, Y800, L). When None, 1 channel is gray, 3 RGB, 4 RGBA.
     """
     pixels = np.asarray(image)
     if pixels.ndim == 2:
@@ -129,8 +129,9 @@ def to_model_order(image, channel_order=None):
     if pixels.ndim != 3:
         raise BundleError("An image must be H×W or H×W×C; got shape %s." % (pixels.shape,))
     default = {1: "GRAY", 3: "RGB", 4: "RGBA"}.get(pixels.shape[2], "")
-    order = str(channel_order or default).strip().upper()
-    if order in ("GRAY", "MONO", "Y", "L"):
+    # RTMaps' channel_seq is a C char[4]: it may carry padding.
+    order = str(channel_order or default).strip(" \x00").upper()
+    if order in ("GRAY", "MONO", "Y", "Y800", "L"):
         order = "GRAY"
     if len(order) != pixels.shape[2] and not (order == "GRAY" and pixels.shape[2] == 1):
         raise BundleError(
