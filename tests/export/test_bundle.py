@@ -207,17 +207,41 @@ def test_run_bundle_reports_a_tampered_model(bundle_dir, tmp_path):
     assert result.returncode == 1 and "model.onnx" in result.stderr and "modified" in result.stderr
 
 
-@pytest.fixture
-def rtmaps_component(bundle_dir, monkeypatch):
-    """Loads the bundle's rtmaps_kprune.py against the stand-in rtmaps package."""
+def load_component(bundle: Path, monkeypatch):
+    """The bundle's rtmaps_kprune.py module, importing the stand-in rtmaps package."""
     monkeypatch.syspath_prepend(str(STUB))
     for name in [n for n in sys.modules if n == "rtmaps" or n.startswith("rtmaps.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.delitem(sys.modules, "kprune_runtime", raising=False)
-    spec = importlib.util.spec_from_file_location("rtmaps_kprune", bundle_dir / "rtmaps_kprune.py")
+    spec = importlib.util.spec_from_file_location("rtmaps_kprune", bundle / "rtmaps_kprune.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    yield module
+    return module
+
+
+def run_component(module, frames, backend: str, model_path: str = "") -> dict[str, list]:
+    """Dynamic, Birth, Core per (pixels, channel_seq) frame, Death; returns what was written."""
+    import rtmaps.types
+
+    component = module.rtmaps_python()
+    component.Dynamic()
+    component.properties["backend"].data = component.properties["backend"].choices.index(backend)
+    component.properties["model_path"].data = model_path
+    component.properties["threads"].data = 2
+    component.Birth()
+    for index, (pixels, order) in enumerate(frames):
+        frame = rtmaps.types.IplImage(np.ascontiguousarray(pixels), "COLR", order)
+        component.inputs["image"].ioelt = rtmaps.types.Ioelt(frame, ts=1000 + index)
+        component.Core()
+    component.Death()
+    assert component.classifier is None
+    return {name: component.outputs[name].written for name in component.outputs}
+
+
+@pytest.fixture
+def rtmaps_component(bundle_dir, monkeypatch):
+    """Loads the bundle's rtmaps_kprune.py against the stand-in rtmaps package."""
+    yield load_component(bundle_dir, monkeypatch)
     sys.modules.pop("kprune_runtime", None)
 
 
@@ -233,27 +257,19 @@ def test_rtmaps_component_classifies_frames_like_keras(
     images, _ = raw_test_images
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     expected = keras_classes(trained_cnn, images, manifest["preprocessing"])
-    component = rtmaps_component.rtmaps_python()
-    component.Dynamic()
-    assert component.inputs["image"].kind == rtmaps.types.IPL_IMAGE
-    assert set(component.outputs) == {"class_id", "label", "probability", "probabilities"}
-    assert component.properties["backend"].choices == ["tflite", "tflite_int8", "onnx"]
-    component.properties["backend"].data = component.properties["backend"].choices.index(backend)
-    location = "" if not model_path else str(bundle_dir / model_path)
-    component.properties["model_path"].data = location if model_path != "." else str(bundle_dir)
-    component.properties["threads"].data = 2
+    declared = rtmaps_component.rtmaps_python()
+    declared.Dynamic()
+    assert declared.inputs["image"].kind == rtmaps.types.IPL_IMAGE
+    assert set(declared.outputs) == {"class_id", "label", "probability", "probabilities"}
+    assert declared.properties["backend"].choices == ["tflite", "tflite_int8", "onnx"]
+    # Cameras often deliver BGR: every other frame comes reversed, labelled as such.
+    frames = [
+        (image[:, :, ::-1], "BGR") if k % 2 else (image, "RGB") for k, image in enumerate(images)
+    ]
+    location = {"": "", ".": str(bundle_dir)}.get(model_path, str(bundle_dir / model_path))
 
-    component.Birth()
-    for index, image in enumerate(images):
-        # Cameras often deliver BGR: every other frame comes reversed, labelled as such.
-        order = "BGR" if index % 2 else "RGB"
-        pixels = image[:, :, ::-1] if order == "BGR" else image
-        frame = rtmaps.types.IplImage(np.ascontiguousarray(pixels), "COLR", order)
-        component.inputs["image"].ioelt = rtmaps.types.Ioelt(frame, ts=1000 + index)
-        component.Core()
-    component.Death()
+    outputs = run_component(rtmaps_component, frames, backend, location)
 
-    outputs = {name: component.outputs[name].written for name in component.outputs}
     class_ids = [element.data for element in outputs["class_id"]]
     if backend == "tflite_int8":
         assert np.mean(np.array(class_ids) == expected.argmax(-1)) >= 0.95
@@ -265,7 +281,6 @@ def test_rtmaps_component_classifies_frames_like_keras(
     assert [e.data for e in outputs["label"]] == [f"class_{k}" for k in class_ids]
     assert [e.ts for e in outputs["class_id"]] == [1000 + k for k in range(len(images))]
     assert outputs["probabilities"][0].data.shape == (10,)
-    assert component.classifier is None
     assert any("loaded" in text for _, text in rtmaps.core.messages)
 
 
@@ -281,8 +296,9 @@ def test_rtmaps_component_refuses_a_model_of_another_backend(rtmaps_component, b
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_run_bundle_on_real_fashion_mnist_pngs(tmp_path):
-    """A CNN trained briefly on real Fashion-MNIST; run_bundle on 100 real test PNGs."""
+def test_run_bundle_on_real_fashion_mnist_pngs(tmp_path, monkeypatch):
+    """A CNN trained briefly on real Fashion-MNIST; run_bundle.py on 100 real test PNGs
+    and the RTMaps component on the same images as frames, both against Keras."""
     from kprune.data import fashion_mnist
 
     if fashion_mnist.find() is None:
@@ -311,6 +327,14 @@ def test_run_bundle_on_real_fashion_mnist_pngs(tmp_path):
         assert [r["class_id"] for r in results] == [int(by_path[r["path"]]) for r in results]
     assert np.mean(expected == labels) > 0.5  # it learned something real
     assert manifest["class_names"][0] == "T-shirt/top"
+
+    # The RTMaps component, fed the same real images as gray camera frames.
+    module = load_component(tmp_path / "bundle", monkeypatch)
+    frames = [(image[:, :, 0], "GRAY") for image in raw_images]
+    written = run_component(module, frames, "tflite", str(tmp_path / "bundle"))
+    assert [e.data for e in written["class_id"]] == expected.tolist()
+    assert [e.data for e in written["label"]] == [manifest["class_names"][k] for k in expected]
+    sys.modules.pop("kprune_runtime", None)
 
 
 BASELINE = Path(__file__).parents[2] / "models" / "squeezenet1_1_fmnist.keras"
