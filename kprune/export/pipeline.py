@@ -177,8 +177,9 @@ def verify_files(
     """Verifies ``.tflite`` / ``.onnx`` files or bundle folders against a model.
 
     A bundle folder is first checked file by file against the sha256 in its
-    manifest, then each of its model files is verified. Never raises for a
-    failed threshold: see ``report.passed`` and ``report.raise_for_failures()``.
+    manifest, then each of its model files is verified. The dataset defaults
+    to the model card's, else the one a bundle was verified on. Never raises
+    for a failed threshold: see ``report.passed`` and ``report.raise_for_failures()``.
 
     Raises:
         VerificationError: If a bundle file was modified, or a file's shapes
@@ -191,7 +192,11 @@ def verify_files(
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(bundle_artifacts(path, check_bundle(path)))
+            manifest = check_bundle(path)
+            files.extend(bundle_artifacts(path, manifest))
+            # A bundle remembers the dataset it was verified on.
+            verified = manifest.get("metrics", {}).get("verification", {})
+            dataset = dataset or verified.get("dataset")
         else:
             files.append(path)
     context = model_context(network, model_path, dataset, data_dir)

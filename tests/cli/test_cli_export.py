@@ -187,3 +187,17 @@ def test_export_that_fails_verification_leaves_nothing(model_file, tmp_path):
 
     assert result.exit_code == 1 and "disagree" in result.stderr
     assert not out.exists()
+
+
+def test_verify_a_bundle_of_a_model_without_card_uses_the_bundle_dataset(model_file, tmp_path):
+    bare = tmp_path / "bare.keras"
+    bare.write_bytes(model_file.read_bytes())  # same model, no card beside it
+    bundle = tmp_path / "bundle"
+    made = runner.invoke(app, ["bundle", str(bare), "-o", str(bundle), "-d", "synthetic",
+                               "--no-int8", "-n", "32"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+
+    result = runner.invoke(app, ["verify", str(bare), str(bundle), "-n", "32", "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 32
