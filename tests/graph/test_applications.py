@@ -129,7 +129,8 @@ SLOW_CASES = {
 COUPLED = {
     "nested": [{"conv", "block_conv"}],  # outer conv + inner conv meet at the inner Add
     "ResNet50": [
-        {"conv2_block1_0_conv", "conv2_block1_3_conv", "conv2_block2_3_conv", "conv2_block3_3_conv"},
+        {"conv2_block1_0_conv", "conv2_block1_3_conv", "conv2_block2_3_conv",
+         "conv2_block3_3_conv"},
     ],
     "MobileNetV2": [{"block_3_project", "block_4_project", "block_5_project"}],
     "EfficientNetB0": [
@@ -171,7 +172,9 @@ def _randomize_constant_weights(model, rng) -> None:
 
 def _calibrate_batchnorm(model, images) -> None:
     """Sets every BatchNorm's moving statistics to those of one batch (momentum 0)."""
-    batch_norms = [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)]
+    batch_norms = [
+        layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)
+    ]
     if not batch_norms:
         return
     momenta = [layer.momentum for layer in batch_norms]
@@ -232,6 +235,9 @@ def _removed_entries(graph, removal) -> dict[str, int]:
     return counts
 
 
+TRANSPOSED = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
+
+
 def _kept_shapes(layer, shapes, kept_in, kept_out):
     """Weight shapes after the input keeps ``kept_in`` and the output ``kept_out`` channels."""
 
@@ -246,7 +252,7 @@ def _kept_shapes(layer, shapes, kept_in, kept_out):
         return shapes  # input statistics; the model input is never pruned
     result = {}
     for name, shape in shapes.items():
-        if isinstance(layer, (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)):
+        if isinstance(layer, TRANSPOSED):
             if name == "kernel":  # (..., filters, in_channels)
                 shape = replace(replace(shape, -1, kept_in), -2, kept_out)
             else:
