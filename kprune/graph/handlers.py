@@ -176,15 +176,21 @@ class Convolution(Producer):
 
 
 class TransposedConvolution(Producer):
+    """Conv1D/2D/3DTranspose: a producer whose kernel is (..., filters, in_channels)."""
+
     def weight_axes(self, layer):  # kernel (..., filters, in_channels)
         return {"kernel": {-1: "in", -2: "out"}, "bias": {0: "out"}}
 
 
 class DenseHandler(Producer):
+    """Dense: a producer of ``units`` channels (the last axis of its output)."""
+
     size_key = "units"
 
 
 class SeparableConvolution(Producer):
+    """SeparableConv: a producer; its depthwise part is sliced with the input channels."""
+
     def weight_axes(self, layer):
         return {
             "depthwise_kernel": {-2: "in"},
@@ -210,6 +216,9 @@ class PassThrough(LayerHandler):
 
 
 class BatchNormalizationHandler(PassThrough):
+    """BatchNorm over the last axis: channel-wise (γ, β and statistics are sliced);
+    over another axis, a boundary."""
+
     per_channel_weights = ("gamma", "beta", "moving_mean", "moving_variance")
 
     def propagate(self, call, input_ids, context):
@@ -221,6 +230,8 @@ class BatchNormalizationHandler(PassThrough):
 
 
 class PReLUHandler(PassThrough):
+    """PReLU: channel-wise, its α is sliced."""
+
     per_channel_weights = ("alpha",)
 
 
@@ -270,6 +281,9 @@ class OperationMerge(Merge):
 
 
 class ConcatenateHandler(LayerHandler):
+    """Concatenate on the channel axis joins the inputs' channels, each at its offset;
+    on another axis it couples them like a merge."""
+
     role = "concat"
 
     def propagate(self, call, input_ids, context):
