@@ -33,6 +33,9 @@ _EXPORTS = {
     "DependencyGraph": "kprune.graph",
     "PruningHistory": "kprune.surgery",
     "analyze": "kprune.graph",
+    "PruneConfig": "kprune.config",
+    "PruneResult": "kprune.schedule",
+    "prune": "kprune.schedule",
     "rank": "kprune.ranking",
     "register_criterion": "kprune.criteria",
     "register_handler": "kprune.graph",
@@ -51,7 +54,7 @@ _EXPORTS = {
     "verify_files": "kprune.export.pipeline",
     "write_bundle": "kprune.export.bundle",
 }
-_SUBMODULES = ("criteria", "data", "graph", "models")
+_SUBMODULES = ("checkpoint", "criteria", "data", "graph", "models", "train")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

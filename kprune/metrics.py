@@ -181,14 +181,32 @@ def channel_flops(graph) -> dict[int, float]:
     Args:
         graph: A `kprune.graph.DependencyGraph`.
     """
+
+    def flops(call, input_tensor, output_tensor):
+        return 2 * _macs(call.layer, tuple(input_tensor.shape), tuple(output_tensor.shape))
+
+    return _channel_costs(graph, flops)
+
+
+def channel_params(graph) -> dict[int, float]:
+    """Parameters saved per channel removed from each group (same sharing rule
+    as `channel_flops`; a bias counts on the output side as an estimate)."""
+
+    def params(call, input_tensor, output_tensor):
+        return sum(math.prod(w.shape) for w in getattr(call.layer, "weights", []))
+
+    return _channel_costs(graph, params)
+
+
+def _channel_costs(graph, layer_cost) -> dict[int, float]:
     costs = {group.index: 0.0 for group in graph.groups}
     for call in graph.flat.calls:
         if len(call.inputs) != 1 or len(call.outputs) != 1:
             continue
         input_tensor = graph.flat.tensors[call.inputs[0]]
         output_tensor = graph.flat.tensors[call.outputs[0]]
-        flops = 2 * _macs(call.layer, tuple(input_tensor.shape), tuple(output_tensor.shape))
-        if not flops:
+        cost = layer_cost(call, input_tensor, output_tensor)
+        if not cost:
             continue
         sides = [graph.tensor_ids.get(call.inputs[0])]
         if graph.handlers[call.name].call_role(call) == "producer":
@@ -199,5 +217,5 @@ def channel_flops(graph) -> dict[int, float]:
             groups, _ = graph.group_channels_of(ids)
             for index, count in zip(*np.unique(groups[groups >= 0], return_counts=True)):
                 group = graph.groups[int(index)]
-                costs[group.index] += flops * count / len(ids) / group.channels
+                costs[group.index] += cost * count / len(ids) / group.channels
     return costs

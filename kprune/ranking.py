@@ -271,6 +271,31 @@ def rank(
     Example:
         >>> scores = kprune.rank(model, val_data, "taylor", num_batches=20)
     """
+    graph = graph or analyze(model)
+    per_group = rank_groups(
+        model, data, criterion, num_batches=num_batches, loss=loss, normalize=normalize,
+        flops_weight=flops_weight, seed=seed, graph=graph, strategy=strategy,
+        progress=progress, **criterion_options,
+    )  # fmt: skip
+    result = {}
+    for index, values in per_group.items():
+        for name, channels in graph.groups[index].producers.items():
+            result[name] = values[channels]
+    return {name: result[name] for name in graph.prunable_layers() if name in result}
+
+
+def rank_groups(
+    model: keras.Model,
+    data: Any,
+    criterion: str,
+    *,
+    graph: DependencyGraph | None = None,
+    normalize: str = "l2",
+    flops_weight: float = 0.0,
+    **options,
+) -> dict[int, np.ndarray]:
+    """Like `rank`, but {group index: score of each group channel}: what the
+    pruning schedule compares across layers."""
     from kprune.criteria import get
     from kprune.criteria.registry import needs_data
     from kprune.metrics import channel_flops
@@ -278,26 +303,19 @@ def rank(
     scorer = get(criterion)
     if needs_data(criterion) and data is None:
         raise InvalidArgumentError(f"Criterion {criterion!r} needs data: pass `data`.")
-    if normalize not in NORMALIZATIONS:
-        normalize_layerwise(np.zeros(1), normalize)  # raises the standard message
+    normalize_layerwise(np.zeros(1), normalize)  # validates the name
     if flops_weight < 0:
         raise InvalidArgumentError(f"`flops_weight` must be >= 0. Received flops_weight={flops_weight}.")
     graph = graph or analyze(model)
-    raw = scorer(
-        model, data, graph, num_batches=num_batches, loss=loss, seed=seed,
-        strategy=strategy, progress=progress, **criterion_options,
-    )  # fmt: skip
-    per_group = group_scores(graph, raw)
+    per_group = group_scores(graph, scorer(model, data, graph, **options))
     costs = channel_flops(graph) if flops_weight else {}
     largest = max(costs.values(), default=0.0) or 1.0
-    result = {}
     for index, values in per_group.items():
         values = normalize_layerwise(values, normalize)
         if flops_weight:
             values = values - flops_weight * costs[index] / largest
-        for name, channels in graph.groups[index].producers.items():
-            result[name] = values[channels]
-    return {name: result[name] for name in graph.prunable_layers() if name in result}
+        per_group[index] = values
+    return per_group
 
 
 def save_scores(path, scores: dict[str, np.ndarray], **facts) -> None:

@@ -8,6 +8,7 @@ else Keras downloads it, on machines with internet.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from pathlib import Path
@@ -114,16 +115,8 @@ def load_arrays(
             "package dataset-fashion-mnist) or pass --data-dir to a folder holding "
             "the four *-ubyte.gz files."
         )
-    arrays = {}
-    for split, (image_file, label_file) in FILES.items():
-        images = read_idx(folder / image_file)
-        labels = read_idx(folder / label_file).astype(np.int64)
-        if images.ndim != 3 or len(images) != len(labels):
-            raise InvalidArgumentError(
-                f"{folder / image_file} and {label_file} do not form a dataset: "
-                f"images {images.shape}, labels {labels.shape}."
-            )
-        arrays[split] = (images[..., np.newaxis], labels)
+    stamps = tuple((folder / name).stat().st_mtime_ns for pair in FILES.values() for name in pair)
+    arrays = _read_folder(folder, stamps)
     info = DatasetInfo(
         name="fashion_mnist",
         num_classes=len(CLASS_NAMES),
@@ -134,6 +127,25 @@ def load_arrays(
         source=str(folder),
     )
     return arrays, info
+
+
+@functools.lru_cache(maxsize=2)
+def _read_folder(folder: Path, stamps: tuple) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Decodes the four files once per process (pruning reloads data every step);
+    ``stamps`` (modification times) make a changed file read again."""
+    arrays = {}
+    for split, (image_file, label_file) in FILES.items():
+        images = read_idx(folder / image_file)
+        labels = read_idx(folder / label_file).astype(np.int64)
+        if images.ndim != 3 or len(images) != len(labels):
+            raise InvalidArgumentError(
+                f"{folder / image_file} and {label_file} do not form a dataset: "
+                f"images {images.shape}, labels {labels.shape}."
+            )
+        images.flags.writeable = False
+        labels.flags.writeable = False
+        arrays[split] = (images[..., np.newaxis], labels)
+    return arrays
 
 
 def _download_with_keras() -> Path | None:

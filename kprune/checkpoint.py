@@ -1,0 +1,68 @@
+"""Atomic checkpoints of a pruning run: a killed run resumes from the last
+complete step, and no kill leaves a half-written checkpoint behind.
+
+Layout in the run dir: ``checkpoint/step-NNNN.keras`` (no optimizer state) and
+``checkpoint/state.json``, which names the model file it belongs to. A new
+checkpoint writes its model file first and then replaces state.json in one
+rename, so state.json always points to a complete model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+
+from kprune.errors import ModelFileError
+from kprune.modelio import save_model
+
+FOLDER = "checkpoint"
+STATE = "state.json"
+
+
+def save(run_dir: str | Path, model: keras.Model, state: dict) -> Path:
+    """Writes ``model`` and ``state`` as the run's latest checkpoint."""
+    folder = Path(run_dir) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    model_file = f"step-{int(state['step']):04d}.keras"
+    save_model(model, folder / model_file)
+    write_json_atomically(folder / STATE, {**state, "model_file": model_file})
+    for old in folder.glob("step-*.keras"):
+        if old.name != model_file:
+            old.unlink()
+    return folder / model_file
+
+
+def load(run_dir: str | Path) -> tuple[keras.Model, dict] | None:
+    """The latest checkpoint's model and state, or None when there is none.
+
+    Raises:
+        ModelFileError: If the state names a model file that cannot be loaded.
+    """
+    folder = Path(run_dir) / FOLDER
+    state_path = folder / STATE
+    if not state_path.is_file():
+        return None
+    state = json.loads(state_path.read_text())
+    model_path = folder / state["model_file"]
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as error:  # any failure means the checkpoint is unusable
+        raise ModelFileError(
+            f"Checkpoint {model_path} cannot be loaded ({type(error).__name__}). "
+            f"Fix: delete {folder} to restart the run from the beginning."
+        ) from error
+    return model, state
+
+
+def write_json_atomically(path: str | Path, payload: dict) -> None:
+    """Writes JSON through a temporary file and one rename."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(payload, stream, indent=1)
+        stream.write("\n")
+    os.replace(temporary, path)

@@ -1,0 +1,87 @@
+"""``kprune prune``: iterative rank → remove → fine-tune to a target."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from kprune.cli._common import (
+    DataDirOption, LimitOption, SeedOption, format_count, out, quiet_import, user_errors,
+)  # fmt: skip
+
+CRITERIA = "taylor, l2, combined, l1, l2_weight, bn_gamma, apoz or random"
+
+
+def prune(
+    criterion: Annotated[Optional[str], typer.Option("--criterion", "-c", help=CRITERIA)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A .keras file (default: the shipped SqueezeNet baseline).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="fashion_mnist, cifar10, folder:PATH.")] = None,
+    target_params: Annotated[Optional[float], typer.Option("--target-params", help="Fraction of parameters to remove, e.g. 0.7.")] = None,
+    target_flops: Annotated[Optional[float], typer.Option("--target-flops", help="Fraction of FLOPs to remove.")] = None,
+    target_filters: Annotated[Optional[float], typer.Option("--target-filters", help="Filters to remove (≥ 1) or a fraction.")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="Stop and roll back past this drop, in points.")] = None,
+    filters_per_step: Annotated[Optional[int], typer.Option("--filters-per-step")] = None,
+    finetune_steps: Annotated[Optional[int], typer.Option("--finetune-steps", help="Batches of fine-tuning per step.")] = None,
+    final_finetune_epochs: Annotated[Optional[float], typer.Option("--final-finetune-epochs")] = None,
+    rank_batches: Annotated[Optional[int], typer.Option("--rank-batches", help="Batches to rank on per step.")] = None,
+    round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this.")] = None,
+    min_filters: Annotated[Optional[int], typer.Option("--min-filters", help="Filters every layer keeps.")] = None,
+    ignore: Annotated[Optional[str], typer.Option("--ignore", help="Comma-separated layers not to prune.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning learning rate.")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="none, mirrored or multiworker.")] = None,
+    unsupported: Annotated[Optional[str], typer.Option("--unsupported", help="error, or freeze unknown layers.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="A YAML run config (see configs/); flags override it.")] = None,
+    out_dir: Annotated[Optional[str], typer.Option("--out", "-o", help="Run dir (default runs/CRITERION-TIME).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last step.")] = False,
+    seed: Annotated[Optional[int], SeedOption] = None,
+    data_dir: DataDirOption = None,
+    limit: LimitOption = None,
+):
+    """Prune a model step by step to a target; with only --criterion, the quickstart."""
+    quiet_import()
+    with user_errors():
+        from kprune.config import QUICKSTART, load_run_config
+        from kprune.runs import run_prune
+
+        overrides = dict(
+            criterion=criterion, model=model, dataset=dataset, target_params=target_params,
+            target_flops=target_flops, target_filters=target_filters,
+            max_accuracy_drop=max_accuracy_drop, filters_per_step=filters_per_step,
+            finetune_steps=finetune_steps, final_finetune_epochs=final_finetune_epochs,
+            rank_batches=rank_batches, round_to=round_to, min_filters_per_layer=min_filters,
+            ignore=ignore.split(",") if ignore else None, learning_rate=lr, strategy=strategy,
+            unsupported=unsupported, seed=seed, data_dir=data_dir, limit=limit,
+        )  # fmt: skip
+        if any(overrides[t] is not None for t in ("target_params", "target_flops", "target_filters")):
+            base = {k: v for k, v in QUICKSTART.items() if not k.startswith("target_")}
+        else:
+            base = QUICKSTART
+        settings = load_run_config(config, overrides, defaults=None if config else base)
+        report = run_prune(settings, run_dir=out_dir, resume=resume)
+    _print_summary(report)
+
+
+def _print_summary(report: dict) -> None:
+    before, after = report["test_before"], report["test_after"]
+    table = Table(title=f"{report['criterion']} pruning — test split of {report['dataset']}")
+    for column in ("", "before", "after", "change"):
+        table.add_column(column, justify="right" if column else "left")
+    for label, key, formatter in (
+        ("parameters", "params", lambda v: f"{v:,}"),
+        ("FLOPs", "flops", format_count),
+        ("size on disk (.keras)", "file_bytes", lambda v: "-" if v is None else f"{v / 1e6:.2f} MB"),
+    ):  # fmt: skip
+        old, new = before[key], after[key]
+        change = "" if not old or new is None else f"{100 * (new - old) / old:+.1f}%"
+        table.add_row(label, formatter(old), formatter(new), change)
+    table.add_row("top-1 accuracy", f"{100 * before['accuracy']:.2f}%", f"{100 * after['accuracy']:.2f}%",
+                  f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pts")  # fmt: skip
+    out.print(table)
+    out.print(f"Stopped: {report['stop_reason']}. {len([s for s in report['steps'] if s['step'] and not s.get('phase')])} "
+              f"steps in {report['wall_time_s']:.0f} s. Results in {report['run_dir']}/")  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(prune)

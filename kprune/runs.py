@@ -1,0 +1,120 @@
+"""A whole `kprune prune` run from a `RunConfig`: find the model and the data,
+measure the start, prune, measure the end, write everything into the run dir.
+
+Run dir contents: pruned.keras with pruned.card.json/.md, config.yaml (the
+resolved config), report.json (per step, plus ``before``/``after`` on the test
+split), history.json (replayable), the PNG plots, and checkpoint/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import datetime
+from pathlib import Path
+
+import tensorflow as tf
+
+from kprune.config import RunConfig, dump_config
+from kprune.errors import InvalidArgumentError, ModelFileError
+
+# Where the shipped baseline lives when kprune runs from its source checkout.
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_model_path(model: str) -> str:
+    """A model name as given, or a .keras path found relative to the checkout."""
+    path = Path(model)
+    if path.suffix != ".keras" or path.exists() or path.is_absolute():
+        return model
+    shipped = SOURCE_ROOT / path
+    if shipped.exists():
+        return str(shipped)
+    raise ModelFileError(
+        f"Model file {model} does not exist (also looked in {SOURCE_ROOT}). Fix: pass "
+        "--model PATH, or train the baseline: see models/README.md."
+    )
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    return Path("runs") / f"{config.criterion}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy | None:
+    """``none`` → None; ``mirrored`` → all local devices; ``multiworker`` →
+    the cluster described by $TF_CONFIG (see docs/DISTRIBUTED.md)."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
+def run_prune(config: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> dict:
+    """Prunes ``config.model`` as ``config`` says; returns report.json's content.
+
+    Raises:
+        InvalidArgumentError, ModelFileError, DatasetNotFoundError: On bad input,
+            before anything is written.
+    """
+    from kprune import card
+    from kprune.data import load
+    from kprune.metrics import count_flops, count_params
+    from kprune.modelio import load_model
+    from kprune.report import write_run_files
+    from kprune.schedule import prune
+    from kprune.train import evaluate
+
+    started = time.time()
+    model_path = resolve_model_path(config.model)
+    if resume and run_dir is None:
+        raise InvalidArgumentError("--resume needs --out RUN_DIR: the folder of the run to continue.")
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    if Path(model_path).exists() and Path(model_path).resolve().parent == run_dir.resolve():
+        raise InvalidArgumentError(
+            f"The run dir {run_dir} holds the input model; pick another --out so it is never overwritten."
+        )
+    strategy = make_strategy(config.strategy)
+    scope = strategy.scope() if strategy else contextlib.nullcontext()
+    with scope:
+        model = load_model(model_path)
+    shape = tuple(model.input_shape[1:])
+    common = dict(input_shape=shape, data_dir=config.data_dir, limit=config.limit)
+
+    def train_stream(seed: int):
+        return load(config.dataset, "train", batch_size=config.batch_size, augment=config.augment,
+                    seed=seed, **common)  # fmt: skip
+
+    val = load(config.dataset, "val", batch_size=256, **common)
+    test = load(config.dataset, "test", batch_size=256, **common)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / "config.yaml")
+
+    before = {**evaluate(model, test), "params": count_params(model), "flops": count_flops(model),
+              "file_bytes": _file_size(model_path)}  # fmt: skip
+    result = prune(model, train_stream, val, config.prune_config(), run_dir=run_dir,
+                   resume=resume, strategy=strategy)  # fmt: skip
+    pruned_path = run_dir / "pruned.keras"
+    after = {**evaluate(result.model, test), "params": count_params(result.model),
+             "flops": count_flops(result.model), "file_bytes": _file_size(pruned_path)}  # fmt: skip
+    report = {**result.report, "model": model_path, "dataset": config.dataset,
+              "test_before": before, "test_after": after,
+              "wall_time_s": round(time.time() - started, 1), "command": card.command_line()}  # fmt: skip
+    write_run_files(run_dir, report, result.history)
+    card.write_card(pruned_path, {
+        "model": result.model.name, "pruned_from": model_path, "dataset": config.dataset,
+        "criterion": config.criterion, "test_accuracy": after["accuracy"],
+        "test_accuracy_before": before["accuracy"], "params": after["params"],
+        "params_before": before["params"], "flops": after["flops"], "flops_before": before["flops"],
+        "preprocessing": test.preprocessing.to_dict(), "class_names": list(test.info.class_names),
+        "stop_reason": result.report["stop_reason"], "seed": config.seed,
+        "wall_time_s": report["wall_time_s"], "command": report["command"],
+        "environment": card.environment(),
+    })  # fmt: skip
+    report["run_dir"] = str(run_dir)
+    return report
+
+
+def _file_size(path) -> int | None:
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else None

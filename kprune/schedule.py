@@ -1,0 +1,444 @@
+"""`prune()`: rank → remove the globally weakest channels → fine-tune → repeat.
+
+Each step ranks the channels of the current model, removes the lowest
+``filters_per_step`` (see `kprune.selection`), fine-tunes for
+``finetune_steps`` batches and evaluates on validation data. The loop stops at
+the target (fraction of parameters or FLOPs removed, or filters removed) or
+when validation accuracy falls more than ``max_accuracy_drop`` points below
+the start; that last step is then rolled back. A final fine-tune follows.
+
+Every step draws its randomness from ``seed + step`` alone and ends with an
+atomic checkpoint, so a run killed at any point and resumed gives the same
+result as an uninterrupted one (given deterministic data: pass a callable
+``seed -> dataset`` as ``train_data``, as the CLI does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kprune import checkpoint
+from kprune.config import PruneConfig, make_config
+from kprune.data import as_dataset
+from kprune.errors import InvalidArgumentError, TrainingDivergedError
+from kprune.graph import analyze
+from kprune.metrics import channel_flops, channel_params, count_flops, count_params
+from kprune.ranking import rank_groups
+from kprune.selection import select
+from kprune.surgery import PruningHistory, remove_filters
+from kprune.train import TrainSettings, evaluate, fit, seed_everything
+
+
+@dataclass
+class PruneResult:
+    """What `prune()` returns.
+
+    Attributes:
+        model: The pruned, fine-tuned model.
+        history: The removals, replayable on the original model.
+        report: Per-step records and totals (what report.json holds).
+        run_dir: Where checkpoints and reports were written, if anywhere.
+    """
+
+    model: keras.Model
+    history: PruningHistory
+    report: dict
+    run_dir: Path | None = None
+
+
+@dataclass
+class _State:
+    model: keras.Model
+    step: int
+    history: PruningHistory
+    records: list[dict] = field(default_factory=list)
+    stop_reason: str | None = None  # why pruning stopped; None while it goes on
+    finished: bool = False  # the final fine-tune is done
+
+
+def prune(
+    model: keras.Model,
+    train_data: Any,
+    val_data: Any,
+    config: PruneConfig | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    progress: bool = True,
+    **options,
+) -> PruneResult:
+    """Prunes ``model`` step by step to a target; the input model is not modified.
+
+    Args:
+        model: A functional or Sequential model.
+        train_data: Batches for ranking and fine-tuning: a `kprune.data.Split`,
+            a tf.data.Dataset, or a callable ``seed -> dataset`` called once per
+            step (needed for a resumed run to equal an uninterrupted one).
+        val_data: Batches for the accuracy budget and the report.
+        config: A `kprune.PruneConfig`; ``**options`` override its fields.
+        run_dir: Folder for checkpoints, report.json, history.json, plots.
+        resume: Continue the run saved in ``run_dir`` from its last complete step.
+        strategy: A ``tf.distribute`` strategy for ranking and fine-tuning.
+        callbacks: Keras callbacks passed to every fine-tuning ``fit``.
+        progress: Show a progress bar.
+        **options: `PruneConfig` fields, e.g. ``criterion="combined"``,
+            ``target_params=0.7``.
+
+    Returns:
+        A `PruneResult`.
+
+    Raises:
+        InvalidArgumentError: Bad options (named with their value), or resume
+            without a checkpoint.
+        TrainingDivergedError: A NaN or infinite loss; the last good
+            checkpoint stays in ``run_dir``.
+
+    Example:
+        >>> result = kprune.prune(model, train, val, criterion="taylor", target_params=0.7)
+    """
+    base = config.model_dump() if config is not None else {}
+    config = make_config(PruneConfig, {**base, **options}, source="prune options")
+    if not config.has_target and config.max_accuracy_drop is None:
+        raise InvalidArgumentError(
+            "Give a target (target_params, target_flops or target_filters) or "
+            "max_accuracy_drop, so that pruning knows when to stop."
+        )
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and run_dir is None:
+        raise InvalidArgumentError("`resume=True` needs the `run_dir` of the run to continue.")
+    strategy = strategy or tf.distribute.get_strategy()
+    from kprune.criteria import get as get_criterion
+
+    get_criterion(config.criterion)  # unknown names fail before any work
+    loop = _Loop(config, model, train_data, val_data, run_dir, strategy, callbacks, progress)
+    return loop.run(resume)
+
+
+class _Loop:
+    def __init__(self, config, model, train_data, val_data, run_dir, strategy, callbacks, progress):
+        self.config = config
+        self.original = model
+        self.train_data = train_data
+        self.val_data = val_data
+        self.run_dir = run_dir
+        self.strategy = strategy
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.started = time.time()
+        graph = analyze(model, unsupported=config.unsupported)
+        self.initial = {
+            "params": count_params(model),
+            "flops": count_flops(model),
+            "filters": _prunable_channels(graph),
+        }
+
+    # --- the loop -------------------------------------------------------------
+    def run(self, resume: bool) -> PruneResult:
+        state = self._resume() if resume else None
+        if state is None:
+            state = self._start()
+        elif state.finished:
+            return self._result(state)
+        with self._progress_bar() as bar:
+            self.overall = None if bar is None else bar.add_task("prune", total=100, status="")
+            self._report_progress(state, bar)
+            while state.stop_reason is None:
+                if self._target_reached(state.model):
+                    state.stop_reason = "target reached"
+                    break
+                self._step(state, bar)
+            self._final_finetune(state, bar)
+            self._report_progress(state, bar)
+        return self._result(state)
+
+    def _start(self) -> _State:
+        seed_everything(self.config.seed)
+        with self.strategy.scope():
+            model = keras.models.clone_model(self.original)
+            model.set_weights(self.original.get_weights())
+        state = _State(model=model, step=0, history=PruningHistory(model_name=self.original.name))
+        state.records.append(self._record(state, model, {}, self._evaluate(model), 0.0))
+        self._checkpoint(state)
+        return state
+
+    def _step(self, state: _State, bar) -> None:
+        config = self.config
+        step = state.step + 1
+        started = time.time()
+        seed_everything(config.seed + step)
+        with self.strategy.scope():
+            graph = analyze(state.model, unsupported=config.unsupported)
+            scores = rank_groups(
+                state.model, self._train_stream(step), config.criterion, graph=graph,
+                normalize=config.normalize, flops_weight=config.flops_weight,
+                num_batches=config.rank_batches, seed=config.seed + step,
+                strategy=self.strategy, **config.criterion_options,
+            )  # fmt: skip
+            count, costs, budget = self._step_size(state, graph)
+            removal = select(
+                graph, scores, count, min_per_group=config.min_filters_per_layer,
+                round_to=config.round_to, ignore=tuple(config.ignore), costs=costs, budget=budget,
+            )  # fmt: skip
+            if not removal:
+                state.stop_reason = "nothing left to prune within min_filters_per_layer/round_to/ignore"
+                return
+            candidate = remove_filters(state.model, removal, graph=graph)
+            self._finetune(candidate, step, config.finetune_steps, config.learning_rate, bar)
+        metrics = self._evaluate(candidate)
+        record = self._record(state, candidate, removal, metrics, time.time() - started, step)
+        baseline = state.records[0]["val_accuracy"]
+        drop = 100.0 * (baseline - metrics["accuracy"])
+        if config.max_accuracy_drop is not None and drop > config.max_accuracy_drop:
+            record["rolled_back"] = True
+            state.records.append(record)
+            state.stop_reason = (
+                f"accuracy budget: step {step} dropped {drop:.2f} points > "
+                f"{config.max_accuracy_drop}; rolled back to step {state.step}"
+            )
+            self._checkpoint(state)
+            return
+        state.model, state.step = candidate, step
+        state.history.append(removal)
+        state.records.append(record)
+        self._checkpoint(state)
+        self._report_progress(state, bar)
+
+    def _final_finetune(self, state: _State, bar) -> None:
+        config = self.config
+        started = time.time()
+        if config.final_finetune_epochs > 0 and state.step > 0:
+            seed_everything(config.seed + state.step + 1)
+            stream = self._train_stream(state.step + 1)
+            steps = _batches_per_epoch(self.train_data, stream)
+            total = max(1, int(round(config.final_finetune_epochs * steps)))
+            with self.strategy.scope():
+                lr = config.final_learning_rate or config.learning_rate
+                self._finetune(state.model, state.step + 1, total, lr, bar, label="final fine-tune")
+        metrics = self._evaluate(state.model)
+        final = self._record(state, state.model, {}, metrics, time.time() - started, state.step)
+        final["phase"] = "final"
+        state.records.append(final)
+        state.finished = True
+        self._checkpoint(state)
+
+    # --- pieces ---------------------------------------------------------------
+    def _train_stream(self, step: int) -> tf.data.Dataset:
+        if callable(self.train_data) and not isinstance(self.train_data, tf.data.Dataset):
+            return as_dataset(self.train_data(self.config.seed + step))
+        return as_dataset(self.train_data)
+
+    def _finetune(self, model, step, steps, learning_rate, bar, label="fine-tune") -> None:
+        if steps <= 0:
+            return
+        settings = TrainSettings(
+            optimizer=self.config.optimizer, learning_rate=learning_rate,
+            weight_decay=self.config.weight_decay, warmup_epochs=0.0,
+        )  # fmt: skip
+        callbacks = [*self.callbacks]
+        if bar is not None:
+            callbacks.append(_BarCallback(bar, f"step {step} {label}", steps))
+        try:
+            fit(model, self._train_stream(step), None, epochs=1, steps_per_epoch=steps,
+                settings=settings, callbacks=callbacks, progress=False)  # fmt: skip
+        except TrainingDivergedError as error:
+            where = f" The last good checkpoint is in {self.run_dir}." if self.run_dir else ""
+            raise TrainingDivergedError(
+                f"Fine-tuning diverged at pruning step {step}: {error}{where}"
+            ) from None
+
+    def _evaluate(self, model) -> dict:
+        data = as_dataset(self.val_data)
+        if self.config.val_batches:
+            data = data.take(self.config.val_batches)
+        return evaluate(model, data)
+
+    def _step_size(self, state, graph) -> tuple[int, dict | None, float | None]:
+        config = self.config
+        count = config.filters_per_step
+        if config.target_filters is not None:
+            wanted = config.target_filters
+            if wanted < 1:
+                wanted *= self.initial["filters"]
+            removed = self.initial["filters"] - _prunable_channels(graph)
+            count = max(1, min(count, int(round(wanted)) - removed))
+            return count, None, None
+        for key, cost_of in (("params", channel_params), ("flops", channel_flops)):
+            target = getattr(config, f"target_{key}")
+            if target is not None:
+                current = count_params(state.model) if key == "params" else count_flops(state.model)
+                budget = current - (1 - target) * self.initial[key]
+                return count, cost_of(graph), budget
+        return count, None, None
+
+    def _target_reached(self, model) -> bool:
+        config = self.config
+        if config.target_params is not None:
+            return count_params(model) <= (1 - config.target_params) * self.initial["params"]
+        if config.target_flops is not None:
+            return count_flops(model) <= (1 - config.target_flops) * self.initial["flops"]
+        if config.target_filters is not None:
+            wanted = config.target_filters
+            wanted = wanted * self.initial["filters"] if wanted < 1 else wanted
+            removed = self.initial["filters"] - _prunable_channels(analyze(model, self.config.unsupported))
+            return removed >= round(wanted)
+        return False
+
+    def _record(self, state, model, removal, metrics, seconds, step=0) -> dict:
+        params, flops = count_params(model), count_flops(model)
+        filters = {layer.name: layer.filters for layer in model.layers
+                   if isinstance(getattr(layer, "filters", None), int)}  # fmt: skip
+        filters.update({layer.name: layer.units for layer in model.layers
+                        if isinstance(getattr(layer, "units", None), int)})  # fmt: skip
+        return {
+            "step": step,
+            "removed": {name: len(indices) for name, indices in removal.items()},
+            "params": params,
+            "flops": flops,
+            "params_removed": 1 - params / self.initial["params"],
+            "flops_removed": 1 - flops / self.initial["flops"],
+            "filters": filters,
+            "val_accuracy": metrics["accuracy"],
+            "val_loss": metrics["loss"],
+            "seconds": round(seconds, 2),
+            "elapsed": round(time.time() - self.started, 2),
+        }
+
+    # --- persistence and reporting ---------------------------------------------
+    def _checkpoint(self, state: _State) -> None:
+        if self.run_dir is None:
+            return
+        checkpoint.save(self.run_dir, state.model, {
+            "step": state.step, "history": state.history.to_dict(), "records": state.records,
+            "stop_reason": state.stop_reason, "finished": state.finished,
+            "config": self.config.model_dump(),
+            "initial": self.initial,
+        })  # fmt: skip
+        from kprune.report import write_run_files
+
+        write_run_files(self.run_dir, self._report(state), state.history)
+
+    def _resume(self) -> _State | None:
+        saved = checkpoint.load(self.run_dir)
+        if saved is None:
+            raise InvalidArgumentError(
+                f"Nothing to resume in {self.run_dir}: it has no checkpoint. Fix: run "
+                "without --resume to start, or give the run dir of an earlier run."
+            )
+        model, saved_state = saved
+        if saved_state["config"] != self.config.model_dump():
+            changed = sorted(k for k, v in self.config.model_dump().items() if saved_state["config"].get(k) != v)
+            raise InvalidArgumentError(
+                f"The run in {self.run_dir} used other settings ({', '.join(changed)}). "
+                "Fix: resume with the same config, or start a new run dir."
+            )
+        with self.strategy.scope():
+            copy = keras.models.clone_model(model)
+            copy.set_weights(model.get_weights())
+        state = _State(
+            model=copy, step=saved_state["step"],
+            history=PruningHistory.from_dict(saved_state["history"]),
+            records=saved_state["records"], stop_reason=saved_state["stop_reason"],
+            finished=saved_state["finished"],
+        )  # fmt: skip
+        return state
+
+    def _report(self, state: _State) -> dict:
+        from kprune.card import environment
+
+        return {
+            "criterion": self.config.criterion,
+            "config": self.config.model_dump(),
+            "initial": self.initial,
+            "steps": state.records,
+            "stop_reason": state.stop_reason,
+            "finished": state.finished,
+            "wall_time_s": round(time.time() - self.started, 1),
+            "environment": environment(),
+        }
+
+    def _result(self, state: _State) -> PruneResult:
+        report = self._report(state)
+        if self.run_dir is not None:
+            from kprune.modelio import save_model
+            from kprune.report import write_run_files
+
+            save_model(state.model, self.run_dir / "pruned.keras")
+            write_run_files(self.run_dir, report, state.history, plots=True)
+        return PruneResult(state.model, state.history, report, self.run_dir)
+
+    def _progress_bar(self):
+        if not self.progress:
+            return contextlib.nullcontext(None)
+        from kprune.progress import make_progress
+
+        return make_progress(transient=False)
+
+    def _report_progress(self, state: _State, bar) -> None:
+        if bar is None:
+            return
+        last = state.records[-1]
+        status = (
+            f"step {state.step}  filters {sum(last['filters'].values())}  "
+            f"params -{100 * last['params_removed']:.1f}%  val acc {last['val_accuracy']:.4f}"
+        )
+        bar.update(self.overall, completed=100 * self._target_progress(state), status=status)
+        if last["step"]:
+            bar.console.log(
+                f"step {last['step']}{' (final)' if last.get('phase') else ''}: "
+                f"params -{100 * last['params_removed']:.1f}%  FLOPs -{100 * last['flops_removed']:.1f}%  "
+                f"val accuracy {last['val_accuracy']:.4f}  ({last['seconds']:.0f} s)"
+            )
+
+    def _target_progress(self, state: _State) -> float:
+        """How far the run is towards its target, in [0, 1]."""
+        if state.finished:
+            return 1.0
+        config, last = self.config, state.records[-1]
+        if config.target_params is not None:
+            return min(1.0, last["params_removed"] / config.target_params)
+        if config.target_flops is not None:
+            return min(1.0, last["flops_removed"] / config.target_flops)
+        if config.target_filters is not None:
+            wanted = config.target_filters
+            wanted = wanted * self.initial["filters"] if wanted < 1 else wanted
+            removed = sum(sum(r["removed"].values()) for r in state.records)
+            return min(1.0, removed / wanted)
+        return 0.0
+
+
+class _BarCallback(keras.callbacks.Callback):
+    def __init__(self, bar, description: str, steps: int):
+        super().__init__()
+        self.bar, self.description, self.steps = bar, description, steps
+        self.task = None
+
+    def on_train_begin(self, logs=None):
+        self.task = self.bar.add_task(self.description, total=self.steps, status="")
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        self.bar.update(self.task, advance=1, status="" if loss is None else f"loss {float(loss):.4f}")
+
+    def on_train_end(self, logs=None):
+        self.bar.remove_task(self.task)
+
+
+def _prunable_channels(graph) -> int:
+    return int(sum(group.channels for group in graph.groups if group.prunable))
+
+
+def _batches_per_epoch(original: Any, stream: tf.data.Dataset) -> int:
+    if hasattr(original, "num_batches"):
+        return original.num_batches
+    cardinality = int(stream.cardinality())
+    return cardinality if cardinality > 0 else 100
