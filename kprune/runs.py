@@ -65,7 +65,15 @@ def run_prune(config: RunConfig, run_dir: str | Path | None = None, resume: bool
     from kprune.schedule import prune
     from kprune.train import evaluate
 
+    from kprune.criteria import get as get_criterion
+
     started = time.time()
+    get_criterion(config.criterion)  # every check before anything is written
+    if not config.has_target and config.max_accuracy_drop is None:
+        raise InvalidArgumentError(
+            "Give a target (--target-params, --target-flops or --target-filters) or "
+            "--max-accuracy-drop, so that pruning knows when to stop."
+        )
     model_path = resolve_model_path(config.model)
     if resume and run_dir is None:
         raise InvalidArgumentError("--resume needs --out RUN_DIR: the folder of the run to continue.")
