@@ -253,8 +253,10 @@ def analyze(model: keras.Model, unsupported: str = "error") -> DependencyGraph:
     tensor_ids: dict[int, Ids | None] = {}
     for tensor in flat.inputs:
         tensor_ids[id(tensor)] = context.frozen_channels(tensor.shape[-1] or 0, "model input")
+    first_inputs: dict[str, Ids | None] = {}  # layer name → input ids of its first call
     for call in flat.calls:
         inputs = [tensor_ids.get(t) for t in call.inputs]
+        _couple_shared_inputs(call, inputs, first_inputs, context)
         outputs = handlers[call.name].propagate(call, inputs, context)
         for tensor_id, ids in zip(call.outputs, outputs):
             tensor_ids[tensor_id] = ids
@@ -265,18 +267,36 @@ def analyze(model: keras.Model, unsupported: str = "error") -> DependencyGraph:
     return _build_graph(model, flat, handlers, context, tensor_ids)
 
 
+def _couple_shared_inputs(call: Call, inputs, first_inputs: dict, context: _Context) -> None:
+    """A layer with weights called on several tensors slices its weights once,
+    so every call must keep the same input channels: couple them."""
+    if not getattr(call.layer, "weights", None) or not inputs:
+        return
+    if call.name not in first_inputs:
+        first_inputs[call.name] = inputs[0]
+        return
+    first = first_inputs[call.name]
+    if first is not None and inputs[0] is not None and len(first) == len(inputs[0]):
+        context.couple(first, inputs[0], call)
+
+
 def _choose_handlers(flat: FlatGraph, unsupported: str) -> dict[str, LayerHandler]:
     handlers, missing = {}, []
     for call in flat.calls:
         handler = handler_for(call.layer)
-        if handler is None:
-            missing.append(f"{call.name} ({type(call.layer).__name__})")
+        # Handlers read channels on the last axis; channels_first layers would be mis-sliced.
+        channels_first = getattr(call.layer, "data_format", None) == "channels_first"
+        if handler is None or channels_first:
+            detail = ", channels_first" if channels_first else ""
+            missing.append(f"{call.name} ({type(call.layer).__name__}{detail})")
             handler = Boundary()
         handlers[call.name] = handler
     if missing and unsupported == "error":
+        channels_last = any(m.endswith("channels_first)") for m in missing)
         raise UnsupportedModelError(
             f"kprune has no handler for {len(missing)} layer(s): {', '.join(missing)}. "
-            "Fix: register one with kprune.register_handler, or pass "
+            f"Fix: {'build the model channels_last, ' if channels_last else ''}"
+            "register one with kprune.register_handler, or pass "
             "unsupported='freeze' (CLI: --unsupported freeze) to keep their channels."
         )
     return handlers

@@ -157,16 +157,22 @@ class Convolution(Producer):
     def weight_axes(self, layer):
         if layer.groups == 1:
             return super().weight_axes(layer)
-        if layer.groups == layer.filters:  # depthwise-like: kernel (..., 1, channels)
+        if self._is_depthwise_layer(layer):  # kernel (..., 1, channels)
             return {"kernel": {-1: "in"}, "bias": {0: "out"}}
         return {}
 
     def resized_config(self, layer, config, kept_outputs):
         if layer.groups == 1:
             return super().resized_config(layer, config, kept_outputs)
-        if layer.groups == layer.filters:
+        if self._is_depthwise_layer(layer):
             return {**config, "filters": int(kept_outputs), "groups": int(kept_outputs)}
         return config
+
+    @staticmethod
+    def _is_depthwise_layer(layer) -> bool:
+        # groups == filters alone is not enough: with more inputs than groups
+        # (kernel (..., in/groups > 1, filters)) channels are tied to groups.
+        return layer.groups == layer.filters and layer.kernel.shape[-2] == 1
 
     @staticmethod
     def _is_depthwise(call) -> bool:
