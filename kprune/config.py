@@ -23,7 +23,9 @@ class PruneConfig(BaseModel):
     Targets are fractions removed: ``target_params=0.7`` removes 70% of the
     parameters. ``target_filters`` is a number of filters when ≥ 1, else a
     fraction of the prunable filters. ``max_accuracy_drop`` is in points of
-    validation top-1 accuracy (1.0 = one percentage point).
+    validation top-1 accuracy (1.0 = one percentage point). ``snapshots``
+    lists fractions of parameters removed at which the model (before the final
+    fine-tune) is also saved, as ``snapshots/params-NN.keras`` in the run dir.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -51,6 +53,7 @@ class PruneConfig(BaseModel):
     learning_rate: float = Field(0.01, gt=0)
     final_learning_rate: Optional[float] = Field(None, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
+    snapshots: list[float] = Field(default_factory=list)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -58,6 +61,8 @@ class PruneConfig(BaseModel):
         targets = [t for t in ("target_params", "target_flops", "target_filters") if getattr(self, t) is not None]
         if len(targets) > 1:
             raise ValueError(f"give one target, not {len(targets)}: {', '.join(targets)}")
+        if any(not 0 < s < 1 for s in self.snapshots):
+            raise ValueError(f"snapshots must be fractions in (0, 1), got {self.snapshots}")
         return self
 
     @property

@@ -207,9 +207,11 @@ class _Loop:
             )
             self._checkpoint(state)
             return
+        previous = state.records[-1]["params_removed"]
         state.model, state.step = candidate, step
         state.history.append(removal)
         state.records.append(record)
+        self._save_snapshots(state.model, previous, record["params_removed"])
         self._checkpoint(state)
         self._report_progress(state, bar)
 
@@ -326,6 +328,16 @@ class _Loop:
         from kprune.report import write_run_files
 
         write_run_files(self.run_dir, self._report(state), state.history)
+
+    def _save_snapshots(self, model, before: float, after: float) -> None:
+        """Saves the model when this step crossed a snapshot fraction."""
+        if self.run_dir is None:
+            return
+        from kprune.modelio import save_model
+
+        for fraction in self.config.snapshots:
+            if before < fraction <= after:
+                save_model(model, self.run_dir / "snapshots" / f"params-{round(100 * fraction):02d}.keras")
 
     def _resume(self) -> _State | None:
         saved = checkpoint.load(self.run_dir)

@@ -52,7 +52,7 @@ QUICK = dict(finetune_steps=3, final_finetune_epochs=0.1, rank_batches=2, progre
 def test_target_params_is_reached_and_history_replays(trained, val, tmp_path):
     before = [w.copy() for w in trained.get_weights()]
     result = kprune.prune(trained, train_stream, val, target_params=0.5, filters_per_step=8,
-                          run_dir=tmp_path, **QUICK)  # fmt: skip
+                          run_dir=tmp_path, snapshots=[0.2, 0.4], **QUICK)  # fmt: skip
     assert kprune.count_params(result.model) <= 0.5 * kprune.count_params(trained)
     assert result.report["stop_reason"] == "target reached"
     for old, new in zip(before, trained.get_weights()):
@@ -65,6 +65,9 @@ def test_target_params_is_reached_and_history_replays(trained, val, tmp_path):
     for name in ("pruned.keras", "history.json", "accuracy_vs_params.png", "filters_per_layer.png", "timeline.png"):
         assert (tmp_path / name).is_file(), name
     keras.models.load_model(tmp_path / "pruned.keras")
+    for fraction in (0.2, 0.4):
+        snapshot = keras.models.load_model(tmp_path / "snapshots" / f"params-{round(100 * fraction)}.keras")
+        assert 1 - snapshot.count_params() / trained.count_params() >= fraction
 
 
 def test_accuracy_budget_rolls_back_the_step_that_broke_it(trained, val):

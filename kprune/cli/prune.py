@@ -30,6 +30,8 @@ def prune(
     min_filters: Annotated[Optional[int], typer.Option("--min-filters", help="Filters every layer keeps.")] = None,
     ignore: Annotated[Optional[str], typer.Option("--ignore", help="Comma-separated layers not to prune.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning learning rate.")] = None,
+    final_lr: Annotated[Optional[float], typer.Option("--final-lr", help="Learning rate of the final fine-tune.")] = None,
+    snapshots: Annotated[Optional[str], typer.Option("--snapshots", help="Also save the model at these fractions of params removed, e.g. 0.5,0.7.")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="none, mirrored or multiworker.")] = None,
     unsupported: Annotated[Optional[str], typer.Option("--unsupported", help="error, or freeze unknown layers.")] = None,
     config: Annotated[Optional[str], typer.Option("--config", help="A YAML run config (see configs/); flags override it.")] = None,
@@ -51,7 +53,8 @@ def prune(
             max_accuracy_drop=max_accuracy_drop, filters_per_step=filters_per_step,
             finetune_steps=finetune_steps, final_finetune_epochs=final_finetune_epochs,
             rank_batches=rank_batches, round_to=round_to, min_filters_per_layer=min_filters,
-            ignore=ignore.split(",") if ignore else None, learning_rate=lr, strategy=strategy,
+            ignore=ignore.split(",") if ignore else None, learning_rate=lr,
+            final_learning_rate=final_lr, snapshots=_fractions(snapshots), strategy=strategy,
             unsupported=unsupported, seed=seed, data_dir=data_dir, limit=limit,
         )  # fmt: skip
         if any(overrides[t] is not None for t in ("target_params", "target_flops", "target_filters")):
@@ -61,6 +64,17 @@ def prune(
         settings = load_run_config(config, overrides, defaults=None if config else base)
         report = run_prune(settings, run_dir=out_dir, resume=resume)
     _print_summary(report)
+
+
+def _fractions(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    from kprune.errors import InvalidArgumentError
+
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise InvalidArgumentError(f"`--snapshots` must be fractions such as 0.5,0.7. Received {text!r}.") from None
 
 
 def _print_summary(report: dict) -> None:
