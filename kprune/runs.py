@@ -9,6 +9,7 @@ split), history.json (replayable), the PNG plots, and checkpoint/.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +51,17 @@ def make_strategy(name: str) -> tf.distribute.Strategy | None:
     return None
 
 
+def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+
+
 def run_prune(config: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> dict:
     """Prunes ``config.model`` as ``config`` says; returns report.json's content.
 
@@ -83,6 +95,9 @@ def run_prune(config: RunConfig, run_dir: str | Path | None = None, resume: bool
             f"The run dir {run_dir} holds the input model; pick another --out so it is never overwritten."
         )
     strategy = make_strategy(config.strategy)
+    if not is_chief(strategy):
+        # Every worker runs the same loop; only the chief keeps what it writes.
+        run_dir = Path(tempfile.mkdtemp(prefix="kprune-worker-"))
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
         model = load_model(model_path)

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Reproduces the experiment of docs/RESULTS.md on Fashion-MNIST (real data, offline):
+# for each criterion, one pruning trajectory from the shipped SqueezeNet 1.1
+# baseline to 90% of its parameters removed, with snapshots at 50/70/80/90%;
+# every snapshot then gets the same final fine-tune (EPOCHS epochs of SGD) and
+# is evaluated on the 10,000-image test split. Then the oracle correlations,
+# exports, latency benchmark and the tables/plots of docs/RESULTS.md.
+#
+#   bash scripts/reproduce.sh                 # everything (hours on 2 CPU cores)
+#   CRITERIA="taylor" TARGETS="50 70" bash scripts/reproduce.sh   # a part
+#
+# Re-running continues where it stopped: finished steps are skipped and a
+# killed pruning run resumes from its last checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-runs/reproduce}
+BASELINE=${BASELINE:-models/squeezenet1_1_fmnist.keras}
+CRITERIA=${CRITERIA:-"taylor l2 combined l1 random"}
+TARGETS=${TARGETS:-"50 70 80 90"}
+EPOCHS=${EPOCHS:-3}
+CONFIG=${CONFIG:-configs/squeezenet_fmnist_taylor.yaml}
+mkdir -p "$OUT"
+
+snapshots=$(for t in $TARGETS; do printf '0.%s,' "$t"; done)
+snapshots=${snapshots%,}
+highest=$(for t in $TARGETS; do echo "$t"; done | sort -n | tail -1)
+
+for criterion in $CRITERIA; do
+  run="$OUT/$criterion"
+  if [ ! -f "$run/pruned.card.json" ]; then
+    resume=""
+    [ -f "$run/checkpoint/state.json" ] && resume="--resume"
+    kprune prune --config "$CONFIG" --model "$BASELINE" --criterion "$criterion" \
+      --target-params "0.$highest" --snapshots "$snapshots" --final-finetune-epochs 0 \
+      --out "$run" $resume 2>&1 | tee -a "$run.log"
+  fi
+  for target in $TARGETS; do
+    tuned="$run/finetuned-$target.keras"
+    [ -f "${tuned%.keras}.card.json" ] && continue
+    kprune train --model "$run/snapshots/params-$target.keras" --dataset fashion_mnist \
+      --optimizer sgd --lr 0.01 --weight-decay 5e-4 --warmup-epochs 0 --epochs "$EPOCHS" \
+      --out "$tuned" 2>&1 | tee -a "$run.log"
+  done
+done
+
+kprune report $(for c in $CRITERIA; do echo "$OUT/$c"; done) --out "$OUT/accuracy_vs_params.png"
+[ -f "$OUT/oracle.json" ] || python scripts/oracle.py --model "$BASELINE" --out "$OUT/oracle.json" | tee "$OUT/oracle.md"
+python scripts/results.py "$OUT" --baseline "$BASELINE" --epochs "$EPOCHS"
