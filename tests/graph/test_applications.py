@@ -206,3 +206,16 @@ def test_nested_layers_keep_their_names_or_get_the_submodel_prefix():
     # Coupled through the inner Add: the outer conv loses channel 2 as well.
     assert pruned.get_layer("conv").filters == pruned.get_layer("block_conv").filters == 11
     assert pruned.get_layer("head_conv").kernel.shape == (1, 1, 11 + 6, 9)
+
+
+def test_convnext_grouped_depthwise_conv_passes_channels_and_layernorm_freezes():
+    model = CASES["ConvNeXtTiny"]()
+    graph = analyze(model)
+    # The residual stream of stage 0: the blocks' last convs, coupled by the Adds.
+    stream = graph.group_of("convnext_tiny_stage_0_block_0_pointwise_conv_2")
+    assert set(stream.layers("producer")) >= {"convnext_tiny_stage_0_block_2_pointwise_conv_2"}
+    depthwise = "convnext_tiny_stage_0_block_0_depthwise_conv"  # Conv2D with groups == 96
+    assert depthwise in stream.layers("passthrough") and depthwise not in graph.prunable_layers()
+    assert "LayerNormalization 'convnext_tiny_stage_0_block_0_layernorm'" in stream.frozen_by
+    # The 4× expansion inside a block has no LayerNorm after it: prunable.
+    assert graph.group_of("convnext_tiny_stage_0_block_0_pointwise_conv_1").prunable
