@@ -127,8 +127,11 @@ class Producer(LayerHandler):
     size_key = "filters"
 
     def propagate(self, call, input_ids, context):
-        count = _last_dim(call.node.outputs[0])
-        return [context.new_channels(call, count)]
+        ids = context.new_channels(call, _last_dim(call.node.outputs[0]))
+        activation = getattr(getattr(call.layer, "activation", None), "__name__", "")
+        if activation in ("softmax", "log_softmax"):  # each output depends on every channel
+            context.freeze(ids, f"{activation} activation of {call.name!r}")
+        return [ids]
 
     def weight_axes(self, layer):
         return {"kernel": {-2: "in", -1: "out"}, "bias": {0: "out"}}

@@ -73,3 +73,13 @@ def test_channels_first_layers_are_reported_not_mis_sliced():
         analyze(model)
     graph = analyze(model, unsupported="freeze")
     assert graph.prunable_layers() == []
+
+
+def test_a_producer_with_a_softmax_activation_is_frozen():
+    # Softmax normalises over the channels: removing one changes all the others.
+    inputs = keras.Input((6,))
+    hidden = layers.Dense(5, activation="softmax", name="attention")(inputs)
+    model = keras.Model(inputs, layers.Dense(2, name="logits")(hidden))
+    graph = analyze(model)
+    assert graph.group_of("attention").frozen_by == ["softmax activation of 'attention'"]
+    assert graph.prunable_layers() == []
