@@ -97,3 +97,53 @@ def _format(logs: dict) -> str:
         if key in logs:
             parts.append(f"{key} {float(logs[key]):.4f}")
     return "  ".join(parts)
+
+
+class PruneProgress:
+    """The pruning loop's display: one bar towards the target, plus one bar
+    per fine-tune (rich allows a single live display, so they share it)."""
+
+    def __init__(self, show: bool = True):
+        self._progress = make_progress(transient=False) if show else None
+        self._overall = None
+
+    def __enter__(self) -> PruneProgress:
+        if self._progress is not None:
+            self._progress.start()
+            self._overall = self._progress.add_task("prune", total=100, status="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, fraction: float, status: str) -> None:
+        """Moves the target bar to ``fraction`` (0..1) with a status text."""
+        if self._progress is not None:
+            self._progress.update(self._overall, completed=100 * fraction, status=status)
+
+    def log(self, text: str) -> None:
+        """A line above the bars (also printed when bars are off)."""
+        target = self._progress.console if self._progress is not None else console
+        target.log(text)
+
+    def finetune_callback(self, description: str, steps: int) -> keras.callbacks.Callback | None:
+        """A Keras callback that shows one fine-tune as its own bar."""
+        return None if self._progress is None else _TaskCallback(self._progress, description, steps)
+
+
+class _TaskCallback(keras.callbacks.Callback):
+    def __init__(self, progress: Progress, description: str, steps: int):
+        super().__init__()
+        self.progress, self.description, self.steps = progress, description, steps
+        self.task = None
+
+    def on_train_begin(self, logs=None):
+        self.task = self.progress.add_task(self.description, total=self.steps, status="")
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        self.progress.update(self.task, advance=1, status="" if loss is None else f"loss {float(loss):.4f}")
+
+    def on_train_end(self, logs=None):
+        self.progress.remove_task(self.task)

@@ -15,7 +15,6 @@ result as an uninterrupted one (given deterministic data: pass a callable
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,16 +148,17 @@ class _Loop:
             state = self._start()
         elif state.finished:
             return self._result(state)
-        with self._progress_bar() as bar:
-            self.overall = None if bar is None else bar.add_task("prune", total=100, status="")
-            self._report_progress(state, bar)
+        from kprune.progress import PruneProgress
+
+        with PruneProgress(self.progress) as display:
+            self._report_progress(state, display)
             while state.stop_reason is None:
                 if self._target_reached(state.model):
                     state.stop_reason = "target reached"
                     break
-                self._step(state, bar)
-            self._final_finetune(state, bar)
-            self._report_progress(state, bar)
+                self._step(state, display)
+            self._final_finetune(state, display)
+            self._report_progress(state, display)
         return self._result(state)
 
     def _start(self) -> _State:
@@ -171,7 +171,7 @@ class _Loop:
         self._checkpoint(state)
         return state
 
-    def _step(self, state: _State, bar) -> None:
+    def _step(self, state: _State, display) -> None:
         config = self.config
         step = state.step + 1
         started = time.time()
@@ -193,7 +193,7 @@ class _Loop:
                 state.stop_reason = "nothing left to prune within min_filters_per_layer/round_to/ignore"
                 return
             candidate = remove_filters(state.model, removal, graph=graph)
-            self._finetune(candidate, step, config.finetune_steps, config.learning_rate, bar)
+            self._finetune(candidate, step, config.finetune_steps, config.learning_rate, display)
         metrics = self._evaluate(candidate)
         record = self._record(state, candidate, removal, metrics, time.time() - started, step)
         baseline = state.records[0]["val_accuracy"]
@@ -213,9 +213,9 @@ class _Loop:
         state.records.append(record)
         self._save_snapshots(state.model, previous, record["params_removed"])
         self._checkpoint(state)
-        self._report_progress(state, bar)
+        self._report_progress(state, display)
 
-    def _final_finetune(self, state: _State, bar) -> None:
+    def _final_finetune(self, state: _State, display) -> None:
         config = self.config
         started = time.time()
         if config.final_finetune_epochs > 0 and state.step > 0:
@@ -225,7 +225,7 @@ class _Loop:
             total = max(1, int(round(config.final_finetune_epochs * steps)))
             with self.strategy.scope():
                 lr = config.final_learning_rate or config.learning_rate
-                self._finetune(state.model, state.step + 1, total, lr, bar, label="final fine-tune")
+                self._finetune(state.model, state.step + 1, total, lr, display, label="final fine-tune")
         metrics = self._evaluate(state.model)
         final = self._record(state, state.model, {}, metrics, time.time() - started, state.step)
         final["phase"] = "final"
@@ -239,7 +239,7 @@ class _Loop:
             return as_dataset(self.train_data(self.config.seed + step))
         return as_dataset(self.train_data)
 
-    def _finetune(self, model, step, steps, learning_rate, bar, label="fine-tune") -> None:
+    def _finetune(self, model, step, steps, learning_rate, display, label="fine-tune") -> None:
         if steps <= 0:
             return
         settings = TrainSettings(
@@ -247,8 +247,9 @@ class _Loop:
             weight_decay=self.config.weight_decay, warmup_epochs=0.0,
         )  # fmt: skip
         callbacks = [*self.callbacks]
-        if bar is not None:
-            callbacks.append(_BarCallback(bar, f"step {step} {label}", steps))
+        bar_callback = display.finetune_callback(f"step {step} {label}", steps)
+        if bar_callback is not None:
+            callbacks.append(bar_callback)
         try:
             fit(model, self._train_stream(step), None, epochs=1, steps_per_epoch=steps,
                 settings=settings, callbacks=callbacks, progress=False)  # fmt: skip
@@ -388,24 +389,14 @@ class _Loop:
             write_run_files(self.run_dir, report, state.history, plots=True)
         return PruneResult(state.model, state.history, report, self.run_dir)
 
-    def _progress_bar(self):
-        if not self.progress:
-            return contextlib.nullcontext(None)
-        from kprune.progress import make_progress
-
-        return make_progress(transient=False)
-
-    def _report_progress(self, state: _State, bar) -> None:
-        if bar is None:
-            return
+    def _report_progress(self, state: _State, display) -> None:
         last = state.records[-1]
-        status = (
+        display.update(self._target_progress(state), (
             f"step {state.step}  filters {sum(last['filters'].values())}  "
             f"params -{100 * last['params_removed']:.1f}%  val acc {last['val_accuracy']:.4f}"
-        )
-        bar.update(self.overall, completed=100 * self._target_progress(state), status=status)
-        if last["step"]:
-            bar.console.log(
+        ))  # fmt: skip
+        if last["step"] and self.progress:
+            display.log(
                 f"step {last['step']}{' (final)' if last.get('phase') else ''}: "
                 f"params -{100 * last['params_removed']:.1f}%  FLOPs -{100 * last['flops_removed']:.1f}%  "
                 f"val accuracy {last['val_accuracy']:.4f}  ({last['seconds']:.0f} s)"
@@ -426,23 +417,6 @@ class _Loop:
             removed = sum(sum(r["removed"].values()) for r in state.records)
             return min(1.0, removed / wanted)
         return 0.0
-
-
-class _BarCallback(keras.callbacks.Callback):
-    def __init__(self, bar, description: str, steps: int):
-        super().__init__()
-        self.bar, self.description, self.steps = bar, description, steps
-        self.task = None
-
-    def on_train_begin(self, logs=None):
-        self.task = self.bar.add_task(self.description, total=self.steps, status="")
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        self.bar.update(self.task, advance=1, status="" if loss is None else f"loss {float(loss):.4f}")
-
-    def on_train_end(self, logs=None):
-        self.bar.remove_task(self.task)
 
 
 def _prunable_channels(graph) -> int:
