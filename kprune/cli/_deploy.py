@@ -58,18 +58,21 @@ def print_verification(report) -> None:
     table = Table(title=f"Verification on {report.samples} images")
     names = [check.artifact.path.name for check in report.checks]
     table.add_column("file", no_wrap=True, min_width=max(map(len, names), default=4))
-    for column in ("precision", "max abs diff", "top-1 agreement", "accuracy"):
+    for column in ("max abs diff", "top-1 agreement", "accuracy"):
         table.add_column(column, justify="right")
     table.add_column("check")
     for check in report.checks:
         artifact = check.artifact
+        precision = "fp32" if artifact.quantize == "none" else artifact.quantize
         accuracy = "" if check.accuracy is None else f"{check.accuracy:.4f}"
-        verdict = "[green]ok[/]" if check.passed else f"[bold red]FAILED[/] ({check.criterion})"
         table.add_row(
-            artifact.path.name, "fp32" if artifact.quantize == "none" else artifact.quantize,
-            f"{check.max_abs_diff:.2e}", f"{check.top1_agreement:.2%}", accuracy, verdict,
+            f"{artifact.path.name}\n[dim]{precision}[/]", f"{check.max_abs_diff:.1e}",
+            f"{check.top1_agreement:.1%}", accuracy,
+            "[green]ok[/]" if check.passed else "[bold red]FAILED[/]",
         )  # fmt: skip
     out.print(table)
+    for check in report.failures():
+        out.print(f"FAILED {check.artifact.path.name}: needs {check.criterion}", highlight=False)
     if report.keras_accuracy is not None:
         out.print(f"Keras accuracy on the same images: {report.keras_accuracy:.4f}")
 

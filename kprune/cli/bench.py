@@ -86,7 +86,7 @@ def _print_table(report) -> None:
         cells = [runtime, "TF" if threads is None else str(threads), str(batch)]
         for label in labels:
             m = by_model[label]
-            cells.append(f"{m.median_ms:.3f} / {m.p90_ms:.3f}\n{m.throughput:,.0f}/s")
+            cells.append(f"{m.median_ms:.3g} / {m.p90_ms:.3g}\n{m.throughput:,.0f}/s")
         for label in labels[1:]:
             cells.append(_speedup(speedups.get((label, runtime, threads, batch))))
         table.add_row(*cells)

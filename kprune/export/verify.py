@@ -93,7 +93,8 @@ class VerificationReport:
             f"{len(failed)} of {len(self.checks)} exported files disagree with the Keras "
             f"model on {self.samples} images: {lines}. Fix: export again from this exact "
             "model (a file that changed after export or came from another model fails "
-            "like this); for int8, calibrate on more real images (--calibration-samples)."
+            "like this); for int8, calibrate on more real images (--calibration-samples). "
+            "The thresholds are --max-diff and --min-agreement."
         )
 
     def to_dict(self) -> dict:
