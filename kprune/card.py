@@ -33,10 +33,38 @@ def environment() -> dict:
     }
 
 
-def command_line() -> str:
-    """The command that started this process, as a shell would run it."""
+def command_line(context=None) -> str:
+    """The command that reproduces this run, as a shell would run it.
+
+    Args:
+        context: The ``typer.Context`` of a kprune command. The command is then
+            rebuilt from its parsed values: ``kprune COMMAND``, its arguments
+            and every option that differs from its default — the same however
+            it was invoked. Without one: ``sys.argv``.
+    """
+    if context is not None:
+        return shlex.join(["kprune", *_command_words(context)])
     program = Path(sys.argv[0]).name if sys.argv else "python"
     return shlex.join([program, *sys.argv[1:]])
+
+
+def _command_words(context) -> list[str]:
+    words = [context.info_name]
+    for param in context.command.params:
+        value = context.params.get(param.name)
+        if param.param_type_name == "argument":
+            words.extend(str(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+            continue
+        if value is None or value == param.default or param.name == "help":
+            continue
+        if getattr(param, "is_flag", False):
+            names = param.opts if value else param.secondary_opts
+            if names:
+                words.append(max(names, key=len))
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        words += [max(param.opts, key=len), text]
+    return words
 
 
 def card_paths(model_path: str | os.PathLike) -> tuple[Path, Path]:

@@ -62,8 +62,14 @@ def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
 
 
-def run_prune(config: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> dict:
+def run_prune(
+    config: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
+    command: str | None = None,
+) -> dict:
     """Prunes ``config.model`` as ``config`` says; returns report.json's content.
+
+    ``command`` is recorded as the command that reproduces the run (default:
+    this process's command line).
 
     Raises:
         InvalidArgumentError, ModelFileError, DatasetNotFoundError: On bad input,
@@ -122,7 +128,7 @@ def run_prune(config: RunConfig, run_dir: str | Path | None = None, resume: bool
              "flops": count_flops(result.model), "file_bytes": _file_size(pruned_path)}  # fmt: skip
     report = {**result.report, "model": model_path, "dataset": config.dataset,
               "test_before": before, "test_after": after,
-              "wall_time_s": round(time.time() - started, 1), "command": card.command_line()}  # fmt: skip
+              "wall_time_s": round(time.time() - started, 1), "command": command or card.command_line()}  # fmt: skip
     write_run_files(run_dir, report, result.history)
     card.write_card(pruned_path, {
         "model": result.model.name, "pruned_from": model_path, "dataset": config.dataset,

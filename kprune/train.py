@@ -262,6 +262,7 @@ def train_and_save(
     limit: int | None = None,
     model_options: dict | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> dict:
     """Trains a model on a dataset, saves it and its model card; returns the card.
 
@@ -316,7 +317,7 @@ def train_and_save(
         "params": count_params(network),
         "flops": count_flops(network),
         "wall_time_s": round(time.time() - started, 1),
-        "command": command_line(),
+        "command": command or command_line(),
         "environment": environment(),
     }
     write_card(out, card)

@@ -15,6 +15,7 @@ CRITERIA = "taylor, l2, combined, l1, l2_weight, bn_gamma, apoz or random"
 
 
 def prune(
+    ctx: typer.Context,
     criterion: Annotated[Optional[str], typer.Option("--criterion", "-c", help=CRITERIA)] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="A .keras file (default: the shipped SqueezeNet baseline).")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="fashion_mnist, cifar10, folder:PATH.")] = None,
@@ -44,6 +45,7 @@ def prune(
     """Prune a model step by step to a target; with only --criterion, the quickstart."""
     quiet_import()
     with user_errors():
+        from kprune.card import command_line
         from kprune.config import QUICKSTART, load_run_config
         from kprune.runs import run_prune
 
@@ -62,7 +64,7 @@ def prune(
         else:
             base = QUICKSTART
         settings = load_run_config(config, overrides, defaults=None if config else base)
-        report = run_prune(settings, run_dir=out_dir, resume=resume)
+        report = run_prune(settings, run_dir=out_dir, resume=resume, command=command_line(ctx))
     _print_summary(report)
 
 

@@ -13,6 +13,7 @@ from kprune.cli._common import (
 
 
 def train(
+    ctx: typer.Context,
     out_path: Annotated[str, typer.Option("--out", "-o", help="Where to write the .keras file.")],
     model: Annotated[
         str, typer.Option("--model", "-m", help="A model name (see `kprune models`) or a .keras file.")
@@ -34,6 +35,7 @@ def train(
     """Train a model (by name or .keras file) and write it with a model card."""
     quiet_import()
     with user_errors():
+        from kprune.card import command_line
         from kprune.train import TrainSettings, train_and_save
 
         settings = TrainSettings(
@@ -44,7 +46,7 @@ def train(
         card = train_and_save(
             model, dataset, out_path, epochs=epochs, batch_size=batch_size,
             settings=settings, augment=augment, seed=seed, data_dir=data_dir,
-            limit=limit, model_options=options,
+            limit=limit, model_options=options, command=command_line(ctx),
         )  # fmt: skip
     out.print(
         f"Saved {out_path}: test accuracy {card['test_accuracy']:.4f} on "

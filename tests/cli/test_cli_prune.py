@@ -44,7 +44,8 @@ def test_prune_writes_the_run_and_prints_before_after(run_dir):
     for label in ("parameters", "FLOPs", "size on disk", "top-1 accuracy", "Stopped: target reached"):
         assert label in output
     card = json.loads((out / "pruned.card.json").read_text())
-    assert card["command"].startswith("kprune prune") or "prune" in card["command"]
+    assert card["command"].startswith("kprune prune --criterion l1 --model ")
+    assert "--target-params 0.3" in card["command"] and "--filters-per-step 8" in card["command"]
 
 
 def test_resume_of_a_finished_run_returns_it(run_dir, model_file):

@@ -1,0 +1,221 @@
+"""Builds the measured part of docs/RESULTS.md from the files of scripts/reproduce.sh.
+
+Reads the run dirs (report.json, finetuned-NN.card.json), the baseline's model
+card and oracle.json; exports and benchmarks the baseline against the best
+pruned model (≤ 1 point drop) through scripts/bench_export.py; writes the
+tables between the ``<!-- generated -->`` markers of docs/RESULTS.md and the
+figures into docs/img/. With --ship, copies the best model to models/ and
+writes its deployment bundle with `kprune bundle`.
+
+Usage: python scripts/results.py runs/reproduce --baseline models/squeezenet1_1_fmnist.keras [--ship]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+START, END = "<!-- generated:start -->", "<!-- generated:end -->"
+KPRUNE = [sys.executable, "-c", "from kprune.cli import main; main()"]
+MAX_DROP = 1.0  # points
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def collect(out: Path, baseline: dict) -> list[dict]:
+    rows = []
+    for report_path in sorted(out.glob("*/report.json")):
+        run = report_path.parent
+        report = load_json(report_path)
+        for card_path in sorted(run.glob("finetuned-*.card.json")):
+            card = load_json(card_path)
+            target = int(card_path.name.split("-")[1].split(".")[0])
+            model_path = card_path.with_name(card_path.name.replace(".card.json", ".keras"))
+            rows.append({
+                "criterion": report["criterion"], "target": target, "run": str(run),
+                "model": str(model_path), "accuracy": card["test_accuracy"],
+                "drop": 100 * (baseline["test_accuracy"] - card["test_accuracy"]),
+                "params": card["params"], "flops": card["flops"],
+                "params_removed": 1 - card["params"] / baseline["params"],
+                "flops_removed": 1 - card["flops"] / baseline["flops"],
+                "bytes": model_path.stat().st_size,
+                "seconds": card["wall_time_s"], "prune_seconds": report.get("wall_time_s"),
+            })  # fmt: skip
+    return rows
+
+
+def best_within_budget(rows: list[dict]) -> dict | None:
+    eligible = [r for r in rows if r["drop"] <= MAX_DROP]
+    return max(eligible, key=lambda r: (r["params_removed"], r["accuracy"]), default=None)
+
+
+def accuracy_table(rows, baseline) -> str:
+    lines = [
+        "| criterion | target | params removed | FLOPs removed | FLOPs ratio | test top-1 | Δ (points) | .keras size |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| (baseline) | – | 0% | 0% | 1.00× | {100 * baseline['test_accuracy']:.2f}% | – | "
+        f"{baseline['bytes'] / 1e6:.2f} MB |",
+    ]
+    for r in sorted(rows, key=lambda r: (r["criterion"], r["target"])):
+        lines.append(
+            f"| {r['criterion']} | {r['target']}% | {100 * r['params_removed']:.1f}% | "
+            f"{100 * r['flops_removed']:.1f}% | {baseline['flops'] / r['flops']:.2f}× | "
+            f"{100 * r['accuracy']:.2f}% | {-r['drop']:+.2f} | {r['bytes'] / 1e6:.2f} MB |"
+        )
+    return "\n".join(lines)
+
+
+def pivot_table(rows) -> str:
+    criteria = sorted({r["criterion"] for r in rows})
+    targets = sorted({r["target"] for r in rows})
+    cell = {(r["criterion"], r["target"]): r for r in rows}
+    lines = ["| criterion | " + " | ".join(f"{t}% params removed" for t in targets) + " |",
+             "| --- |" + " --- |" * len(targets)]  # fmt: skip
+    for c in criteria:
+        values = []
+        for t in targets:
+            r = cell.get((c, t))
+            values.append("–" if r is None else f"{100 * r['accuracy']:.2f}% ({-r['drop']:+.2f})")
+        lines.append(f"| {c} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def layer_table(best: dict) -> str:
+    report = load_json(Path(best["run"]) / "report.json")
+    start = report["steps"][0]["filters"]
+    reached = next(s for s in report["steps"] if s["params_removed"] >= best["target"] / 100 - 1e-9)
+    lines = ["| layer | filters before | after | removed |", "| --- | --- | --- | --- |"]
+    for name, before in start.items():
+        after = reached["filters"].get(name, before)
+        share = 100 * (before - after) / before
+        lines.append(f"| {name} | {before} | {after} | {share:.0f}% |")
+    return "\n".join(lines)
+
+
+def oracle_table(oracle: dict) -> str:
+    lines = ["| criterion | mean per-layer ρ (ΔL) | pooled ρ (ΔL) | mean per-layer ρ (abs ΔL) | pooled ρ (abs ΔL) |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for criterion, table in oracle["spearman"].items():
+        d, a = table["delta"], table["abs_delta"]
+        lines.append(f"| {criterion} | {d['mean_per_layer']:.3f} | {d['pooled']:.3f} | "
+                     f"{a['mean_per_layer']:.3f} | {a['pooled']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def bench_tables(bench_dir: Path, baseline_path: str, best_path: str) -> str:
+    bench = load_json(bench_dir / "bench.json")
+    lines = ["| runtime | threads | batch | baseline median ms | pruned median ms | speed-up | FLOPs ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    by_key = {(m["model"], m["runtime"], m["threads"], m["batch"]): m for m in bench["measurements"]}
+    base_label = bench["models"][0]["label"]
+    for row in bench["speedups"]:
+        base = by_key[(base_label, row["runtime"], row["threads"], row["batch"])]
+        pruned = by_key[(row["model"], row["runtime"], row["threads"], row["batch"])]
+        threads = "–" if row["threads"] is None else str(row["threads"])
+        lines.append(f"| {row['runtime']} | {threads} | {row['batch']} | {base['median_ms']:.2f} | "
+                     f"{pruned['median_ms']:.2f} | {row['speedup']:.2f}× | {row['flops_ratio']:.2f}× |")  # fmt: skip
+    sizes = ["", "| file | baseline | pruned | ratio |", "| --- | --- | --- | --- |"]
+    for suffix in (".keras", ".tflite", "_int8.tflite", ".onnx"):
+        files = []
+        for path in (baseline_path, best_path):
+            stem = Path(path).stem
+            files.append(Path(path) if suffix == ".keras" else bench_dir / stem / f"{stem}{suffix}")
+        if all(f.is_file() for f in files):
+            a, b = (f.stat().st_size for f in files)
+            sizes.append(f"| {suffix.lstrip('_')} | {a / 1e6:.3f} MB | {b / 1e6:.3f} MB | {a / b:.2f}× smaller |")
+    return "\n".join(lines + sizes)
+
+
+def plot(rows, baseline, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for criterion in sorted({r["criterion"] for r in rows}):
+        mine = sorted((r for r in rows if r["criterion"] == criterion), key=lambda r: r["params_removed"])
+        axes.plot([100 * r["params_removed"] for r in mine], [100 * r["accuracy"] for r in mine],
+                  marker="o", label=criterion)  # fmt: skip
+    axes.axhline(100 * baseline["test_accuracy"], color="gray", linestyle="--", label="baseline")
+    axes.axhline(100 * baseline["test_accuracy"] - MAX_DROP, color="gray", linestyle=":", label="baseline − 1 pt")
+    axes.set_xlabel("parameters removed (%)")
+    axes.set_ylabel("test top-1 accuracy (%)")
+    axes.set_title("SqueezeNet 1.1 on Fashion-MNIST: pruned and fine-tuned")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def kprune(*arguments: str) -> None:
+    print("$ kprune " + " ".join(arguments), flush=True)
+    subprocess.run([*KPRUNE, *arguments], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--baseline", default="models/squeezenet1_1_fmnist.keras")
+    parser.add_argument("--epochs", default="3", help="Final fine-tune epochs (for the text).")
+    parser.add_argument("--doc", type=Path, default=Path("docs/RESULTS.md"))
+    parser.add_argument("--ship", action="store_true", help="Copy the best model to models/ and bundle it.")
+    args = parser.parse_args()
+
+    card_path = Path(args.baseline).with_suffix(".card.json")
+    baseline = {**load_json(card_path), "bytes": Path(args.baseline).stat().st_size}
+    rows = collect(args.out, baseline)
+    if not rows:
+        sys.exit(f"No finetuned-*.card.json under {args.out}: run scripts/reproduce.sh first.")
+    best = best_within_budget(rows)
+    images = args.doc.parent / "img"
+    plot(rows, baseline, images / "test_accuracy_vs_params.png")
+    sections = [
+        f"_Generated by `python scripts/results.py {args.out} --baseline {args.baseline}` from the "
+        f"files of `scripts/reproduce.sh` (final fine-tune: {args.epochs} epochs per snapshot)._",
+        "### Test accuracy by criterion and target (Δ to the baseline in points)", pivot_table(rows),
+        "### Every pruned model", accuracy_table(rows, baseline),
+        "![test accuracy vs parameters removed](img/test_accuracy_vs_params.png)",
+    ]  # fmt: skip
+    if best is not None:
+        sections += [
+            f"### Best model within {MAX_DROP:.0f} point: {best['criterion']}, {best['target']}% target",
+            f"`{best['model']}`: {100 * best['params_removed']:.1f}% of the parameters and "
+            f"{100 * best['flops_removed']:.1f}% of the FLOPs removed ({baseline['flops'] / best['flops']:.2f}× fewer), "
+            f"test accuracy {100 * best['accuracy']:.2f}% ({-best['drop']:+.2f} points).",
+            "#### Filters per layer (before → at that target)", layer_table(best),
+        ]  # fmt: skip
+        bench_dir = args.out / "bench"
+        if not (bench_dir / "bench.json").is_file():
+            subprocess.run([sys.executable, "scripts/bench_export.py", "--baseline", args.baseline,
+                            "--pruned", best["model"], "--out", str(bench_dir)], check=True)  # fmt: skip
+        sections += ["#### Deployment: file sizes and latency, baseline vs this model (one run)",
+                     bench_tables(bench_dir, args.baseline, best["model"])]  # fmt: skip
+        if args.ship:
+            shipped = Path("models/squeezenet1_1_fmnist_pruned.keras")
+            shutil.copy(best["model"], shipped)
+            for suffix in (".card.json", ".card.md"):
+                shutil.copy(Path(best["model"]).with_suffix(suffix), shipped.with_suffix(suffix))
+            kprune("bundle", str(shipped), "--out", "models/squeezenet1_1_fmnist_pruned_bundle")
+    oracle_path = args.out / "oracle.json"
+    if oracle_path.is_file():
+        oracle = load_json(oracle_path)
+        sections += ["### Criterion quality: Spearman ρ with the oracle",
+                     f"`{oracle['command']}`", oracle_table(oracle)]  # fmt: skip
+    generated = "\n\n".join(sections)
+    text = args.doc.read_text() if args.doc.is_file() else f"# Results\n\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    args.doc.write_text(f"{head}{START}\n{generated}\n{END}{tail}")
+    print(generated)
+
+
+if __name__ == "__main__":
+    main()
