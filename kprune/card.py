@@ -91,12 +91,16 @@ def read_card(model_path: str | os.PathLike) -> dict | None:
 
 def _markdown(title: str, card: dict) -> str:
     lines = [f"# Model card: {title}", ""]
-    command = card.get("command")
-    if command:
-        lines += ["Reproduce with:", "", "```", command, "```", ""]
+    commands, source = [], card
+    while source:  # earliest command first: a model trained from a saved one
+        if source.get("command"):
+            commands.insert(0, source["command"])
+        source = source.get("trained_from")
+    if commands:
+        lines += ["Reproduce with:", "", "```", *commands, "```", ""]
     lines += ["| fact | value |", "| --- | --- |"]
     for key, value in card.items():
-        if key in ("command", "environment"):
+        if key in ("command", "environment", "trained_from"):
             continue
         lines.append(f"| {key} | {_cell(value)} |")
     env = card.get("environment")

@@ -272,7 +272,7 @@ def train_and_save(
     """
     import time
 
-    from kprune.card import command_line, environment, write_card
+    from kprune.card import command_line, environment, read_card, write_card
     from kprune.data import dataset_info, load
     from kprune.metrics import count_flops, count_params
     from kprune.modelio import load_model, save_model
@@ -285,6 +285,8 @@ def train_and_save(
         network = build(model, info.image_shape, info.num_classes, **(model_options or {}))
     else:
         network = load_model(model)
+    # Training a saved model continues its history: keep the card it came with.
+    source_card = read_card(model) if isinstance(model, str) and model.endswith(".keras") else None
     input_shape = tuple(network.input_shape[1:])
     common = dict(input_shape=input_shape, data_dir=data_dir, seed=seed, limit=limit)
     train_split = load(dataset, "train", batch_size=batch_size, augment=augment, **common)
@@ -318,6 +320,8 @@ def train_and_save(
         "flops": count_flops(network),
         "wall_time_s": round(time.time() - started, 1),
         "command": command or command_line(),
+        **({"trained_from": {k: v for k, v in source_card.items() if k != "environment"}}
+           if source_card else {}),
         "environment": environment(),
     }
     write_card(out, card)

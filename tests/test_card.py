@@ -58,3 +58,14 @@ def test_environment_and_command_line(monkeypatch):
     assert set(card.LIBRARIES) == set(env["libraries"])
     monkeypatch.setattr(sys, "argv", ["/usr/bin/kprune", "train", "--out", "my model.keras"])
     assert command_line() == "kprune train --out 'my model.keras'"
+
+
+def test_markdown_lists_the_commands_of_the_whole_training_chain(tmp_path):
+    from kprune.card import write_card
+
+    first = {"command": "kprune train --out a.keras", "test_accuracy": 0.9}
+    second = {"command": "kprune train --model a.keras --out b.keras", "trained_from": first}
+    _, md_path = write_card(tmp_path / "b.keras", second)
+    text = md_path.read_text()
+    assert text.index("kprune train --out a.keras") < text.index("kprune train --model a.keras")
+    assert "| trained_from |" not in text
