@@ -10,7 +10,7 @@ Runs only kprune commands, in this order, and prints what they print:
    written to OUT/bench.json.
 
 Usage:
-    python scripts/bench_export.py [--baseline models/squeezenet1_1_fmnist.keras]
+    python scripts/bench_export.py [--baseline models/squeezenet1_1_fmnist_sgd.keras]
         [--pruned runs/pruned/model.keras] [--out runs/bench_export] [--repeats 50]
 """
 
@@ -34,7 +34,7 @@ def run(*arguments: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", default="models/squeezenet1_1_fmnist.keras")
+    parser.add_argument("--baseline", default="models/squeezenet1_1_fmnist_sgd.keras")
     parser.add_argument("--pruned", help="A pruned copy of the baseline (.keras).")
     parser.add_argument("--out", default="runs/bench_export")
     parser.add_argument("--dataset", help="Default: the dataset named in each model card.")

@@ -6,7 +6,7 @@ Prints, measured in one run on this machine:
 - steady-state ratio from the difference between 2N and N batches;
 - peak resident memory of a fresh process ranking N and 4N batches (goal: flat).
 
-Usage: python scripts/bench_ranking.py [--model models/squeezenet1_1_fmnist.keras] [--batches 40]
+Usage: python scripts/bench_ranking.py [--model models/squeezenet1_1_fmnist_sgd.keras] [--batches 40]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _memory_child(model_path, batches, batch_size) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="models/squeezenet1_1_fmnist.keras")
+    parser.add_argument("--model", default="models/squeezenet1_1_fmnist_sgd.keras")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)

@@ -9,7 +9,7 @@ filters of all layers pooled (where the layer-wise normalization matters),
 against the signed loss change ΔL and against |ΔL|.
 
 Usage:
-  python scripts/oracle.py --model models/squeezenet1_1_fmnist.keras \
+  python scripts/oracle.py --model models/squeezenet1_1_fmnist_sgd.keras \
       --examples 2000 --per-layer 48 --out docs/oracle.json
 """
 
@@ -86,7 +86,7 @@ def correlations(scores, changes):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="models/squeezenet1_1_fmnist.keras")
+    parser.add_argument("--model", default="models/squeezenet1_1_fmnist_sgd.keras")
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--examples", type=int, default=2000, help="Validation examples used.")
     parser.add_argument("--per-layer", type=int, default=48, help="Filters sampled per layer.")

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-runs/reproduce}
-BASELINE=${BASELINE:-models/squeezenet1_1_fmnist.keras}
+BASELINE=${BASELINE:-models/squeezenet1_1_fmnist_sgd.keras}
 CRITERIA=${CRITERIA:-"taylor l2 combined l1 random"}
 TARGETS=${TARGETS:-"50 70 80 90"}
 EPOCHS=${EPOCHS:-3}

@@ -7,7 +7,7 @@ tables between the ``<!-- generated -->`` markers of docs/RESULTS.md and the
 figures into docs/img/. With --ship, copies the best model to models/ and
 writes its deployment bundle with `kprune bundle`.
 
-Usage: python scripts/results.py runs/reproduce --baseline models/squeezenet1_1_fmnist.keras [--ship]
+Usage: python scripts/results.py runs/reproduce --baseline models/squeezenet1_1_fmnist_sgd.keras [--ship]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def kprune(*arguments: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--baseline", default="models/squeezenet1_1_fmnist.keras")
+    parser.add_argument("--baseline", default="models/squeezenet1_1_fmnist_sgd.keras")
     parser.add_argument("--epochs", default="3", help="Final fine-tune epochs (for the text).")
     parser.add_argument("--doc", type=Path, default=Path("docs/RESULTS.md"))
     parser.add_argument("--ship", action="store_true", help="Copy the best model to models/ and bundle it.")

@@ -161,7 +161,7 @@ def write_bundle(
         VerificationError: If a model file disagrees with Keras; nothing is written.
 
     Example:
-        >>> write_bundle("models/squeezenet1_1_fmnist.keras", "bundle/")
+        >>> write_bundle("models/squeezenet1_1_fmnist_sgd.keras", "bundle/")
     """
     from kprune.data import load
     from kprune.export.verify import verify_export
