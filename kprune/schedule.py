@@ -167,7 +167,7 @@ class _Loop:
             model = keras.models.clone_model(self.original)
             model.set_weights(self.original.get_weights())
         state = _State(model=model, step=0, history=PruningHistory(model_name=self.original.name))
-        state.records.append(self._record(state, model, {}, self._evaluate(model), 0.0))
+        state.records.append(self._record(model, {}, self._evaluate(model), 0.0))
         self._checkpoint(state)
         return state
 
@@ -195,7 +195,7 @@ class _Loop:
             candidate = remove_filters(state.model, removal, graph=graph)
             self._finetune(candidate, step, config.finetune_steps, config.learning_rate, display)
         metrics = self._evaluate(candidate)
-        record = self._record(state, candidate, removal, metrics, time.time() - started, step)
+        record = self._record(candidate, removal, metrics, time.time() - started, step)
         baseline = state.records[0]["val_accuracy"]
         drop = 100.0 * (baseline - metrics["accuracy"])
         if config.max_accuracy_drop is not None and drop > config.max_accuracy_drop:
@@ -227,7 +227,7 @@ class _Loop:
                 lr = config.final_learning_rate or config.learning_rate
                 self._finetune(state.model, state.step + 1, total, lr, display, label="final fine-tune")
         metrics = self._evaluate(state.model)
-        final = self._record(state, state.model, {}, metrics, time.time() - started, state.step)
+        final = self._record(state.model, {}, metrics, time.time() - started, state.step)
         final["phase"] = "final"
         state.records.append(final)
         state.finished = True
@@ -296,7 +296,7 @@ class _Loop:
             return removed >= round(wanted)
         return False
 
-    def _record(self, state, model, removal, metrics, seconds, step=0) -> dict:
+    def _record(self, model, removal, metrics, seconds, step=0) -> dict:
         params, flops = count_params(model), count_flops(model)
         filters = {layer.name: layer.filters for layer in model.layers
                    if isinstance(getattr(layer, "filters", None), int)}  # fmt: skip
