@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from kprune.cli._common import out, user_errors
+from kprune.cli._common import out, quiet_import, user_errors
 
 
 def report(
@@ -18,6 +18,7 @@ def report(
     ] = None,
 ):
     """Redraw each run's plots; with several runs, overlay their accuracy curves."""
+    quiet_import()
     with user_errors():
         from kprune.report import draw, overlay, read_report
 
