@@ -132,6 +132,21 @@ def bench_tables(bench_dir: Path, baseline_path: str, best_path: str) -> str:
     return "\n".join(lines + sizes)
 
 
+def time_table(rows) -> str:
+    lines = ["| criterion | pruning trajectory (s) | final fine-tunes (s) |", "| --- | --- | --- |"]
+    for criterion in sorted({r["criterion"] for r in rows}):
+        mine = [r for r in rows if r["criterion"] == criterion]
+        lines.append(f"| {criterion} | {mine[0]['prune_seconds']:.0f} | {sum(r['seconds'] for r in mine):.0f} |")
+    return "\n".join(lines)
+
+
+def environment_text(card: dict) -> str:
+    env = card.get("environment", {})
+    libraries = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items() if v)
+    return (f"Machine: {env.get('platform')}, {env.get('cpu_count')} CPU cores, Python "
+            f"{env.get('python')}; {libraries}.")  # fmt: skip
+
+
 def plot(rows, baseline, path: Path) -> None:
     import matplotlib
 
@@ -183,6 +198,8 @@ def main() -> None:
         "### Test accuracy by criterion and target (Δ to the baseline in points)", pivot_table(rows),
         "### Every pruned model", accuracy_table(rows, baseline),
         "![test accuracy vs parameters removed](img/test_accuracy_vs_params.png)",
+        "### Wall time (2 CPU cores)", time_table(rows),
+        environment_text(load_json(Path(rows[0]["model"]).with_suffix(".card.json"))),
     ]  # fmt: skip
     if best is not None:
         sections += [
@@ -191,7 +208,10 @@ def main() -> None:
             f"{100 * best['flops_removed']:.1f}% of the FLOPs removed ({baseline['flops'] / best['flops']:.2f}× fewer), "
             f"test accuracy {100 * best['accuracy']:.2f}% ({-best['drop']:+.2f} points).",
             "#### Filters per layer (before → at that target)", layer_table(best),
+            "Plot: filters per layer before pruning and at the end of the same trajectory (90% target):",
+            "![filters per layer](img/filters_per_layer.png)",
         ]  # fmt: skip
+        shutil.copy(Path(best["run"]) / "filters_per_layer.png", images / "filters_per_layer.png")
         bench_dir = args.out / "bench"
         if not (bench_dir / "bench.json").is_file():
             subprocess.run([sys.executable, "scripts/bench_export.py", "--baseline", args.baseline,
