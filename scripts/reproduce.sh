@@ -3,7 +3,8 @@
 # for each criterion, one pruning trajectory from the shipped SqueezeNet 1.1
 # baseline to 90% of its parameters removed, with snapshots at 50/70/80/90%;
 # every snapshot then gets the same final fine-tune (EPOCHS epochs of SGD) and
-# is evaluated on the 10,000-image test split. Then the oracle correlations,
+# is evaluated on the 10,000-image test split; so is the unpruned baseline
+# after the same fine-tune (the control). Then the oracle correlations,
 # exports, latency benchmark and the tables/plots of docs/RESULTS.md.
 #
 #   bash scripts/reproduce.sh                 # everything (hours on 2 CPU cores)
@@ -43,6 +44,15 @@ for criterion in $CRITERIA; do
       --out "$tuned" 2>&1 | tee -a "$run.log"
   done
 done
+
+# Control: the unpruned baseline given the same final fine-tune, so the pruned
+# models' accuracies can be told apart from the effect of extra training.
+control="$OUT/baseline-finetuned.keras"
+if [ ! -f "${control%.keras}.card.json" ]; then
+  kprune train --model "$BASELINE" --dataset fashion_mnist \
+    --optimizer sgd --lr 0.01 --weight-decay 5e-4 --warmup-epochs 0 --epochs "$EPOCHS" \
+    --out "$control" 2>&1 | tee -a "$OUT/baseline-finetuned.log"
+fi
 
 kprune report $(for c in $CRITERIA; do echo "$OUT/$c"; done) --out "$OUT/accuracy_vs_params.png"
 [ -f "$OUT/oracle.json" ] || python scripts/oracle.py --model "$BASELINE" --out "$OUT/oracle.json" | tee "$OUT/oracle.md"
