@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 
 from kprune.errors import ModelFileError
+from kprune.files import usual_permissions
 from kprune.modelio import save_model
 
 FOLDER = "checkpoint"
@@ -65,4 +66,5 @@ def write_json_atomically(path: str | Path, payload: dict) -> None:
     with os.fdopen(handle, "w") as stream:
         json.dump(payload, stream, indent=1)
         stream.write("\n")
+    usual_permissions(temporary)
     os.replace(temporary, path)

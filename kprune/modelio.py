@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 
 from kprune.errors import InvalidArgumentError, ModelFileError
+from kprune.files import usual_permissions
 
 
 def load_model(
@@ -79,6 +80,7 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
     os.close(handle)
     try:
         _without_training_state(model).save(temporary)
+        usual_permissions(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -1,6 +1,7 @@
 """load_model / save_model: files, names, errors, atomic writes."""
 
 import os
+import stat
 
 import keras
 import numpy as np
@@ -30,6 +31,13 @@ def test_save_is_atomic_and_overwrites(tmp_path, tiny_cnn):
     save_model(tiny_cnn, path)
     assert sorted(os.listdir(tmp_path)) == ["model.keras"]  # no temporary file left behind
     assert load_model(path).name == "tiny_cnn"
+
+
+def test_saved_file_has_the_usual_permissions(tmp_path, tiny_cnn):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = save_model(tiny_cnn, tmp_path / "model.keras")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # not the temporary's 0600
 
 
 def test_failed_save_leaves_nothing(tmp_path, tiny_cnn, monkeypatch):

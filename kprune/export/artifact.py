@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import keras
 
 from kprune.errors import InvalidArgumentError, ModelFileError, UnsupportedModelError
+from kprune.files import usual_permissions
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 # Precisions whose outputs must equal Keras' within max_abs_diff; the others
@@ -174,6 +175,7 @@ def write_atomically(path: Path, content: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(content)
+        usual_permissions(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -32,6 +32,7 @@ from pathlib import Path
 import keras
 
 from kprune.errors import InvalidArgumentError, VerificationError
+from kprune.files import usual_permissions
 from kprune.export.artifact import image_input_shape, progress_steps, resolve_model, sha256_of
 from kprune.export.verify import DEFAULT_MAX_ABS_DIFF, DEFAULT_MIN_AGREEMENT, DEFAULT_SAMPLES
 
@@ -327,6 +328,7 @@ def bundle_artifacts(bundle_dir: str | os.PathLike, manifest: dict) -> list[Path
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
+    usual_permissions(staging)
     if not out_dir.exists():
         os.replace(staging, out_dir)
         return
