@@ -75,7 +75,7 @@ def overlay(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
                          marker="*", s=120, color=line[0].get_color())  # fmt: skip
     axes.set_xlabel("parameters removed (%)")
     axes.set_ylabel("validation accuracy (%)")
-    axes.set_title("Accuracy while pruning (★ after the final fine-tune)")
+    axes.set_title("Accuracy while pruning (★ the final model)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     out = Path(out)
@@ -106,7 +106,7 @@ def _accuracy(plt, report: dict, title: str):
     final = [r for r in report["steps"] if r.get("phase") == "final"]
     if final:
         axes.scatter([100 * final[-1]["params_removed"]], [100 * final[-1]["val_accuracy"]],
-                     marker="*", s=150, color="green", label="after final fine-tune")  # fmt: skip
+                     marker="*", s=150, color="green", label="final model (after the final fine-tune, if any)")  # fmt: skip
     axes.set_xlabel("parameters removed (%)")
     axes.set_ylabel("validation accuracy (%)")
     axes.set_title(f"{title}: {report['criterion']}")
