@@ -233,8 +233,8 @@ def main() -> None:
         "### Test accuracy by criterion and target (Δ to the baseline in points)", pivot_table(rows),
         *([] if control is None else [
             f"Control: the unpruned baseline given the same {args.epochs}-epoch fine-tune reaches "
-            f"{100 * control['accuracy']:.2f}% ({-control['drop']:+.2f} points), so part of any gain "
-            "above the baseline comes from the extra training, not from pruning."]),
+            f"{100 * control['accuracy']:.2f}% ({-control['drop']:+.2f} points): the reference that separates "
+            "the effect of pruning from that of the extra training."]),
         "### Every pruned model", accuracy_table(rows, baseline, control),
         "![test accuracy vs parameters removed](img/test_accuracy_vs_params.png)",
         "### Wall time (2 CPU cores)", time_table(rows),

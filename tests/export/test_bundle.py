@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +86,14 @@ def test_bundle_holds_every_file_with_its_sha256(bundle_dir):
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((bundle_dir / name).read_bytes()).hexdigest() == digest
     assert not list(bundle_dir.parent.glob(".tmp-*"))
+
+
+def test_bundle_is_readable_like_any_new_folder(bundle_dir):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(bundle_dir.stat().st_mode) == 0o777 & ~mask  # not mkdtemp's 0700
+    for path in bundle_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name  # not mkstemp's 0600
 
 
 def test_manifest_describes_input_preprocessing_and_quantization(bundle_dir, model_file):
@@ -337,7 +347,10 @@ def test_run_bundle_on_real_fashion_mnist_pngs(tmp_path, monkeypatch):
     sys.modules.pop("kprune_runtime", None)
 
 
-BASELINE = Path(__file__).parents[2] / "models" / "squeezenet1_1_fmnist.keras"
+MODELS = Path(__file__).parents[2] / "models"
+BASELINE = MODELS / "squeezenet1_1_fmnist_sgd.keras"
+PRUNED = MODELS / "squeezenet1_1_fmnist_pruned.keras"
+PRUNED_BUNDLE = MODELS / "squeezenet1_1_fmnist_pruned_bundle"
 
 
 @pytest.mark.realdata
@@ -366,3 +379,37 @@ def test_shipped_baseline_bundle_on_real_images(tmp_path):
     by_path = dict(zip(map(str, paths), expected))
     results = run_bundle(tmp_path / "bundle", tmp_path / "images", "tflite")
     assert [r["class_id"] for r in results] == [int(by_path[r["path"]]) for r in results]
+
+
+@pytest.mark.realdata
+def test_shipped_pruned_model_and_its_bundle(tmp_path):
+    """The files in models/ as shipped: the pruned SqueezeNet is ≥ 90% smaller, within one
+    point of the baseline by its card, and its committed bundle is intact and predicts
+    like the Keras model on real test images with both runtimes."""
+    from kprune.card import read_card
+    from kprune.data import fashion_mnist
+
+    if not PRUNED.is_file():
+        pytest.skip(f"{PRUNED.name} is not in models/ yet")
+    if fashion_mnist.find() is None:
+        pytest.skip("Fashion-MNIST is not installed (scripts/fetch_data.sh)")
+    import keras
+
+    model = keras.models.load_model(PRUNED)  # plain Keras, no custom objects
+    baseline_card, card = read_card(BASELINE), read_card(PRUNED)
+    assert kprune.count_params(model) == card["params"]
+    assert card["params"] <= 0.1 * baseline_card["params"]
+    assert card["test_accuracy"] >= baseline_card["test_accuracy"] - 0.01
+    assert "kprune prune" in card["trained_from"]["command"]  # the card reaches back to the baseline
+
+    manifest = check_bundle(PRUNED_BUNDLE)
+    assert manifest["model"]["source_sha256"] == hashlib.sha256(PRUNED.read_bytes()).hexdigest()
+    assert manifest["metrics"]["verification"]["passed"]
+    arrays, _ = fashion_mnist.load_arrays()
+    raw_images = arrays["test"][0][:50]
+    paths = write_pngs(tmp_path / "images", raw_images)
+    expected = keras_classes(model, raw_images, manifest["preprocessing"]).argmax(-1)
+    by_path = dict(zip(map(str, paths), expected))
+    for backend in ("tflite", "onnx"):
+        results = run_bundle(PRUNED_BUNDLE, tmp_path / "images", backend)
+        assert [r["class_id"] for r in results] == [int(by_path[r["path"]]) for r in results]
