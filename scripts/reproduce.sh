@@ -4,7 +4,8 @@
 # baseline to 90% of its parameters removed, with snapshots at 50/70/80/90%;
 # every snapshot then gets the same final fine-tune (EPOCHS epochs of SGD) and
 # is evaluated on the 10,000-image test split; so is the unpruned baseline
-# after the same fine-tune (the control). Then the oracle correlations,
+# after the same fine-tune (the control), and a Taylor run with channel counts
+# kept multiples of 8. Then the oracle correlations,
 # exports, latency benchmark and the tables/plots of docs/RESULTS.md.
 #
 #   bash scripts/reproduce.sh                 # everything (hours on 2 CPU cores)
@@ -52,6 +53,24 @@ if [ ! -f "${control%.keras}.card.json" ]; then
   kprune train --model "$BASELINE" --dataset fashion_mnist \
     --optimizer sgd --lr 0.01 --weight-decay 5e-4 --warmup-epochs 0 --epochs "$EPOCHS" \
     --out "$control" 2>&1 | tee -a "$OUT/baseline-finetuned.log"
+fi
+
+# Latency with hardware-friendly channel counts: Taylor again to the highest
+# target, every layer's filter count kept a multiple of 8 (round_to), with the
+# same final fine-tune; results.py benchmarks it next to the unrounded model.
+rounded="$OUT/round_to_8/taylor"
+if [ ! -f "$rounded/pruned.card.json" ]; then
+  resume=""
+  [ -f "$rounded/checkpoint/state.json" ] && resume="--resume"
+  mkdir -p "$rounded"
+  kprune prune --config "$CONFIG" --model "$BASELINE" --criterion taylor --round-to 8 \
+    --target-params "0.$highest" --final-finetune-epochs 0 --out "$rounded" $resume 2>&1 | tee -a "$rounded.log"
+fi
+tuned="$rounded/finetuned-$highest-round8.keras"
+if [ ! -f "${tuned%.keras}.card.json" ]; then
+  kprune train --model "$rounded/pruned.keras" --dataset fashion_mnist \
+    --optimizer sgd --lr 0.01 --weight-decay 5e-4 --warmup-epochs 0 --epochs "$EPOCHS" \
+    --out "$tuned" 2>&1 | tee -a "$rounded.log"
 fi
 
 kprune report $(for c in $CRITERIA; do echo "$OUT/$c"; done) --out "$OUT/accuracy_vs_params.png"

@@ -148,6 +148,45 @@ def bench_tables(bench_dir: Path, baseline_path: str, best_path: str) -> str:
     return "\n".join(lines + sizes)
 
 
+def rounded_section(out: Path, baseline: dict, baseline_path: str, best: dict) -> list[str]:
+    """Latency of the best model next to a Taylor run whose channel counts are multiples of 8."""
+    cards = sorted((out / "round_to_8" / "taylor").glob("finetuned-*-round8.card.json"))
+    if not cards:
+        return []
+    card = load_json(cards[-1])
+    rounded_path = str(cards[-1]).replace(".card.json", ".keras")
+    bench_path = out / "round_to_8" / "bench.json"
+    if not bench_path.is_file():
+        kprune("bench", baseline_path, best["model"], rounded_path, "--output", str(bench_path))
+    bench = load_json(bench_path)
+    base_label, best_label, rounded_label = (m["label"] for m in bench["models"])
+    speedups = {(r["model"], r["runtime"], r["threads"], r["batch"]): r for r in bench["speedups"]}
+    flops_ratio = {m["label"]: baseline["flops"] / m["flops"] for m in bench["models"]}
+    lines = [
+        f"| runtime | threads | batch | {best['criterion']} {best['target']}% (FLOPs ratio "
+        f"{flops_ratio[best_label]:.2f}×) | taylor {best['target']}%, round_to 8 (FLOPs ratio "
+        f"{flops_ratio[rounded_label]:.2f}×) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in bench["speedups"]:
+        if row["model"] != best_label:
+            continue
+        key = (row["runtime"], row["threads"], row["batch"])
+        other = speedups[(rounded_label, *key)]
+        threads = "–" if row["threads"] is None else str(row["threads"])
+        lines.append(f"| {row['runtime']} | {threads} | {row['batch']} | {row['speedup']:.2f}× | {other['speedup']:.2f}× |")
+    accuracy = (f"The rounded model: {100 * (1 - card['params'] / baseline['params']):.1f}% of the parameters "
+                f"removed, test accuracy {100 * card['test_accuracy']:.2f}% "
+                f"({100 * (card['test_accuracy'] - baseline['test_accuracy']):+.2f} points).")  # fmt: skip
+    return [
+        "#### Channel counts rounded to 8",
+        "`scripts/reproduce.sh` also prunes with Taylor to the same target with `--round-to 8` "
+        "(every layer keeps a multiple of 8 filters) and gives it the same fine-tune. Speed-up over "
+        f"the baseline, measured in one run (`kprune bench {baseline_path} {best['model']} {rounded_path}`):",
+        "\n".join(lines), accuracy,
+    ]  # fmt: skip
+
+
 def time_table(rows) -> str:
     lines = ["| criterion | pruning trajectory (s) | final fine-tunes (s) |", "| --- | --- | --- |"]
     for criterion in sorted({r["criterion"] for r in rows}):
@@ -257,6 +296,7 @@ def main() -> None:
                             "--pruned", best["model"], "--out", str(bench_dir)], check=True)  # fmt: skip
         sections += ["#### Deployment: file sizes and latency, baseline vs this model (one run)",
                      bench_tables(bench_dir, args.baseline, best["model"])]  # fmt: skip
+        sections += rounded_section(args.out, baseline, args.baseline, best)
         if args.ship:
             shipped = Path("models/squeezenet1_1_fmnist_pruned.keras")
             shutil.copy(best["model"], shipped)
