@@ -187,6 +187,17 @@ def rounded_section(out: Path, baseline: dict, baseline_path: str, best: dict) -
     ]  # fmt: skip
 
 
+def overlay_section(out: Path, images: Path, criteria: list[str]) -> list[str]:
+    """The validation accuracy of every trajectory, drawn by `kprune report` (reproduce.sh)."""
+    overlay = out / "accuracy_vs_params.png"
+    if not overlay.is_file():
+        return []
+    shutil.copy(overlay, images / "val_accuracy_while_pruning.png")
+    command = f"kprune report {' '.join(f'{out}/{c}' for c in criteria)} --out {overlay}"
+    return [f"Validation accuracy along each trajectory, before the final fine-tunes (`{command}`):",
+            "![validation accuracy while pruning](img/val_accuracy_while_pruning.png)"]  # fmt: skip
+
+
 def time_table(rows) -> str:
     lines = ["| criterion | pruning trajectory (s) | final fine-tunes (s) |", "| --- | --- | --- |"]
     for criterion in sorted({r["criterion"] for r in rows}):
@@ -276,6 +287,7 @@ def main() -> None:
             "the effect of pruning from that of the extra training."]),
         "### Every pruned model", accuracy_table(rows, baseline, control),
         "![test accuracy vs parameters removed](img/test_accuracy_vs_params.png)",
+        *overlay_section(args.out, images, sorted({r['criterion'] for r in rows})),
         "### Wall time (2 CPU cores)", time_table(rows),
         environment_text(load_json(Path(rows[0]["model"]).with_suffix(".card.json"))),
     ]  # fmt: skip
