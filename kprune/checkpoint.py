@@ -10,14 +10,12 @@ rename, so state.json always points to a complete model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import keras
 
 from kprune.errors import ModelFileError
-from kprune.files import usual_permissions
+from kprune.files import write_atomically
 from kprune.modelio import save_model
 
 FOLDER = "checkpoint"
@@ -61,10 +59,4 @@ def load(run_dir: str | Path) -> tuple[keras.Model, dict] | None:
 
 def write_json_atomically(path: str | Path, payload: dict) -> None:
     """Writes JSON through a temporary file and one rename."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(payload, stream, indent=1)
-        stream.write("\n")
-    usual_permissions(temporary)
-    os.replace(temporary, path)
+    write_atomically(path, (json.dumps(payload, indent=1) + "\n").encode())

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import keras
 
 from kprune.errors import InvalidArgumentError, ModelFileError
-from kprune.files import usual_permissions
+from kprune.files import replaced_atomically
 
 
 def load_model(
@@ -75,16 +74,8 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
         raise InvalidArgumentError(
             f"`path` must end in .keras (Keras 3 format). Received path={str(path)!r}."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".keras", dir=path.parent, prefix=".tmp-")
-    os.close(handle)
-    try:
+    with replaced_atomically(path) as temporary:
         _without_training_state(model).save(temporary)
-        usual_permissions(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 

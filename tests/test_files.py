@@ -1,10 +1,12 @@
-"""usual_permissions: what a temporary file or folder becomes before its rename."""
+"""kprune.files: atomic replacement, and the permissions a temporary gets before its rename."""
 
 import os
 import stat
 import tempfile
 
-from kprune.files import usual_permissions
+import pytest
+
+from kprune.files import replaced_atomically, usual_permissions, write_atomically
 
 
 def current_umask() -> int:
@@ -45,3 +47,27 @@ def test_the_umask_is_left_as_it_was(tmp_path):
     before = current_umask()
     usual_permissions(tmp_path)
     assert current_umask() == before
+
+
+def test_write_atomically_replaces_the_file_with_usual_permissions(tmp_path):
+    path = tmp_path / "sub" / "report.json"
+
+    write_atomically(path, b"new")
+
+    assert path.read_bytes() == b"new"
+    assert mode(path) == 0o666 & ~current_umask()
+    assert os.listdir(path.parent) == ["report.json"]  # no temporary left
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"old")
+
+    with pytest.raises(OSError, match="disk full"):
+        with replaced_atomically(path) as temporary:
+            assert temporary.suffix == ".keras" and temporary.parent == tmp_path
+            temporary.write_bytes(b"half")
+            raise OSError("disk full")
+
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.keras"]

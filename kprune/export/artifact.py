@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,7 +17,6 @@ from typing import Callable, Iterator
 import keras
 
 from kprune.errors import InvalidArgumentError, ModelFileError, UnsupportedModelError
-from kprune.files import usual_permissions
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 # Precisions whose outputs must equal Keras' within max_abs_diff; the others
@@ -166,20 +164,6 @@ def check_suffix(path: str | os.PathLike, suffix: str, argument: str = "path") -
             f"`{argument}` must end in {suffix}. Received {argument}={str(path)!r}."
         )
     return path
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Writes ``content`` to ``path`` through a temporary file in the same folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-        usual_permissions(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def sha256_of(path: str | os.PathLike) -> str:

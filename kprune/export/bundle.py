@@ -32,9 +32,9 @@ from pathlib import Path
 import keras
 
 from kprune.errors import InvalidArgumentError, VerificationError
-from kprune.files import usual_permissions
 from kprune.export.artifact import image_input_shape, progress_steps, resolve_model, sha256_of
 from kprune.export.verify import DEFAULT_MAX_ABS_DIFF, DEFAULT_MIN_AGREEMENT, DEFAULT_SAMPLES
+from kprune.files import usual_permissions
 
 TEMPLATES = ("kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py")
 ARTIFACT_FILES = {

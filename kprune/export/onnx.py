@@ -20,8 +20,8 @@ from kprune.export.artifact import (
     check_suffix,
     image_input_shape,
     resolve_model,
-    write_atomically,
 )
+from kprune.files import write_atomically
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

@@ -25,8 +25,8 @@ from kprune.export.artifact import (
     check_suffix,
     image_input_shape,
     resolve_model,
-    write_atomically,
 )
+from kprune.files import write_atomically
 
 DEFAULT_REPRESENTATIVE_SAMPLES = 300
 # Layers whose input activation and weights tell how a model was quantized.
