@@ -281,12 +281,13 @@ def train_and_save(
     started = time.time()
     seed_everything(seed)
     info = dataset_info(dataset, data_dir=data_dir)
+    source_card = None
     if isinstance(model, str) and not model.endswith(".keras"):
         network = build(model, info.image_shape, info.num_classes, **(model_options or {}))
     else:
         network = load_model(model)
-    # Training a saved model continues its history: keep the card it came with.
-    source_card = read_card(model) if isinstance(model, str) and model.endswith(".keras") else None
+        if isinstance(model, str):  # a saved model continues its history: keep its card
+            source_card = read_card(model)
     input_shape = tuple(network.input_shape[1:])
     common = dict(input_shape=input_shape, data_dir=data_dir, seed=seed, limit=limit)
     train_split = load(dataset, "train", batch_size=batch_size, augment=augment, **common)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -84,6 +85,17 @@ def correlations(scores, changes):
     return table
 
 
+def summary_table(spearman: dict) -> str:
+    """Markdown: per criterion, mean per-layer and pooled ρ against ΔL and |ΔL|."""
+    lines = ["| criterion | mean per-layer ρ (ΔL) | pooled ρ (ΔL) | mean per-layer ρ (abs ΔL) | pooled ρ (abs ΔL) |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for criterion, table in spearman.items():
+        d, a = table["delta"], table["abs_delta"]
+        lines.append(f"| {criterion} | {d['mean_per_layer']:.3f} | {d['pooled']:.3f} | "
+                     f"{a['mean_per_layer']:.3f} | {a['pooled']:.3f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models/squeezenet1_1_fmnist_sgd.keras")
@@ -115,19 +127,14 @@ def main() -> None:
 
     print(f"Oracle: {sum(len(c[0]) for c in changes.values())} filters in {len(layers)} layers, "
           f"{args.examples} {args.dataset} val images, base loss {base:.4f}")  # fmt: skip
-    print("\n| criterion | mean per-layer ρ (ΔL) | pooled ρ (ΔL) | mean per-layer ρ (abs ΔL) | pooled ρ (abs ΔL) |")
-    print("| --- | --- | --- | --- | --- |")
-    for criterion, table in results.items():
-        d, a = table["delta"], table["abs_delta"]
-        print(f"| {criterion} | {d['mean_per_layer']:.3f} | {d['pooled']:.3f} | "
-              f"{a['mean_per_layer']:.3f} | {a['pooled']:.3f} |")  # fmt: skip
+    print("\n" + summary_table(results))
     print("\nPer layer, ρ against ΔL:\n")
     print("| layer | " + " | ".join(CRITERIA) + " |")
     print("| --- |" + " --- |" * len(CRITERIA))
     for name in layers:
         row = " | ".join(f"{results[c]['delta']['per_layer'][name]:.2f}" for c in CRITERIA)
         print(f"| {name} | {row} |")
-    print(f"\n{time.time() - started:.0f} s on {platform.machine()} with {__import__('os').cpu_count()} CPU cores")
+    print(f"\n{time.time() - started:.0f} s on {platform.machine()} with {os.cpu_count()} CPU cores")
     if args.out:
         payload = {
             "command": "python scripts/oracle.py " + " ".join(

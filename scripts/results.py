@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from kprune.card import write_card
+from oracle import summary_table  # scripts/oracle.py, beside this file
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
 KPRUNE = [sys.executable, "-c", "from kprune.cli import main; main()"]
@@ -65,7 +66,7 @@ def control_row(out: Path, baseline: dict) -> dict | None:
         return None
     card = load_json(card_path)
     return {"accuracy": card["test_accuracy"], "drop": 100 * (baseline["test_accuracy"] - card["test_accuracy"]),
-            "bytes": card_path.with_name("baseline-finetuned.keras").stat().st_size, "seconds": card["wall_time_s"]}  # fmt: skip
+            "bytes": card_path.with_name("baseline-finetuned.keras").stat().st_size}  # fmt: skip
 
 
 def accuracy_table(rows, baseline, control) -> str:
@@ -114,14 +115,8 @@ def layer_table(best: dict) -> str:
     return "\n".join(lines)
 
 
-def oracle_table(oracle: dict) -> str:
-    lines = ["| criterion | mean per-layer ρ (ΔL) | pooled ρ (ΔL) | mean per-layer ρ (abs ΔL) | pooled ρ (abs ΔL) |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
-    for criterion, table in oracle["spearman"].items():
-        d, a = table["delta"], table["abs_delta"]
-        lines.append(f"| {criterion} | {d['mean_per_layer']:.3f} | {d['pooled']:.3f} | "
-                     f"{a['mean_per_layer']:.3f} | {a['pooled']:.3f} |")  # fmt: skip
-    return "\n".join(lines)
+def threads_cell(row: dict) -> str:
+    return "–" if row["threads"] is None else str(row["threads"])
 
 
 def bench_tables(bench_dir: Path, baseline_path: str, best_path: str) -> str:
@@ -133,8 +128,7 @@ def bench_tables(bench_dir: Path, baseline_path: str, best_path: str) -> str:
     for row in bench["speedups"]:
         base = by_key[(base_label, row["runtime"], row["threads"], row["batch"])]
         pruned = by_key[(row["model"], row["runtime"], row["threads"], row["batch"])]
-        threads = "–" if row["threads"] is None else str(row["threads"])
-        lines.append(f"| {row['runtime']} | {threads} | {row['batch']} | {base['median_ms']:.2f} | "
+        lines.append(f"| {row['runtime']} | {threads_cell(row)} | {row['batch']} | {base['median_ms']:.2f} | "
                      f"{pruned['median_ms']:.2f} | {row['speedup']:.2f}× | {row['flops_ratio']:.2f}× |")  # fmt: skip
     sizes = ["", "| file | baseline | pruned | ratio |", "| --- | --- | --- | --- |"]
     for suffix in (".keras", ".tflite", "_int8.tflite", ".onnx"):
@@ -159,7 +153,7 @@ def rounded_section(out: Path, baseline: dict, baseline_path: str, best: dict) -
     if not bench_path.is_file():
         kprune("bench", baseline_path, best["model"], rounded_path, "--output", str(bench_path))
     bench = load_json(bench_path)
-    base_label, best_label, rounded_label = (m["label"] for m in bench["models"])
+    _, best_label, rounded_label = (m["label"] for m in bench["models"])
     speedups = {(r["model"], r["runtime"], r["threads"], r["batch"]): r for r in bench["speedups"]}
     flops_ratio = {m["label"]: baseline["flops"] / m["flops"] for m in bench["models"]}
     lines = [
@@ -173,8 +167,7 @@ def rounded_section(out: Path, baseline: dict, baseline_path: str, best: dict) -
             continue
         key = (row["runtime"], row["threads"], row["batch"])
         other = speedups[(rounded_label, *key)]
-        threads = "–" if row["threads"] is None else str(row["threads"])
-        lines.append(f"| {row['runtime']} | {threads} | {row['batch']} | {row['speedup']:.2f}× | {other['speedup']:.2f}× |")
+        lines.append(f"| {row['runtime']} | {threads_cell(row)} | {row['batch']} | {row['speedup']:.2f}× | {other['speedup']:.2f}× |")
     accuracy = (f"The rounded model: {100 * (1 - card['params'] / baseline['params']):.1f}% of the parameters "
                 f"removed, test accuracy {100 * card['test_accuracy']:.2f}% "
                 f"({100 * (card['test_accuracy'] - baseline['test_accuracy']):+.2f} points).")  # fmt: skip
@@ -318,7 +311,7 @@ def main() -> None:
     if oracle_path.is_file():
         oracle = load_json(oracle_path)
         sections += ["### Criterion quality: Spearman ρ with the oracle",
-                     f"`{oracle['command']}`", oracle_table(oracle)]  # fmt: skip
+                     f"`{oracle['command']}`", summary_table(oracle["spearman"])]  # fmt: skip
     generated = "\n\n".join(sections)
     text = args.doc.read_text() if args.doc.is_file() else f"# Results\n\n{START}\n{END}\n"
     head, _, rest = text.partition(START)

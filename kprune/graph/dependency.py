@@ -281,7 +281,7 @@ def _couple_shared_inputs(call: Call, inputs, first_inputs: dict, context: _Cont
 
 
 def _choose_handlers(flat: FlatGraph, unsupported: str) -> dict[str, LayerHandler]:
-    handlers, missing = {}, []
+    handlers, missing, any_channels_first = {}, [], False
     for call in flat.calls:
         handler = handler_for(call.layer)
         # Handlers read channels on the last axis; channels_first layers would be mis-sliced.
@@ -289,13 +289,13 @@ def _choose_handlers(flat: FlatGraph, unsupported: str) -> dict[str, LayerHandle
         if handler is None or channels_first:
             detail = ", channels_first" if channels_first else ""
             missing.append(f"{call.name} ({type(call.layer).__name__}{detail})")
+            any_channels_first |= channels_first
             handler = Boundary()
         handlers[call.name] = handler
     if missing and unsupported == "error":
-        channels_last = any(m.endswith("channels_first)") for m in missing)
         raise UnsupportedModelError(
             f"kprune has no handler for {len(missing)} layer(s): {', '.join(missing)}. "
-            f"Fix: {'build the model channels_last, ' if channels_last else ''}"
+            f"Fix: {'build the model channels_last, ' if any_channels_first else ''}"
             "register one with kprune.register_handler, or pass "
             "unsupported='freeze' (CLI: --unsupported freeze) to keep their channels."
         )
