@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+from scipy.cluster.hierarchy import DisjointSet
 
 from kprune.errors import InvalidArgumentError, UnsupportedModelError
-from kprune.graph import keras_extras  # noqa: F401  (registers its handlers)
 from kprune.graph.flatten import Call, FlatGraph, flatten
-from kprune.graph.handlers import Boundary, Ids, LayerHandler, handler_for
+from kprune.graph.handlers import Boundary, Ids, LayerHandler
+from kprune.graph.registry import handler_for
 
 UNSUPPORTED_MODES = ("error", "freeze")
 
@@ -81,37 +82,12 @@ class Group:
         return list(dict.fromkeys(m.layer for m in self.members if m.role == role))
 
 
-class _UnionFind:
-    def __init__(self):
-        self.parent: list[int] = []
-
-    def add(self, count: int) -> Ids:
-        start = len(self.parent)
-        self.parent.extend(range(start, start + count))
-        return np.arange(start, start + count, dtype=np.int64)
-
-    def find(self, item: int) -> int:
-        root = item
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[item] != root:  # path compression
-            self.parent[item], item = root, self.parent[item]
-        return root
-
-    def union(self, first: int, second: int) -> None:
-        a, b = self.find(first), self.find(second)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
-
-    def roots(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
-
-
 class _Context:
     """The `handlers.Context` given to handlers during analysis."""
 
     def __init__(self):
-        self.union_find = _UnionFind()
+        self.channels = DisjointSet()  # channel ids; coupled ones share a subset
+        self._count = 0
         self.producer_ids: dict[str, Ids] = {}
         self.freezes: list[tuple[Ids, str]] = []
         self.merges: list[tuple[str, Ids]] = []
@@ -119,21 +95,36 @@ class _Context:
     def new_channels(self, call: Call, count: int) -> Ids:
         # A layer called several times makes the same channels at every call.
         if call.name not in self.producer_ids:
-            self.producer_ids[call.name] = self.union_find.add(count)
+            self.producer_ids[call.name] = self._add(count)
         return self.producer_ids[call.name]
 
     def couple(self, first: Ids, second: Ids, call: Call) -> None:
         for a, b in zip(first.tolist(), second.tolist()):
-            self.union_find.union(a, b)
+            self.channels.merge(a, b)
         self.merges.append((call.name, first))
 
     def freeze(self, ids: Ids, reason: str) -> None:
         self.freezes.append((ids, reason))
 
     def frozen_channels(self, count: int, reason: str) -> Ids:
-        ids = self.union_find.add(count)
+        ids = self._add(count)
         self.freeze(ids, reason)
         return ids
+
+    def _add(self, count: int) -> Ids:
+        ids = np.arange(self._count, self._count + count, dtype=np.int64)
+        for channel in ids.tolist():
+            self.channels.add(channel)
+        self._count += count
+        return ids
+
+    def roots(self) -> np.ndarray:
+        """Root of every channel id: the smallest id of its coupled set."""
+        roots = np.arange(self._count, dtype=np.int64)
+        for subset in self.channels.subsets():
+            if len(subset) > 1:
+                roots[list(subset)] = min(subset)
+        return roots
 
 
 class DependencyGraph:
@@ -303,30 +294,19 @@ def _choose_handlers(flat: FlatGraph, unsupported: str) -> dict[str, LayerHandle
 
 
 def _build_graph(model, flat, handlers, context, tensor_ids) -> DependencyGraph:
-    roots = context.union_find.roots()
-    # Producers that share a root are one group (union-find over producers).
-    names = list(context.producer_ids)
-    owner: dict[int, int] = {}
-    producer_parent = list(range(len(names)))
-
-    def find(i):
-        while producer_parent[i] != i:
-            i = producer_parent[i]
-        return i
-
-    for index, name in enumerate(names):
-        for root in np.unique(roots[context.producer_ids[name]]).tolist():
-            if root in owner:
-                a, b = find(owner[root]), find(index)
-                producer_parent[max(a, b)] = min(a, b)
-            else:
-                owner[root] = index
-    components: dict[int, list[str]] = {}
-    for index, name in enumerate(names):
-        components.setdefault(find(index), []).append(name)
+    roots = context.roots()
+    # Producers whose channels share a root are one group.
+    producers = DisjointSet(context.producer_ids)
+    owner: dict[int, str] = {}
+    for name, ids in context.producer_ids.items():
+        for root in np.unique(roots[ids]).tolist():
+            producers.merge(owner.setdefault(root, name), name)
+    order = {name: position for position, name in enumerate(context.producer_ids)}
+    components = sorted((sorted(subset, key=order.get) for subset in producers.subsets()),
+                        key=lambda members: order[members[0]])  # fmt: skip
 
     groups, channel_index = [], {}
-    for members in components.values():
+    for members in components:
         group_roots = np.unique(np.concatenate([roots[context.producer_ids[n]] for n in members]))
         position = {root: k for k, root in enumerate(group_roots.tolist())}
         group = Group(

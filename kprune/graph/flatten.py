@@ -14,6 +14,7 @@ then it is renamed ``<submodel>_<layer>``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import keras
 
@@ -57,6 +58,23 @@ class FlatGraph:
     def producer_call(self) -> dict[int, Call]:
         """Canonical tensor id → the call that outputs it."""
         return {output: call for call in self.calls for output in call.outputs}
+
+    @cached_property
+    def calls_by_name(self) -> dict[str, Call]:
+        """Call name → its first call (a shared layer is called under one name)."""
+        named: dict[str, Call] = {}
+        for call in self.calls:
+            named.setdefault(call.name, call)
+        return named
+
+    @cached_property
+    def consumers(self) -> dict[int, list[Call]]:
+        """Canonical tensor id → the calls that take it as an input."""
+        consumers: dict[int, list[Call]] = {}
+        for call in self.calls:
+            for tensor_id in call.inputs:
+                consumers.setdefault(tensor_id, []).append(call)
+        return consumers
 
 
 def flatten(model: keras.Model) -> FlatGraph:

@@ -8,8 +8,8 @@ Flatten repeats them once per spatial position. A boundary layer (Reshape that
 moves channels, LayerNormalization, softmax over channels, …) freezes the
 channels that reach it: they may not be removed.
 
-Handlers are looked up by the layer's class, then its base classes, so users
-can register handlers for their own layers::
+Which handler serves which class is `kprune.graph.registry`'s table; users
+register handlers for their own layers::
 
     @kprune.register_handler(MyScale)
     class MyScaleHandler(kprune.graph.PassThrough):
@@ -19,7 +19,7 @@ can register handlers for their own layers::
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -81,38 +81,6 @@ class LayerHandler:
                     array = np.compress(masks[kind], array, axis=axis)
             sliced[name] = array
         return sliced
-
-
-_HANDLERS: dict[type, LayerHandler] = {}
-
-
-def register_handler(*layer_classes: type) -> Callable[[type], type]:
-    """Class decorator: use this handler for ``layer_classes`` and their subclasses."""
-
-    def decorator(handler_class: type) -> type:
-        for layer_class in layer_classes:
-            _HANDLERS[layer_class] = handler_class()
-        return handler_class
-
-    return decorator
-
-
-def handler_for(layer) -> LayerHandler | None:
-    """The handler of the layer's class or nearest registered base class, or None."""
-    for klass in type(layer).__mro__:
-        if klass in _HANDLERS:
-            return _HANDLERS[klass]
-        if klass in (keras.layers.Layer, keras.Operation):
-            break
-    return None
-
-
-def supported_classes() -> dict[str, str]:
-    """Registered class name → role, for docs/SUPPORTED.md."""
-    return {
-        f"{cls.__module__.replace('keras.src.', 'keras.')}.{cls.__name__}": handler.role
-        for cls, handler in sorted(_HANDLERS.items(), key=lambda item: item[0].__name__)
-    }
 
 
 def _last_dim(tensor) -> int | None:
@@ -285,10 +253,6 @@ class Merge(LayerHandler):
         return [first]
 
 
-class OperationMerge(Merge):
-    """keras.ops arithmetic on tensors: a merge, or channel-wise with a constant."""
-
-
 class ConcatenateHandler(LayerHandler):
     """Concatenate on the channel axis joins the inputs' channels, each at its offset;
     on another axis it couples them like a merge."""
@@ -365,39 +329,10 @@ class Boundary(LayerHandler):
         ]
 
 
-_layers = keras.layers
-register_handler(_layers.Conv1D, _layers.Conv2D, _layers.Conv3D)(Convolution)
-register_handler(_layers.Conv1DTranspose, _layers.Conv2DTranspose, _layers.Conv3DTranspose)(
-    TransposedConvolution
-)
-register_handler(_layers.SeparableConv1D, _layers.SeparableConv2D)(SeparableConvolution)
-register_handler(_layers.Dense)(DenseHandler)
-register_handler(_layers.DepthwiseConv1D, _layers.DepthwiseConv2D)(Depthwise)
-register_handler(_layers.BatchNormalization)(BatchNormalizationHandler)
-register_handler(_layers.PReLU)(PReLUHandler)
-register_handler(_layers.Rescaling)(ScalarOrPassThrough)
-register_handler(_layers.Activation, _layers.Softmax)(ActivationHandler)
-register_handler(
-    _layers.ReLU, _layers.LeakyReLU, _layers.ELU, _layers.Identity,
-    _layers.Dropout, _layers.SpatialDropout1D, _layers.SpatialDropout2D, _layers.SpatialDropout3D,
-    _layers.GaussianNoise, _layers.GaussianDropout, _layers.AlphaDropout,
-    _layers.ActivityRegularization,
-    _layers.MaxPooling1D, _layers.MaxPooling2D, _layers.MaxPooling3D,
-    _layers.AveragePooling1D, _layers.AveragePooling2D, _layers.AveragePooling3D,
-    _layers.GlobalAveragePooling1D, _layers.GlobalAveragePooling2D, _layers.GlobalAveragePooling3D,
-    _layers.GlobalMaxPooling1D, _layers.GlobalMaxPooling2D, _layers.GlobalMaxPooling3D,
-    _layers.ZeroPadding1D, _layers.ZeroPadding2D, _layers.ZeroPadding3D,
-    _layers.Cropping1D, _layers.Cropping2D, _layers.Cropping3D,
-    _layers.UpSampling1D, _layers.UpSampling2D, _layers.UpSampling3D,
-)(PassThrough)  # fmt: skip
-register_handler(
-    _layers.Add, _layers.Subtract, _layers.Multiply, _layers.Average,
-    _layers.Maximum, _layers.Minimum,
-)(Merge)  # fmt: skip
-register_handler(_layers.Concatenate)(ConcatenateHandler)
-register_handler(_layers.Flatten)(FlattenHandler)
-register_handler(_layers.Reshape)(ReshapeHandler)
-register_handler(
-    _layers.LayerNormalization, _layers.GroupNormalization, _layers.UnitNormalization,
-    _layers.Normalization, _layers.Permute, _layers.Dot,
-)(Boundary)  # fmt: skip
+class LayerScaleHandler(PassThrough):
+    """ConvNeXt's per-channel residual scale γ (config: projection_dim)."""
+
+    per_channel_weights = ("gamma",)
+
+    def resized_config(self, layer, config, kept_outputs):
+        return {**config, "projection_dim": int(kept_outputs)}

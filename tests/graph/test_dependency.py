@@ -108,9 +108,9 @@ def test_registered_handler_makes_a_custom_layer_prunable():
         assert graph.prunable_layers() == ["first", "second"]
         assert "scale_a" in graph.group_of("first").layers("passthrough")
     finally:
-        from kprune.graph import handlers
+        from kprune.graph import registry
 
-        handlers._HANDLERS.pop(Scale)
+        registry._HANDLERS.pop(Scale)
 
 
 def test_subclassed_model_is_refused_with_the_fix():
