@@ -22,7 +22,14 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
+from kprune.card import environment
 from kprune.errors import InvalidArgumentError
+from kprune.export.artifact import image_input_shape, resolve_model
+from kprune.export.onnx import export_onnx
+from kprune.export.templates import kprune_runtime
+from kprune.export.tflite import export_tflite
+from kprune.metrics import count_flops, count_params
+from kprune.progress import track
 
 RUNTIMES = ("keras", "tflite", "onnx")
 DEFAULT_BATCH_SIZES = (1, 32)
@@ -134,10 +141,6 @@ def benchmark(
     Example:
         >>> report = benchmark(["models/base.keras", "runs/pruned.keras"], runtimes=["tflite"])
     """
-    from kprune.card import environment
-    from kprune.export.artifact import image_input_shape, resolve_model
-    from kprune.metrics import count_flops, count_params
-
     _check_settings(models, runtimes, batch_sizes, threads, warmup, repeats)
     loaded = [resolve_model(model) for model in models]
     shapes = {image_input_shape(network) for network, _ in loaded}
@@ -208,16 +211,11 @@ def _runner(runtime, network, path, threads, images) -> Callable[[], object]:
         forward = tf.function(lambda x: network(x, training=False))
         tensor = tf.constant(images)
         return lambda: forward(tensor).numpy()
-    from kprune.export.templates import kprune_runtime
-
     model = kprune_runtime.open_model(path, threads)
     return lambda: model.predict(images)
 
 
 def _export_files(networks, runtimes, folder: Path) -> dict:
-    from kprune.export.onnx import export_onnx
-    from kprune.export.tflite import export_tflite
-
     files = {}
     for index, network in enumerate(networks):
         if "tflite" in runtimes:
@@ -256,8 +254,6 @@ def _labels(loaded) -> list[str]:
 def _track(configurations, progress: bool):
     if not progress:
         return configurations
-    from kprune.progress import track
-
     return track(configurations, description="bench", total=len(configurations))
 
 

@@ -9,6 +9,7 @@ import keras
 
 from kprune.errors import InvalidArgumentError, ModelFileError
 from kprune.files import replaced_atomically
+from kprune.models import build
 
 
 def load_model(
@@ -50,8 +51,6 @@ def load_model(
                 f"Cannot load {path}: {type(error).__name__}: {_first_line(error)}. "
                 "Fix: check that it is a complete Keras 3 .keras file."
             ) from error
-    from kprune.models import build
-
     if input_shape is None or num_classes is None:
         raise InvalidArgumentError(
             f"Building model {text!r} by name needs input_shape and num_classes."

@@ -9,15 +9,42 @@ thesis observed?); a timeline of the steps. `overlay()` draws several runs
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Sequence
 
 from kprune.checkpoint import write_json_atomically
 from kprune.errors import InvalidArgumentError
+from kprune.metrics import count_flops, count_params
 
 REPORT = "report.json"
 HISTORY = "history.json"
 PLOTS = ("accuracy_vs_params.png", "filters_per_layer.png", "timeline.png")
+
+
+def step_record(
+    model, removal: dict, metrics: dict, seconds: float, step: int, initial: dict, started: float
+) -> dict:
+    """One entry of report.json's ``steps``: the model's size and validation
+    metrics after a pruning step (``removal``: {producer: removed indices})."""
+    params, flops = count_params(model), count_flops(model)
+    filters = {layer.name: layer.filters for layer in model.layers
+               if isinstance(getattr(layer, "filters", None), int)}  # fmt: skip
+    filters.update({layer.name: layer.units for layer in model.layers
+                    if isinstance(getattr(layer, "units", None), int)})  # fmt: skip
+    return {
+        "step": step,
+        "removed": {name: len(indices) for name, indices in removal.items()},
+        "params": params,
+        "flops": flops,
+        "params_removed": 1 - params / initial["params"],
+        "flops_removed": 1 - flops / initial["flops"],
+        "filters": filters,
+        "val_accuracy": metrics["accuracy"],
+        "val_loss": metrics["loss"],
+        "seconds": round(seconds, 2),
+        "elapsed": round(time.time() - started, 2),
+    }
 
 
 def write_run_files(run_dir: str | Path, report: dict, history, plots: bool = False) -> None:

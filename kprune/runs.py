@@ -16,8 +16,16 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from kprune import card
 from kprune.config import RunConfig, dump_config
+from kprune.criteria import get as get_criterion
+from kprune.data import load
 from kprune.errors import InvalidArgumentError, ModelFileError
+from kprune.metrics import count_flops, count_params
+from kprune.modelio import load_model
+from kprune.report import write_run_files
+from kprune.schedule import prune
+from kprune.training_setup import TrainingSetup
 
 # Where the shipped baseline lives when kprune runs from its source checkout.
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -75,16 +83,6 @@ def run_prune(
         InvalidArgumentError, ModelFileError, DatasetNotFoundError: On bad input,
             before anything is written.
     """
-    from kprune import card
-    from kprune.data import load
-    from kprune.metrics import count_flops, count_params
-    from kprune.modelio import load_model
-    from kprune.report import write_run_files
-    from kprune.schedule import prune
-    from kprune.train import evaluate
-
-    from kprune.criteria import get as get_criterion
-
     started = time.time()
     get_criterion(config.criterion)  # every check before anything is written
     if not config.has_target and config.max_accuracy_drop is None:
@@ -119,6 +117,7 @@ def run_prune(
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
 
+    evaluate = TrainingSetup().evaluate
     before = {**evaluate(model, test), "params": count_params(model), "flops": count_flops(model),
               "file_bytes": _file_size(model_path)}  # fmt: skip
     result = prune(model, train_stream, val, config.prune_config(), run_dir=run_dir,

@@ -18,22 +18,26 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kprune import checkpoint
+from kprune.card import environment
 from kprune.config import PruneConfig, make_config
-from kprune.data import as_dataset
+from kprune.criteria import get as get_criterion
+from kprune.data import as_dataset, batches_per_epoch
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.graph import analyze
-from kprune.metrics import channel_flops, channel_params, count_flops, count_params
+from kprune.modelio import save_model
+from kprune.progress import PruneProgress
 from kprune.ranking import rank_groups
+from kprune.report import step_record, write_run_files
 from kprune.selection import select
 from kprune.surgery import PruningHistory, remove_filters
-from kprune.train import TrainSettings, evaluate, fit, seed_everything
+from kprune.targets import initial_size, make_target
+from kprune.training_setup import TrainingSetup, TrainSettings, seed_everything
 
 
 @dataclass
@@ -116,14 +120,14 @@ def prune(
     if resume and run_dir is None:
         raise InvalidArgumentError("`resume=True` needs the `run_dir` of the run to continue.")
     strategy = strategy or tf.distribute.get_strategy()
-    from kprune.criteria import get as get_criterion
-
     get_criterion(config.criterion)  # unknown names fail before any work
     loop = _Loop(config, model, train_data, val_data, run_dir, strategy, callbacks, progress)
     return loop.run(resume)
 
 
 class _Loop:
+    """One pruning run; `run` reads as the algorithm, the pieces below it."""
+
     def __init__(self, config, model, train_data, val_data, run_dir, strategy, callbacks, progress):
         self.config = config
         self.original = model
@@ -134,70 +138,48 @@ class _Loop:
         self.callbacks = list(callbacks)
         self.progress = progress
         self.started = time.time()
-        graph = analyze(model, unsupported=config.unsupported)
-        self.initial = {
-            "params": count_params(model),
-            "flops": count_flops(model),
-            "filters": _prunable_channels(graph),
-        }
+        self.setup = TrainingSetup(TrainSettings(
+            optimizer=config.optimizer, learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay, warmup_epochs=0.0,
+        ))  # fmt: skip
+        self.initial = initial_size(model, analyze(model, unsupported=config.unsupported))
+        self.target = make_target(config, self.initial)
+        self.display = PruneProgress(False)
 
-    # --- the loop -------------------------------------------------------------
+    # --- the algorithm ----------------------------------------------------------
     def run(self, resume: bool) -> PruneResult:
-        state = self._resume() if resume else None
-        if state is None:
-            state = self._start()
-        elif state.finished:
+        state = self._resume() if resume else self._start()
+        if state.finished:
             return self._result(state)
-        from kprune.progress import PruneProgress
-
-        with PruneProgress(self.progress) as display:
-            self._report_progress(state, display)
+        with PruneProgress(self.progress) as self.display:
+            self._show(state)
             while state.stop_reason is None:
-                if self._target_reached(state.model):
-                    state.stop_reason = "target reached"
-                    break
-                self._step(state, display)
-            self._final_finetune(state, display)
-            self._report_progress(state, display)
+                self._step(state)
+            self._final_finetune(state)
+            self._show(state)
         return self._result(state)
 
-    def _start(self) -> _State:
-        seed_everything(self.config.seed)
-        with self.strategy.scope():
-            model = keras.models.clone_model(self.original)
-            model.set_weights(self.original.get_weights())
-        state = _State(model=model, step=0, history=PruningHistory(model_name=self.original.name))
-        state.records.append(self._record(model, {}, self._evaluate(model), 0.0))
-        self._checkpoint(state)
-        return state
-
-    def _step(self, state: _State, display) -> None:
-        config = self.config
-        step = state.step + 1
+    def _step(self, state: _State) -> None:
+        """rank → select → remove → fine-tune → evaluate → keep or roll back → record."""
+        config, step = self.config, state.step + 1
+        if self.target is not None and self.target.reached(state.model):
+            state.stop_reason = "target reached"
+            return
         started = time.time()
         seed_everything(config.seed + step)
         with self.strategy.scope():
             graph = analyze(state.model, unsupported=config.unsupported)
-            scores = rank_groups(
-                state.model, self._train_stream(step), config.criterion, graph=graph,
-                normalize=config.normalize, flops_weight=config.flops_weight,
-                num_batches=config.rank_batches, seed=config.seed + step,
-                strategy=self.strategy, **config.criterion_options,
-            )  # fmt: skip
-            count, costs, budget = self._step_size(state, graph)
-            removal = select(
-                graph, scores, count, min_per_group=config.min_filters_per_layer,
-                round_to=config.round_to, ignore=tuple(config.ignore), costs=costs, budget=budget,
-            )  # fmt: skip
+            scores = self._rank(state.model, graph, step)
+            removal = self._select(state.model, graph, scores)
             if not removal:
                 state.stop_reason = "nothing left to prune within min_filters_per_layer/round_to/ignore"
                 return
             candidate = remove_filters(state.model, removal, graph=graph)
-            self._finetune(candidate, step, config.finetune_steps, config.learning_rate, display)
+            self._finetune(candidate, step, config.finetune_steps, config.learning_rate)
         metrics = self._evaluate(candidate)
-        record = self._record(candidate, removal, metrics, time.time() - started, step)
-        baseline = state.records[0]["val_accuracy"]
-        drop = 100.0 * (baseline - metrics["accuracy"])
+        record = step_record(candidate, removal, metrics, time.time() - started, step,
+                             self.initial, self.started)  # fmt: skip
+        drop = 100.0 * (state.records[0]["val_accuracy"] - metrics["accuracy"])
         if config.max_accuracy_drop is not None and drop > config.max_accuracy_drop:
             record["rolled_back"] = True
             state.records.append(record)
@@ -213,46 +195,61 @@ class _Loop:
         state.records.append(record)
         self._save_snapshots(state.model, previous, record["params_removed"])
         self._checkpoint(state)
-        self._report_progress(state, display)
+        self._show(state)
 
-    def _final_finetune(self, state: _State, display) -> None:
+    def _final_finetune(self, state: _State) -> None:
         config = self.config
         started = time.time()
         if config.final_finetune_epochs > 0 and state.step > 0:
-            seed_everything(config.seed + state.step + 1)
-            stream = self._train_stream(state.step + 1)
-            steps = _batches_per_epoch(self.train_data, stream)
+            step = state.step + 1
+            seed_everything(config.seed + step)
+            # A dataset that cannot tell its length gets 100 batches per "epoch".
+            steps = batches_per_epoch(self.train_data, self._train_stream(step)) or 100
             total = max(1, int(round(config.final_finetune_epochs * steps)))
             with self.strategy.scope():
-                lr = config.final_learning_rate or config.learning_rate
-                self._finetune(state.model, state.step + 1, total, lr, display, label="final fine-tune")
-        metrics = self._evaluate(state.model)
-        final = self._record(state.model, {}, metrics, time.time() - started, state.step)
+                learning_rate = config.final_learning_rate or config.learning_rate
+                self._finetune(state.model, step, total, learning_rate, label="final fine-tune")
+        final = step_record(state.model, {}, self._evaluate(state.model), time.time() - started,
+                            state.step, self.initial, self.started)  # fmt: skip
         final["phase"] = "final"
         state.records.append(final)
         state.finished = True
         self._checkpoint(state)
 
-    # --- pieces ---------------------------------------------------------------
+    # --- the pieces -------------------------------------------------------------
+    def _rank(self, model, graph, step: int) -> dict:
+        config = self.config
+        return rank_groups(
+            model, self._train_stream(step), config.criterion, graph=graph,
+            normalize=config.normalize, flops_weight=config.flops_weight,
+            num_batches=config.rank_batches, seed=config.seed + step, setup=self.setup,
+            strategy=self.strategy, **config.criterion_options,
+        )  # fmt: skip
+
+    def _select(self, model, graph, scores) -> dict[str, list[int]]:
+        config, target = self.config, self.target
+        return select(
+            graph, scores, config.filters_per_step, min_per_group=config.min_filters_per_layer,
+            round_to=config.round_to, ignore=tuple(config.ignore),
+            costs=None if target is None else target.channel_costs(graph),
+            budget=None if target is None else target.remaining(model, graph),
+        )  # fmt: skip
+
     def _train_stream(self, step: int) -> tf.data.Dataset:
         if callable(self.train_data) and not isinstance(self.train_data, tf.data.Dataset):
             return as_dataset(self.train_data(self.config.seed + step))
         return as_dataset(self.train_data)
 
-    def _finetune(self, model, step, steps, learning_rate, display, label="fine-tune") -> None:
+    def _finetune(self, model, step, steps, learning_rate, label="fine-tune") -> None:
         if steps <= 0:
             return
-        settings = TrainSettings(
-            optimizer=self.config.optimizer, learning_rate=learning_rate,
-            weight_decay=self.config.weight_decay, warmup_epochs=0.0,
-        )  # fmt: skip
         callbacks = [*self.callbacks]
-        bar_callback = display.finetune_callback(f"step {step} {label}", steps)
-        if bar_callback is not None:
-            callbacks.append(bar_callback)
+        bar = self.display.finetune_callback(f"step {step} {label}", steps)
+        if bar is not None:
+            callbacks.append(bar)
         try:
-            fit(model, self._train_stream(step), None, epochs=1, steps_per_epoch=steps,
-                settings=settings, callbacks=callbacks, progress=False)  # fmt: skip
+            self.setup.finetune(model, self._train_stream(step), steps,
+                                learning_rate=learning_rate, callbacks=callbacks)  # fmt: skip
         except TrainingDivergedError as error:
             where = f" The last good checkpoint is in {self.run_dir}." if self.run_dir else ""
             raise TrainingDivergedError(
@@ -263,60 +260,20 @@ class _Loop:
         data = as_dataset(self.val_data)
         if self.config.val_batches:
             data = data.take(self.config.val_batches)
-        return evaluate(model, data)
+        return self.setup.evaluate(model, data)
 
-    def _step_size(self, state, graph) -> tuple[int, dict | None, float | None]:
-        config = self.config
-        count = config.filters_per_step
-        if config.target_filters is not None:
-            wanted = config.target_filters
-            if wanted < 1:
-                wanted *= self.initial["filters"]
-            removed = self.initial["filters"] - _prunable_channels(graph)
-            count = max(1, min(count, int(round(wanted)) - removed))
-            return count, None, None
-        for key, cost_of in (("params", channel_params), ("flops", channel_flops)):
-            target = getattr(config, f"target_{key}")
-            if target is not None:
-                current = count_params(state.model) if key == "params" else count_flops(state.model)
-                budget = current - (1 - target) * self.initial[key]
-                return count, cost_of(graph), budget
-        return count, None, None
+    # --- persistence and display ------------------------------------------------
+    def _start(self) -> _State:
+        seed_everything(self.config.seed)
+        with self.strategy.scope():
+            model = keras.models.clone_model(self.original)
+            model.set_weights(self.original.get_weights())
+        state = _State(model=model, step=0, history=PruningHistory(model_name=self.original.name))
+        state.records.append(step_record(model, {}, self._evaluate(model), 0.0, 0,
+                                         self.initial, self.started))  # fmt: skip
+        self._checkpoint(state)
+        return state
 
-    def _target_reached(self, model) -> bool:
-        config = self.config
-        if config.target_params is not None:
-            return count_params(model) <= (1 - config.target_params) * self.initial["params"]
-        if config.target_flops is not None:
-            return count_flops(model) <= (1 - config.target_flops) * self.initial["flops"]
-        if config.target_filters is not None:
-            wanted = config.target_filters
-            wanted = wanted * self.initial["filters"] if wanted < 1 else wanted
-            removed = self.initial["filters"] - _prunable_channels(analyze(model, self.config.unsupported))
-            return removed >= round(wanted)
-        return False
-
-    def _record(self, model, removal, metrics, seconds, step=0) -> dict:
-        params, flops = count_params(model), count_flops(model)
-        filters = {layer.name: layer.filters for layer in model.layers
-                   if isinstance(getattr(layer, "filters", None), int)}  # fmt: skip
-        filters.update({layer.name: layer.units for layer in model.layers
-                        if isinstance(getattr(layer, "units", None), int)})  # fmt: skip
-        return {
-            "step": step,
-            "removed": {name: len(indices) for name, indices in removal.items()},
-            "params": params,
-            "flops": flops,
-            "params_removed": 1 - params / self.initial["params"],
-            "flops_removed": 1 - flops / self.initial["flops"],
-            "filters": filters,
-            "val_accuracy": metrics["accuracy"],
-            "val_loss": metrics["loss"],
-            "seconds": round(seconds, 2),
-            "elapsed": round(time.time() - self.started, 2),
-        }
-
-    # --- persistence and reporting ---------------------------------------------
     def _checkpoint(self, state: _State) -> None:
         if self.run_dir is None:
             return
@@ -326,21 +283,17 @@ class _Loop:
             "config": self.config.model_dump(),
             "initial": self.initial,
         })  # fmt: skip
-        from kprune.report import write_run_files
-
         write_run_files(self.run_dir, self._report(state), state.history)
 
     def _save_snapshots(self, model, before: float, after: float) -> None:
         """Saves the model when this step crossed a snapshot fraction."""
         if self.run_dir is None:
             return
-        from kprune.modelio import save_model
-
         for fraction in self.config.snapshots:
             if before < fraction <= after:
                 save_model(model, self.run_dir / "snapshots" / f"params-{round(100 * fraction):02d}.keras")
 
-    def _resume(self) -> _State | None:
+    def _resume(self) -> _State:
         saved = checkpoint.load(self.run_dir)
         if saved is None:
             raise InvalidArgumentError(
@@ -357,17 +310,14 @@ class _Loop:
         with self.strategy.scope():
             copy = keras.models.clone_model(model)
             copy.set_weights(model.get_weights())
-        state = _State(
+        return _State(
             model=copy, step=saved_state["step"],
             history=PruningHistory.from_dict(saved_state["history"]),
             records=saved_state["records"], stop_reason=saved_state["stop_reason"],
             finished=saved_state["finished"],
         )  # fmt: skip
-        return state
 
     def _report(self, state: _State) -> dict:
-        from kprune.card import environment
-
         return {
             "criterion": self.config.criterion,
             "config": self.config.model_dump(),
@@ -382,49 +332,20 @@ class _Loop:
     def _result(self, state: _State) -> PruneResult:
         report = self._report(state)
         if self.run_dir is not None:
-            from kprune.modelio import save_model
-            from kprune.report import write_run_files
-
             save_model(state.model, self.run_dir / "pruned.keras")
             write_run_files(self.run_dir, report, state.history, plots=True)
         return PruneResult(state.model, state.history, report, self.run_dir)
 
-    def _report_progress(self, state: _State, display) -> None:
+    def _show(self, state: _State) -> None:
         last = state.records[-1]
-        display.update(self._target_progress(state), (
+        done = 1.0 if state.finished else (0.0 if self.target is None else self.target.progress(state.model))
+        self.display.update(done, (
             f"step {state.step}  filters {sum(last['filters'].values())}  "
             f"params -{100 * last['params_removed']:.1f}%  val acc {last['val_accuracy']:.4f}"
         ))  # fmt: skip
         if last["step"] and self.progress:
-            display.log(
+            self.display.log(
                 f"step {last['step']}{' (final)' if last.get('phase') else ''}: "
                 f"params -{100 * last['params_removed']:.1f}%  FLOPs -{100 * last['flops_removed']:.1f}%  "
                 f"val accuracy {last['val_accuracy']:.4f}  ({last['seconds']:.0f} s)"
             )
-
-    def _target_progress(self, state: _State) -> float:
-        """How far the run is towards its target, in [0, 1]."""
-        if state.finished:
-            return 1.0
-        config, last = self.config, state.records[-1]
-        if config.target_params is not None:
-            return min(1.0, last["params_removed"] / config.target_params)
-        if config.target_flops is not None:
-            return min(1.0, last["flops_removed"] / config.target_flops)
-        if config.target_filters is not None:
-            wanted = config.target_filters
-            wanted = wanted * self.initial["filters"] if wanted < 1 else wanted
-            removed = sum(sum(r["removed"].values()) for r in state.records)
-            return min(1.0, removed / wanted)
-        return 0.0
-
-
-def _prunable_channels(graph) -> int:
-    return int(sum(group.channels for group in graph.groups if group.prunable))
-
-
-def _batches_per_epoch(original: Any, stream: tf.data.Dataset) -> int:
-    if hasattr(original, "num_batches"):
-        return original.num_batches
-    cardinality = int(stream.cardinality())
-    return cardinality if cardinality > 0 else 100

@@ -47,11 +47,11 @@ def _time_rank(model, data, batches: int) -> float:
 def _time_train(model, data, steps: int) -> float:
     import keras
 
-    from kprune.train import TrainSettings, compile_model
+    from kprune.training_setup import TrainingSetup
 
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
-    compile_model(clone, TrainSettings(), total_steps=steps)
+    TrainingSetup().compile(clone, total_steps=steps)
     start = time.perf_counter()
     clone.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
     return time.perf_counter() - start

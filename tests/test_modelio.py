@@ -9,7 +9,7 @@ import pytest
 
 from kprune.errors import InvalidArgumentError, ModelFileError
 from kprune.modelio import load_model, save_model
-from kprune.train import TrainSettings, fit
+from kprune.training_setup import TrainingSetup, TrainSettings
 
 
 def test_round_trip(tmp_path, tiny_cnn, tiny_arrays):
@@ -64,7 +64,7 @@ def test_compiled_model_saved_without_training_state(tmp_path, tiny_cnn, tiny_ar
     save_model(tiny_cnn, tmp_path / "fresh.keras")
     # Label smoothing compiles a kprune loss that plain Keras could not deserialize.
     settings = TrainSettings(optimizer="adamw", label_smoothing=0.1, warmup_epochs=0)
-    fit(tiny_cnn, tiny_arrays, epochs=1, settings=settings, progress=False)
+    TrainingSetup(settings).fit(tiny_cnn, tiny_arrays, epochs=1, progress=False)
     assert tiny_cnn.compiled
     save_model(tiny_cnn, tmp_path / "trained.keras")
     plain = keras.models.load_model(tmp_path / "trained.keras")  # compile=True, no custom objects

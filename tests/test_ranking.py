@@ -15,7 +15,8 @@ import kprune
 from kprune.errors import InvalidArgumentError
 from kprune.graph import analyze
 from kprune.metrics import channel_flops
-from kprune.ranking import collect_statistics, observation_points, rank
+from kprune.criteria.statistics import collect_statistics, observation_points
+from kprune.ranking import rank
 
 EPS = 1e-3  # BatchNormalization epsilon
 

@@ -10,6 +10,7 @@ import kprune
 from kprune.data import load
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.surgery import replay
+from kprune.training_setup import TrainingSetup, TrainSettings
 
 SHAPE = (16, 16, 3)
 
@@ -39,9 +40,9 @@ def val():
 def trained(val):
     keras.utils.set_random_seed(0)
     model = _model()
-    kprune.train.fit(model, train_stream(0), epochs=4, progress=False,
-                     settings=kprune.train.TrainSettings(learning_rate=1e-2))  # fmt: skip
-    accuracy = kprune.train.evaluate(model, val)["accuracy"]
+    setup = TrainingSetup(TrainSettings(learning_rate=1e-2))
+    setup.fit(model, train_stream(0), epochs=4, progress=False)
+    accuracy = setup.evaluate(model, val)["accuracy"]
     assert accuracy > 0.6, accuracy  # a model worth pruning
     return model
 

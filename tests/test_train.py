@@ -7,9 +7,8 @@ import pytest
 from kprune.data import as_dataset, load
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.models import squeezenet
-from kprune.train import (
-    TrainSettings, compile_model, evaluate, fit, loss_for, outputs_probabilities,
-    predict_labels, seed_everything,
+from kprune.training_setup import (
+    TrainingSetup, TrainSettings, loss_for, outputs_probabilities, predict_labels, seed_everything,
 )  # fmt: skip
 
 FAST = TrainSettings(optimizer="adam", learning_rate=3e-3, warmup_epochs=0)
@@ -35,9 +34,9 @@ def test_fit_improves_accuracy(synthetic_splits):
     train, test = synthetic_splits
     keras.utils.set_random_seed(0)
     model = position_model()
-    before = evaluate(model, test)["accuracy"]
-    history = fit(model, train, test, epochs=2, settings=FAST, progress=False)
-    after = evaluate(model, test)["accuracy"]
+    before = TrainingSetup().evaluate(model, test)["accuracy"]
+    history = TrainingSetup(FAST).fit(model, train, test, epochs=2, progress=False)
+    after = TrainingSetup().evaluate(model, test)["accuracy"]
     assert before < 0.3 and after > 0.8
     assert len(history.history["loss"]) == 2
     assert history.history["loss"][-1] < history.history["loss"][0]
@@ -52,7 +51,7 @@ def test_fractional_epochs_train_part_of_an_epoch(synthetic_splits):
         def on_train_batch_end(self, batch, logs=None):
             steps.append(batch)
 
-    fit(position_model(), train, epochs=0.5, settings=FAST, callbacks=[CountSteps()], progress=False)
+    TrainingSetup(FAST).fit(position_model(), train, epochs=0.5, callbacks=[CountSteps()], progress=False)
     assert train.num_batches == 18 and len(steps) == 9
 
 
@@ -69,8 +68,8 @@ def test_nan_layer_stops_training(synthetic_splits):
 
     with pytest.raises(TrainingDivergedError, match=r"The training loss became nan at step 1\. "
                        r"Fix: lower the learning rate \(--lr\)"):  # fmt: skip
-        fit(keras.Model(inputs, outputs), train, epochs=3, settings=FAST,
-            callbacks=[CountSteps()], progress=False)  # fmt: skip
+        TrainingSetup(FAST).fit(keras.Model(inputs, outputs), train, epochs=3,
+                                callbacks=[CountSteps()], progress=False)  # fmt: skip
     assert len(steps) == 1  # stopped at once, not after three epochs
 
 
@@ -79,7 +78,7 @@ def test_huge_learning_rate_diverges(synthetic_splits, tiny_cnn_factory):
     keras.utils.set_random_seed(0)
     settings = TrainSettings(optimizer="sgd", learning_rate=1e6, warmup_epochs=0)
     with pytest.raises(TrainingDivergedError, match="lower the learning rate"):
-        fit(tiny_cnn_factory(softmax=False), train, epochs=1, settings=settings, progress=False)
+        TrainingSetup(settings).fit(tiny_cnn_factory(softmax=False), train, epochs=1, progress=False)
 
 
 @pytest.mark.parametrize("softmax", [True, False])
@@ -93,11 +92,11 @@ def test_evaluate_matches_numpy(tiny_arrays, softmax, tiny_cnn_factory):
         outputs = shifted / shifted.sum(axis=1, keepdims=True)
     expected_accuracy = np.mean(outputs.argmax(axis=1) == labels)
     expected_loss = -np.mean(np.log(outputs[np.arange(len(labels)), labels]))
-    result = evaluate(model, (images, labels))  # 48 examples: batches of 64 → one
+    result = TrainingSetup().evaluate(model, (images, labels))  # 48 examples: batches of 64 → one
     assert result["examples"] == 48
     assert result["accuracy"] == pytest.approx(expected_accuracy, abs=1e-9)
     assert result["loss"] == pytest.approx(expected_loss, rel=1e-4)
-    result = evaluate(model, as_dataset((images, labels), batch_size=20))  # 20 + 20 + 8
+    result = TrainingSetup().evaluate(model, as_dataset((images, labels), batch_size=20))  # 20 + 20 + 8
     assert result["loss"] == pytest.approx(expected_loss, rel=1e-4)
     np.testing.assert_array_equal(predict_labels(model, (images, labels)), outputs.argmax(axis=1))
 
@@ -105,11 +104,11 @@ def test_evaluate_matches_numpy(tiny_arrays, softmax, tiny_cnn_factory):
 def test_evaluate_empty_dataset(tiny_cnn):
     empty = (np.zeros((0, 16, 16, 3), "float32"), np.zeros((0,), "int32"))
     with pytest.raises(InvalidArgumentError, match="Cannot evaluate on an empty dataset"):
-        evaluate(tiny_cnn, empty)
+        TrainingSetup().evaluate(tiny_cnn, empty)
 
 
 def test_evaluate_leaves_compile_state(tiny_cnn, tiny_arrays):
-    evaluate(tiny_cnn, tiny_arrays)
+    TrainingSetup().evaluate(tiny_cnn, tiny_arrays)
     assert not tiny_cnn.compiled
 
 
@@ -153,7 +152,7 @@ def test_label_smoothing_loss_matches_numpy():
 def test_schedule_warms_up_then_decays(tiny_cnn_factory):
     model = tiny_cnn_factory()
     settings = TrainSettings(optimizer="sgd", learning_rate=0.1, warmup_epochs=0.25)
-    compile_model(model, settings, total_steps=100)
+    TrainingSetup(settings).compile(model, total_steps=100)
 
     def rate_at(step):
         model.optimizer.iterations.assign(step)
@@ -185,7 +184,7 @@ def test_seeded_runs_are_reproducible(restore_determinism):
         train = load("synthetic", "train", input_shape=(16, 16, 3), batch_size=32,
                      augment=True, seed=seed)  # fmt: skip
         model = position_model(dropout=0.3)
-        fit(model, train, epochs=0.5, settings=FAST, progress=False)
+        TrainingSetup(FAST).fit(model, train, epochs=0.5, progress=False)
         return model.get_weights()
 
     first, second, other = run(3), run(3), run(4)

@@ -25,14 +25,14 @@ def evaluate(
     with user_errors():
         from kprune.data import load
         from kprune.modelio import load_model
-        from kprune.train import evaluate as evaluate_model
+        from kprune.training_setup import TrainingSetup
 
         network = load_model(model)
         data = load(
             dataset, split, input_shape=tuple(network.input_shape[1:]),
             batch_size=batch_size, data_dir=data_dir, limit=limit,
         )  # fmt: skip
-        result = evaluate_model(network, data, progress=True)
+        result = TrainingSetup().evaluate(network, data, progress=True)
     out.print(
         f"{model} on {dataset} {split} ({result['examples']} images): "
         f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}",

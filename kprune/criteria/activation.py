@@ -1,8 +1,8 @@
 """Activation-based criteria: Taylor (Molchanov et al. 2017), L2 of activation
 maps, their combination (the thesis' method 3), and APoZ (Hu et al. 2016).
 
-The statistics are defined and accumulated in `kprune.ranking`; every
-criterion here is one pass over the data.
+The statistics are defined and accumulated in `kprune.criteria.statistics`;
+every criterion here is one pass over the data.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from kprune.criteria.registry import register_criterion
+from kprune.criteria.scores import normalize_layerwise
+from kprune.criteria.statistics import collect_statistics
 from kprune.errors import InvalidArgumentError
-from kprune.ranking import collect_statistics, normalize_layerwise
 
 COMBINATIONS = ("sum", "product", "rank")
 
@@ -22,30 +22,26 @@ def _statistic(name: str, model, data, graph, options) -> dict[str, np.ndarray]:
 
 
 def _pass_options(options: dict) -> dict:
-    keys = ("num_batches", "loss", "strategy", "progress")
+    keys = ("num_batches", "setup", "strategy", "progress")
     return {key: options[key] for key in keys if key in options}
 
 
-@register_criterion("taylor")
 def taylor(model, data, graph, **options):
     """Mean over examples of |mean over positions of z · ∂C/∂z| (Molchanov 2017, Eq. 8)."""
     return _statistic("taylor", model, data, graph, options)
 
 
-@register_criterion("l2")
 def l2(model, data, graph, **options):
     """Mean over examples of the L2 norm of each activation map (thesis method 2)."""
     return _statistic("l2", model, data, graph, options)
 
 
-@register_criterion("apoz")
 def apoz(model, data, graph, **options):
     """1 − average percentage of zeros (Hu et al. 2016): fewer zeros, more important."""
     zeros = _statistic("apoz", model, data, graph, options)
     return {name: 1.0 - values for name, values in zeros.items()}
 
 
-@register_criterion("combined")
 def combined(model, data, graph, *, alpha: float = 0.5, combine: str = "sum", **options):
     """Taylor and L2 together (thesis method 3), each first normalized per layer.
 

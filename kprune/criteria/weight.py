@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kprune.criteria.registry import register_criterion
+from kprune.criteria.statistics import observation_chain
 from kprune.errors import InvalidArgumentError
 
 
@@ -25,17 +25,15 @@ def _filters_by_output(layer) -> np.ndarray:
 
 
 def _layers(model, graph):
-    calls = {call.name: call.layer for call in graph.flat.calls}
-    return {name: calls[name] for name in graph.prunable_layers()}
+    calls = graph.flat.calls_by_name
+    return {name: calls[name].layer for name in graph.prunable_layers()}
 
 
-@register_criterion("l1", needs_data=False)
 def l1(model, data, graph, **options):
     """Sum of absolute kernel weights of each filter (Li et al. 2017)."""
     return {name: np.abs(_filters_by_output(layer)).sum(1) for name, layer in _layers(model, graph).items()}
 
 
-@register_criterion("l2_weight", needs_data=False)
 def l2_weight(model, data, graph, **options):
     """L2 norm of each filter's kernel weights."""
     return {
@@ -44,16 +42,13 @@ def l2_weight(model, data, graph, **options):
     }
 
 
-@register_criterion("bn_gamma", needs_data=False)
 def bn_gamma(model, data, graph, **options):
     """|γ| of the BatchNormalization right after each producer (Liu et al. 2017)."""
-    from kprune.ranking import observation_chain
-
     scores, missing = {}, []
-    calls = {call.name: call.layer for call in graph.flat.calls}
+    calls = graph.flat.calls_by_name
     for name in graph.prunable_layers():
-        norms = [calls[n] for n in observation_chain(graph, name)
-                 if isinstance(calls[n], keras.layers.BatchNormalization)]  # fmt: skip
+        norms = [calls[n].layer for n in observation_chain(graph, name)
+                 if isinstance(calls[n].layer, keras.layers.BatchNormalization)]  # fmt: skip
         if not norms:
             missing.append(name)
             continue
@@ -67,7 +62,6 @@ def bn_gamma(model, data, graph, **options):
     return scores
 
 
-@register_criterion("random", needs_data=False)
 def random(model, data, graph, *, seed: int = 0, **options):
     """Uniform random scores, reproducible with ``seed``: the baseline to beat."""
     rng = np.random.default_rng(seed)

@@ -2,7 +2,7 @@
 
 from kprune.data.fashion_mnist import read_idx
 from kprune.data.info import DatasetInfo, Preprocessing, Split
-from kprune.data.pipeline import NAMES, as_dataset, dataset_info, load
+from kprune.data.pipeline import NAMES, as_dataset, batches_per_epoch, dataset_info, load
 
 __all__ = [
     "NAMES",
@@ -10,6 +10,7 @@ __all__ = [
     "Preprocessing",
     "Split",
     "as_dataset",
+    "batches_per_epoch",
     "dataset_info",
     "load",
     "read_idx",

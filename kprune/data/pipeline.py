@@ -135,6 +135,14 @@ def as_dataset(data: Any, batch_size: int = 64) -> tf.data.Dataset:
     )
 
 
+def batches_per_epoch(data: Any, dataset: tf.data.Dataset | None = None) -> int | None:
+    """Batches in one pass over ``data``, or None when a dataset cannot tell."""
+    if hasattr(data, "num_batches"):
+        return data.num_batches
+    cardinality = int((dataset if dataset is not None else as_dataset(data)).cardinality())
+    return cardinality if cardinality > 0 else None
+
+
 def _load_arrays(name, input_shape, data_dir, download):
     if name == "fashion_mnist":
         return fashion_mnist.load_arrays(data_dir, download)

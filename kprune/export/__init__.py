@@ -6,8 +6,9 @@ runs those files with ai_edge_litert and onnxruntime against Keras;
 programs for an embedded board (RTMaps component and a command-line runner).
 """
 
-from kprune.export.artifact import QUANTIZE_MODES, ExportedArtifact, TensorInfo, describe_artifact
+from kprune.export.artifact import QUANTIZE_MODES, ExportedArtifact, TensorInfo
 from kprune.export.bundle import check_bundle, write_bundle
+from kprune.export.describe import describe_artifact
 from kprune.export.onnx import export_onnx
 from kprune.export.pipeline import ExportResult, export_model, verify_files
 from kprune.export.tflite import export_tflite, tflite_ops

@@ -1,7 +1,7 @@
 """What an exported file is: format, precision, tensors, operators; shared helpers.
 
 `ExportedArtifact` is what `export_tflite` and `export_onnx` return and what
-`describe_artifact` reads back from a file on disk, so that verification,
+`kprune.export.describe.describe_artifact` reads back from a file on disk, so that verification,
 benchmarks and the bundle manifest all speak about a file the same way.
 """
 
@@ -16,7 +16,9 @@ from typing import Callable, Iterator
 
 import keras
 
-from kprune.errors import InvalidArgumentError, ModelFileError, UnsupportedModelError
+from kprune.errors import InvalidArgumentError, UnsupportedModelError
+from kprune.modelio import load_model
+from kprune.progress import make_progress
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 # Precisions whose outputs must equal Keras' within max_abs_diff; the others
@@ -102,33 +104,8 @@ class ExportedArtifact:
         return values
 
 
-def describe_artifact(path: str | os.PathLike) -> ExportedArtifact:
-    """Reads the facts of a ``.tflite`` or ``.onnx`` file.
-
-    Raises:
-        ModelFileError: If the file is missing, of another kind, or corrupt.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"Exported model {path} does not exist.")
-    if path.suffix == ".tflite":
-        from kprune.export.tflite import describe_tflite
-
-        return describe_tflite(path)
-    if path.suffix == ".onnx":
-        from kprune.export.onnx import describe_onnx
-
-        return describe_onnx(path)
-    raise ModelFileError(
-        f"{path} is neither a .tflite nor an .onnx file. Fix: pass files written "
-        "by `kprune export`."
-    )
-
-
 def resolve_model(model: str | os.PathLike | keras.Model) -> tuple[keras.Model, Path | None]:
     """A loaded model and the file it came from (None for an in-memory model)."""
-    from kprune.modelio import load_model
-
     if isinstance(model, keras.Model):
         return model, None
     return load_model(model), Path(model)
@@ -182,8 +159,6 @@ def progress_steps(
     if not enabled:
         yield lambda description: None
         return
-    from kprune.progress import make_progress
-
     with make_progress() as progress:
         task = progress.add_task(description, total=total, status="")
         yield lambda description: progress.update(task, advance=1, status=description)

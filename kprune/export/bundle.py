@@ -31,10 +31,22 @@ from pathlib import Path
 
 import keras
 
+from kprune import __version__
+from kprune.card import read_card
+from kprune.data import dataset_info, load
 from kprune.errors import InvalidArgumentError, VerificationError
 from kprune.export.artifact import image_input_shape, progress_steps, resolve_model, sha256_of
-from kprune.export.verify import DEFAULT_MAX_ABS_DIFF, DEFAULT_MIN_AGREEMENT, DEFAULT_SAMPLES
+from kprune.export.onnx import export_onnx
+from kprune.export.tflite import export_tflite
+from kprune.export.verify import (
+    DEFAULT_MAX_ABS_DIFF,
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_SAMPLES,
+    verify_export,
+)
 from kprune.files import usual_permissions
+from kprune.metrics import count_flops, count_params
+from kprune.training_setup import outputs_probabilities
 
 TEMPLATES = ("kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py")
 ARTIFACT_FILES = {
@@ -82,16 +94,12 @@ def model_context(
         InvalidArgumentError: If neither a card nor a dataset says how inputs are
             preprocessed, or the classes do not match the model's outputs.
     """
-    from kprune.card import read_card
-
     card = read_card(model_path) if model_path is not None else None
     dataset = dataset or (card or {}).get("dataset")
     input_shape = image_input_shape(network)
     preprocessing = (card or {}).get("preprocessing")
     class_names = (card or {}).get("class_names")
     if (preprocessing is None or class_names is None) and dataset is not None:
-        from kprune.data import dataset_info
-
         info = dataset_info(dataset, data_dir=data_dir)
         preprocessing = preprocessing or info.preprocessing(input_shape).to_dict()
         class_names = class_names or list(info.class_names)
@@ -164,9 +172,6 @@ def write_bundle(
     Example:
         >>> write_bundle("models/squeezenet1_1_fmnist_sgd.keras", "bundle/")
     """
-    from kprune.data import load
-    from kprune.export.verify import verify_export
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise InvalidArgumentError(
@@ -214,9 +219,6 @@ def write_bundle(
 
 
 def _export(network, staging, calibration_data, calibration_samples, opset, step) -> dict:
-    from kprune.export.onnx import export_onnx
-    from kprune.export.tflite import export_tflite
-
     artifacts = {"tflite": export_tflite(network, staging / ARTIFACT_FILES["tflite"])}
     step(ARTIFACT_FILES["tflite"])
     if calibration_data is not None:
@@ -238,10 +240,6 @@ def _copy_programs(staging: Path, class_names: list[str]) -> None:
 
 
 def _manifest(network, model_path, context, artifacts, report, split) -> dict:
-    from kprune import __version__
-    from kprune.metrics import count_flops, count_params
-    from kprune.train import outputs_probabilities
-
     verification = {**report.to_dict(), "dataset": context.dataset, "split": split}
     card = context.card or {}
     onnx = artifacts["onnx"]

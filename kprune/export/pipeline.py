@@ -18,16 +18,18 @@ from typing import Sequence
 
 import keras
 
+from kprune.data import load
 from kprune.errors import InvalidArgumentError
 from kprune.export.artifact import (
-    QUANTIZE_MODES,
     ExportedArtifact,
+    QUANTIZE_MODES,
     image_input_shape,
     progress_steps,
     resolve_model,
 )
 from kprune.export.bundle import bundle_artifacts, check_bundle, model_context
-from kprune.export.tflite import DEFAULT_REPRESENTATIVE_SAMPLES
+from kprune.export.onnx import export_onnx
+from kprune.export.tflite import DEFAULT_REPRESENTATIVE_SAMPLES, export_tflite
 from kprune.export.verify import (
     DEFAULT_MAX_ABS_DIFF,
     DEFAULT_MIN_AGREEMENT,
@@ -100,10 +102,6 @@ def export_model(
             dataset is needed and none is known.
         VerificationError: If a file disagrees with Keras; nothing is written.
     """
-    from kprune.data import load
-    from kprune.export.onnx import export_onnx
-    from kprune.export.tflite import export_tflite
-
     formats, quantize = _check_choices(formats, quantize)
     network, model_path = resolve_model(model)
     input_shape = image_input_shape(network)
@@ -186,8 +184,6 @@ def verify_files(
             are not the model's.
         InvalidArgumentError: If no dataset is known.
     """
-    from kprune.data import load
-
     network, model_path = resolve_model(model)
     files = []
     for path in map(Path, paths):

@@ -17,10 +17,11 @@ from typing import Any, Iterator
 import keras
 import numpy as np
 
-from kprune.errors import InvalidArgumentError, UnsupportedModelError
+from kprune.data import Split
+from kprune.errors import InvalidArgumentError, ModelFileError, UnsupportedModelError
 from kprune.export.artifact import (
-    QUANTIZE_MODES,
     ExportedArtifact,
+    QUANTIZE_MODES,
     TensorInfo,
     check_suffix,
     image_input_shape,
@@ -144,7 +145,6 @@ def representative_images(
 def _image_batches(data: Any) -> Iterator[np.ndarray]:
     import tensorflow as tf
 
-    from kprune.data import Split
 
     if isinstance(data, np.ndarray):
         yield data
@@ -236,8 +236,6 @@ def describe_tflite(path: str | os.PathLike) -> ExportedArtifact:
     Raises:
         ModelFileError: If the file is not a readable TFLite model.
     """
-    from kprune.errors import ModelFileError
-
     path = Path(path)
     content = path.read_bytes()
     try:

@@ -16,13 +16,16 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from kprune.data import Split
 from kprune.errors import InvalidArgumentError, ModelFileError, VerificationError
 from kprune.export.artifact import (
     ExportedArtifact,
-    describe_artifact,
     image_input_shape,
     resolve_model,
 )
+from kprune.export.describe import describe_artifact
+from kprune.export.templates import kprune_runtime as runtime
+from kprune.progress import track
 
 DEFAULT_SAMPLES = 500
 DEFAULT_MAX_ABS_DIFF = 1e-4
@@ -166,8 +169,6 @@ def verify_export(
 
     iterator = described
     if progress:
-        from kprune.progress import track
-
         iterator = track(described, description="verify", total=len(described))
     checks = []
     for artifact in iterator:
@@ -200,7 +201,6 @@ def collect_examples(data: Any, samples: int) -> tuple[np.ndarray, np.ndarray | 
     """The first ``samples`` images (float32) and labels (or None) of ``data``."""
     import tensorflow as tf
 
-    from kprune.data import Split
 
     if isinstance(data, np.ndarray):
         return data[:samples].astype(np.float32), None
@@ -245,8 +245,6 @@ def run_artifact(artifact: ExportedArtifact, images: np.ndarray) -> np.ndarray:
         VerificationError: If the file's input shape is not the images'.
         ModelFileError: If the runtime cannot load or run the file.
     """
-    from kprune.export.templates import kprune_runtime as runtime
-
     expected = tuple(artifact.input.shape[1:])
     if expected != tuple(images.shape[1:]):
         raise VerificationError(
