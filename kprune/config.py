@@ -23,9 +23,16 @@ class PruneConfig(BaseModel):
     Targets are fractions removed: ``target_params=0.7`` removes 70% of the
     parameters. ``target_filters`` is a number of filters when ≥ 1, else a
     fraction of the prunable filters. ``max_accuracy_drop`` is in points of
-    validation top-1 accuracy (1.0 = one percentage point). ``snapshots``
+    validation top-1 accuracy (1.0 = one percentage point) — or, with
+    ``monitor``, of that metric ×100 (for a loss, an increase). ``snapshots``
     lists fractions of parameters removed at which the model (before the final
     fine-tune) is also saved, as ``snapshots/params-NN.keras`` in the run dir.
+    ``loss``/``metrics`` (Keras names) replace the model's compiled ones;
+    ``monitor`` names the metric the budget watches (default: the first
+    metric). ``check_chance`` stops a run whose model scores near chance on
+    the validation data before pruning (wrong preprocessing or labels?).
+    ``deterministic`` turns TF op determinism on during the run (and restores
+    it after), which makes a resumed run equal an uninterrupted one.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -55,6 +62,13 @@ class PruneConfig(BaseModel):
     weight_decay: float = Field(5e-4, ge=0)
     snapshots: list[float] = Field(default_factory=list)
     seed: int = 0
+    # The training setup: None takes what the model was compiled with
+    # (else sparse categorical cross-entropy and accuracy).
+    loss: Optional[str] = None
+    metrics: Optional[list[str]] = None
+    monitor: Optional[str] = None
+    check_chance: bool = True
+    deterministic: bool = True
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:

@@ -45,7 +45,7 @@ def load_model(
                 "model.save('model.keras') (Keras 3 format)."
             )
         try:
-            return keras.models.load_model(path, compile=False)
+            return keras.models.load_model(path)  # compiled as saved: its loss and metrics count
         except Exception as error:  # Keras raises many types for a bad archive
             raise ModelFileError(
                 f"Cannot load {path}: {type(error).__name__}: {_first_line(error)}. "

@@ -91,6 +91,28 @@ class KerasProgress(keras.callbacks.Callback):
             self._progress.stop()
 
 
+class EvaluateProgress(keras.callbacks.Callback):
+    """Shows the batches of ``model.evaluate``."""
+
+    def __init__(self, total: int | None):
+        super().__init__()
+        self.total = total
+        self._progress: Progress | None = None
+        self._task = None
+
+    def on_test_begin(self, logs=None):
+        self._progress = make_progress()
+        self._progress.start()
+        self._task = self._progress.add_task("evaluate", total=self.total, status="")
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._progress.advance(self._task)
+
+    def on_test_end(self, logs=None):
+        if self._progress is not None:
+            self._progress.stop()
+
+
 def _format(logs: dict) -> str:
     parts = []
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):

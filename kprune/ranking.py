@@ -24,6 +24,7 @@ from kprune.criteria.scores import group_scores, normalize_layerwise
 from kprune.errors import InvalidArgumentError
 from kprune.graph import DependencyGraph, analyze
 from kprune.metrics import channel_flops
+from kprune.surgery import flatten_model
 from kprune.training_setup import TrainingSetup
 
 
@@ -47,14 +48,16 @@ def rank(
 
     Args:
         model: The model to score (not modified).
-        data: Batches of ``(images, labels)``; data-free criteria ignore it.
+        data: Batches of ``(x, y)`` or ``(x, y, sample_weight)`` — anything
+            ``model.fit`` takes (see `kprune.data.as_dataset`); data-free
+            criteria ignore it.
         criterion: A name from ``kprune.criteria.available()``: ``taylor``,
             ``l2``, ``combined``, ``apoz``, ``l1``, ``l2_weight``,
             ``bn_gamma``, ``random``, or one you registered.
         num_batches: Batches to average over (default: all).
-        loss: Per-example loss ``(labels, outputs) -> (batch,)``, or a Keras
-            loss; default: the model's compiled loss, else sparse
-            categorical cross-entropy (see `kprune.training_setup`).
+        loss: A Keras loss (or a list/dict of them for several outputs) or
+            a function ``(labels, outputs) -> (batch,)``; default: the
+            model's compiled loss, else sparse categorical cross-entropy.
         setup: A whole `TrainingSetup` instead of ``loss``.
         normalize: ``"l2"`` divides each group's scores by their L2 norm
             (Molchanov et al. 2017, §2.3) so layers compare; ``"none"``.
@@ -73,15 +76,18 @@ def rank(
 
     Raises:
         InvalidArgumentError: Unknown criterion (valid ones listed), missing
-            data, or bad option values.
+            data, bad option values, or a loss that cannot be computed on the
+            model's outputs and the data's labels — before any work.
 
     Example:
         >>> scores = kprune.rank(model, val_data, "taylor", num_batches=20)
     """
     graph = graph or analyze(model)
+    setup = setup or TrainingSetup.for_model(model, loss=loss)
+    if needs_data(criterion) and data is not None:
+        setup.check(flatten_model(model, graph), data)
     per_group = rank_groups(
-        model, data, criterion, num_batches=num_batches,
-        setup=setup or TrainingSetup(loss=loss), normalize=normalize,
+        model, data, criterion, num_batches=num_batches, setup=setup, normalize=normalize,
         flops_weight=flops_weight, seed=seed, graph=graph, strategy=strategy,
         progress=progress, **criterion_options,
     )  # fmt: skip
@@ -111,7 +117,11 @@ def rank_groups(
     if flops_weight < 0:
         raise InvalidArgumentError(f"`flops_weight` must be >= 0. Received flops_weight={flops_weight}.")
     graph = graph or analyze(model)
-    per_group = group_scores(graph, scorer(model, data, graph, **options))
+    scored_model, scored_graph = model, graph
+    if graph.flat.nested:  # score a flat copy: its layers have the flattened graph's names
+        scored_model = flatten_model(model, graph)
+        scored_graph = analyze(scored_model, unsupported="freeze")
+    per_group = group_scores(graph, scorer(scored_model, data, scored_graph, **options))
     costs = channel_flops(graph) if flops_weight else {}
     largest = max(costs.values(), default=0.0) or 1.0
     for index, values in per_group.items():

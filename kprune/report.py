@@ -23,10 +23,12 @@ PLOTS = ("accuracy_vs_params.png", "filters_per_layer.png", "timeline.png")
 
 
 def step_record(
-    model, removal: dict, metrics: dict, seconds: float, step: int, initial: dict, started: float
+    model, removal: dict, metrics: dict, seconds: float, step: int, initial: dict, started: float,
+    monitor: str = "accuracy",
 ) -> dict:
     """One entry of report.json's ``steps``: the model's size and validation
-    metrics after a pruning step (``removal``: {producer: removed indices})."""
+    metrics after a pruning step (``removal``: {producer: removed indices});
+    ``val_monitor`` is the value of the metric the accuracy budget watches."""
     params, flops = count_params(model), count_flops(model)
     filters = {layer.name: layer.filters for layer in model.layers
                if isinstance(getattr(layer, "filters", None), int)}  # fmt: skip
@@ -40,11 +42,24 @@ def step_record(
         "params_removed": 1 - params / initial["params"],
         "flops_removed": 1 - flops / initial["flops"],
         "filters": filters,
-        "val_accuracy": metrics["accuracy"],
-        "val_loss": metrics["loss"],
+        "val_accuracy": metrics.get("accuracy"),
+        "val_loss": metrics.get("loss"),
+        "monitor": monitor,
+        "val_monitor": metrics[monitor],
+        "val_metrics": {key: value for key, value in metrics.items() if key != "examples"},
         "seconds": round(seconds, 2),
         "elapsed": round(time.time() - started, 2),
     }
+
+
+def monitored(record: dict) -> float:
+    """The value of the metric the run's budget watched (reports before
+    ``val_monitor`` existed watched accuracy)."""
+    return record.get("val_monitor", record.get("val_accuracy"))
+
+
+def monitor_name(report: dict) -> str:
+    return report["steps"][0].get("monitor", "accuracy")
 
 
 def write_run_files(run_dir: str | Path, report: dict, history, plots: bool = False) -> None:
@@ -95,13 +110,13 @@ def overlay(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         steps = [r for r in report["steps"] if not r.get("rolled_back") and not r.get("phase")]
         label = f"{report['criterion']} ({Path(run_dir).name})"
         line = axes.plot([100 * r["params_removed"] for r in steps],
-                         [100 * r["val_accuracy"] for r in steps], marker=".", label=label)  # fmt: skip
+                         [100 * monitored(r) for r in steps], marker=".", label=label)  # fmt: skip
         final = [r for r in report["steps"] if r.get("phase") == "final"]
         if final:
-            axes.scatter([100 * final[-1]["params_removed"]], [100 * final[-1]["val_accuracy"]],
+            axes.scatter([100 * final[-1]["params_removed"]], [100 * monitored(final[-1])],
                          marker="*", s=120, color=line[0].get_color())  # fmt: skip
     axes.set_xlabel("parameters removed (%)")
-    axes.set_ylabel("validation accuracy (%)")
+    axes.set_ylabel(f"validation {monitor_name(report)} (×100)")
     axes.set_title("Accuracy while pruning (★ the final model)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
@@ -124,18 +139,18 @@ def _pyplot():
 def _accuracy(plt, report: dict, title: str):
     figure, axes = plt.subplots(figsize=(7, 4.5))
     kept = [r for r in report["steps"] if not r.get("rolled_back") and not r.get("phase")]
-    axes.plot([100 * r["params_removed"] for r in kept], [100 * r["val_accuracy"] for r in kept],
+    axes.plot([100 * r["params_removed"] for r in kept], [100 * monitored(r) for r in kept],
               marker=".", label="after each step's fine-tune")  # fmt: skip
     rolled = [r for r in report["steps"] if r.get("rolled_back")]
     if rolled:
-        axes.scatter([100 * r["params_removed"] for r in rolled], [100 * r["val_accuracy"] for r in rolled],
+        axes.scatter([100 * r["params_removed"] for r in rolled], [100 * monitored(r) for r in rolled],
                      marker="x", color="red", label="rolled back (over budget)")  # fmt: skip
     final = [r for r in report["steps"] if r.get("phase") == "final"]
     if final:
-        axes.scatter([100 * final[-1]["params_removed"]], [100 * final[-1]["val_accuracy"]],
+        axes.scatter([100 * final[-1]["params_removed"]], [100 * monitored(final[-1])],
                      marker="*", s=150, color="green", label="final model (after the final fine-tune, if any)")  # fmt: skip
     axes.set_xlabel("parameters removed (%)")
-    axes.set_ylabel("validation accuracy (%)")
+    axes.set_ylabel(f"validation {monitor_name(report)} (×100)")
     axes.set_title(f"{title}: {report['criterion']}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)

@@ -117,7 +117,7 @@ def run_prune(
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
 
-    evaluate = TrainingSetup().evaluate
+    evaluate = TrainingSetup.for_model(model).evaluate
     before = {**evaluate(model, test), "params": count_params(model), "flops": count_flops(model),
               "file_bytes": _file_size(model_path)}  # fmt: skip
     result = prune(model, train_stream, val, config.prune_config(), run_dir=run_dir,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -35,9 +35,10 @@ from kprune.progress import PruneProgress
 from kprune.ranking import rank_groups
 from kprune.report import step_record, write_run_files
 from kprune.selection import select
-from kprune.surgery import PruningHistory, remove_filters
+from kprune.surgery import PruningHistory, flatten_model, remove_filters
 from kprune.targets import initial_size, make_target
-from kprune.training_setup import TrainingSetup, TrainSettings, seed_everything
+from kprune.determinism import deterministic, seed_everything
+from kprune.training_setup import TrainingSetup, TrainSettings
 
 
 @dataclass
@@ -78,24 +79,46 @@ def prune(
     strategy: tf.distribute.Strategy | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     progress: bool = True,
+    setup: TrainingSetup | None = None,
+    loss: Any = None,
+    metrics: Any = None,
+    optimizer: Any = None,
+    finetune: Callable | None = None,
     **options,
 ) -> PruneResult:
     """Prunes ``model`` step by step to a target; the input model is not modified.
 
+    Ranking, fine-tuning and the accuracy budget use the model's training
+    setup: the loss, loss weights and metrics it was compiled with (sparse
+    categorical cross-entropy and accuracy when it is not compiled), and
+    ``monitor`` (default: its first metric) for the budget.
+
     Args:
-        model: A functional or Sequential model.
-        train_data: Batches for ranking and fine-tuning: a `kprune.data.Split`,
-            a tf.data.Dataset, or a callable ``seed -> dataset`` called once per
-            step (needed for a resumed run to equal an uninterrupted one).
-        val_data: Batches for the accuracy budget and the report.
+        model: A functional or Sequential model; nested sub-models (e.g. a
+            ``keras.applications`` backbone) are flattened into the result.
+        train_data: Batches for ranking and fine-tuning: anything
+            ``model.fit`` takes (`kprune.data.as_dataset`), or a callable
+            ``seed -> data`` called once per step (needed for a resumed run to
+            equal an uninterrupted one).
+        val_data: Batches for the accuracy budget and the report (data that
+            can be read more than once).
         config: A `kprune.PruneConfig`; ``**options`` override its fields.
         run_dir: Folder for checkpoints, report.json, history.json, plots.
         resume: Continue the run saved in ``run_dir`` from its last complete step.
         strategy: A ``tf.distribute`` strategy for ranking and fine-tuning.
         callbacks: Keras callbacks passed to every fine-tuning ``fit``.
         progress: Show a progress bar.
+        setup: A whole `TrainingSetup` (then ``loss``, ``metrics``,
+            ``optimizer`` and ``finetune`` are not taken).
+        loss: Replaces the compiled loss: a Keras loss, or a list/dict of
+            them by output.
+        metrics: Replaces the compiled metrics.
+        optimizer: A ``keras.optimizers.Optimizer`` for fine-tuning (a fresh
+            copy each time), or a name of `PruneConfig.optimizer`.
+        finetune: ``(model, data, steps) -> model``: your own fine-tune
+            (distillation, a custom ``train_step``…) instead of kprune's.
         **options: `PruneConfig` fields, e.g. ``criterion="combined"``,
-            ``target_params=0.7``.
+            ``target_params=0.7``, ``monitor="val_auc"``.
 
     Returns:
         A `PruneResult`.
@@ -110,7 +133,11 @@ def prune(
         >>> result = kprune.prune(model, train, val, criterion="taylor", target_params=0.7)
     """
     base = config.model_dump() if config is not None else {}
-    config = make_config(PruneConfig, {**base, **options}, source="prune options")
+    # Names go into the (serializable) config; objects straight into the setup.
+    given = {"loss": loss, "metrics": metrics, "optimizer": optimizer}
+    names = {k: v for k, v in given.items() if isinstance(v, str) or _names(v)}
+    objects = {k: v for k, v in given.items() if v is not None and k not in names}
+    config = make_config(PruneConfig, {**base, **names, **options}, source="prune options")
     if not config.has_target and config.max_accuracy_drop is None:
         raise InvalidArgumentError(
             "Give a target (target_params, target_flops or target_filters) or "
@@ -121,15 +148,30 @@ def prune(
         raise InvalidArgumentError("`resume=True` needs the `run_dir` of the run to continue.")
     strategy = strategy or tf.distribute.get_strategy()
     get_criterion(config.criterion)  # unknown names fail before any work
-    loop = _Loop(config, model, train_data, val_data, run_dir, strategy, callbacks, progress)
-    return loop.run(resume)
+    settings = TrainSettings(
+        optimizer=config.optimizer, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, warmup_epochs=0.0,
+    )  # fmt: skip
+    setup = setup or TrainingSetup.for_model(
+        model, settings, loss=objects.get("loss", config.loss),
+        metrics=objects.get("metrics", config.metrics), optimizer=objects.get("optimizer"),
+        monitor=config.monitor, finetune_fn=finetune,
+    )  # fmt: skip
+    with deterministic(config.deterministic):
+        loop = _Loop(config, setup, model, train_data, val_data, run_dir, strategy, callbacks, progress)
+        return loop.run(resume)
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, str) for v in value)
 
 
 class _Loop:
     """One pruning run; `run` reads as the algorithm, the pieces below it."""
 
-    def __init__(self, config, model, train_data, val_data, run_dir, strategy, callbacks, progress):
+    def __init__(self, config, setup, model, train_data, val_data, run_dir, strategy, callbacks, progress):
         self.config = config
+        self.setup = setup
         self.original = model
         self.train_data = train_data
         self.val_data = val_data
@@ -138,10 +180,8 @@ class _Loop:
         self.callbacks = list(callbacks)
         self.progress = progress
         self.started = time.time()
-        self.setup = TrainingSetup(TrainSettings(
-            optimizer=config.optimizer, learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay, warmup_epochs=0.0,
-        ))  # fmt: skip
+        self.monitor = setup.monitor_name(model)
+        self.higher_is_better = setup.higher_is_better(model)
         self.initial = initial_size(model, analyze(model, unsupported=config.unsupported))
         self.target = make_target(config, self.initial)
         self.display = PruneProgress(False)
@@ -152,6 +192,8 @@ class _Loop:
         if state.finished:
             return self._result(state)
         with PruneProgress(self.progress) as self.display:
+            if self.progress:
+                self.display.log(self.setup.describe())
             self._show(state)
             while state.stop_reason is None:
                 self._step(state)
@@ -175,11 +217,9 @@ class _Loop:
                 state.stop_reason = "nothing left to prune within min_filters_per_layer/round_to/ignore"
                 return
             candidate = remove_filters(state.model, removal, graph=graph)
-            self._finetune(candidate, step, config.finetune_steps, config.learning_rate)
-        metrics = self._evaluate(candidate)
-        record = step_record(candidate, removal, metrics, time.time() - started, step,
-                             self.initial, self.started)  # fmt: skip
-        drop = 100.0 * (state.records[0]["val_accuracy"] - metrics["accuracy"])
+            candidate = self._finetune(candidate, step, config.finetune_steps, config.learning_rate)
+        record = self._record(candidate, removal, started, step)
+        drop = self._drop(state.records[0], record)
         if config.max_accuracy_drop is not None and drop > config.max_accuracy_drop:
             record["rolled_back"] = True
             state.records.append(record)
@@ -208,9 +248,9 @@ class _Loop:
             total = max(1, int(round(config.final_finetune_epochs * steps)))
             with self.strategy.scope():
                 learning_rate = config.final_learning_rate or config.learning_rate
-                self._finetune(state.model, step, total, learning_rate, label="final fine-tune")
-        final = step_record(state.model, {}, self._evaluate(state.model), time.time() - started,
-                            state.step, self.initial, self.started)  # fmt: skip
+                state.model = self._finetune(state.model, step, total, learning_rate,
+                                             label="final fine-tune")  # fmt: skip
+        final = self._record(state.model, {}, started, state.step)
         final["phase"] = "final"
         state.records.append(final)
         state.finished = True
@@ -240,16 +280,16 @@ class _Loop:
             return as_dataset(self.train_data(self.config.seed + step))
         return as_dataset(self.train_data)
 
-    def _finetune(self, model, step, steps, learning_rate, label="fine-tune") -> None:
+    def _finetune(self, model, step, steps, learning_rate, label="fine-tune") -> keras.Model:
         if steps <= 0:
-            return
+            return model
         callbacks = [*self.callbacks]
         bar = self.display.finetune_callback(f"step {step} {label}", steps)
         if bar is not None:
             callbacks.append(bar)
         try:
-            self.setup.finetune(model, self._train_stream(step), steps,
-                                learning_rate=learning_rate, callbacks=callbacks)  # fmt: skip
+            return self.setup.finetune(model, self._train_stream(step), steps,
+                                       learning_rate=learning_rate, callbacks=callbacks)  # fmt: skip
         except TrainingDivergedError as error:
             where = f" The last good checkpoint is in {self.run_dir}." if self.run_dir else ""
             raise TrainingDivergedError(
@@ -262,15 +302,36 @@ class _Loop:
             data = data.take(self.config.val_batches)
         return self.setup.evaluate(model, data)
 
+    def _record(self, model, removal, started: float, step: int) -> dict:
+        metrics = self._evaluate(model)
+        if self.monitor not in metrics:
+            raise InvalidArgumentError(
+                f"`monitor` {self.monitor!r} is not a metric of this model; its metrics: "
+                f"{', '.join(k for k in metrics if k != 'examples')}. Fix: pass one of them as monitor=."
+            )
+        return step_record(model, removal, metrics, time.time() - started, step, self.initial,
+                           self.started, self.monitor)  # fmt: skip
+
+    def _drop(self, start: dict, now: dict) -> float:
+        """How much worse the monitored metric got since the start, ×100 (points)."""
+        change = start["val_monitor"] - now["val_monitor"]
+        return 100.0 * (change if self.higher_is_better else -change)
+
     # --- persistence and display ------------------------------------------------
     def _start(self) -> _State:
         seed_everything(self.config.seed)
+        self.setup.check(self.original, self._train_stream(0))
         with self.strategy.scope():
-            model = keras.models.clone_model(self.original)
-            model.set_weights(self.original.get_weights())
+            model = flatten_model(self.original)  # nested sub-models inlined, once
+            if model is self.original:
+                model = keras.models.clone_model(self.original)
+                model.set_weights(self.original.get_weights())
         state = _State(model=model, step=0, history=PruningHistory(model_name=self.original.name))
-        state.records.append(step_record(model, {}, self._evaluate(model), 0.0, 0,
-                                         self.initial, self.started))  # fmt: skip
+        state.records.append(self._record(model, {}, time.time(), 0))
+        if self.config.check_chance:
+            problem = self.setup.near_chance(model, state.records[0]["val_metrics"], self.monitor)
+            if problem:
+                raise InvalidArgumentError(problem)
         self._checkpoint(state)
         return state
 
@@ -341,11 +402,11 @@ class _Loop:
         done = 1.0 if state.finished else (0.0 if self.target is None else self.target.progress(state.model))
         self.display.update(done, (
             f"step {state.step}  filters {sum(last['filters'].values())}  "
-            f"params -{100 * last['params_removed']:.1f}%  val acc {last['val_accuracy']:.4f}"
+            f"params -{100 * last['params_removed']:.1f}%  val {self.monitor} {last['val_monitor']:.4f}"
         ))  # fmt: skip
         if last["step"] and self.progress:
             self.display.log(
                 f"step {last['step']}{' (final)' if last.get('phase') else ''}: "
                 f"params -{100 * last['params_removed']:.1f}%  FLOPs -{100 * last['flops_removed']:.1f}%  "
-                f"val accuracy {last['val_accuracy']:.4f}  ({last['seconds']:.0f} s)"
+                f"val {self.monitor} {last['val_monitor']:.4f}  ({last['seconds']:.0f} s)"
             )

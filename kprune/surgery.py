@@ -101,6 +101,16 @@ def remove_filters(
     return pruned
 
 
+def flatten_model(model: keras.Model, graph: DependencyGraph | None = None) -> keras.Model:
+    """A flat functional copy of ``model``: nested sub-models inlined, the same
+    layer names, weights and ``trainable`` flags (``model`` itself when it has
+    no sub-models). ``model`` is not modified."""
+    graph = graph or analyze(model, unsupported="freeze")
+    if not graph.flat.nested:
+        return model
+    return _rebuild(graph, _keep_masks(graph, np.zeros(len(graph.roots), dtype=bool)))
+
+
 def replay(model: keras.Model, history: PruningHistory | Mapping) -> keras.Model:
     """Re-applies every step of ``history`` to ``model``; ``model`` is not modified.
 

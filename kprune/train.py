@@ -13,7 +13,8 @@ from kprune.data import dataset_info, load
 from kprune.metrics import count_flops, count_params
 from kprune.modelio import load_model, save_model
 from kprune.models import build
-from kprune.training_setup import TrainingSetup, TrainSettings, seed_everything
+from kprune.determinism import deterministic, seed_everything
+from kprune.training_setup import TrainingSetup, TrainSettings
 
 
 def train_and_save(
@@ -38,6 +39,13 @@ def train_and_save(
     dataset's image shape and classes) or a ``keras.Model``. Validation data
     is the held-out part of train; the test split is evaluated once, at the end.
     """
+    with deterministic():
+        return _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, seed,
+                               data_dir, limit, model_options, progress, command)  # fmt: skip
+
+
+def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, seed, data_dir,
+                    limit, model_options, progress, command) -> dict:  # fmt: skip
     started = time.time()
     seed_everything(seed)
     info = dataset_info(dataset, data_dir=data_dir)

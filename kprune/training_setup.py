@@ -2,12 +2,15 @@
 
 Ranking (Taylor needs the loss of each example), the pruning loop (fine-tune,
 then evaluate against the accuracy budget) and ``kprune train`` all ask one
-`TrainingSetup`, so they agree on the loss, the optimizer and the metric.
+`TrainingSetup`, so they agree on the loss, the metrics and the optimizer.
 
-The loss is the one given, else the loss the model was compiled with, else
-sparse categorical cross-entropy matched to the model's output (probabilities
-after a softmax, logits otherwise). The optimizer follows `TrainSettings`:
-a linear warm-up, then cosine decay to zero at the last step.
+`TrainingSetup.for_model` takes the loss, loss weights and metrics the model
+was compiled with; what the model does not say comes from the defaults —
+sparse categorical cross-entropy matched to the output, and accuracy — or
+from what the caller gives. The optimizer follows `TrainSettings` (a linear
+warm-up, then cosine decay to zero at the last step) unless an optimizer
+object is given. A ``finetune`` callable ``(model, data, steps) -> model``
+replaces kprune's fine-tune for users with their own training loop.
 """
 
 from __future__ import annotations
@@ -21,8 +24,15 @@ import numpy as np
 import tensorflow as tf
 
 from kprune.data import as_dataset, batches_per_epoch
+from kprune.determinism import seed_everything
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.progress import KerasProgress, track
+from kprune.losses import example_loss, loss_for, lower_is_better, outputs_probabilities
+from kprune.progress import EvaluateProgress, KerasProgress
+
+__all__ = [
+    "OPTIMIZERS", "TrainSettings", "TrainingSetup", "loss_for", "outputs_probabilities",
+    "predict_labels", "seed_everything",
+]  # fmt: skip
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -53,94 +63,113 @@ class TrainSettings:
             )
 
 
-def seed_everything(seed: int) -> None:
-    """Seeds Python, NumPy and TensorFlow and makes TF ops deterministic."""
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
-def outputs_probabilities(model: keras.Model) -> bool:
-    """Whether the model ends in a softmax (else its outputs are logits)."""
-    layer = model.outputs[0]._keras_history.operation
-    if isinstance(layer, keras.Model):  # ends in a nested model: ask its own last layer
-        return outputs_probabilities(layer)
-    activation = getattr(layer, "activation", None)
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    return getattr(activation, "__name__", "") == "softmax"
-
-
-def loss_for(model: keras.Model, label_smoothing: float = 0.0) -> keras.losses.Loss:
-    """Categorical cross-entropy on integer labels, matched to the model's output."""
-    from_logits = not outputs_probabilities(model)
-    if label_smoothing:
-        return _SmoothedSparseCrossentropy(from_logits, label_smoothing)
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-
-
-class _SmoothedSparseCrossentropy(keras.losses.Loss):
-    # SparseCategoricalCrossentropy has no label smoothing: one-hot the labels inside.
-    def __init__(self, from_logits: bool, label_smoothing: float, **kwargs):
-        super().__init__(name=kwargs.pop("name", "smoothed_crossentropy"), **kwargs)
-        self.from_logits = from_logits
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), keras.ops.shape(y_pred)[:-1])
-        return keras.losses.categorical_crossentropy(
-            keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1]), y_pred,
-            from_logits=self.from_logits, label_smoothing=self.label_smoothing,
-        )  # fmt: skip
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "from_logits": self.from_logits,
-            "label_smoothing": self.label_smoothing,
-        }
-
-
 @dataclass
 class TrainingSetup:
     """How to compute the loss, fine-tune and evaluate: shared by rank, prune and train.
 
+    Build it with `for_model` to take what the model was compiled with.
+
     Attributes:
-        settings: Optimizer, learning-rate schedule and regularization.
-        loss: A Keras loss (object, name or function ``(labels, outputs)``);
-            None takes the model's compiled loss, else sparse categorical
-            cross-entropy matched to its output.
+        settings: Optimizer name, learning-rate schedule and regularization.
+        loss: A Keras loss (object, name, function ``(y_true, y_pred)``), or a
+            list or dict of them for several outputs; None: the model's
+            compiled loss, else sparse categorical cross-entropy.
+        loss_weights: Weights of the outputs' losses (list or dict).
+        metrics: What ``compile(metrics=...)`` takes; None: ``["accuracy"]``.
+        optimizer: A ``keras.optimizers.Optimizer`` to use (a fresh copy per
+            fine-tune) instead of the one `TrainSettings` describes.
+        monitor: The metric the accuracy budget watches (a key of
+            `evaluate`'s result, e.g. ``accuracy`` or ``out_auc``); None: the
+            first compiled metric, else ``loss``.
+        finetune_fn: ``(model, data, steps) -> model``: fine-tune your way.
+        source: ``"compiled"`` when the loss came from the model's compile().
 
     Example:
-        >>> setup = TrainingSetup(TrainSettings(optimizer="sgd", learning_rate=0.01))
+        >>> setup = TrainingSetup.for_model(model, TrainSettings(optimizer="sgd"))
         >>> setup.fit(model, train_data, epochs=1)
-        >>> setup.evaluate(model, val_data)["accuracy"]
+        >>> setup.evaluate(model, val_data)[setup.monitor_name(model)]
     """
 
     settings: TrainSettings = field(default_factory=TrainSettings)
     loss: Any = None
+    loss_weights: Any = None
+    metrics: Any = None
+    optimizer: Any = None
+    monitor: str | None = None
+    finetune_fn: Callable | None = None
+    source: str = "default"
+
+    @classmethod
+    def for_model(cls, model: keras.Model, settings: TrainSettings | None = None, **given) -> TrainingSetup:
+        """The setup of ``model``: its compiled loss, loss weights and metrics,
+        replaced by any of ``loss``, ``loss_weights``, ``metrics``,
+        ``optimizer``, ``monitor``, ``finetune_fn`` given (None: not given)."""
+        compiled = _compiled_arguments(model)
+        values = {key: value for key, value in given.items() if value is not None}
+        for key in ("loss", "loss_weights", "metrics"):
+            if key not in values and compiled.get(key) is not None:
+                values[key] = compiled[key]
+        source = "compiled" if "loss" not in given or given["loss"] is None else "given"
+        if values.get("loss") is None:
+            source = "default"
+        return cls(settings or TrainSettings(), source=source, **values)
+
+    def describe(self) -> str:
+        """One line saying where the loss and metrics come from."""
+        if self.source == "default":
+            return ("The model is not compiled: kprune uses sparse categorical cross-entropy "
+                    "and accuracy (compile the model, or pass loss= and metrics=, to change that).")
+        return f"Loss and metrics: the {self.source} ones ({_short(self.loss)}; metrics {_short(self.metrics)})."
 
     # --- the loss -------------------------------------------------------------
     def example_loss(self, model: keras.Model) -> Callable:
-        """``(labels, outputs) -> loss of each example``, unreduced (for Taylor)."""
-        chosen = self._chosen_loss(model)
-        if chosen is None:
-            return loss_for(model).call
-        chosen = keras.losses.get(chosen) if isinstance(chosen, str) else chosen
-        if isinstance(chosen, keras.losses.Loss):
-            return chosen.call  # unreduced
-        return chosen
+        """``(labels, outputs, sample_weight=None) -> loss of each example`` (for Taylor);
+        ``outputs`` in ``model.outputs`` order."""
+        return example_loss(model, self._loss(model), self.loss_weights)
 
     def training_loss(self, model: keras.Model) -> Any:
         """The loss ``fit`` minimizes (with the settings' label smoothing when it is ours)."""
-        chosen = self._chosen_loss(model)
-        return loss_for(model, self.settings.label_smoothing) if chosen is None else chosen
+        loss = self._loss(model)
+        return loss_for(model, self.settings.label_smoothing) if loss is None else loss
 
-    def _chosen_loss(self, model: keras.Model) -> Any:
-        return self.loss if self.loss is not None else getattr(model, "loss", None)
+    def _loss(self, model: keras.Model) -> Any:
+        return self.loss if self.loss is not None else _compiled_arguments(model).get("loss")
+
+    def monitor_name(self, model: keras.Model) -> str:
+        """The metric the accuracy budget watches (see the ``monitor`` attribute)."""
+        if self.monitor is not None:
+            return self.monitor
+        metrics = self.metrics if self.metrics is not None else ["accuracy"]
+        names = list(model.output_names)
+        per_output = metrics if isinstance(metrics, dict) else dict(enumerate(metrics))
+        for key, entry in per_output.items():
+            entries = entry if isinstance(entry, (list, tuple)) else [entry]
+            if not entries or entries[0] is None:
+                continue
+            name = _metric_name(entries[0])
+            if isinstance(metrics, dict) or (len(names) > 1 and isinstance(entry, (list, tuple))):
+                output = key if isinstance(key, str) else names[key]
+                return f"{output}_{name}" if len(names) > 1 else name
+            return name
+        return "loss"
+
+    def higher_is_better(self, model: keras.Model) -> bool:
+        return not lower_is_better(self.monitor_name(model))
 
     # --- training -------------------------------------------------------------
     def compile(self, model: keras.Model, total_steps: int) -> keras.Model:
-        """Compiles ``model`` in place with the optimizer and schedule of the settings."""
+        """Compiles ``model`` in place: the setup's loss and metrics, and its optimizer
+        (the given one, or the settings' with its learning-rate schedule)."""
+        model.compile(
+            optimizer=self._optimizer(total_steps), loss=self.training_loss(model),
+            loss_weights=self.loss_weights, metrics=_fresh(self.metrics) or ["accuracy"],
+        )  # fmt: skip
+        return model
+
+    def _optimizer(self, total_steps: int) -> keras.optimizers.Optimizer:
+        if self.optimizer is not None:
+            optimizer = keras.optimizers.get(self.optimizer)
+            return type(optimizer).from_config(optimizer.get_config())  # one per model
         settings = self.settings
         warmup_steps = 0
         if settings.warmup_epochs and total_steps > 1:
@@ -152,16 +181,13 @@ class TrainingSetup:
             warmup_steps=warmup_steps,
         )
         if settings.optimizer == "sgd":
-            optimizer = keras.optimizers.SGD(
+            return keras.optimizers.SGD(
                 schedule, momentum=settings.momentum, nesterov=True,
                 weight_decay=settings.weight_decay or None,
             )  # fmt: skip
-        elif settings.optimizer == "adam":
-            optimizer = keras.optimizers.Adam(schedule)
-        else:
-            optimizer = keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay)
-        model.compile(optimizer=optimizer, loss=self.training_loss(model), metrics=["accuracy"])
-        return model
+        if settings.optimizer == "adam":
+            return keras.optimizers.Adam(schedule)
+        return keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay)
 
     def fit(
         self,
@@ -179,8 +205,9 @@ class TrainingSetup:
 
         Args:
             model: The model to train (modified in place).
-            train_data: A `kprune.data.Split`, a tf.data.Dataset of batches or
-                ``(x, y)`` arrays. Repeated as needed.
+            train_data: Anything `kprune.data.as_dataset` takes (a `Split`,
+                tf.data, ``(x, y[, sample_weight])`` arrays, a PyDataset, a
+                generator). Repeated as needed.
             val_data: Evaluated after every epoch, if given.
             epochs: Number of epochs; a fraction trains part of an epoch.
             steps_per_epoch: Batches per epoch; defaults to one pass over the data.
@@ -235,11 +262,17 @@ class TrainingSetup:
         learning_rate: float | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
     ) -> keras.Model:
-        """Trains ``model`` in place for ``steps`` batches (one decay cycle); returns it.
-
-        ``learning_rate`` replaces the settings' for this call (e.g. a final
-        fine-tune with its own rate).
-        """
+        """Fine-tunes ``model`` for ``steps`` batches and returns it (or what
+        ``finetune_fn`` returns). ``learning_rate`` replaces the settings' for
+        this call (e.g. a final fine-tune with its own rate)."""
+        if self.finetune_fn is not None:
+            tuned = self.finetune_fn(model, data, steps)
+            if not isinstance(tuned, keras.Model):
+                raise InvalidArgumentError(
+                    f"The finetune callable must return the fine-tuned keras.Model. "
+                    f"Received {type(tuned).__name__}."
+                )
+            return tuned
         setup = self
         if learning_rate is not None:
             setup = replace(self, settings=replace(self.settings, learning_rate=learning_rate))
@@ -248,40 +281,121 @@ class TrainingSetup:
 
     # --- evaluation -----------------------------------------------------------
     def evaluate(self, model: keras.Model, data: Any, progress: bool = False) -> dict[str, float]:
-        """Loss and top-1 accuracy of ``model`` on ``data`` (one pass).
+        """The loss and every metric of ``model`` on ``data`` (one pass), by Keras' own
+        ``evaluate``, and ``examples``: how many examples that pass saw.
 
-        The model is used as is; its compile state is not changed.
+        The model is used as is: a new graph over the same layers is compiled,
+        so the model's own compile state does not change.
         """
         dataset = as_dataset(data)
-        loss_fn = loss_for(model)
-        total_loss = total_correct = total = 0.0
+        view = keras.Model(model.inputs, model.outputs, name=model.name)
+        loss = self._loss(model)
+        view.compile(loss=loss if loss is not None else loss_for(model),  # no label smoothing
+                     loss_weights=self.loss_weights, metrics=_fresh(self.metrics) or ["accuracy"])  # fmt: skip
+        callbacks = [EvaluateProgress(batches_per_epoch(data, dataset))] if progress else []
+        examples = tf.Variable(0, dtype=tf.int64, trainable=False)
 
-        @tf.function(reduce_retracing=True)
-        def step(images, labels):
-            outputs = model(images, training=False)
-            losses = loss_fn(labels, outputs) * tf.cast(tf.shape(labels)[0], tf.float32)
-            correct = tf.reduce_sum(
-                tf.cast(tf.equal(tf.argmax(outputs, -1, output_type=tf.int32), labels), tf.float32)
-            )
-            return losses, correct
+        def count(*batch):
+            examples.assign_add(tf.cast(tf.shape(tf.nest.flatten(batch)[0])[0], tf.int64))
+            return batch
 
-        iterator = dataset
-        if progress:
-            iterator = track(dataset, description="evaluate", total=batches_per_epoch(data, dataset))
-        for images, labels in iterator:
-            batch_loss, correct = step(images, tf.cast(labels, tf.int32))
-            total_loss += float(batch_loss)
-            total_correct += float(correct)
-            total += int(labels.shape[0])
-        if total == 0:
+        result = view.evaluate(dataset.map(count), return_dict=True, verbose=0, callbacks=callbacks)
+        if int(examples.numpy()) == 0:
             raise InvalidArgumentError("Cannot evaluate on an empty dataset.")
-        return {"loss": total_loss / total, "accuracy": total_correct / total, "examples": int(total)}
+        return {**{key: float(value) for key, value in result.items()}, "examples": int(examples.numpy())}
+
+    def near_chance(self, model: keras.Model, metrics: dict, monitor: str) -> str | None:
+        """Why a classifier's accuracy looks like guessing (within 20% of 1/classes), or None."""
+        if not monitor.endswith("accuracy") or "top_k" in monitor or len(model.outputs) != 1:
+            return None
+        classes = model.outputs[0].shape[-1] or 0
+        value = metrics.get(monitor)
+        if classes < 2 or value is None or value > 1.2 / classes:
+            return None
+        return (
+            f"Before pruning, the model scores {value:.1%} {monitor} on the validation data: "
+            f"about chance for {classes} classes ({1 / classes:.1%}), so its inputs or labels are "
+            "probably not what it was trained on. Fix: check the preprocessing (--preprocess) "
+            "and the labels, or pass check_chance=False (--no-chance-check) to prune anyway."
+        )
+
+    def check(self, model: keras.Model, data: Any) -> None:
+        """Runs the model and the per-example loss on one batch of ``data``.
+
+        Raises:
+            InvalidArgumentError: Naming the problem and the fix, if the loss
+                cannot be computed on the model's outputs and the data's labels.
+        """
+        batch = next(iter(as_dataset(data).take(1)), None)
+        if batch is None:
+            raise InvalidArgumentError("The data is empty: no batch to rank or fine-tune on.")
+        x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        if labels is None:
+            raise InvalidArgumentError(
+                "The data gives no labels: kprune needs (x, y) batches to compute the loss."
+            )
+        outputs = keras.tree.flatten(model(x, training=False))
+        try:
+            values = self.example_loss(model)(labels, outputs, sample_weight)
+        except InvalidArgumentError:
+            raise
+        except Exception as error:  # any failure of the user's loss on these labels
+            raise InvalidArgumentError(
+                f"The loss ({_short(self._loss(model) or 'sparse categorical cross-entropy')}) "
+                f"cannot be computed on the outputs of model {model.name!r} "
+                f"{[tuple(o.shape) for o in outputs]} and the labels "
+                f"{[tuple(t.shape) for t in keras.tree.flatten(labels)]}: {_first_line(error)} "
+                "Fix: give labels that match the outputs, or the loss that fits them (loss=)."
+            ) from None
+        if tuple(values.shape) != (outputs[0].shape[0],):
+            raise InvalidArgumentError(
+                f"The loss gives shape {tuple(values.shape)} per batch, not one value per example. "
+                "Fix: use a loss that reduces each example to one value."
+            )
 
 
 def predict_labels(model: keras.Model, data: Any) -> np.ndarray:
     """Top-1 class of every example of ``data``."""
     outputs = model.predict(as_dataset(data).map(lambda x, y: x), verbose=0)
     return np.argmax(outputs, axis=-1)
+
+
+def _compiled_arguments(model: keras.Model) -> dict:
+    """What ``model.compile()`` was given (loss, loss_weights, metrics), or {}."""
+    if not getattr(model, "compiled", False):
+        return {}
+    config = getattr(getattr(model, "_compile_config", None), "config", None) or {}
+    return {
+        "loss": getattr(model, "loss", None) or config.get("loss"),
+        "loss_weights": config.get("loss_weights"),
+        "metrics": config.get("metrics"),
+    }
+
+
+def _fresh(metrics: Any) -> Any:
+    """The metrics with every Metric object copied (they hold state of one model)."""
+    def copy(metric):
+        if isinstance(metric, keras.metrics.Metric):
+            return type(metric).from_config(metric.get_config())
+        return metric
+
+    return keras.tree.map_structure(copy, metrics) if metrics is not None else None
+
+
+def _metric_name(metric: Any) -> str:
+    if isinstance(metric, str):
+        return metric
+    return getattr(metric, "name", None) or getattr(metric, "__name__", str(metric))
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else getattr(value, "name", None) or repr(value)
+    return str(text)[:80]
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__).rstrip(".") + "."
 
 
 class _DivergenceGuard(keras.callbacks.Callback):

@@ -6,6 +6,7 @@ import pytest
 
 from kprune.data import as_dataset, load
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
+from kprune.determinism import deterministic
 from kprune.models import squeezenet
 from kprune.training_setup import (
     TrainingSetup, TrainSettings, loss_for, outputs_probabilities, predict_labels, seed_everything,
@@ -178,16 +179,26 @@ def test_settings_validation(kwargs, message):
         TrainSettings(**kwargs)
 
 
-def test_seeded_runs_are_reproducible(restore_determinism):
+def test_seeded_runs_are_reproducible():
     def run(seed):
-        seed_everything(seed)  # then build data and model, as train_and_save does
-        train = load("synthetic", "train", input_shape=(16, 16, 3), batch_size=32,
-                     augment=True, seed=seed)  # fmt: skip
-        model = position_model(dropout=0.3)
-        TrainingSetup(FAST).fit(model, train, epochs=0.5, progress=False)
-        return model.get_weights()
+        with deterministic():
+            seed_everything(seed)  # then build data and model, as train_and_save does
+            train = load("synthetic", "train", input_shape=(16, 16, 3), batch_size=32,
+                         augment=True, seed=seed)  # fmt: skip
+            model = position_model(dropout=0.3)
+            TrainingSetup(FAST).fit(model, train, epochs=0.5, progress=False)
+            return model.get_weights()
 
     first, second, other = run(3), run(3), run(4)
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_determinism_is_restored_after_the_block():
+    from tensorflow.python.framework import config as tf_config
+
+    before = tf_config.is_op_determinism_enabled()
+    with deterministic():
+        assert tf_config.is_op_determinism_enabled()
+    assert tf_config.is_op_determinism_enabled() == before

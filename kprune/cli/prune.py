@@ -38,6 +38,9 @@ def prune(
     config: Annotated[Optional[str], typer.Option("--config", help="A YAML run config (see configs/); flags override it.")] = None,
     out_dir: Annotated[Optional[str], typer.Option("--out", "-o", help="Run dir (default runs/CRITERION-TIME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last step.")] = False,
+    monitor: Annotated[Optional[str], typer.Option("--monitor", help="Metric the accuracy budget watches (default: the model's first metric).")] = None,
+    loss: Annotated[Optional[str], typer.Option("--loss", help="A Keras loss name replacing the model's compiled loss.")] = None,
+    chance_check: Annotated[bool, typer.Option("--chance-check/--no-chance-check", help="Stop if the model scores near chance before pruning.")] = True,
     seed: Annotated[Optional[int], SeedOption] = None,
     data_dir: DataDirOption = None,
     limit: LimitOption = None,
@@ -58,6 +61,7 @@ def prune(
             ignore=ignore.split(",") if ignore else None, learning_rate=lr,
             final_learning_rate=final_lr, snapshots=_fractions(snapshots), strategy=strategy,
             unsupported=unsupported, seed=seed, data_dir=data_dir, limit=limit,
+            monitor=monitor, loss=loss, check_chance=None if chance_check else False,
         )  # fmt: skip
         if any(overrides[t] is not None for t in ("target_params", "target_flops", "target_filters")):
             base = {k: v for k, v in QUICKSTART.items() if not k.startswith("target_")}

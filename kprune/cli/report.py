@@ -20,7 +20,7 @@ def report(
     """Redraw each run's plots; with several runs, overlay their accuracy curves."""
     quiet_import()
     with user_errors():
-        from kprune.report import draw, overlay, read_report
+        from kprune.report import draw, monitor_name, monitored, overlay, read_report
 
         reports = {run_dir: read_report(run_dir) for run_dir in run_dirs}
         drawn = [path for run_dir in run_dirs for path in draw(run_dir)]
@@ -28,7 +28,7 @@ def report(
             target = overlay_path or str(Path(run_dirs[0]).parent / "overlay.png")
             drawn.append(overlay(run_dirs, target))
     table = Table(title="Pruning runs")
-    for column in ("run", "criterion", "steps", "params removed", "FLOPs removed", "val acc", "test acc", "stopped"):
+    for column in ("run", "criterion", "steps", "params removed", "FLOPs removed", "val (monitor)", "test acc", "stopped"):
         table.add_column(column)
     for run_dir, data in reports.items():
         last = data["steps"][-1]
@@ -36,7 +36,7 @@ def report(
         table.add_row(
             str(run_dir), data["criterion"], str(last["step"]),
             f"{100 * last['params_removed']:.1f}%", f"{100 * last['flops_removed']:.1f}%",
-            f"{100 * last['val_accuracy']:.2f}%", "-" if test is None else f"{100 * test:.2f}%",
+            f"{100 * monitored(last):.2f} ({monitor_name(data)})", "-" if test is None else f"{100 * test:.2f}%",
             str(data.get("stop_reason")),
         )  # fmt: skip
     out.print(table)

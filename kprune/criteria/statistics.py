@@ -80,7 +80,8 @@ def collect_statistics(
     Args:
         model: The model (inference mode: BatchNorm uses moving statistics,
             dropout is off).
-        data: Batches of ``(images, labels)`` (see `kprune.data.as_dataset`).
+        data: Batches of ``(x, y)`` or ``(x, y, sample_weight)`` (anything
+            `kprune.data.as_dataset` takes).
         graph: ``analyze(model)``, if already computed.
         statistics: Names from `STATISTICS`.
         num_batches: Stop after this many batches (default: one pass).
@@ -102,7 +103,7 @@ def collect_statistics(
     tensors = [graph.flat.tensors[points[name]] for name in names]
     # Same layers, extra outputs: the maps come out of the very computation
     # that produces the loss, so the tape gives ∂C/∂z for each.
-    probe = keras.Model(model.inputs, [*model.outputs, *tensors])
+    probe = keras.Model(model.input, [*model.outputs, *tensors])
     num_outputs = len(model.outputs)
     example_loss = (setup or TrainingSetup()).example_loss(model)
     strategy = strategy or tf.distribute.get_strategy()
@@ -115,24 +116,25 @@ def collect_statistics(
         }
         count = _accumulator(None, "count")
 
-    def replica_step(images, labels):
+    def replica_step(batch):
+        x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         # The tape records the forward pass because it watches the weights; the
         # gradient is then asked of the intermediate maps only.
         with tf.GradientTape() as tape:
-            outputs = probe(images, training=False)
+            outputs = probe(x, training=False)
             maps = outputs[num_outputs:]
             if needs_gradient:
-                total_loss = tf.reduce_sum(example_loss(labels, outputs[0]))
+                total_loss = tf.reduce_sum(example_loss(labels, outputs[:num_outputs], sample_weight))
         gradients = tape.gradient(total_loss, maps) if needs_gradient else [None] * len(maps)
         for index, (z, gradient) in enumerate(zip(maps, gradients)):
             axes = list(range(1, len(z.shape) - 1))  # spatial axes; none for (N, C)
             for stat in statistics:
                 sums[stat][index].assign_add(tf.reduce_sum(_statistic(stat, z, gradient, axes), 0))
-        count.assign_add(tf.cast(tf.shape(images)[0], tf.float32))
+        count.assign_add(tf.cast(tf.shape(keras.tree.flatten(x)[0])[0], tf.float32))
 
     @tf.function
-    def step(images, labels):
-        strategy.run(replica_step, args=(images, labels))
+    def step(batch):
+        strategy.run(replica_step, args=(batch,))
 
     dataset = as_dataset(data)
     if num_batches is not None:
@@ -143,8 +145,8 @@ def collect_statistics(
     if progress:
         total = num_batches if num_batches is not None else getattr(data, "num_batches", None)
         iterator = track(dataset, "rank", total=total)
-    for images, labels in iterator:
-        step(images, labels)
+    for batch in iterator:
+        step(batch)
     examples = float(count.read_value())
     if examples == 0:
         raise InvalidArgumentError("Cannot rank filters on an empty dataset.")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.trainers import data_adapters as adapters  # the adapters model.fit uses
 
 from kprune.data import cifar10, fashion_mnist, folder, synthetic
 from kprune.data.info import DatasetInfo, Split
@@ -115,7 +117,16 @@ def dataset_info(name: str, data_dir=None, download: bool = True) -> DatasetInfo
 
 
 def as_dataset(data: Any, batch_size: int = 64) -> tf.data.Dataset:
-    """Accepts a `Split`, a tf.data.Dataset of batches or ``(x, y)`` arrays.
+    """Batches from anything ``model.fit`` takes, as a tf.data.Dataset.
+
+    Accepts a `Split`; a tf.data.Dataset of batches; ``(x, y)`` or ``(x, y,
+    sample_weight)`` with NumPy arrays (or dicts/lists of them, for models with
+    several inputs or outputs), batched by ``batch_size`` in order; a
+    ``keras.utils.PyDataset``; a Python generator of batches. Keras' own data
+    adapters do the conversion, so batches look exactly as ``fit`` sees them.
+    A generator is read once: pass an infinite one for training data, and
+    something that can be read again (arrays, tf.data, PyDataset) for
+    validation data.
 
     Raises:
         InvalidArgumentError: For anything else.
@@ -124,15 +135,23 @@ def as_dataset(data: Any, batch_size: int = 64) -> tf.data.Dataset:
         return data.dataset
     if isinstance(data, tf.data.Dataset):
         return data
-    if isinstance(data, tuple) and len(data) == 2:
-        images, labels = (np.asarray(part) for part in data)
-        return tf.data.Dataset.from_tensor_slices(
-            (images.astype("float32"), labels.astype("int32"))
-        ).batch(batch_size)
+    if isinstance(data, tuple) and len(data) in (2, 3):
+        x, y, sample_weight = (*data, None)[:3]
+        return _from_adapter(adapters.get_data_adapter(x, y, sample_weight, batch_size=batch_size))
+    if isinstance(data, keras.utils.PyDataset) or inspect.isgenerator(data):
+        return _from_adapter(adapters.get_data_adapter(data))
     raise InvalidArgumentError(
-        "Data must be a kprune.data.Split, a tf.data.Dataset of (images, labels) "
-        f"batches, or an (images, labels) tuple of arrays. Received {type(data).__name__}."
+        "Data must be a kprune.data.Split, a tf.data.Dataset of (x, y) batches, "
+        "an (x, y) or (x, y, sample_weight) tuple of arrays, a keras.utils.PyDataset "
+        f"or a generator of batches. Received {type(data).__name__}."
     )
+
+
+def _from_adapter(data_adapter) -> tf.data.Dataset:
+    dataset = data_adapter.get_tf_dataset()
+    if data_adapter.num_batches:  # the adapter knows; its dataset does not say
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(data_adapter.num_batches))
+    return dataset
 
 
 def batches_per_epoch(data: Any, dataset: tf.data.Dataset | None = None) -> int | None:

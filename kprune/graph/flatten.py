@@ -49,6 +49,7 @@ class FlatGraph:
     outputs: list[int]  # canonical ids of the model outputs
     tensors: dict[int, keras.KerasTensor]  # canonical id → tensor
     aliases: dict[int, int] = field(default_factory=dict)  # id → canonical id
+    nested: bool = False  # whether sub-models were inlined
 
     def canonical(self, tensor_id: int) -> int:
         while tensor_id in self.aliases:
@@ -119,6 +120,7 @@ def flatten(model: keras.Model) -> FlatGraph:
                 "flatten shared sub-models. Fix: build the model without reusing it."
             )
         inlined.add(id(inner))
+        graph.nested = True
         for inner_input, outer_input in zip(inner.inputs, node.input_tensors):
             graph.aliases[id(inner_input)] = graph.canonical(id(outer_input))
         inner_outputs = visit_model(inner, inner.name)
