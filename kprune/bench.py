@@ -7,7 +7,11 @@ state. The speed-up of each model over the first is printed next to its FLOPs
 ratio, the ideal a structured-pruning speed-up tends to.
 
 TFLite and ONNX files are the float32 exports of each model, made in a
-temporary folder and run through the deployment bundle's runtime code.
+temporary folder and run through the deployment bundle's runtime code (files
+with several inputs or outputs through `kprune.export.runners`). Any model
+that exports can be timed: images, time series, volumes, several inputs; the
+inputs are random values of the model's input shapes (latency does not depend
+on them).
 """
 
 from __future__ import annotations
@@ -24,9 +28,15 @@ import numpy as np
 
 from kprune.card import environment
 from kprune.errors import InvalidArgumentError
-from kprune.export.artifact import image_input_shape, resolve_model
+from kprune.export.artifact import (
+    ExportedArtifact,
+    ModelTensors,
+    model_tensors,
+    resolve_model,
+    structured_inputs,
+)
 from kprune.export.onnx import export_onnx
-from kprune.export.templates import kprune_runtime
+from kprune.export.runners import open_artifact
 from kprune.export.tflite import export_tflite
 from kprune.metrics import count_flops, count_params
 from kprune.progress import track
@@ -59,7 +69,7 @@ class Measurement:
     batch: int
     median_ms: float
     p90_ms: float
-    throughput: float  # images per second at the median latency
+    throughput: float  # examples per second at the median latency
     runs: int
 
 
@@ -122,13 +132,14 @@ def benchmark(
 
     Args:
         models: ``.keras`` paths or ``keras.Model`` objects with the same input
-            shape; the first is the baseline of the speed-ups.
+            shapes (any number of inputs of any rank); the first is the
+            baseline of the speed-ups.
         runtimes: Any of ``"keras"``, ``"tflite"`` (XNNPACK), ``"onnx"``.
-        batch_sizes: Images per inference.
+        batch_sizes: Examples per inference.
         threads: Thread counts for TFLite and ONNX Runtime; 0 = all cores.
         warmup: Untimed inferences of each model before timing.
         repeats: Timed inferences of each model per configuration.
-        seed: Seed of the random input images (latency does not depend on them).
+        seed: Seed of the random inputs (latency does not depend on them).
         progress: Show progress.
 
     Returns:
@@ -143,10 +154,11 @@ def benchmark(
     """
     _check_settings(models, runtimes, batch_sizes, threads, warmup, repeats)
     loaded = [resolve_model(model) for model in models]
-    shapes = {image_input_shape(network) for network, _ in loaded}
+    tensors = [model_tensors(network) for network, _ in loaded]
+    shapes = {tuple(t.shape[1:] for t in model.inputs) for model in tensors}
     if len(shapes) != 1:
         raise InvalidArgumentError(
-            f"All models must take the same input shape to be compared. Received {sorted(shapes)}."
+            f"All models must take the same input shapes to be compared. Received {sorted(shapes)}."
         )
     labels = _labels(loaded)
     entries = [
@@ -154,25 +166,26 @@ def benchmark(
         for label, (net, path) in zip(labels, loaded)
     ]
     rng = np.random.default_rng(seed)
-    input_shape = shapes.pop()
+    input_shapes = shapes.pop()
     configurations = _configurations(runtimes, batch_sizes, threads)
     measurements = []
     with tempfile.TemporaryDirectory(prefix="kprune-bench-") as folder:
         files = _export_files([net for net, _ in loaded], runtimes, Path(folder))
         steps = _track(configurations, progress)
         for runtime, thread_count, batch in steps:
-            images = rng.random((batch, *input_shape), dtype=np.float32)
+            inputs = _random_inputs(rng, tensors[0], batch)
             runners = [
-                _runner(runtime, net, files.get((index, runtime)), thread_count, images)
+                _runner(runtime, net, tensors[index], files.get((index, runtime)), thread_count,
+                        inputs)
                 for index, (net, _) in enumerate(loaded)
-            ]
+            ]  # fmt: skip
             timings = _time_alternating(runners, warmup, repeats)
             for label, seconds in zip(labels, timings):
                 measurements.append(_measurement(label, runtime, thread_count, batch, seconds))
     settings = {
         "runtimes": list(runtimes), "batch_sizes": list(batch_sizes),
         "threads": [_resolve_threads(t) for t in threads], "warmup": warmup,
-        "repeats": repeats, "input_shape": list(input_shape),
+        "repeats": repeats, **_shape_settings(input_shapes),
     }  # fmt: skip
     return BenchReport(entries, measurements, settings, environment())
 
@@ -204,24 +217,44 @@ def _measurement(label, runtime, threads, batch, seconds) -> Measurement:
     )  # fmt: skip
 
 
-def _runner(runtime, network, path, threads, images) -> Callable[[], object]:
+def _shape_settings(input_shapes: tuple[tuple[int, ...], ...]) -> dict:
+    # One input keeps the report's "input_shape"; several are listed as "input_shapes".
+    if len(input_shapes) == 1:
+        return {"input_shape": list(input_shapes[0])}
+    return {"input_shapes": [list(shape) for shape in input_shapes]}
+
+
+def _random_inputs(rng, tensors: ModelTensors, batch: int) -> list[np.ndarray]:
+    inputs = []
+    for tensor in tensors.inputs:
+        shape = (batch, *tensor.shape[1:])
+        if np.issubdtype(np.dtype(tensor.dtype), np.integer):  # ids: small, valid indices
+            inputs.append(rng.integers(0, 2, shape).astype(tensor.dtype))
+        else:
+            inputs.append(rng.random(shape, dtype=np.float32).astype(tensor.dtype))
+    return inputs
+
+
+def _runner(
+    runtime, network, tensors, artifact: ExportedArtifact | None, threads, inputs
+) -> Callable[[], object]:
     if runtime == "keras":
         import tensorflow as tf
 
         forward = tf.function(lambda x: network(x, training=False))
-        tensor = tf.constant(images)
-        return lambda: forward(tensor).numpy()
-    model = kprune_runtime.open_model(path, threads)
-    return lambda: model.predict(images)
+        structured = structured_inputs(network, [tf.constant(values) for values in inputs])
+        return lambda: keras.tree.map_structure(lambda t: t.numpy(), forward(structured))
+    run = open_artifact(artifact, tensors, threads)
+    return lambda: run(inputs)
 
 
 def _export_files(networks, runtimes, folder: Path) -> dict:
     files = {}
     for index, network in enumerate(networks):
         if "tflite" in runtimes:
-            files[(index, "tflite")] = export_tflite(network, folder / f"{index}.tflite").path
+            files[(index, "tflite")] = export_tflite(network, folder / f"{index}.tflite")
         if "onnx" in runtimes:
-            files[(index, "onnx")] = export_onnx(network, folder / f"{index}.onnx").path
+            files[(index, "onnx")] = export_onnx(network, folder / f"{index}.onnx")
     return files
 
 

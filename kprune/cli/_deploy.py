@@ -17,6 +17,14 @@ OptionalDatasetOption = Annotated[
         "folder:PATH or synthetic. Default: the dataset named in the model card.",
     ),
 ]  # fmt: skip
+DataFileOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        help="Your own examples instead of --dataset, for any model (time series, several "
+        "inputs): an .npz with one array per input name (or 'x') and optional labels 'y'.",
+    ),
+]
 SamplesOption = Annotated[
     int, typer.Option("--samples", "-n", help="Images of --split to verify on.")
 ]
@@ -55,26 +63,29 @@ def split_list(text: str) -> list[str]:
 
 def print_verification(report) -> None:
     """A table of every verified file, then Keras' own accuracy."""
-    table = Table(title=f"Verification on {report.samples} images")
+    table = Table(title=f"Verification on {report.samples} examples")
     names = [check.artifact.path.name for check in report.checks]
     table.add_column("file", no_wrap=True, min_width=max(map(len, names), default=4))
-    for column in ("max abs diff", "top-1 agreement", "accuracy"):
+    relative = any(check.relative_error is not None for check in report.checks)
+    columns = ("max abs diff", "top-1 agreement", *(("relative error",) if relative else ()))
+    for column in (*columns, "accuracy"):
         table.add_column(column, justify="right")
     table.add_column("check")
     for check in report.checks:
         artifact = check.artifact
         precision = "fp32" if artifact.quantize == "none" else artifact.quantize
-        accuracy = "" if check.accuracy is None else f"{check.accuracy:.4f}"
-        table.add_row(
-            f"{artifact.path.name}\n[dim]{precision}[/]", f"{check.max_abs_diff:.1e}",
-            f"{check.top1_agreement:.1%}", accuracy,
-            "[green]ok[/]" if check.passed else "[bold red]FAILED[/]",
-        )  # fmt: skip
+        cells = [f"{artifact.path.name}\n[dim]{precision}[/]", f"{check.max_abs_diff:.1e}"]
+        cells.append("" if check.top1_agreement is None else f"{check.top1_agreement:.1%}")
+        if relative:
+            cells.append("" if check.relative_error is None else f"{check.relative_error:.2%}")
+        cells.append("" if check.accuracy is None else f"{check.accuracy:.4f}")
+        cells.append("[green]ok[/]" if check.passed else "[bold red]FAILED[/]")
+        table.add_row(*cells)
     out.print(table)
     for check in report.failures():
         out.print(f"FAILED {check.artifact.path.name}: needs {check.criterion}", highlight=False)
     if report.keras_accuracy is not None:
-        out.print(f"Keras accuracy on the same images: {report.keras_accuracy:.4f}")
+        out.print(f"Keras accuracy on the same examples: {report.keras_accuracy:.4f}")
 
 
 def format_ops(ops: dict[str, int]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,9 +11,9 @@ from kprune.cli._common import (
     DataDirOption, ModelArgument, format_count, out, quiet_import, user_errors,
 )  # fmt: skip
 from kprune.cli._deploy import (
-    CalibrationOption, Int8IoOption, JsonOption, MaxDiffOption, MinAgreementOption,
-    OpsetOption, OptionalDatasetOption, SamplesOption, SplitOption, format_ops,
-    print_verification, split_list,
+    CalibrationOption, DataFileOption, Int8IoOption, JsonOption, MaxDiffOption,
+    MinAgreementOption, OpsetOption, OptionalDatasetOption, SamplesOption, SplitOption,
+    format_ops, print_verification, split_list,
 )  # fmt: skip
 
 
@@ -28,6 +28,11 @@ def export(
         typer.Option("--quantize", "-q", help="TFLite precisions: none, float16, dynamic, int8."),
     ] = "none",
     dataset: OptionalDatasetOption = None,
+    data: DataFileOption = None,
+    calibration_data: Annotated[
+        Optional[str],
+        typer.Option("--calibration-data", help="An .npz like --data for int8; default --data."),
+    ] = None,
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Run every file with its runtime first.")
     ] = True,
@@ -47,7 +52,12 @@ def export(
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ):
-    """Export a .keras model to TFLite and ONNX, verified against Keras on real images."""
+    """Export a .keras model to TFLite and ONNX, verified against Keras on real examples.
+
+    Any model whose inputs have fixed sizes exports: images, time series, volumes,
+    several inputs and outputs. Named datasets (--dataset) hold images; for other
+    models pass your own examples with --data FILE.npz.
+    """
     quiet_import()
     with user_errors():
         from kprune.export import export_model
@@ -57,7 +67,8 @@ def export(
             dataset=dataset, verify=verify, samples=samples, split=split,
             calibration_samples=calibration_samples, int8_io=int8_io, opset=opset,
             allow_flex_ops=allow_flex_ops, max_abs_diff=max_diff, min_agreement=min_agreement,
-            data_dir=data_dir, progress=not as_json,
+            data_dir=data_dir, data=data, calibration_data=calibration_data,
+            progress=not as_json,
         )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

@@ -9,7 +9,8 @@ import typer
 
 from kprune.cli._common import DataDirOption, ModelArgument, quiet_import, user_errors
 from kprune.cli._deploy import (
-    JsonOption, MaxDiffOption, MinAgreementOption, OptionalDatasetOption, SamplesOption,
+    DataFileOption, JsonOption, MaxDiffOption, MinAgreementOption, OptionalDatasetOption,
+    SamplesOption,
     SplitOption, print_verification,
 )  # fmt: skip
 
@@ -23,6 +24,7 @@ def verify(
         ),
     ],
     dataset: OptionalDatasetOption = None,
+    data: DataFileOption = None,
     split: SplitOption = "test",
     samples: SamplesOption = 500,
     max_diff: MaxDiffOption = 1e-4,
@@ -42,7 +44,7 @@ def verify(
 
         report = verify_files(
             model, files, dataset=dataset, split=split, samples=samples,
-            max_abs_diff=max_diff, min_agreement=min_agreement, data_dir=data_dir,
+            max_abs_diff=max_diff, min_agreement=min_agreement, data_dir=data_dir, data=data,
             progress=not as_json,
         )  # fmt: skip
     if as_json:

@@ -56,25 +56,37 @@ class ExportedArtifact:
         path: The file.
         format: ``"tflite"`` or ``"onnx"``.
         quantize: ``"none"`` (float32), ``"float16"``, ``"dynamic"`` or ``"int8"``.
-        input: The image input.
-        output: The class scores.
+        inputs: The file's input tensors (one for an image classifier).
+        outputs: The file's output tensors (the class scores of a classifier).
         ops: Operator name → number of uses (TFLite builtin names, ONNX op types).
         size_bytes: Size of the file.
         opset: ONNX opset (None for TFLite).
-        quantized_io: For int8 files with float32 input and output, the
-            ``{"scale", "zero_point"}`` of the int8 tensors right after the
-            input and right before the output, as ``{"input": ..., "output": ...}``.
+        quantized_io: For int8 files with float32 inputs and outputs, the
+            ``{"scale", "zero_point"}`` of the int8 tensors right after each
+            input and right before each output: ``{"input": ..., "output": ...}``
+            for one input and one output, else ``{"inputs": {name: ...},
+            "outputs": {name: ...}}`` keyed by the file's tensor names.
     """
 
     path: Path
     format: str
     quantize: str
-    input: TensorInfo
-    output: TensorInfo
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
     ops: dict[str, int] = field(default_factory=dict)
     size_bytes: int = 0
     opset: int | None = None
     quantized_io: dict | None = None
+
+    @property
+    def input(self) -> TensorInfo:
+        """The only input; a file with several has none (use ``inputs``)."""
+        return _only(self.inputs, "input", self.path)
+
+    @property
+    def output(self) -> TensorInfo:
+        """The only output; a file with several has none (use ``outputs``)."""
+        return _only(self.outputs, "output", self.path)
 
     @property
     def exact(self) -> bool:
@@ -88,20 +100,48 @@ class ExportedArtifact:
         return f"{self.path.name} ({precision})"
 
     def to_dict(self) -> dict:
-        values = {
-            "file": self.path.name,
-            "format": self.format,
-            "quantize": self.quantize,
-            "input": self.input.to_dict(),
-            "output": self.output.to_dict(),
-            "ops": dict(self.ops),
-            "size_bytes": self.size_bytes,
-        }
+        """The artifact as JSON; ``input``/``output`` for one of each (the
+        bundle manifest's format), else ``inputs``/``outputs`` lists."""
+        values = {"file": self.path.name, "format": self.format, "quantize": self.quantize}
+        if len(self.inputs) == 1 and len(self.outputs) == 1:
+            values["input"] = self.input.to_dict()
+            values["output"] = self.output.to_dict()
+        else:
+            values["inputs"] = [tensor.to_dict() for tensor in self.inputs]
+            values["outputs"] = [tensor.to_dict() for tensor in self.outputs]
+        values["ops"] = dict(self.ops)
+        values["size_bytes"] = self.size_bytes
         if self.opset is not None:
             values["opset"] = self.opset
         if self.quantized_io is not None:
             values["quantized_io"] = self.quantized_io
         return values
+
+
+def _only(tensors: tuple[TensorInfo, ...], kind: str, path: Path) -> TensorInfo:
+    if len(tensors) != 1:
+        raise AttributeError(
+            f"{path.name} has {len(tensors)} {kind}s, not one; read `{kind}s` instead."
+        )
+    return tensors[0]
+
+
+@dataclass(frozen=True)
+class ModelTensors:
+    """A Keras model's inputs and outputs in its own order (``model.inputs``,
+    ``model.outputs``): Keras names, shapes with -1 for the batch, dtypes."""
+
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [tensor.name for tensor in self.inputs]
+
+    @property
+    def single(self) -> bool:
+        """One input and one output, the case the bundle's runtime code handles."""
+        return len(self.inputs) == 1 and len(self.outputs) == 1
 
 
 def resolve_model(model: str | os.PathLike | keras.Model) -> tuple[keras.Model, Path | None]:
@@ -111,27 +151,84 @@ def resolve_model(model: str | os.PathLike | keras.Model) -> tuple[keras.Model, 
     return load_model(model), Path(model)
 
 
-def image_input_shape(model: keras.Model) -> tuple[int, int, int]:
+def model_tensors(model: keras.Model) -> ModelTensors:
+    """The inputs and outputs an export of ``model`` has, in Keras' order.
+
+    Any number of inputs and outputs of any rank is fine (images, time series
+    (N, T, C), volumes, feature vectors), as long as every dimension but the
+    batch is fixed: exported files have static shapes.
+
+    Raises:
+        UnsupportedModelError: If an input has an unknown dimension besides the batch.
+    """
+    inputs = tuple(_keras_tensor(t, t.name, "input", model) for t in model.inputs)
+    # Output tensors are named after the layers that make them (model.output_names).
+    outputs = tuple(
+        _keras_tensor(t, name, "output", model)
+        for t, name in zip(model.outputs, _output_names(model))
+    )
+    return ModelTensors(inputs, outputs)
+
+
+def structured_inputs(model: keras.Model, inputs: list):
+    """``inputs`` (one per ``model.inputs``) in the structure ``model`` is called with:
+    the tensor itself for one input, else the model's list or dict."""
+    if len(inputs) == 1:
+        return inputs[0]  # also for a Sequential never called, which has no `.input`
+    return keras.tree.pack_sequence_as(model.input, list(inputs))
+
+
+def _output_names(model: keras.Model) -> list[str]:
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(model.outputs) or len(set(names)) != len(names):
+        names = [f"output_{index}" for index in range(len(model.outputs))]
+    return names
+
+
+def _keras_tensor(tensor, name: str, kind: str, model: keras.Model) -> TensorInfo:
+    shape = tuple(tensor.shape)
+    if kind == "input" and (len(shape) < 2 or any(dim is None for dim in shape[1:])):
+        raise UnsupportedModelError(
+            f"Model {model.name!r} has input {name!r} of shape {shape}; export needs "
+            "a batch dimension and fixed sizes for all the others. Fix: build the model "
+            "with keras.Input(shape=...) giving every dimension but the batch."
+        )
+    dims = tuple(-1 if dim is None else int(dim) for dim in shape)
+    return TensorInfo(name=name, shape=(-1, *dims[1:]), dtype=str(tensor.dtype))
+
+
+EXPORT_INSTEAD = (
+    "use `kprune export` (kprune.export_tflite / export_onnx), which exports and "
+    "verifies models of any inputs and outputs"
+)
+
+
+def image_input_shape(
+    model: keras.Model, purpose: str = "This", fix: str = EXPORT_INSTEAD
+) -> tuple[int, int, int]:
     """The ``(height, width, channels)`` of an image classifier's single input.
+
+    Args:
+        purpose: Who needs an image classifier, for the message (``"`kprune bundle`"``).
+        fix: What to do instead, for the message.
 
     Raises:
         UnsupportedModelError: If the model has several inputs or outputs, or
             its input is not a batch of images of fixed size.
     """
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
+    shapes = [tuple(tensor.shape) for tensor in model.inputs]
+    if (
+        len(model.inputs) != 1
+        or len(model.outputs) != 1
+        or len(shapes[0]) != 4
+        or any(dim is None for dim in shapes[0][1:])
+    ):
         raise UnsupportedModelError(
-            f"Model {model.name!r} has {len(model.inputs)} inputs and "
-            f"{len(model.outputs)} outputs; export supports image classifiers "
-            "with one input and one output."
+            f"{purpose} supports image classifiers only: one (batch, height, width, "
+            f"channels) input and one output; model {model.name!r} has input shapes "
+            f"{', '.join(map(str, shapes))} and {len(model.outputs)} output(s). Fix: {fix}."
         )
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or any(dim is None for dim in shape[1:]):
-        raise UnsupportedModelError(
-            f"Model {model.name!r} has input shape {shape}; export needs "
-            "(batch, height, width, channels) with fixed height, width and channels. "
-            "Fix: build the model with keras.Input(shape=(H, W, C))."
-        )
-    return tuple(int(dim) for dim in shape[1:])
+    return tuple(int(dim) for dim in shapes[0][1:])
 
 
 def check_suffix(path: str | os.PathLike, suffix: str, argument: str = "path") -> Path:

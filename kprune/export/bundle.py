@@ -16,6 +16,11 @@ docs/DEPLOY.md)::
 
 Every model file is verified with its runtime before the bundle is written;
 the folder appears complete or not at all.
+
+Bundles are for image classifiers (one (batch, height, width, channels) input,
+one output of class scores): their programs read image files and camera
+frames. Other models are refused with that fix: `kprune export` exports and
+verifies models of any inputs and outputs.
 """
 
 from __future__ import annotations
@@ -167,6 +172,8 @@ def write_bundle(
     Raises:
         InvalidArgumentError: If ``out_dir`` exists (without ``overwrite``) or
             the preprocessing or dataset cannot be determined.
+        UnsupportedModelError: If the model is not an image classifier (one
+            ``(batch, H, W, C)`` input, one output); use `kprune export` then.
         VerificationError: If a model file disagrees with Keras; nothing is written.
 
     Example:
@@ -178,7 +185,7 @@ def write_bundle(
             f"{out_dir} already exists. Fix: choose another --out or pass --force to replace it."
         )
     network, model_path = resolve_model(model)
-    input_shape = image_input_shape(network)
+    input_shape = image_input_shape(network, "`kprune bundle`")
     context = model_context(network, model_path, dataset, data_dir)
     if context.dataset is None:
         raise InvalidArgumentError(

@@ -3,6 +3,10 @@
 ``tf2onnx.convert.from_keras`` breaks on Sequential and reloaded models, so
 the model is wrapped in a ``tf.function`` whose input signature leaves the
 batch dimension open. The result passes ``onnx.checker`` before it is written.
+
+Tensor names (`onnx_names`): a model with one input and one output gets
+``"input"`` and ``"output"``; others keep the Keras input names and the names
+of the output layers, so that files and models map onto each other by name.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from kprune.export.artifact import (
     ExportedArtifact,
     TensorInfo,
     check_suffix,
-    image_input_shape,
+    ModelTensors,
+    model_tensors,
     resolve_model,
+    structured_inputs,
 )
 from kprune.files import write_atomically
 
@@ -45,8 +51,9 @@ def export_onnx(
             tf2onnx 1.17, readable by onnxruntime 1.10 and later).
 
     Returns:
-        The `ExportedArtifact`: input ``"input"`` of shape
-        ``(batch, H, W, C)``, output ``"output"`` of shape ``(batch, classes)``.
+        The `ExportedArtifact`. One input and one output are named ``"input"``
+        and ``"output"`` (e.g. ``(batch, H, W, C)`` → ``(batch, classes)``);
+        several keep their Keras names (see `onnx_names`).
 
     Raises:
         InvalidArgumentError: On an opset out of range or a path not ending in ``.onnx``.
@@ -68,12 +75,18 @@ def export_onnx(
             f"{tf2onnx.__version__} writes). Received opset={opset}."
         )
     network, _ = resolve_model(model)
-    height, width, channels = image_input_shape(network)
-    signature = (tf.TensorSpec((None, height, width, channels), tf.float32, name=INPUT_NAME),)
+    tensors = model_tensors(network)
+    input_names, output_names = onnx_names(tensors)
+    signature = tuple(
+        tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype, name=name)
+        for tensor, name in zip(tensors.inputs, input_names)
+    )
 
     @tf.function(input_signature=signature)
-    def forward(images):
-        return {OUTPUT_NAME: network(images, training=False)}
+    def forward(*inputs):
+        structured = structured_inputs(network, list(inputs))
+        outputs = keras.tree.flatten(network(structured, training=False))
+        return dict(zip(output_names, outputs))
 
     try:
         proto, _ = tf2onnx.convert.from_function(forward, input_signature=signature, opset=opset)
@@ -94,6 +107,13 @@ def export_onnx(
     return describe_onnx(path)
 
 
+def onnx_names(tensors: ModelTensors) -> tuple[list[str], list[str]]:
+    """The ONNX input and output names of a model's export, in Keras' order."""
+    if tensors.single:
+        return [INPUT_NAME], [OUTPUT_NAME]
+    return tensors.input_names, [tensor.name for tensor in tensors.outputs]
+
+
 def describe_onnx(path: str | os.PathLike) -> ExportedArtifact:
     """Reads tensors, operators and opset of an ``.onnx`` file.
 
@@ -112,11 +132,6 @@ def describe_onnx(path: str | os.PathLike) -> ExportedArtifact:
         ) from error
     initializers = {tensor.name for tensor in proto.graph.initializer}
     inputs = [value for value in proto.graph.input if value.name not in initializers]
-    if len(inputs) != 1 or len(proto.graph.output) != 1:
-        raise ModelFileError(
-            f"{path} has {len(inputs)} inputs and {len(proto.graph.output)} outputs; "
-            "kprune exports image classifiers with one of each."
-        )
     opset = next(
         (entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None
     )
@@ -125,8 +140,8 @@ def describe_onnx(path: str | os.PathLike) -> ExportedArtifact:
         path=path,
         format="onnx",
         quantize="none",
-        input=_tensor_info(inputs[0]),
-        output=_tensor_info(proto.graph.output[0]),
+        inputs=tuple(_tensor_info(value) for value in inputs),
+        outputs=tuple(_tensor_info(value) for value in proto.graph.output),
         ops=dict(sorted(ops.items())),
         size_bytes=path.stat().st_size,
         opset=opset,

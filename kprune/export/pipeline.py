@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import keras
 
@@ -24,6 +24,7 @@ from kprune.export.artifact import (
     ExportedArtifact,
     QUANTIZE_MODES,
     image_input_shape,
+    model_tensors,
     progress_steps,
     resolve_model,
 )
@@ -39,6 +40,11 @@ from kprune.export.verify import (
 )
 
 FORMATS = ("tflite", "onnx")
+_NAMED_DATASET = "Verification and calibration on a named dataset (--dataset)"
+_OWN_DATA = (
+    "pass your own examples shaped like the model's inputs (--data FILE.npz, "
+    "data=... in Python), or --no-verify without int8"
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,8 @@ def export_model(
     max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     data_dir: str | None = None,
+    data: Any = None,
+    calibration_data: Any = None,
     progress: bool = False,
 ) -> ExportResult:
     """Exports a model to TFLite (one file per precision) and ONNX, verified.
@@ -95,30 +103,40 @@ def export_model(
         int8_io, allow_flex_ops: See `export_tflite`.
         opset: See `export_onnx`.
         data_dir: Where to look for the dataset first.
+        data: Your own examples for verification instead of a named dataset,
+            in any form `verify_export` takes (arrays, a list or dict of arrays
+            for several inputs, ``(x, y)``, a ``tf.data.Dataset``, an ``.npz``
+            path); needed for models that are not image classifiers.
+        calibration_data: Your own examples for int8 calibration; defaults
+            to ``data``.
         progress: Show progress.
 
     Raises:
-        InvalidArgumentError: On an unknown format or precision, or when a
-            dataset is needed and none is known.
+        InvalidArgumentError: On an unknown format or precision, or when
+            examples are needed and none are known.
         VerificationError: If a file disagrees with Keras; nothing is written.
     """
     formats, quantize = _check_choices(formats, quantize)
     network, model_path = resolve_model(model)
-    input_shape = image_input_shape(network)
-    needs_data = verify or "int8" in quantize
-    context = model_context(network, model_path, dataset, data_dir) if needs_data else None
-    if needs_data and context.dataset is None:
-        raise InvalidArgumentError(
-            "Verification and int8 calibration need real images, but no dataset is known "
-            "(no model card names one). Fix: pass --dataset (fashion_mnist, cifar10 or "
-            "folder:PATH), or --no-verify without int8."
-        )
-    common = dict(input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64)
-    calibration = (
-        load(context.dataset, "train", limit=calibration_samples, **common)
-        if "int8" in quantize else None
-    )  # fmt: skip
-    verification_data = load(context.dataset, split, limit=samples, **common) if verify else None
+    model_tensors(network)  # refuses what cannot be exported before any work
+    calibration_data = calibration_data if calibration_data is not None else data
+    needs_verification_data = verify and data is None
+    needs_calibration_data = "int8" in quantize and calibration_data is None
+    calibration, verification_data = calibration_data, data
+    if needs_verification_data or needs_calibration_data:
+        input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA)
+        context = model_context(network, model_path, dataset, data_dir)
+        if context.dataset is None:
+            raise InvalidArgumentError(
+                "Verification and int8 calibration need real examples, but no dataset is "
+                "known (no model card names one). Fix: pass --dataset (fashion_mnist, "
+                "cifar10 or folder:PATH), or --data FILE.npz, or --no-verify without int8."
+            )
+        common = dict(input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64)
+        if needs_calibration_data:
+            calibration = load(context.dataset, "train", limit=calibration_samples, **common)
+        if needs_verification_data:
+            verification_data = load(context.dataset, split, limit=samples, **common)
 
     stem = model_path.stem if model_path is not None else network.name
     out_dir = Path(out_dir)
@@ -170,19 +188,22 @@ def verify_files(
     max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     data_dir: str | None = None,
+    data: Any = None,
     progress: bool = False,
 ) -> VerificationReport:
     """Verifies ``.tflite`` / ``.onnx`` files or bundle folders against a model.
 
     A bundle folder is first checked file by file against the sha256 in its
     manifest, then each of its model files is verified. The dataset defaults
-    to the model card's, else the one a bundle was verified on. Never raises
-    for a failed threshold: see ``report.passed`` and ``report.raise_for_failures()``.
+    to the model card's, else the one a bundle was verified on; ``data``
+    (your own examples, as `verify_export` takes them) replaces it, and is
+    needed for models that are not image classifiers. Never raises for a
+    failed threshold: see ``report.passed`` and ``report.raise_for_failures()``.
 
     Raises:
         VerificationError: If a bundle file was modified, or a file's shapes
             are not the model's.
-        InvalidArgumentError: If no dataset is known.
+        InvalidArgumentError: If no examples are known.
     """
     network, model_path = resolve_model(model)
     files = []
@@ -195,16 +216,19 @@ def verify_files(
             dataset = dataset or verified.get("dataset")
         else:
             files.append(path)
-    context = model_context(network, model_path, dataset, data_dir)
-    if context.dataset is None:
-        raise InvalidArgumentError(
-            "Verification needs real images, but no dataset is known (no model card names "
-            "one). Fix: pass --dataset (fashion_mnist, cifar10 or folder:PATH)."
-        )
-    data = load(
-        context.dataset, split, input_shape=image_input_shape(network), batch_size=64,
-        limit=samples, shuffle=False, data_dir=data_dir,
-    )  # fmt: skip
+    if data is None:
+        input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA)
+        context = model_context(network, model_path, dataset, data_dir)
+        if context.dataset is None:
+            raise InvalidArgumentError(
+                "Verification needs real examples, but no dataset is known (no model card "
+                "names one). Fix: pass --dataset (fashion_mnist, cifar10 or folder:PATH) "
+                "or --data FILE.npz."
+            )
+        data = load(
+            context.dataset, split, input_shape=input_shape, batch_size=64, limit=samples,
+            shuffle=False, data_dir=data_dir,
+        )  # fmt: skip
     return verify_export(
         network, files, data, samples=samples, max_abs_diff=max_abs_diff,
         min_agreement=min_agreement, raise_on_failure=False, progress=progress,

@@ -17,16 +17,16 @@ from typing import Any, Iterator
 import keras
 import numpy as np
 
-from kprune.data import Split
 from kprune.errors import InvalidArgumentError, ModelFileError, UnsupportedModelError
 from kprune.export.artifact import (
     ExportedArtifact,
     QUANTIZE_MODES,
     TensorInfo,
     check_suffix,
-    image_input_shape,
+    model_tensors,
     resolve_model,
 )
+from kprune.export.examples import collect_inputs
 from kprune.files import write_atomically
 
 DEFAULT_REPRESENTATIVE_SAMPLES = 300
@@ -52,10 +52,13 @@ def export_tflite(
         quantize: ``"none"`` (float32), ``"float16"`` (float16 weights),
             ``"dynamic"`` (int8 weights, float activations) or ``"int8"``
             (full-integer post-training quantization).
-        representative_data: Real, preprocessed images for ``"int8"``
-            calibration: a `kprune.data.Split`, a ``tf.data.Dataset`` of
-            ``(images, labels)`` batches, or an array ``(N, H, W, C)``.
-        num_samples: How many images of ``representative_data`` calibrate.
+        representative_data: Real, preprocessed examples for ``"int8"``
+            calibration, shaped like the model's inputs: an array (one input,
+            e.g. images ``(N, H, W, C)`` or series ``(N, T, C)``), a list of
+            arrays (one per input, in ``model.inputs`` order), a dict of arrays
+            keyed by input name, an ``(x, y)`` tuple, a ``tf.data.Dataset`` of
+            ``x`` or ``(x, y)`` elements, or a `kprune.data.Split`.
+        num_samples: How many examples of ``representative_data`` calibrate.
         int8_io: With ``"int8"``, make the input and output int8 tensors too
             (the caller quantizes with the input's scale and zero point);
             otherwise they stay float32.
@@ -86,16 +89,24 @@ def export_tflite(
             f"`int8_io` needs quantize='int8'. Received quantize={quantize!r}."
         )
     network, _ = resolve_model(model)
-    input_shape = image_input_shape(network)
+    tensors = model_tensors(network)
     calibration = None
     if quantize == "int8":
         if representative_data is None:
             raise InvalidArgumentError(
                 "quantize='int8' needs `representative_data`: a few hundred real, "
-                "preprocessed images, e.g. kprune.data.load('fashion_mnist', 'train', "
-                "limit=300). Calibrating on random data gives a useless model."
+                "preprocessed examples, e.g. kprune.data.load('fashion_mnist', 'train', "
+                "limit=300), or your own arrays shaped like the model's inputs. "
+                "Calibrating on random data gives a useless model."
             )
-        calibration = representative_images(representative_data, input_shape, num_samples)
+        if num_samples < 1:
+            raise InvalidArgumentError(
+                f"`num_samples` must be positive. Received num_samples={num_samples}."
+            )
+        inputs, _ = collect_inputs(
+            representative_data, tensors, num_samples, "representative_data"
+        )
+        calibration = dict(zip(tensors.input_names, inputs))
 
     content = _convert(network, quantize, calibration, int8_io, allow_flex_ops)
     write_atomically(path, content)
@@ -110,61 +121,10 @@ def export_tflite(
     return artifact
 
 
-def representative_images(
-    data: Any, input_shape: tuple[int, int, int], num_samples: int
-) -> np.ndarray:
-    """The first ``num_samples`` images of ``data`` as float32 ``(N, H, W, C)``.
-
-    Raises:
-        InvalidArgumentError: If ``data`` is empty, of another type, or its
-            images do not have the model's input shape.
-    """
-    if num_samples < 1:
-        raise InvalidArgumentError(
-            f"`num_samples` must be positive. Received num_samples={num_samples}."
-        )
-    images = []
-    count = 0
-    for batch in _image_batches(data):
-        images.append(np.asarray(batch, dtype=np.float32))
-        count += len(images[-1])
-        if count >= num_samples:
-            break
-    if not images:
-        raise InvalidArgumentError("`representative_data` holds no images.")
-    stacked = np.concatenate(images)[:num_samples]
-    if tuple(stacked.shape[1:]) != tuple(input_shape):
-        raise InvalidArgumentError(
-            f"`representative_data` images have shape {tuple(stacked.shape[1:])}, the "
-            f"model expects {tuple(input_shape)}. Fix: load the dataset with "
-            f"input_shape={tuple(input_shape)}."
-        )
-    return stacked
-
-
-def _image_batches(data: Any) -> Iterator[np.ndarray]:
-    import tensorflow as tf
-
-
-    if isinstance(data, np.ndarray):
-        yield data
-        return
-    if isinstance(data, Split):
-        data = data.dataset
-    if not isinstance(data, tf.data.Dataset):
-        raise InvalidArgumentError(
-            "`representative_data` must be a kprune.data.Split, a tf.data.Dataset of "
-            f"(images, labels) batches or an array of images. Received {type(data).__name__}."
-        )
-    for element in data:
-        images = element[0] if isinstance(element, (tuple, list)) else element
-        yield images.numpy()
-
-
 def _convert(
     network: keras.Model,
     quantize: str,
-    calibration: np.ndarray | None,
+    calibration: dict[str, np.ndarray] | None,
     int8_io: bool,
     allow_flex_ops: bool,
 ) -> bytes:
@@ -187,9 +147,7 @@ def _convert(
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
         if quantize == "int8":
-            converter.representative_dataset = lambda: (
-                [image[np.newaxis]] for image in calibration
-            )
+            converter.representative_dataset = lambda: _calibration_samples(calibration)
             if int8_io:
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
@@ -197,6 +155,18 @@ def _convert(
             return converter.convert()
         except Exception as error:  # the converter raises ConverterError and others
             raise UnsupportedModelError(_conversion_failure(network.name, str(error))) from error
+
+
+def _calibration_samples(calibration: dict[str, np.ndarray]) -> Iterator[list | dict]:
+    """One example at a time: a list for one input, else a dict keyed by the
+    SavedModel signature's input names (the Keras input names)."""
+    names = list(calibration)
+    count = len(calibration[names[0]])
+    for index in range(count):
+        if len(names) == 1:
+            yield [calibration[names[0]][index : index + 1]]
+        else:
+            yield {name: values[index : index + 1] for name, values in calibration.items()}
 
 
 def _conversion_failure(model_name: str, details: str) -> str:
@@ -256,14 +226,9 @@ def describe_tflite(path: str | os.PathLike) -> ExportedArtifact:
             f"{path} is not a readable TFLite model ({type(error).__name__}: {error}). "
             "Fix: export it again with `kprune export`."
         ) from error
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelFileError(
-            f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; kprune "
-            "exports image classifiers with one of each."
-        )
     return ExportedArtifact(
-        path=path, format="tflite", quantize=quantize, input=inputs[0], output=outputs[0],
-        ops=ops, size_bytes=len(content), quantized_io=quantized_io,
+        path=path, format="tflite", quantize=quantize, inputs=tuple(inputs),
+        outputs=tuple(outputs), ops=ops, size_bytes=len(content), quantized_io=quantized_io,
     )  # fmt: skip
 
 
@@ -289,23 +254,29 @@ def _precision(model, graph) -> str:
 
 
 def _quantized_io(model, graph) -> dict | None:
-    """Scale and zero point where float32 input/output meet the int8 graph."""
+    """Scale and zero point where float32 inputs/outputs meet the int8 graph."""
     op_names = _builtin_names()
-    graph_input, graph_output = graph.Inputs(0), graph.Outputs(0)
-    found = {}
+    graph_inputs = {graph.Inputs(i) for i in range(graph.InputsLength())}
+    graph_outputs = {graph.Outputs(i) for i in range(graph.OutputsLength())}
+    found: dict[str, dict] = {"input": {}, "output": {}}
     for index in range(graph.OperatorsLength()):
         op = graph.Operators(index)
         code = model.OperatorCodes(op.OpcodeIndex())
         name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
-        if name == "QUANTIZE" and op.Inputs(0) == graph_input:
-            found["input"] = _tensor_info(graph.Tensors(op.Outputs(0))).quantization
-        elif name == "DEQUANTIZE" and op.Outputs(0) == graph_output:
-            found["output"] = _tensor_info(graph.Tensors(op.Inputs(0))).quantization
-    values = {
-        key: {"scale": quantization[0], "zero_point": quantization[1]}
-        for key, quantization in found.items()
-        if quantization is not None
-    }
+        if name == "QUANTIZE" and op.Inputs(0) in graph_inputs:
+            outer, inner, kind = op.Inputs(0), op.Outputs(0), "input"
+        elif name == "DEQUANTIZE" and op.Outputs(0) in graph_outputs:
+            outer, inner, kind = op.Outputs(0), op.Inputs(0), "output"
+        else:
+            continue
+        quantization = _tensor_info(graph.Tensors(inner)).quantization
+        if quantization is not None:
+            tensor_name = graph.Tensors(outer).Name().decode()
+            found[kind][tensor_name] = {"scale": quantization[0], "zero_point": quantization[1]}
+    if len(graph_inputs) == 1 and len(graph_outputs) == 1:  # the bundle manifest's format
+        values = {kind: next(iter(by_name.values())) for kind, by_name in found.items() if by_name}
+    else:
+        values = {f"{kind}s": by_name for kind, by_name in found.items() if by_name}
     return values or None
 
 

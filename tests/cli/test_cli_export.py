@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -201,3 +202,27 @@ def test_verify_a_bundle_of_a_model_without_card_uses_the_bundle_dataset(model_f
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["samples"] == 32
+
+
+def test_series_model_exports_with_data_file_and_bundle_refuses_it(tmp_path):
+    from tests.export.test_any_model import random_inputs, series_classifier
+
+    model = series_classifier()
+    kprune.save_model(model, tmp_path / "series.keras")
+    (series,) = random_inputs(model, count=24)
+    np.savez(tmp_path / "examples.npz", series=series)
+
+    exported = runner.invoke(app, [
+        "export", str(tmp_path / "series.keras"), "--out", str(tmp_path / "out"),
+        "--format", "onnx", "--data", str(tmp_path / "examples.npz"), "--samples", "24",
+    ])  # fmt: skip
+    bundled = runner.invoke(app, ["bundle", str(tmp_path / "series.keras"), "--out",
+                                  str(tmp_path / "bundle"), "--dataset", "synthetic"])  # fmt: skip
+
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "out" / "series.onnx").is_file()
+    assert bundled.exit_code == 1 and "Traceback" not in bundled.output
+    message = " ".join(bundled.stderr.split())
+    assert "`kprune bundle` supports image classifiers only" in message
+    assert "Fix: use `kprune export`" in message
+    assert not (tmp_path / "bundle").exists()

@@ -104,5 +104,16 @@ def copy_of(tmp_path):
     return copy
 
 
+def collect_examples(split, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``samples`` images and labels of a `kprune.data.Split`."""
+    images, labels = [], []
+    for batch_images, batch_labels in split.dataset:
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+        if sum(map(len, images)) >= samples:
+            break
+    return np.concatenate(images)[:samples], np.concatenate(labels)[:samples].astype(np.int64)
+
+
 def keras_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return np.asarray(model(images, training=False))

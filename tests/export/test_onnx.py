@@ -10,8 +10,7 @@ import pytest
 
 from kprune.errors import InvalidArgumentError
 from kprune.export import export_onnx
-from kprune.export.verify import collect_examples
-from tests.export.conftest import keras_probabilities
+from tests.export.conftest import collect_examples, keras_probabilities
 
 
 def run_onnxruntime(path, images: np.ndarray) -> np.ndarray:

@@ -9,8 +9,7 @@ import tensorflow as tf
 
 from kprune.errors import InvalidArgumentError, UnsupportedModelError
 from kprune.export import export_tflite, tflite_ops
-from kprune.export.verify import collect_examples
-from tests.export.conftest import QUANTIZE_MODES, keras_probabilities
+from tests.export.conftest import QUANTIZE_MODES, collect_examples, keras_probabilities
 
 
 def run_litert(path, images: np.ndarray) -> np.ndarray:

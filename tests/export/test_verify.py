@@ -11,8 +11,7 @@ from onnx import numpy_helper
 import kprune
 from kprune.errors import InvalidArgumentError, ModelFileError, VerificationError
 from kprune.export import export_onnx, export_tflite, verify_export
-from kprune.export.verify import collect_examples
-from tests.export.conftest import QUANTIZE_MODES, make_position_cnn, synthetic
+from tests.export.conftest import QUANTIZE_MODES, collect_examples, make_position_cnn, synthetic
 
 
 def test_every_mode_passes_and_reports_numbers(exported, trained_cnn, synthetic_test):
