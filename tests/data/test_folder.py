@@ -105,7 +105,10 @@ def test_without_test_folder_the_test_split_is_val_and_says_so(tmp_path, caplog)
     assert not caplog.records
     test = load(name, "test", input_shape=(6, 6, 3))
     assert image_ids(test) == image_ids(val) == [100, 101, 110, 111]
-    assert test.note == f"{name} has no test/ folder: its test split is {tmp_path / 'keras' / 'val'} (the validation images)."
+    assert test.note == (
+        f"{name} has no test/ folder: its test split is {tmp_path / 'keras' / 'val'} "
+        "(the validation images)."
+    )
     assert [record.getMessage() for record in caplog.records] == [test.note]  # said once
 
 
