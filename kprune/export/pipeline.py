@@ -18,7 +18,7 @@ from typing import Sequence
 
 import keras
 
-from kprune.data import load
+from kprune.data import Preprocessing, load
 from kprune.errors import InvalidArgumentError
 from kprune.export.artifact import (
     ExportedArtifact,
@@ -73,6 +73,7 @@ def export_model(
     max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     data_dir: str | None = None,
+    preprocess: str | Preprocessing | None = None,
     progress: bool = False,
 ) -> ExportResult:
     """Exports a model to TFLite (one file per precision) and ONNX, verified.
@@ -95,6 +96,9 @@ def export_model(
         int8_io, allow_flex_ops: See `export_tflite`.
         opset: See `export_onnx`.
         data_dir: Where to look for the dataset first.
+        preprocess: The input transform of calibration and verification images
+            (see `choose_preprocessing`): default the model card's, else raw
+            pixels 0..255.
         progress: Show progress.
 
     Raises:
@@ -106,7 +110,9 @@ def export_model(
     network, model_path = resolve_model(model)
     input_shape = image_input_shape(network)
     needs_data = verify or "int8" in quantize
-    context = model_context(network, model_path, dataset, data_dir) if needs_data else None
+    context = (
+        model_context(network, model_path, dataset, data_dir, preprocess) if needs_data else None
+    )
     if needs_data and context.dataset is None:
         raise InvalidArgumentError(
             "Verification and int8 calibration need real images, but no dataset is known "
@@ -114,6 +120,8 @@ def export_model(
             "folder:PATH), or --no-verify without int8."
         )
     common = dict(input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64)
+    if context is not None:
+        common["preprocessing"] = Preprocessing.from_dict(context.preprocessing)
     calibration = (
         load(context.dataset, "train", limit=calibration_samples, **common)
         if "int8" in quantize else None
@@ -170,13 +178,16 @@ def verify_files(
     max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     data_dir: str | None = None,
+    preprocess: str | Preprocessing | None = None,
     progress: bool = False,
 ) -> VerificationReport:
     """Verifies ``.tflite`` / ``.onnx`` files or bundle folders against a model.
 
     A bundle folder is first checked file by file against the sha256 in its
     manifest, then each of its model files is verified. The dataset defaults
-    to the model card's, else the one a bundle was verified on. Never raises
+    to the model card's, else the one a bundle was verified on; the
+    preprocessing to ``preprocess``, else a bundle's manifest, else the rule
+    of `choose_preprocessing` (the model card's, else raw pixels). Never raises
     for a failed threshold: see ``report.passed`` and ``report.raise_for_failures()``.
 
     Raises:
@@ -193,9 +204,12 @@ def verify_files(
             # A bundle remembers the dataset it was verified on.
             verified = manifest.get("metrics", {}).get("verification", {})
             dataset = dataset or verified.get("dataset")
+            if preprocess is None and "preprocessing" in manifest:
+                # What the bundle does on the board is what its files are checked with.
+                preprocess = Preprocessing.from_dict(manifest["preprocessing"])
         else:
             files.append(path)
-    context = model_context(network, model_path, dataset, data_dir)
+    context = model_context(network, model_path, dataset, data_dir, preprocess)
     if context.dataset is None:
         raise InvalidArgumentError(
             "Verification needs real images, but no dataset is known (no model card names "
@@ -204,6 +218,7 @@ def verify_files(
     data = load(
         context.dataset, split, input_shape=image_input_shape(network), batch_size=64,
         limit=samples, shuffle=False, data_dir=data_dir,
+        preprocessing=Preprocessing.from_dict(context.preprocessing),
     )  # fmt: skip
     return verify_export(
         network, files, data, samples=samples, max_abs_diff=max_abs_diff,
