@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kprune.data.preprocess import check_preprocess
 from kprune.errors import InvalidArgumentError
 
 
@@ -87,7 +88,12 @@ class PruneConfig(BaseModel):
 
 
 class RunConfig(PruneConfig):
-    """A whole `kprune prune` run: the pruning settings plus model, data and output."""
+    """A whole `kprune prune` run: the pruning settings plus model, data and output.
+
+    ``preprocess`` is the input transform (see `kprune.data.choose_preprocessing`):
+    None for the rule — the model card's, else raw pixels 0..255 as Keras'
+    loaders give —, or ``raw``, ``card``, ``dataset``, ``scale=S,mean=M,std=D``.
+    """
 
     model: str = "models/squeezenet1_1_fmnist_sgd.keras"
     dataset: str = "fashion_mnist"
@@ -95,8 +101,14 @@ class RunConfig(PruneConfig):
     batch_size: int = Field(64, ge=1)
     augment: bool = True
     limit: Optional[int] = Field(None, ge=1)
+    preprocess: Optional[str] = None
     out: Optional[str] = None
     strategy: Literal["none", "mirrored", "multiworker"] = "none"
+
+    @field_validator("preprocess")
+    @classmethod
+    def _valid_preprocess(cls, value: Optional[str]) -> Optional[str]:
+        return check_preprocess(value)
 
     def prune_config(self) -> PruneConfig:
         """The `PruneConfig` part of this run."""
@@ -132,8 +144,11 @@ def make_config(cls: type[BaseModel], values: dict[str, Any], source: str = "con
         problems = []
         for issue in error.errors():
             key = ".".join(str(part) for part in issue["loc"]) or "config"
-            received = f" Received {key}={issue['input']!r}." if issue["loc"] else ""
             message = issue["msg"].replace("Extra inputs are not permitted", "unknown key")
+            message = message.removeprefix("Value error, ").rstrip(".")
+            # A message from kprune's own checks already echoes the value.
+            echoed = not issue["loc"] or "Received" in message
+            received = "" if echoed else f" Received {key}={issue['input']!r}."
             problems.append(f"`{key}`: {message}.{received}")
         raise InvalidArgumentError(f"Invalid {source}: " + " ".join(problems)) from None
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 from kprune import card
 from kprune.config import RunConfig, dump_config
 from kprune.criteria import get as get_criterion
-from kprune.data import load
+from kprune.data import choose_preprocessing, load
 from kprune.errors import InvalidArgumentError, ModelFileError
 from kprune.metrics import count_flops, count_params
 from kprune.modelio import load_model
@@ -106,7 +106,10 @@ def run_prune(
     with scope:
         model = load_model(model_path)
     shape = tuple(model.input_shape[1:])
-    common = dict(input_shape=shape, data_dir=config.data_dir, limit=config.limit)
+    # The model's own input transform: --preprocess, else its card's, else raw pixels.
+    chosen = choose_preprocessing(config.preprocess, model_path, shape)
+    common = dict(input_shape=shape, data_dir=config.data_dir, limit=config.limit,
+                  preprocessing=chosen.preprocessing)  # fmt: skip
 
     def train_stream(seed: int):
         return load(config.dataset, "train", batch_size=config.batch_size, augment=config.augment,
@@ -126,7 +129,8 @@ def run_prune(
     after = {**evaluate(result.model, test), "params": count_params(result.model),
              "flops": count_flops(result.model), "file_bytes": _file_size(pruned_path)}  # fmt: skip
     report = {**result.report, "model": model_path, "dataset": config.dataset,
-              "test_before": before, "test_after": after,
+              "preprocess": chosen.name, "preprocessing": test.preprocessing.to_dict(),
+              "test_split_note": test.note, "test_before": before, "test_after": after,
               "wall_time_s": round(time.time() - started, 1), "command": command or card.command_line()}  # fmt: skip
     write_run_files(run_dir, report, result.history)
     card.write_card(pruned_path, {
@@ -134,7 +138,8 @@ def run_prune(
         "criterion": config.criterion, "test_accuracy": after["accuracy"],
         "test_accuracy_before": before["accuracy"], "params": after["params"],
         "params_before": before["params"], "flops": after["flops"], "flops_before": before["flops"],
-        "preprocessing": test.preprocessing.to_dict(), "class_names": list(test.info.class_names),
+        "preprocess": chosen.name, "preprocessing": test.preprocessing.to_dict(),
+        "class_names": list(test.info.class_names),
         "stop_reason": result.report["stop_reason"], "seed": config.seed,
         "wall_time_s": report["wall_time_s"], "command": report["command"],
         "environment": card.environment(),

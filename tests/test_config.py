@@ -55,3 +55,14 @@ def test_prune_config_is_the_run_config_minus_run_fields():
     prune = run.prune_config()
     assert isinstance(prune, PruneConfig) and prune.target_flops == 0.3
     assert not hasattr(prune, "dataset")
+
+
+def test_preprocess_is_validated_and_overridable(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("preprocess: scale=1/255,mean=0.5,std=0.5\n")
+    assert load_run_config(path, {}).preprocess == "scale=1/255,mean=0.5,std=0.5"
+    assert load_run_config(path, {"preprocess": "raw"}).preprocess == "raw"
+    assert RunConfig().preprocess is None  # the rule: the model card's, else raw pixels
+    with pytest.raises(InvalidArgumentError, match=r"^Invalid options: `preprocess`: `preprocess` must "
+                       r"be raw, card, dataset or scale=S,mean=M,std=D. Received preprocess='std=0:'"):  # fmt: skip
+        load_run_config(None, {"preprocess": "std=0:"})

@@ -26,6 +26,7 @@ def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks of errors."),
 ):
     _common.state.debug = debug
+    _common.show_notes()
 
 
 def _register_commands() -> None:

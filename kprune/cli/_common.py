@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -59,6 +60,21 @@ def quiet_import(module: str = "tensorflow") -> None:
         os.close(devnull)
 
 
+class _NoteHandler(logging.Handler):
+    """Library notes (logger ``"kprune"``) as ``Note: ...`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]Note:[/] {record.getMessage()}", highlight=False, soft_wrap=True)
+
+
+def show_notes() -> None:
+    """Prints what the library notes (a folder without test/, raw pixels for a
+    model without card) on stderr; idempotent."""
+    logger = logging.getLogger("kprune")
+    if not any(isinstance(handler, _NoteHandler) for handler in logger.handlers):
+        logger.addHandler(_NoteHandler())
+
+
 @contextlib.contextmanager
 def user_errors():
     """Turns a `KpruneError` into one red line on stderr and exit code 1.
@@ -91,6 +107,16 @@ DataDirOption = Annotated[
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Random seed.")]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", help="Examples per batch.")]
+PreprocessOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--preprocess",
+        help="Input transform: raw (float32 pixels 0..255, as Keras' image loaders give), "
+        "card (the model card's), dataset (the dataset's mean/std) or scale=S,mean=M,std=D, "
+        "e.g. scale=1/255,mean=0.5,std=0.5 (per-channel: mean=0.485:0.456:0.406). "
+        "Default: the model card's, else raw.",
+    ),
+]  # fmt: skip
 LimitOption = Annotated[
     Optional[int],
     typer.Option("--limit", help="Use only the first N examples of each split (quick runs)."),

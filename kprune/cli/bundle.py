@@ -11,6 +11,7 @@ import typer
 from kprune.cli._common import (
     DataDirOption,
     ModelArgument,
+    PreprocessOption,
     format_count,
     out,
     quiet_import,
@@ -37,6 +38,7 @@ def bundle(
     min_agreement: MinAgreementOption = 0.98,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     data_dir: DataDirOption = None,
+    preprocess: PreprocessOption = None,
     as_json: JsonOption = False,
 ):
     """Write a verified deployment bundle: TFLite, int8 TFLite, ONNX, RTMaps component.
@@ -53,8 +55,8 @@ def bundle(
         manifest = write_bundle(
             model, out_dir, dataset=dataset, int8=int8, calibration_samples=calibration_samples,
             verify_samples=samples, split=split, opset=opset, max_abs_diff=max_diff,
-            min_agreement=min_agreement, data_dir=data_dir, overwrite=force,
-            progress=not as_json,
+            min_agreement=min_agreement, data_dir=data_dir, preprocess=preprocess,
+            overwrite=force, progress=not as_json,
         )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(manifest, indent=2))

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from kprune.cli._common import (
-    BatchSizeOption, DataDirOption, DatasetOption, LimitOption, ModelArgument, out,
-    quiet_import, user_errors,
+    BatchSizeOption, DataDirOption, DatasetOption, LimitOption, ModelArgument,
+    PreprocessOption, out, quiet_import, user_errors,
 )  # fmt: skip
 
 
@@ -19,18 +19,25 @@ def evaluate(
     batch_size: BatchSizeOption = 256,
     data_dir: DataDirOption = None,
     limit: LimitOption = None,
+    preprocess: PreprocessOption = None,
 ):
-    """Evaluate a .keras model: top-1 accuracy and loss on a dataset split."""
+    """Evaluate a .keras model: top-1 accuracy and loss on a dataset split.
+
+    Inputs are preprocessed as the model's kprune card says, else left as raw
+    pixels 0..255 like Keras' image loaders give them; --preprocess overrides.
+    """
     quiet_import()
     with user_errors():
-        from kprune.data import load
+        from kprune.data import choose_preprocessing, load
         from kprune.modelio import load_model
         from kprune.training_setup import TrainingSetup
 
         network = load_model(model)
+        shape = tuple(network.input_shape[1:])
+        chosen = choose_preprocessing(preprocess, model, shape)
         data = load(
-            dataset, split, input_shape=tuple(network.input_shape[1:]),
-            batch_size=batch_size, data_dir=data_dir, limit=limit,
+            dataset, split, input_shape=shape, batch_size=batch_size, data_dir=data_dir,
+            limit=limit, preprocessing=chosen.preprocessing,
         )  # fmt: skip
         result = TrainingSetup().evaluate(network, data, progress=True)
     out.print(

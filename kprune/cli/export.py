@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from kprune.cli._common import (
-    DataDirOption, ModelArgument, format_count, out, quiet_import, user_errors,
+    DataDirOption, ModelArgument, PreprocessOption, format_count, out, quiet_import, user_errors,
 )  # fmt: skip
 from kprune.cli._deploy import (
     CalibrationOption, DataFileOption, Int8IoOption, JsonOption, MaxDiffOption,
@@ -50,6 +50,7 @@ def export(
     max_diff: MaxDiffOption = 1e-4,
     min_agreement: MinAgreementOption = 0.98,
     data_dir: DataDirOption = None,
+    preprocess: PreprocessOption = None,
     as_json: JsonOption = False,
 ):
     """Export a .keras model to TFLite and ONNX, verified against Keras on real examples.
@@ -68,7 +69,7 @@ def export(
             calibration_samples=calibration_samples, int8_io=int8_io, opset=opset,
             allow_flex_ops=allow_flex_ops, max_abs_diff=max_diff, min_agreement=min_agreement,
             data_dir=data_dir, data=data, calibration_data=calibration_data,
-            progress=not as_json,
+            preprocess=preprocess, progress=not as_json,
         )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from kprune.cli._common import (
-    DataDirOption, LimitOption, SeedOption, format_count, out, quiet_import, user_errors,
+    DataDirOption, LimitOption, PreprocessOption, SeedOption, format_count, out, quiet_import,
+    user_errors,
 )  # fmt: skip
 
 CRITERIA = "taylor, l2, combined, l1, l2_weight, bn_gamma, apoz or random"
@@ -44,6 +45,7 @@ def prune(
     seed: Annotated[Optional[int], SeedOption] = None,
     data_dir: DataDirOption = None,
     limit: LimitOption = None,
+    preprocess: PreprocessOption = None,
 ):
     """Prune a model step by step to a target; with only --criterion, the quickstart."""
     quiet_import()
@@ -62,6 +64,7 @@ def prune(
             final_learning_rate=final_lr, snapshots=_fractions(snapshots), strategy=strategy,
             unsupported=unsupported, seed=seed, data_dir=data_dir, limit=limit,
             monitor=monitor, loss=loss, check_chance=None if chance_check else False,
+            preprocess=preprocess,
         )  # fmt: skip
         if any(overrides[t] is not None for t in ("target_params", "target_flops", "target_filters")):
             base = {k: v for k, v in QUICKSTART.items() if not k.startswith("target_")}

@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from kprune.cli._common import (
-    BatchSizeOption, DataDirOption, DatasetOption, ModelArgument, SeedOption, out,
-    quiet_import, user_errors,
+    BatchSizeOption, DataDirOption, DatasetOption, ModelArgument, PreprocessOption,
+    SeedOption, out, quiet_import, user_errors,
 )  # fmt: skip
 
 
@@ -28,12 +28,13 @@ def rank(
     out_path: Annotated[Optional[str], typer.Option("--out", "-o", help="Write all scores as JSON.")] = None,
     seed: SeedOption = 0,
     data_dir: DataDirOption = None,
+    preprocess: PreprocessOption = None,
 ):
     """Rank the filters of MODEL with a criterion; print the weakest per layer."""
     quiet_import()
     with user_errors():
         from kprune.criteria.registry import get, needs_data
-        from kprune.data import load
+        from kprune.data import choose_preprocessing, load
         from kprune.modelio import load_model
         from kprune.ranking import rank as rank_filters
         from kprune.ranking import save_scores, weakest
@@ -42,9 +43,11 @@ def rank(
         network = load_model(model)
         data = None
         if needs_data(criterion):
+            shape = tuple(network.input_shape[1:])
             data = load(
-                dataset, split, input_shape=tuple(network.input_shape[1:]), batch_size=batch_size,
-                shuffle=False, data_dir=data_dir, limit=None if batches is None else batches * batch_size,
+                dataset, split, input_shape=shape, batch_size=batch_size, shuffle=False,
+                data_dir=data_dir, limit=None if batches is None else batches * batch_size,
+                preprocessing=choose_preprocessing(preprocess, model, shape).preprocessing,
             )  # fmt: skip
         scores = rank_filters(
             network, data, criterion, num_batches=batches, normalize=normalize,

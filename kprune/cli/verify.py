@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from kprune.cli._common import DataDirOption, ModelArgument, quiet_import, user_errors
+from kprune.cli._common import (
+    DataDirOption, ModelArgument, PreprocessOption, quiet_import, user_errors,
+)  # fmt: skip
 from kprune.cli._deploy import (
     DataFileOption, JsonOption, MaxDiffOption, MinAgreementOption, OptionalDatasetOption,
     SamplesOption,
@@ -30,6 +32,7 @@ def verify(
     max_diff: MaxDiffOption = 1e-4,
     min_agreement: MinAgreementOption = 0.98,
     data_dir: DataDirOption = None,
+    preprocess: PreprocessOption = None,
     as_json: JsonOption = False,
 ):
     """Verify exported files against the .keras model; exit 1 when one fails.
@@ -45,7 +48,7 @@ def verify(
         report = verify_files(
             model, files, dataset=dataset, split=split, samples=samples,
             max_abs_diff=max_diff, min_agreement=min_agreement, data_dir=data_dir, data=data,
-            progress=not as_json,
+            preprocess=preprocess, progress=not as_json,
         )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -1,9 +1,16 @@
 """A user's own images: one sub-folder per class.
 
-``folder:PATH`` reads ``PATH/train/<class>/*`` (train and val) and
-``PATH/test/<class>/*`` (test); without ``PATH/train``, ``PATH/<class>/*``
-serves train and val. Without ``PATH/test`` there is no test split.
-Decoding and resizing are keras.utils'.
+``folder:PATH`` reads, as Keras users arrange them::
+
+    PATH/train/<class>/*    train (and val, when there is no val/)
+    PATH/val/<class>/*      val (also spelled validation/); optional
+    PATH/test/<class>/*     test; optional
+
+Without ``PATH/train`` every sub-folder of ``PATH`` is a class, and train and
+val are carved from them. A missing val split is the held-out
+``val_fraction`` of train; a missing test split is the val split (val/, else
+the held-out part of train), and the loader says so in the split's note.
+Decoding and resizing are keras.utils' (`image_dataset_from_directory`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from kprune.errors import DatasetNotFoundError, InvalidArgumentError
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
 DEFAULT_SHAPE = (224, 224, 3)
+VAL_FOLDERS = ("val", "validation")
 
 
 def load(
@@ -29,13 +37,17 @@ def load(
     image_shape: tuple[int, int, int] | None,
     val_fraction: float,
     split_seed: int,
-) -> tuple[tf.data.Dataset, int, DatasetInfo]:
+) -> tuple[tf.data.Dataset, int, DatasetInfo, str]:
     """One split as an unbatched dataset of (float32 image 0..255, int label).
+
+    Returns:
+        ``(examples, count, info, note)``; ``note`` says where a split that
+        has no folder of its own comes from, else it is empty.
 
     Raises:
         DatasetNotFoundError: If the folder does not exist or holds no images.
-        InvalidArgumentError: If the test split is asked of a folder without
-            test/, or the train or val split would be empty.
+        InvalidArgumentError: If val/ or test/ lacks a class of train, or the
+            train or val split would be empty.
     """
     root_path = Path(root)
     if not root_path.is_dir():
@@ -43,23 +55,23 @@ def load(
             f"Image folder {root} does not exist. Fix: pass folder:PATH with one "
             "sub-folder of images per class."
         )
-    if split == "test" and not (root_path / "test").is_dir():
-        raise InvalidArgumentError(
-            f"folder:{root} has no test split. Fix: arrange it as {root}/train/<class>/ "
-            f"and {root}/test/<class>/, or use the val split."
-        )
-    if split == "test":
-        directory = root_path / "test"
-    elif (root_path / "train").is_dir():
-        directory = root_path / "train"
-    else:
-        directory = root_path
+    train_dir, val_dir, test_dir = _split_folders(root_path)
+    directory, part, note = _source(root, split, train_dir, val_dir, test_dir, val_fraction)
+    class_names = _class_folders(train_dir)
+    if directory != train_dir:
+        missing = sorted(set(class_names) - set(_class_folders(directory)))
+        if missing:
+            raise InvalidArgumentError(
+                f"{directory} has no folder for the classes {missing} of {train_dir}. Fix: "
+                "give every split a sub-folder for each class (it may be empty of images)."
+            )
     height, width, channels = image_shape or DEFAULT_SHAPE
     try:
         dataset = keras.utils.image_dataset_from_directory(
             directory,
             labels="inferred",
             label_mode="int",
+            class_names=list(class_names) if class_names else None,
             color_mode="grayscale" if channels == 1 else "rgb",
             image_size=(height, width),
             batch_size=None,
@@ -70,10 +82,10 @@ def load(
         raise DatasetNotFoundError(f"No images in {directory}: {error}") from error
     class_names = tuple(dataset.class_names)
     count = total = len(dataset.file_paths)
-    if split != "test":
+    if part is not None:
         # Carved here, not with Keras' validation_split: that one puts every file
         # in both subsets when a folder holds fewer than 1 / val_fraction images.
-        dataset, count = _carve(dataset, total, split, val_fraction, split_seed)
+        dataset, count = _carve(dataset, total, part, val_fraction, split_seed)
         if count == 0:
             raise InvalidArgumentError(
                 f"folder:{root} has {total} images; val_fraction={val_fraction} leaves "
@@ -89,7 +101,40 @@ def load(
         std=GRAY_STD if gray else RGB_STD,
         source=str(directory),
     )
-    return dataset, count, info
+    return dataset, count, info, note
+
+
+def _split_folders(root: Path) -> tuple[Path, Path | None, Path | None]:
+    """(train, val or None, test or None); split folders count only beside train/."""
+    if not (root / "train").is_dir():
+        return root, None, None
+    val = next((root / name for name in VAL_FOLDERS if (root / name).is_dir()), None)
+    test = root / "test" if (root / "test").is_dir() else None
+    return root / "train", val, test
+
+
+def _source(root, split, train_dir, val_dir, test_dir, val_fraction):
+    """(folder to read, part of it to carve — "train", "val" or None —, note)."""
+    if split == "test" and test_dir is not None:
+        return test_dir, None, ""
+    if split in ("val", "test") and val_dir is not None:
+        note = "" if split == "val" else (
+            f"folder:{root} has no test/ folder: its test split is {val_dir} "
+            "(the validation images)."
+        )  # fmt: skip
+        return val_dir, None, note
+    if split == "test":
+        return train_dir, "val", (
+            f"folder:{root} has no test/ or val/ folder: its test split is the held-out "
+            f"{val_fraction:.0%} of {train_dir}, the same images as its val split."
+        )  # fmt: skip
+    if split == "train" and val_dir is not None:
+        return train_dir, None, ""
+    return train_dir, split, ""
+
+
+def _class_folders(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir() if path.is_dir())
 
 
 def _carve(dataset, count: int, split: str, val_fraction: float, split_seed: int):

@@ -30,6 +30,38 @@ class Preprocessing:
     std: tuple[float, ...] = (1.0,)
     resize: str = "bilinear"
 
+    @classmethod
+    def raw(cls, input_shape: tuple[int, int, int]) -> Preprocessing:
+        """Pixels as Keras' image loaders give them: float32 0..255, resized to ``input_shape``."""
+        return cls(tuple(input_shape), scale=1.0, mean=(0.0,), std=(1.0,))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        """The inverse of `to_dict`: a model card's or a bundle manifest's ``preprocessing``.
+
+        Missing keys take the values the deployment runtime assumes.
+        """
+        return cls(
+            input_shape=tuple(int(v) for v in values["input_shape"]),
+            scale=float(values.get("scale", 1.0 / 255.0)),
+            mean=tuple(float(v) for v in values.get("mean", (0.0,))),
+            std=tuple(float(v) for v in values.get("std", (1.0,))),
+            resize=values.get("resize", "bilinear"),
+        )
+
+    @property
+    def is_raw(self) -> bool:
+        """True when the transform only resizes and converts channels: pixels stay 0..255."""
+        return self.scale == 1.0 and set(self.mean) == {0.0} and set(self.std) == {1.0}
+
+    def describe(self) -> str:
+        """One line for people: ``raw pixels 0..255`` or ``(pixel × 0.00392 − 0.5) / 0.5``."""
+        if self.is_raw:
+            return f"raw pixels 0..255 (float32), resized to {self.input_shape}"
+        mean = "/".join(f"{v:g}" for v in self.mean)
+        std = "/".join(f"{v:g}" for v in self.std)
+        return f"(pixel × {self.scale:.6g} − {mean}) / {std}, resized to {self.input_shape}"
+
     @property
     def channel_order(self) -> str:
         return "GRAY" if self.input_shape[-1] == 1 else "RGB"
@@ -109,6 +141,8 @@ class Split:
         split: ``"train"``, ``"val"`` or ``"test"``.
         num_examples: Number of examples in the split (after ``limit``).
         batch_size: Examples per batch (the last batch may be smaller).
+        note: Set when the split is not what its name promises, e.g. a folder
+            without test/ whose test split is its val/ folder; else empty.
     """
 
     dataset: tf.data.Dataset
@@ -117,6 +151,7 @@ class Split:
     split: str
     num_examples: int
     batch_size: int
+    note: str = ""
 
     @property
     def num_batches(self) -> int:

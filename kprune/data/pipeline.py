@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from typing import Any
 
@@ -12,7 +13,7 @@ import tensorflow as tf
 from keras.src.trainers import data_adapters as adapters  # the adapters model.fit uses
 
 from kprune.data import cifar10, fashion_mnist, folder, synthetic
-from kprune.data.info import DatasetInfo, Split
+from kprune.data.info import DatasetInfo, Preprocessing, Split
 from kprune.errors import InvalidArgumentError
 
 NAMES = ("cifar10", "fashion_mnist", "synthetic", "folder:PATH")
@@ -20,6 +21,9 @@ SPLITS = ("train", "val", "test")
 # The validation split is carved from train with this fixed seed, so it is the
 # same for every run whatever the training seed.
 SPLIT_SEED = 0
+PREPROCESSING = ("dataset", "raw")
+# A split that is not what its name promises is said once, here (the CLI prints it).
+notes = logging.getLogger("kprune")
 
 
 def load(
@@ -35,6 +39,7 @@ def load(
     limit: int | None = None,
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
+    preprocessing: str | Preprocessing = "dataset",
 ) -> Split:
     """Loads one split of a dataset as batches ready for a model.
 
@@ -42,10 +47,11 @@ def load(
         name: ``"fashion_mnist"``, ``"cifar10"``, ``"folder:PATH"`` or
             ``"synthetic"`` (tests only).
         split: ``"train"``, ``"val"`` (``val_fraction`` of train, carved with a
-            fixed seed) or ``"test"``.
+            fixed seed; a folder's val/ when it has one) or ``"test"`` (a
+            folder without test/ gives its val split, and ``Split.note`` says so).
         input_shape: The model's ``(height, width, channels)``; images are
             resized and their channels converted to it. Defaults to the
-            dataset's own shape.
+            shape of an explicit ``preprocessing``, else the dataset's own.
         batch_size: Examples per batch.
         augment: Random translation (±10%) and horizontal flips, for training.
         shuffle: Reshuffle every epoch; defaults to ``split == "train"``.
@@ -54,6 +60,12 @@ def load(
         limit: Keep only the first ``limit`` examples of the split.
         data_dir: Where to look for the data first.
         download: Allow downloading when the data is not on disk.
+        preprocessing: The input transform after resizing and channel
+            conversion: ``"dataset"`` standardizes with the dataset's own
+            mean and std (what ``kprune train`` uses); ``"raw"`` keeps the
+            pixels as Keras' image loaders give them (float32 0..255); a
+            `Preprocessing` applies its scale, mean and std. For a model file,
+            `choose_preprocessing` picks one (its card, else raw).
 
     Returns:
         A `Split`: ``.dataset`` yields ``(float32 images NHWC, int32 labels)``.
@@ -77,9 +89,11 @@ def load(
         raise InvalidArgumentError(f"`limit` must be positive. Received limit={limit}.")
     if shuffle is None:
         shuffle = split == "train"
+    input_shape = _input_shape(input_shape, preprocessing)
 
+    note = ""
     if name.startswith("folder:"):
-        examples, count, info = folder.load(
+        examples, count, info, note = folder.load(
             name.removeprefix("folder:"), split, input_shape, val_fraction, SPLIT_SEED
         )
     else:
@@ -91,7 +105,12 @@ def load(
         count = min(count, limit)
         examples = examples.take(count)
 
-    preprocessing = info.preprocessing(input_shape)
+    if note:
+        notes.warning(note)
+    if preprocessing == "dataset":
+        preprocessing = info.preprocessing(input_shape)
+    elif preprocessing == "raw":
+        preprocessing = Preprocessing.raw(input_shape or info.image_shape)
     pipeline = examples.cache()
     if shuffle:
         pipeline = pipeline.shuffle(min(count, 50_000), seed=seed, reshuffle_each_iteration=True)
@@ -106,7 +125,23 @@ def load(
 
     pipeline = pipeline.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     pipeline = pipeline.prefetch(tf.data.AUTOTUNE)
-    return Split(pipeline, info, preprocessing, split, count, batch_size)
+    return Split(pipeline, info, preprocessing, split, count, batch_size, note)
+
+
+def _input_shape(input_shape, preprocessing) -> tuple[int, int, int] | None:
+    if isinstance(preprocessing, Preprocessing):
+        if input_shape is not None and tuple(input_shape) != tuple(preprocessing.input_shape):
+            raise InvalidArgumentError(
+                f"`preprocessing` resizes to {tuple(preprocessing.input_shape)}, but "
+                f"input_shape={tuple(input_shape)}. Fix: give both the model's input shape."
+            )
+        return tuple(preprocessing.input_shape)
+    if preprocessing not in PREPROCESSING:
+        raise InvalidArgumentError(
+            f"`preprocessing` must be one of {PREPROCESSING} or a kprune.data.Preprocessing. "
+            f"Received preprocessing={preprocessing!r}."
+        )
+    return None if input_shape is None else tuple(input_shape)
 
 
 def dataset_info(name: str, data_dir=None, download: bool = True) -> DatasetInfo:

@@ -38,7 +38,7 @@ import keras
 
 from kprune import __version__
 from kprune.card import read_card
-from kprune.data import dataset_info, load
+from kprune.data import Preprocessing, choose_preprocessing, dataset_info, load
 from kprune.errors import InvalidArgumentError, VerificationError
 from kprune.export.artifact import image_input_shape, progress_steps, resolve_model, sha256_of
 from kprune.export.onnx import export_onnx
@@ -92,33 +92,37 @@ def model_context(
     model_path: Path | None,
     dataset: str | None = None,
     data_dir: str | None = None,
+    preprocess: str | Preprocessing | None = None,
 ) -> ModelContext:
-    """Preprocessing, classes and dataset: from the model card, else from ``dataset``.
+    """Preprocessing, classes and dataset of a model, for its deployment.
+
+    Preprocessing follows `choose_preprocessing`: ``preprocess`` when given,
+    else the model card's, else raw pixels (0..255, as Keras' loaders give).
+    Classes and dataset come from the card, else from ``dataset``.
 
     Raises:
-        InvalidArgumentError: If neither a card nor a dataset says how inputs are
-            preprocessed, or the classes do not match the model's outputs.
+        InvalidArgumentError: If the preprocessing does not fit the model, is
+            ``dataset`` without a dataset, or the classes do not match the
+            model's outputs.
     """
     card = read_card(model_path) if model_path is not None else None
     dataset = dataset or (card or {}).get("dataset")
     input_shape = image_input_shape(network)
-    preprocessing = (card or {}).get("preprocessing")
+    chosen = choose_preprocessing(preprocess, model_path, input_shape)
     class_names = (card or {}).get("class_names")
-    if (preprocessing is None or class_names is None) and dataset is not None:
+    info = None
+    if dataset is not None and (class_names is None or chosen.preprocessing == "dataset"):
         info = dataset_info(dataset, data_dir=data_dir)
-        preprocessing = preprocessing or info.preprocessing(input_shape).to_dict()
         class_names = class_names or list(info.class_names)
-    if preprocessing is None:
-        where = f"{model_path} has no model card" if model_path else "the model is not a file"
-        raise InvalidArgumentError(
-            f"Cannot tell how the model's inputs are preprocessed: {where}. Fix: pass the "
-            "dataset it was trained on (--dataset fashion_mnist, cifar10 or folder:PATH)."
-        )
-    if list(preprocessing["input_shape"]) != list(input_shape):
-        raise InvalidArgumentError(
-            f"The preprocessing resizes to {tuple(preprocessing['input_shape'])} but the model "
-            f"takes {input_shape}. Fix: pass the dataset the model was trained on."
-        )
+    if chosen.preprocessing == "dataset":
+        if info is None:
+            raise InvalidArgumentError(
+                "`preprocess` is dataset, but no dataset is known (no model card names one). "
+                "Fix: pass --dataset (fashion_mnist, cifar10 or folder:PATH)."
+            )
+        preprocessing = info.preprocessing(input_shape).to_dict()
+    else:
+        preprocessing = chosen.preprocessing.to_dict()
     num_classes = int(network.outputs[0].shape[-1])
     if class_names is None:
         class_names = [str(index) for index in range(num_classes)]
@@ -127,7 +131,7 @@ def model_context(
             f"The model has {num_classes} outputs but {len(class_names)} class names "
             f"({dataset or 'model card'}). Fix: pass the dataset the model was trained on."
         )
-    return ModelContext(dict(preprocessing), list(class_names), dataset, card)
+    return ModelContext(preprocessing, list(class_names), dataset, card)
 
 
 def write_bundle(
@@ -143,6 +147,7 @@ def write_bundle(
     max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     data_dir: str | None = None,
+    preprocess: str | Preprocessing | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict:
@@ -163,6 +168,9 @@ def write_bundle(
         max_abs_diff: Threshold for float32 files (see `verify_export`).
         min_agreement: Threshold for int8 files (see `verify_export`).
         data_dir: Where to look for the dataset first.
+        preprocess: The input transform, written into manifest.json and used
+            for calibration and verification (see `choose_preprocessing`):
+            default the model card's, else raw pixels 0..255.
         overwrite: Replace ``out_dir`` if it exists.
         progress: Show progress.
 
@@ -186,13 +194,16 @@ def write_bundle(
         )
     network, model_path = resolve_model(model)
     input_shape = image_input_shape(network, "`kprune bundle`")
-    context = model_context(network, model_path, dataset, data_dir)
+    context = model_context(network, model_path, dataset, data_dir, preprocess)
     if context.dataset is None:
         raise InvalidArgumentError(
             "A bundle is verified on real images, and int8 is calibrated on them, but no "
             "dataset is known. Fix: pass --dataset (fashion_mnist, cifar10 or folder:PATH)."
         )
-    common = dict(input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64)
+    common = dict(
+        input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64,
+        preprocessing=Preprocessing.from_dict(context.preprocessing),
+    )  # fmt: skip
     verification_data = load(context.dataset, split, limit=verify_samples, **common)
     calibration_data = (
         load(context.dataset, "train", limit=calibration_samples, **common) if int8 else None

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import keras
 
-from kprune.data import load
+from kprune.data import Preprocessing, load
 from kprune.errors import InvalidArgumentError
 from kprune.export.artifact import (
     ExportedArtifact,
@@ -81,6 +81,7 @@ def export_model(
     data_dir: str | None = None,
     data: Any = None,
     calibration_data: Any = None,
+    preprocess: str | Preprocessing | None = None,
     progress: bool = False,
 ) -> ExportResult:
     """Exports a model to TFLite (one file per precision) and ONNX, verified.
@@ -109,6 +110,9 @@ def export_model(
             path); needed for models that are not image classifiers.
         calibration_data: Your own examples for int8 calibration; defaults
             to ``data``.
+        preprocess: The input transform of a named dataset's calibration and
+            verification images (see `choose_preprocessing`): default the
+            model card's, else raw pixels 0..255.
         progress: Show progress.
 
     Raises:
@@ -125,14 +129,15 @@ def export_model(
     calibration, verification_data = calibration_data, data
     if needs_verification_data or needs_calibration_data:
         input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA)
-        context = model_context(network, model_path, dataset, data_dir)
+        context = model_context(network, model_path, dataset, data_dir, preprocess)
         if context.dataset is None:
             raise InvalidArgumentError(
                 "Verification and int8 calibration need real examples, but no dataset is "
                 "known (no model card names one). Fix: pass --dataset (fashion_mnist, "
                 "cifar10 or folder:PATH), or --data FILE.npz, or --no-verify without int8."
             )
-        common = dict(input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64)
+        common = dict(input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64,
+                      preprocessing=Preprocessing.from_dict(context.preprocessing))  # fmt: skip
         if needs_calibration_data:
             calibration = load(context.dataset, "train", limit=calibration_samples, **common)
         if needs_verification_data:
@@ -189,16 +194,19 @@ def verify_files(
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     data_dir: str | None = None,
     data: Any = None,
+    preprocess: str | Preprocessing | None = None,
     progress: bool = False,
 ) -> VerificationReport:
     """Verifies ``.tflite`` / ``.onnx`` files or bundle folders against a model.
 
     A bundle folder is first checked file by file against the sha256 in its
     manifest, then each of its model files is verified. The dataset defaults
-    to the model card's, else the one a bundle was verified on; ``data``
-    (your own examples, as `verify_export` takes them) replaces it, and is
-    needed for models that are not image classifiers. Never raises for a
-    failed threshold: see ``report.passed`` and ``report.raise_for_failures()``.
+    to the model card's, else the one a bundle was verified on; the
+    preprocessing to ``preprocess``, else a bundle's manifest, else the rule
+    of `choose_preprocessing` (the model card's, else raw pixels). ``data``
+    (your own examples, as `verify_export` takes them) replaces the dataset,
+    and is needed for models that are not image classifiers. Never raises for
+    a failed threshold: see ``report.passed`` and ``report.raise_for_failures()``.
 
     Raises:
         VerificationError: If a bundle file was modified, or a file's shapes
@@ -214,11 +222,14 @@ def verify_files(
             # A bundle remembers the dataset it was verified on.
             verified = manifest.get("metrics", {}).get("verification", {})
             dataset = dataset or verified.get("dataset")
+            if preprocess is None and "preprocessing" in manifest:
+                # What the bundle does on the board is what its files are checked with.
+                preprocess = Preprocessing.from_dict(manifest["preprocessing"])
         else:
             files.append(path)
     if data is None:
         input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA)
-        context = model_context(network, model_path, dataset, data_dir)
+        context = model_context(network, model_path, dataset, data_dir, preprocess)
         if context.dataset is None:
             raise InvalidArgumentError(
                 "Verification needs real examples, but no dataset is known (no model card "
@@ -228,6 +239,7 @@ def verify_files(
         data = load(
             context.dataset, split, input_shape=input_shape, batch_size=64, limit=samples,
             shuffle=False, data_dir=data_dir,
+            preprocessing=Preprocessing.from_dict(context.preprocessing),
         )  # fmt: skip
     return verify_export(
         network, files, data, samples=samples, max_abs_diff=max_abs_diff,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kprune.data import dataset_info, load
+from kprune.data import Preprocessing, dataset_info, load
 from kprune.data.folder import RGB_MEAN, RGB_STD
 from kprune.errors import DatasetNotFoundError, InvalidArgumentError
 
@@ -93,14 +93,58 @@ def test_flat_class_folders_serve_train_and_val(tmp_path):
     assert train.info.class_names == ("cat", "dog") and train.num_examples == 8
 
 
-def test_missing_test_folder_is_a_clear_error(tmp_path):
-    write_pngs(tmp_path / "only" / "train", 3)
+def test_without_test_folder_the_test_split_is_val_and_says_so(tmp_path, caplog):
+    write_pngs(tmp_path / "keras" / "train", 3)
+    write_pngs(tmp_path / "keras" / "val", 2)
+    name = f"folder:{tmp_path / 'keras'}"
+    # val/ is the val split, whole; train/ is all train (nothing carved).
+    assert load(name, "train", input_shape=(6, 6, 3)).num_examples == 6
+    val = load(name, "val", input_shape=(6, 6, 3))
+    assert val.num_examples == 4 and val.note == ""
+    assert val.info.source == str(tmp_path / "keras" / "val")
+    assert not caplog.records
+    test = load(name, "test", input_shape=(6, 6, 3))
+    assert image_ids(test) == image_ids(val) == [100, 101, 110, 111]
+    assert test.note == (
+        f"{name} has no test/ folder: its test split is {tmp_path / 'keras' / 'val'} "
+        "(the validation images)."
+    )
+    assert [record.getMessage() for record in caplog.records] == [test.note]  # said once
+
+
+def test_without_test_or_val_the_test_split_is_the_held_out_part(tmp_path, caplog):
+    write_pngs(tmp_path / "only" / "train", 4)
     root = tmp_path / "only"
-    with pytest.raises(InvalidArgumentError, match=rf"folder:{root} has no test split. Fix: "):
-        load(f"folder:{root}", "test", input_shape=(6, 6, 3))
+    test = load(f"folder:{root}", "test", input_shape=(6, 6, 3), val_fraction=0.25)
+    val = load(f"folder:{root}", "val", input_shape=(6, 6, 3), val_fraction=0.25)
+    assert image_ids(test) == image_ids(val) and test.num_examples == 2
+    assert "has no test/ or val/ folder: its test split is the held-out 25%" in test.note
+    assert caplog.records[0].getMessage() == test.note
     # train/ without test/ still holds the training classes (not a class called "train").
-    train = load(f"folder:{root}", "train", input_shape=(6, 6, 3))
-    assert train.info.class_names == ("cat", "dog")
+    assert test.info.class_names == ("cat", "dog")
+    # A flat folder (classes directly under PATH) falls back the same way.
+    write_pngs(tmp_path / "flat", 4)
+    flat = load(f"folder:{tmp_path / 'flat'}", "test", input_shape=(6, 6, 3), val_fraction=0.25)
+    assert flat.num_examples == 2 and "held-out 25%" in flat.note
+
+
+def test_validation_folder_name_and_missing_class(tmp_path):
+    write_pngs(tmp_path / "data" / "train", 2)
+    write_pngs(tmp_path / "data" / "validation", 1)
+    assert load(f"folder:{tmp_path / 'data'}", "val", input_shape=(6, 6, 3)).num_examples == 2
+    (tmp_path / "data" / "test" / "cat").mkdir(parents=True)
+    with pytest.raises(InvalidArgumentError, match=r"test has no folder for the classes \['dog'\] of "):
+        load(f"folder:{tmp_path / 'data'}", "test", input_shape=(6, 6, 3))
+
+
+def test_raw_and_explicit_preprocessing_of_folder_images(image_root):
+    name = f"folder:{image_root}"
+    raw, labels = collect(load(name, "test", input_shape=(6, 6, 3), preprocessing="raw"))
+    expected = np.array([COLOURS[("cat", "dog")[label]] for label in labels], np.float32)
+    np.testing.assert_array_equal(raw[:, 3, 3], expected)  # Keras' 0..255 floats, untouched
+    explicit = Preprocessing((6, 6, 3), scale=2.0, mean=(1.0, 2.0, 3.0), std=(4.0,))
+    images, _ = collect(load(name, "test", preprocessing=explicit))
+    np.testing.assert_allclose(images[:, 3, 3], (expected * 2.0 - [1.0, 2.0, 3.0]) / 4.0, rtol=1e-6)
 
 
 def test_missing_or_empty_folder(tmp_path):

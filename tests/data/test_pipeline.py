@@ -96,6 +96,30 @@ def test_resize_and_gray_to_rgb(fake_fashion_dir):
     assert record["mean"] == [0.2860] * 3 and record["std"] == [0.3530] * 3
 
 
+def test_raw_preprocessing_keeps_keras_pixels(fake_fashion_dir):
+    split = fmnist(fake_fashion_dir, "test", input_shape=(28, 28, 3), preprocessing="raw")
+    images, _ = collect(split)
+    raw, _ = fashion_mnist.load_arrays(fake_fashion_dir, download=False)[0]["test"]
+    expected = np.repeat(raw.reshape(20, 28, 28, 1).astype(np.float32), 3, axis=-1)
+    np.testing.assert_array_equal(images, expected)  # float32 0..255, like keras.utils' loaders
+    record = split.preprocessing.to_dict()
+    assert (record["scale"], record["mean"], record["std"]) == (1.0, [0.0] * 3, [1.0] * 3)
+    assert split.preprocessing.describe() == "raw pixels 0..255 (float32), resized to (28, 28, 3)"
+    assert Preprocessing.from_dict(record).to_dict() == record
+
+
+def test_explicit_preprocessing_sets_the_shape_and_must_agree(fake_fashion_dir):
+    explicit = Preprocessing((14, 14, 1), scale=0.5, mean=(3.0,), std=(2.0,))
+    images, _ = collect(fmnist(fake_fashion_dir, "test", preprocessing=explicit))
+    assert images.shape == (20, 14, 14, 1)
+    with pytest.raises(InvalidArgumentError, match=r"`preprocessing` resizes to \(14, 14, 1\), "
+                       r"but input_shape=\(28, 28, 1\). Fix:"):  # fmt: skip
+        fmnist(fake_fashion_dir, "test", input_shape=(28, 28, 1), preprocessing=explicit)
+    with pytest.raises(InvalidArgumentError, match=r"`preprocessing` must be one of \('dataset', "
+                       r"'raw'\) or a kprune.data.Preprocessing. Received preprocessing='card'"):  # fmt: skip
+        fmnist(fake_fashion_dir, "test", preprocessing="card")
+
+
 def test_preprocessing_downscale_is_2x2_mean_pooling():
     # Bilinear with half-pixel centres at exactly half size samples between 2×2 blocks.
     pixels = np.random.default_rng(0).integers(0, 256, size=(1, 8, 8, 1)).astype(np.float32)
