@@ -66,9 +66,18 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         }
 
 
+def output_names(model: keras.Model) -> list[str]:
+    """The model's output names in ``model.outputs`` order (``output_<i>`` where
+    Keras gives none or the same twice, e.g. for a Sequential)."""
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(model.outputs) or len(set(names)) != len(names):
+        names = [f"output_{index}" for index in range(len(model.outputs))]
+    return names
+
+
 def per_output(model: keras.Model, value: Any, what: str) -> list:
     """``value`` (one, a list, or a dict by output name) as one entry per model output."""
-    names = list(model.output_names)
+    names = output_names(model)
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(names))
         if unknown:
@@ -113,7 +122,7 @@ def example_loss(model: keras.Model, loss: Any, loss_weights: Any = None) -> Cal
         InvalidArgumentError: A model with several outputs and no loss, or a
             ``loss``/``loss_weights`` that does not fit the outputs.
     """
-    names = list(model.output_names)
+    names = output_names(model)
     if loss is None and len(names) > 1:
         raise InvalidArgumentError(
             f"Model {model.name!r} has {len(names)} outputs {names} and no loss. Fix: "

@@ -26,7 +26,9 @@ import tensorflow as tf
 from kprune.data import as_dataset, batches_per_epoch
 from kprune.determinism import seed_everything
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.losses import example_loss, loss_for, lower_is_better, outputs_probabilities
+from kprune.losses import (
+    example_loss, loss_for, lower_is_better, output_names, outputs_probabilities,
+)  # fmt: skip
 from kprune.progress import EvaluateProgress, KerasProgress
 
 __all__ = [
@@ -140,7 +142,7 @@ class TrainingSetup:
         if self.monitor is not None:
             return self.monitor
         metrics = self.metrics if self.metrics is not None else ["accuracy"]
-        names = list(model.output_names)
+        names = output_names(model)
         per_output = metrics if isinstance(metrics, dict) else dict(enumerate(metrics))
         for key, entry in per_output.items():
             entries = entry if isinstance(entry, (list, tuple)) else [entry]

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import keras
 
 from kprune.errors import InvalidArgumentError, UnsupportedModelError
+from kprune.losses import output_names
 from kprune.modelio import load_model
 from kprune.progress import make_progress
 
@@ -165,7 +166,7 @@ def model_tensors(model: keras.Model) -> ModelTensors:
     # Output tensors are named after the layers that make them (model.output_names).
     outputs = tuple(
         _keras_tensor(t, name, "output", model)
-        for t, name in zip(model.outputs, _output_names(model))
+        for t, name in zip(model.outputs, output_names(model))
     )
     return ModelTensors(inputs, outputs)
 
@@ -176,13 +177,6 @@ def structured_inputs(model: keras.Model, inputs: list):
     if len(inputs) == 1:
         return inputs[0]  # also for a Sequential never called, which has no `.input`
     return keras.tree.pack_sequence_as(model.input, list(inputs))
-
-
-def _output_names(model: keras.Model) -> list[str]:
-    names = list(getattr(model, "output_names", None) or [])
-    if len(names) != len(model.outputs) or len(set(names)) != len(names):
-        names = [f"output_{index}" for index in range(len(model.outputs))]
-    return names
 
 
 def _keras_tensor(tensor, name: str, kind: str, model: keras.Model) -> TensorInfo:
