@@ -1,7 +1,9 @@
 """Which handler serves which layer class: the built-in table, and users' additions.
 
 A layer is served by the handler of its class or of its nearest registered
-base class. The built-in table covers Keras layers (preprocessing
+base class, unless a class in between defines its own ``call``: a subclass
+that computes something else is not its parent, and has no handler until one
+is registered for it. The built-in table covers Keras layers (preprocessing
 and augmentation included), the `keras.ops` operations that functional graphs
 record (``x + y``, ``ops.relu(x)``, ``ops.mean(x, axis=(1, 2))``…) and the
 custom layers of `keras.applications`; `register_handler` adds to it.
@@ -150,7 +152,8 @@ _HANDLERS: dict[type, h.LayerHandler] = _builtin_handlers()
 
 
 def register_handler(*layer_classes: type) -> Callable[[type], type]:
-    """Class decorator: use this handler for ``layer_classes`` and their subclasses.
+    """Class decorator: use this handler for ``layer_classes`` and their subclasses
+    (those that do not override ``call``).
 
     Example:
         >>> @kprune.register_handler(MyScale)
@@ -167,13 +170,25 @@ def register_handler(*layer_classes: type) -> Callable[[type], type]:
 
 
 def handler_for(layer) -> h.LayerHandler | None:
-    """The handler of the layer's class or nearest registered base class, or None."""
+    """The handler of the layer's class or nearest registered base class, or None.
+
+    None too for a subclass of a registered class that defines its own ``call``
+    (`overridden_base` names that class).
+    """
     for klass in type(layer).__mro__:
         if klass in _HANDLERS:
             return _HANDLERS[klass]
-        if klass in (keras.layers.Layer, keras.Operation):
+        if "call" in vars(klass) or klass in (keras.layers.Layer, keras.Operation):
             break
     return None
+
+
+def overridden_base(layer) -> type | None:
+    """The registered class that ``layer``'s class inherits from but whose ``call`` it
+    overrides; None when the layer has a handler or no registered base class."""
+    if handler_for(layer) is not None:
+        return None
+    return next((klass for klass in type(layer).__mro__ if klass in _HANDLERS), None)
 
 
 def supported_classes() -> dict[str, str]:
