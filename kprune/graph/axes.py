@@ -4,8 +4,8 @@ Softmax over the spatial axes, a mean over height and width, a transpose that
 swaps height and width, `expand_dims` in front: channel k stays channel k, so
 they pass channels through. The same operations on the channel axis make each
 output depend on several channels (or move the channels), so there they are
-boundaries. Axes are read from the operation (``axis``, ``axes``, ``dims``) and
-may be negative.
+boundaries. Axes are read from the operation (``axis``, ``axes``, ``dims``,
+``pad_width``, the index of ``x[...]``) and may be negative.
 """
 
 from __future__ import annotations
@@ -93,3 +93,39 @@ class Permute(Transpose):
 
     def permutation(self, layer, rank):
         return (0, *layer.dims)
+
+
+class Pad(PassThrough):
+    """`ops.pad`: channel-wise when the channel axis is not padded."""
+
+    def propagate(self, call, input_ids, context):
+        pad_width = call.layer.pad_width  # one pair for every axis, or one pair for all
+        if tuple(pad_width[-1]) != (0, 0):
+            return freeze(call, input_ids, context, "pads the channel axis")
+        return super().propagate(call, input_ids, context)
+
+
+class GetItem(PassThrough):
+    """``x[...]`` indexing: channel-wise when it takes the channel axis whole and keeps
+    it last (``x[:, 1:-1, 1:-1]``, ``x[..., ::2, :]``); a boundary when it picks channels
+    or indexes with tensors or arrays."""
+
+    def propagate(self, call, input_ids, context):
+        keys = call.constant_arguments()
+        rank = _rank(call.node.input_tensors[0])
+        if len(keys) != 1 or not _keeps_last_axis(keys[0], rank):
+            return freeze(call, input_ids, context, "indexes the channel axis")
+        return [input_ids[0]]
+
+
+def _keeps_last_axis(key, rank: int) -> bool:
+    key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+    if not all(k is None or k is Ellipsis or isinstance(k, (int, slice)) for k in key):
+        return False  # tensors or arrays: advanced indexing may move axes
+    if Ellipsis in key:
+        trailing = key[key.index(Ellipsis) + 1 :]
+    elif sum(k is not None for k in key) < rank:
+        return True  # the last axes, channels included, are untouched
+    else:
+        trailing = key
+    return not trailing or trailing[-1] == slice(None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+import keras
 import numpy as np
 
 Ids = np.ndarray  # int64 channel ids of a tensor's last axis
@@ -125,9 +126,14 @@ def activation_mixes_channels(layer) -> str | None:
 
 def _constant_over_channels(call, channels: int) -> bool:
     """Whether a `keras.ops` call takes a constant with one value per channel (e.g.
-    ``x * np.ones(c)``): kprune would not slice it, so the call is a boundary."""
+    ``x * np.ones(c)``, ``ops.clip(x, 0.0, np.full(c, 6.0))``): kprune would not slice
+    it, so the call is a boundary."""
+    values = call.constant_arguments()
+    if not isinstance(call.layer, keras.layers.Layer):  # ops keep some arguments (clip's bounds)
+        attributes = vars(call.layer).values()  # arrays; axes and shapes are tuples
+        values += [v for v in attributes if isinstance(v, np.ndarray) or keras.ops.is_tensor(v)]
     return channels > 1 and any(
-        np.ndim(value) > 0 and np.shape(value)[-1] == channels for value in call.constant_arguments()
+        np.ndim(value) > 0 and np.shape(value)[-1] == channels for value in values
     )
 
 

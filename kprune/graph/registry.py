@@ -123,6 +123,8 @@ def _serve_operations(serve) -> None:
     serve(axes.ExpandDims, np_.ExpandDims)
     serve(axes.Squeeze, np_.Squeeze)
     serve(axes.Transpose, np_.Transpose)
+    serve(axes.Pad, np_.Pad)
+    serve(axes.GetItem, np_.GetItem)
     serve(axes.AlongAxis, nn.Softmax, nn.LogSoftmax, nn.Sparsemax, nn.Glu, nn.Normalize)
     serve(axes.Reduction, np_.Mean, np_.Max, np_.Min, np_.Amax, np_.Amin, np_.Sum,
           np_.Prod, np_.Std, np_.Var, np_.Median, math.Logsumexp)  # fmt: skip

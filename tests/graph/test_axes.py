@@ -26,6 +26,8 @@ CHANNEL_WISE = {
     "reshape": lambda x: ops.reshape(ops.mean(x, axis=(1, 2)), (-1, 1, 1, 6)) * x,
     "transpose of height and width": lambda x: ops.transpose(x, (0, 2, 1, 3)),
     "concatenate on height": lambda x: ops.concatenate([x, ops.relu(x)], axis=1),
+    "spatial pad": lambda x: ops.pad(x, ((0, 0), (1, 1), (2, 0), (0, 0))),
+    "spatial indexing": lambda x: x[:, 1:-1, ::2] + x[..., 1:-1, 1::2, :],
 }
 
 
@@ -34,6 +36,12 @@ def test_operations_along_spatial_axes_are_channel_wise(case, tmp_path):
     model = between_convs(CHANNEL_WISE[case])
     assert analyze(model).prunable_layers() == ["before", "after"]
     assert_exact(model, REMOVAL, saved_to=tmp_path / "pruned.keras")
+
+
+def test_axes_given_as_tuples_are_not_taken_for_per_channel_constants():
+    # (0, 2, 1, 3) has as many entries as there are channels.
+    model = between_convs(lambda x: ops.transpose(x, (0, 2, 1, 3)), channels=4)
+    assert analyze(model).prunable_layers() == ["before", "after"]
 
 
 def test_softmax_over_spatial_axes_is_channel_wise(tmp_path):
@@ -72,6 +80,8 @@ BOUNDARIES = {
         lambda x: layers.Permute((2, 3, 1))(layers.Permute((3, 1, 2))(x)),
         "Permute", "moves the channel axis",
     ),
+    "pad channels": (lambda x: ops.pad(x, ((0, 0), (0, 0), (0, 0), (1, 1))), "Pad", "pads"),
+    "pick channels": (lambda x: ops.relu(x[..., ::2]), "GetItem", "indexes the channel axis"),
     "expand_dims last": (
         lambda x: ops.squeeze(ops.expand_dims(x, -1), -1), "ExpandDims", "moves the channel axis"
     ),

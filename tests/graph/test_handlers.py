@@ -162,6 +162,10 @@ def test_an_unknown_activation_function_is_a_boundary():
 
 def test_a_constant_with_one_value_per_channel_freezes_the_channels():
     # kprune does not slice constants recorded in an operation's arguments.
-    graph = analyze(between_convs(lambda x: x * np.arange(6, dtype="float32")))
-    assert "one value per channel" in graph.group_of("before").frozen_by[0]
+    for per_channel in (
+        lambda x: x * np.arange(6, dtype="float32"),
+        lambda x: ops.clip(x, 0.0, np.full(6, 6.0, dtype="float32")),
+    ):
+        graph = analyze(between_convs(per_channel))
+        assert "one value per channel" in graph.group_of("before").frozen_by[0]
     assert analyze(between_convs(lambda x: x * 2.0)).group_of("before").prunable
