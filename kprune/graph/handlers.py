@@ -8,6 +8,9 @@ Flatten repeats them once per spatial position. A boundary layer (Reshape that
 moves channels, LayerNormalization, softmax over channels, …) freezes the
 channels that reach it: they may not be removed.
 
+Handlers whose role depends on the axes an operation acts on (``ops.mean``,
+softmax, transposes, …) are in `kprune.graph.axes`; those of Rescaling and
+Normalization, which slice per-channel values, in `kprune.graph.preprocessing`.
 Which handler serves which class is `kprune.graph.registry`'s table; users
 register handlers for their own layers::
 
