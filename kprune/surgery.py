@@ -231,13 +231,20 @@ def _masks_of(call, keep) -> tuple[np.ndarray | None, np.ndarray | None]:
 
 def _new_layer(graph: DependencyGraph, call, keep) -> keras.Operation:
     layer = call.layer
-    if not isinstance(layer, keras.layers.Layer):
-        return layer  # a stateless keras.ops operation: reuse it
+    handler = graph.handlers[call.name]
     _, out_keep = _masks_of(call, keep)
+    if not isinstance(layer, keras.layers.Layer):
+        # A stateless keras.ops operation: reused, unless its arguments count the
+        # channels (`ops.reshape(x, (-1, 1, 1, c))`).
+        if out_keep is None:
+            return layer
+        config = layer.get_config()
+        resized = handler.slice_config(layer, config, out_keep)
+        return layer if resized == config else type(layer).from_config(resized)
     config = layer.get_config()
     config["name"] = call.name
     if out_keep is not None:
-        config = graph.handlers[call.name].resized_config(layer, config, int(out_keep.sum()))
+        config = handler.slice_config(layer, config, out_keep)
     return type(layer).from_config(config)
 
 
@@ -256,6 +263,8 @@ def _set_weights(graph: DependencyGraph, call, new_layer, keep) -> None:
     sliced = handler.slice_weights(layer, dict(zip(keys, layer.get_weights())), in_keep, out_keep)
     # Same class and config: the new layer lists its weights in the same order.
     new_layer.set_weights([sliced[key] for key in keys])
+    if hasattr(new_layer, "finalize_state"):  # Normalization derives its statistics here
+        new_layer.finalize_state()  # (Keras' own weight loaders call it too)
 
 
 def _weight_keys(layer, known: set[str]) -> list[str]:

@@ -61,13 +61,23 @@ handler per layer type:
   removed on either side), **except depthwise-like ones** with
   `groups == in_channels == filters` (as in ConvNeXt), which pass channels
   through like a DepthwiseConv2D.
-- **Boundaries freeze channels.** LayerNormalization, softmax over channels,
-  a Reshape that moves the channel axis, the model inputs and outputs, …:
-  channels that reach them are never removed, the rest stays prunable.
+- **Layers and ops written between convolutions** pass channels through when
+  they treat every channel alike: element-wise `keras.ops` and activations
+  (`ops.relu`, `ops.silu`, `ops.clip`, …), augmentation (`RandomFlip`,
+  `RandomTranslation`, …; the identity at inference), `Resizing`, `CenterCrop`,
+  spatial `ops.mean`/`ops.max`, `expand_dims`/`reshape` that keep the channel
+  axis. `Rescaling` and `Normalization` slice their per-channel values.
+- **Boundaries freeze channels.** LayerNormalization, softmax (layer, op or
+  activation name) over channels, a reduction over the channels, a transpose
+  or reshape that moves the channel axis, colour augmentation that mixes the
+  channels, the model inputs and outputs, …: channels that reach them are
+  never removed, the rest stays prunable.
 - **Unsupported layers fail fast**: `analyze` lists every layer without a
   handler, by name and class, before anything changes. With
   `unsupported="freeze"` (CLI `--unsupported freeze`) they are boundaries
-  instead. Register a handler for your own layer with
+  instead. A subclass of a listed layer that overrides `call` is not treated
+  as its parent: it is unsupported until a handler is registered for it.
+  Register a handler for your own layer with
   `kprune.graph.register_handler` (see `kprune/graph/handlers.py`).
 
 `kprune info MODEL --groups` prints the groups of a model.
@@ -212,8 +222,8 @@ def _render(results: dict[str, dict]) -> str:
         "couples its inputs' channels; *concat* / *flatten* map indices; *boundary*",
         "freezes the channels that reach it. Plain names are `keras.layers` classes;",
         "`ops.X` are the operations Keras records for arithmetic on symbolic tensors",
-        "(`x + y`, `keras.ops.multiply`, …). Subclasses of a listed class use its",
-        "handler. Some handlers pick a role per call, as their note says.",
+        "(`x + y`, `keras.ops.relu`, …). Subclasses of a listed class use its handler",
+        "unless they override `call`. Some handlers pick a role per call, as their note says.",
         "",
         "| layers | role | handler |",
         "|---|---|---|",

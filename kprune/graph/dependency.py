@@ -19,7 +19,7 @@ from scipy.cluster.hierarchy import DisjointSet
 from kprune.errors import InvalidArgumentError, UnsupportedModelError
 from kprune.graph.flatten import Call, FlatGraph, flatten
 from kprune.graph.handlers import Boundary, Ids, LayerHandler
-from kprune.graph.registry import handler_for
+from kprune.graph.registry import handler_for, overridden_base
 
 UNSUPPORTED_MODES = ("error", "freeze")
 
@@ -278,8 +278,7 @@ def _choose_handlers(flat: FlatGraph, unsupported: str) -> dict[str, LayerHandle
         # Handlers read channels on the last axis; channels_first layers would be mis-sliced.
         channels_first = getattr(call.layer, "data_format", None) == "channels_first"
         if handler is None or channels_first:
-            detail = ", channels_first" if channels_first else ""
-            missing.append(f"{call.name} ({type(call.layer).__name__}{detail})")
+            missing.append(f"{call.name} ({type(call.layer).__name__}{_why_unserved(call.layer)})")
             any_channels_first |= channels_first
             handler = Boundary()
         handlers[call.name] = handler
@@ -291,6 +290,15 @@ def _choose_handlers(flat: FlatGraph, unsupported: str) -> dict[str, LayerHandle
             "unsupported='freeze' (CLI: --unsupported freeze) to keep their channels."
         )
     return handlers
+
+
+def _why_unserved(layer) -> str:
+    if getattr(layer, "data_format", None) == "channels_first":
+        return ", channels_first"
+    base = overridden_base(layer)
+    if base is not None:
+        return f", a subclass of {base.__name__} that overrides call"
+    return ""
 
 
 def _build_graph(model, flat, handlers, context, tensor_ids) -> DependencyGraph:

@@ -39,6 +39,15 @@ class Call:
     inputs: list[int]
     outputs: list[int]
 
+    def constant_arguments(self) -> list:
+        """The call's arguments that hold no graph tensor (``6.0`` in ``ops.clip(x, 0.0, 6.0)``)."""
+        arguments = self.node.arguments
+        values = [*arguments.args, *arguments.kwargs.values()]
+        return [
+            value for value in values
+            if not any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(value))
+        ]  # fmt: skip
+
 
 @dataclass
 class FlatGraph:

@@ -8,6 +8,9 @@ Flatten repeats them once per spatial position. A boundary layer (Reshape that
 moves channels, LayerNormalization, softmax over channels, …) freezes the
 channels that reach it: they may not be removed.
 
+Handlers whose role depends on the axes an operation acts on (``ops.mean``,
+softmax, transposes, …) are in `kprune.graph.axes`; those of Rescaling and
+Normalization, which slice per-channel values, in `kprune.graph.preprocessing`.
 Which handler serves which class is `kprune.graph.registry`'s table; users
 register handlers for their own layers::
 
@@ -25,6 +28,16 @@ import keras
 import numpy as np
 
 Ids = np.ndarray  # int64 channel ids of a tensor's last axis
+
+# `keras.activations` by function name (``Activation("swish").activation.__name__ == "silu"``).
+ELEMENTWISE_ACTIVATIONS = frozenset({
+    "celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu",
+    "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu", "relu6", "selu",
+    "sigmoid", "silu", "soft_shrink", "softplus", "softsign", "sparse_plus",
+    "sparse_sigmoid", "squareplus", "tanh", "tanh_shrink", "threshold",
+})  # fmt: skip
+# Each output depends on every channel (softmax family) or on pairs of them (glu).
+CHANNEL_MIXING_ACTIVATIONS = frozenset({"softmax", "log_softmax", "sparsemax", "glu"})
 
 
 class Context(Protocol):
@@ -66,6 +79,14 @@ class LayerHandler:
         """The layer's config after its output channels shrink to ``kept_outputs``."""
         return config
 
+    def slice_config(self, layer, config: dict, out_keep: np.ndarray) -> dict:
+        """The layer's config keeping the output channels where ``out_keep`` is true.
+
+        By default `resized_config` with the kept count; handlers of layers whose
+        config holds per-channel values (Normalization's mean) override this.
+        """
+        return self.resized_config(layer, config, int(out_keep.sum()))
+
     def slice_weights(
         self, layer, weights: dict[str, np.ndarray], in_keep: np.ndarray | None,
         out_keep: np.ndarray | None,
@@ -88,6 +109,43 @@ def _last_dim(tensor) -> int | None:
     return shape[-1] if len(shape) else None
 
 
+def _activation_name(layer) -> str | None:
+    """The name of the layer's ``activation`` function, or None without one."""
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return None
+    return getattr(activation, "__name__", type(activation).__name__)
+
+
+def activation_mixes_channels(layer) -> str | None:
+    """Why the layer's activation is not channel-wise, or None when it is (or there is none)."""
+    name = _activation_name(layer)
+    if name is None or name in ELEMENTWISE_ACTIVATIONS:
+        return None
+    if name in CHANNEL_MIXING_ACTIVATIONS:
+        return f"{name} activation"
+    return f"activation {name} (not known to be element-wise)"
+
+
+def _constant_over_channels(call, channels: int) -> bool:
+    """Whether a `keras.ops` call takes a constant with one value per channel (e.g.
+    ``x * np.ones(c)``, ``ops.clip(x, 0.0, np.full(c, 6.0))``): kprune would not slice
+    it, so the call is a boundary."""
+    values = call.constant_arguments()
+    if not isinstance(call.layer, keras.layers.Layer):  # ops keep some arguments (clip's bounds)
+        attributes = vars(call.layer).values()  # arrays; axes and shapes are tuples
+        values += [v for v in attributes if isinstance(v, np.ndarray) or keras.ops.is_tensor(v)]
+    return channels > 1 and any(
+        np.ndim(value) > 0 and np.shape(value)[-1] == channels for value in values
+    )
+
+
+def _freeze_if_activation_mixes(call, ids: Ids | None, context: Context) -> None:
+    reason = activation_mixes_channels(call.layer)
+    if reason is not None and ids is not None:
+        context.freeze(ids, f"{reason} of {call.name!r}")
+
+
 class Producer(LayerHandler):
     """A layer whose output channels are new: Conv, Dense, SeparableConv, …"""
 
@@ -96,9 +154,7 @@ class Producer(LayerHandler):
 
     def propagate(self, call, input_ids, context):
         ids = context.new_channels(call, _last_dim(call.node.outputs[0]))
-        activation = getattr(getattr(call.layer, "activation", None), "__name__", "")
-        if activation in ("softmax", "log_softmax"):  # each output depends on every channel
-            context.freeze(ids, f"{activation} activation of {call.name!r}")
+        _freeze_if_activation_mixes(call, ids, context)
         return [ids]
 
     def weight_axes(self, layer):
@@ -120,9 +176,10 @@ class Convolution(Producer):
 
     def propagate(self, call, input_ids, context):
         if self._is_depthwise(call):
+            _freeze_if_activation_mixes(call, input_ids[0], context)
             return [input_ids[0]]
         if call.layer.groups != 1:
-            return Boundary().propagate(call, input_ids, context)
+            return freeze(call, input_ids, context, "grouped convolution")
         return super().propagate(call, input_ids, context)
 
     def weight_axes(self, layer):
@@ -186,6 +243,8 @@ class PassThrough(LayerHandler):
     per_channel_weights: tuple[str, ...] = ()
 
     def propagate(self, call, input_ids, context):
+        if input_ids[0] is not None and _constant_over_channels(call, len(input_ids[0])):
+            return freeze(call, input_ids, context, "a constant argument has one value per channel")
         return [input_ids[0] for _ in call.node.outputs]
 
     def weight_axes(self, layer):
@@ -202,7 +261,7 @@ class BatchNormalizationHandler(PassThrough):
         axis = call.layer.axis
         rank = len(call.node.outputs[0].shape)
         if (axis if isinstance(axis, int) else -1) % rank != rank - 1:
-            return Boundary().propagate(call, input_ids, context)
+            return freeze(call, input_ids, context, f"its feature axis is {axis}")
         return super().propagate(call, input_ids, context)
 
 
@@ -217,20 +276,11 @@ class Depthwise(PassThrough):
 
     def propagate(self, call, input_ids, context):
         ids = input_ids[0]
+        _freeze_if_activation_mixes(call, ids, context)
         return [None if ids is None else np.repeat(ids, call.layer.depth_multiplier)]
 
     def weight_axes(self, layer):
         return {"kernel": {-2: "in"}, "bias": {0: "out"}}
-
-
-class ScalarOrPassThrough(PassThrough):
-    """Rescaling: channel-wise when its scale and offset are scalars."""
-
-    def propagate(self, call, input_ids, context):
-        values = (getattr(call.layer, "scale", 1.0), getattr(call.layer, "offset", 0.0))
-        if any(np.ndim(value) > 0 and np.size(value) > 1 for value in values):
-            return Boundary().propagate(call, input_ids, context)
-        return super().propagate(call, input_ids, context)
 
 
 class Merge(LayerHandler):
@@ -246,9 +296,13 @@ class Merge(LayerHandler):
         if not tracked:
             return [next((ids for ids in input_ids if ids is not None), None)]
         first = tracked[0]
+        if len(first) != _last_dim(call.node.outputs[0]):
+            return freeze(call, input_ids, context, "its output is not channel-wise")
+        if _constant_over_channels(call, len(first)):
+            return freeze(call, input_ids, context, "a constant argument has one value per channel")
         for other in tracked[1:]:
             if len(other) != len(first):
-                return Boundary().propagate(call, input_ids, context)
+                return freeze(call, input_ids, context, "inputs with different channel counts")
             context.couple(first, other, call)
         return [first]
 
@@ -277,7 +331,7 @@ class FlattenHandler(LayerHandler):
         ids = input_ids[0]
         spatial = call.node.input_tensors[0].shape[1:-1]
         if ids is None or any(size is None for size in spatial):
-            return Boundary().propagate(call, input_ids, context)
+            return freeze(call, input_ids, context, "unknown spatial size")
         return [np.tile(ids, math.prod(spatial))]
 
 
@@ -285,6 +339,7 @@ class ReshapeHandler(LayerHandler):
     """Reshape is channel-wise when it keeps the last axis (e.g. (N, C) → (N, 1, 1, C))."""
 
     role = "passthrough"
+    shape_key = "target_shape"  # `ops.reshape`'s operation keeps it as "newshape"
 
     def propagate(self, call, input_ids, context):
         before = call.node.input_tensors[0].shape
@@ -293,24 +348,29 @@ class ReshapeHandler(LayerHandler):
             return [input_ids[0]]
         if len(after) == 2 and len(before) > 2 and None not in before[1:]:
             return FlattenHandler().propagate(call, input_ids, context)
-        return Boundary().propagate(call, input_ids, context)
+        return freeze(call, input_ids, context, "moves the channel axis")
 
     def resized_config(self, layer, config, kept_outputs):
-        target = list(config["target_shape"])
+        target = list(config[self.shape_key])
         if target[-1] != -1:
             target[-1] = int(kept_outputs)
-        return {**config, "target_shape": tuple(target)}
+        return {**config, self.shape_key: tuple(target)}
+
+
+class ReshapeOperation(ReshapeHandler):
+    """`ops.reshape`: as the Reshape layer; its new shape includes the batch axis."""
+
+    shape_key = "newshape"
 
 
 class ActivationHandler(PassThrough):
-    """Activation and Softmax: channel-wise except softmax over the channel axis."""
+    """Activation: channel-wise for element-wise functions (relu, silu, gelu, …); softmax,
+    log_softmax, sparsemax, glu and functions kprune does not know are boundaries."""
 
     def propagate(self, call, input_ids, context):
-        layer = call.layer
-        over_channels = isinstance(layer, keras.layers.Softmax) and layer.axis in (-1, len(call.node.outputs[0].shape) - 1)
-        name = getattr(getattr(layer, "activation", None), "__name__", "")
-        if over_channels or name in ("softmax", "log_softmax"):
-            return Boundary().propagate(call, input_ids, context)
+        reason = activation_mixes_channels(call.layer)
+        if reason is not None:
+            return freeze(call, input_ids, context, reason)
         return super().propagate(call, input_ids, context)
 
 
@@ -320,13 +380,18 @@ class Boundary(LayerHandler):
     role = "boundary"
 
     def propagate(self, call, input_ids, context):
-        reason = f"{type(call.layer).__name__} {call.name!r}"
-        for ids in input_ids:
-            if ids is not None:
-                context.freeze(ids, reason)
-        return [
-            context.frozen_channels(_last_dim(tensor) or 0, reason) for tensor in call.node.outputs
-        ]
+        return freeze(call, input_ids, context)
+
+
+def freeze(call, input_ids: list[Ids | None], context: Context, detail: str = "") -> list[Ids]:
+    """Treats one call as a boundary: freezes its inputs' channels, returns frozen outputs."""
+    reason = f"{type(call.layer).__name__} {call.name!r}" + (f" ({detail})" if detail else "")
+    for ids in input_ids:
+        if ids is not None:
+            context.freeze(ids, reason)
+    return [
+        context.frozen_channels(_last_dim(tensor) or 0, reason) for tensor in call.node.outputs
+    ]
 
 
 class LayerScaleHandler(PassThrough):

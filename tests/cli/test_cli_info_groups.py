@@ -36,6 +36,14 @@ def row_of(output: str, producer: str) -> dict[str, list[str]]:
     return rows[0]
 
 
+@keras.saving.register_keras_serializable(package="kprune_tests")
+class ChannelShuffle(keras.layers.Identity):
+    """A layer kprune has no handler for: it overrides Identity's call."""
+
+    def call(self, x):
+        return keras.ops.flip(x, axis=-1)
+
+
 @pytest.fixture(scope="module")
 def residual_file(tmp_path_factory):
     """Stem conv → nested block with a residual Add → Flatten → Dense."""
@@ -45,7 +53,7 @@ def residual_file(tmp_path_factory):
     x = layers.Conv2D(6, 3, padding="same", name="inner")(block_in)
     block = keras.Model(block_in, layers.Add(name="add")([block_in, x]), name="block")
     inputs = keras.Input((8, 8, 3))
-    x = layers.RandomFlip(name="flip")(inputs)
+    x = ChannelShuffle(name="shuffle")(inputs)
     x = layers.Conv2D(6, 3, strides=2, padding="same", name="stem")(x)
     x = layers.Flatten(name="flat")(block(x))
     outputs = layers.Dense(3, name="logits")(layers.Dense(5, name="hidden")(x))
@@ -89,7 +97,8 @@ def test_unsupported_layer_is_one_error_line_naming_the_fix(residual_file):
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "flip (RandomFlip)" in lines[0] and "--unsupported freeze" in lines[0]
+    assert "shuffle (ChannelShuffle, a subclass of Identity that overrides call)" in lines[0]
+    assert "--unsupported freeze" in lines[0]
 
 
 def test_bad_unsupported_value_is_refused():

@@ -5,6 +5,11 @@ index mapping in the surgery (Concatenate offsets, Flatten expansion, consumer
 rows) shows up as a difference between the pruned and the zeroed model.
 Channel-wise followers that add a per-channel constant (BatchNorm β and γ,
 DepthwiseConv bias) are zeroed at the removed channels' positions.
+
+Between a producer and its consumers, a channel-wise function with f(0) ≠ 0
+(sigmoid, exp, Normalization's −mean/σ) turns a zeroed channel into a constant
+that the consumers still see; `zeroed_through_consumers` also zeroes the
+consumers' input rows of the removed channels, the reference for those.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ def zeroed_copy(model, graph, removed: dict[str, list[int]]) -> keras.Model:
     """A copy of ``model`` (same graph) with the channels of ``removed`` zeroed."""
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
+    for layer in _all_layers(copy):
+        if hasattr(layer, "finalize_state"):  # Normalization reads its statistics here
+            layer.finalize_state()
     removed_roots = set()
     for name, indices in removed.items():
         group = graph.group_of(name)
@@ -44,6 +52,32 @@ def zeroed_copy(model, graph, removed: dict[str, list[int]]) -> keras.Model:
             weights[1][positions] = 0.0  # depthwise bias
         target.set_weights(weights)
     return copy
+
+
+def zeroed_through_consumers(model, graph, removed: dict[str, list[int]]) -> keras.Model:
+    """`zeroed_copy`, with the input rows of the removed channels zeroed in every consumer."""
+    copy = zeroed_copy(model, graph, removed)
+    removed_roots = set()
+    for name, indices in removed.items():
+        removed_roots.update(graph.roots[graph.producer_ids(name)[indices]].tolist())
+    for call in graph.flat.calls:
+        ids = graph.tensor_ids.get(call.inputs[0]) if call.inputs else None
+        if ids is None or graph.handlers[call.name].call_role(call) != "producer":
+            continue
+        positions = [i for i, r in enumerate(graph.roots[ids].tolist()) if r in removed_roots]
+        layer = _layer(copy, call.name)
+        weights = layer.get_weights()
+        transposed = isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv1DTranspose))
+        index = [slice(None)] * weights[0].ndim  # kernel, or a separable's depthwise kernel
+        index[-1 if transposed else -2] = positions
+        weights[0][tuple(index)] = 0.0
+        layer.set_weights(weights)
+    return copy
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield from _all_layers(layer) if isinstance(layer, keras.Model) else (layer,)
 
 
 def _layer(model, name):
@@ -85,3 +119,28 @@ def random_removal(graph, rng, fraction: float = 0.25, max_per_layer: int | None
             count = min(count, max_per_layer)
         removal[name] = sorted(rng.choice(size, count, replace=False).tolist())
     return removal
+
+
+def assert_exact(model, removal, *, reference=zeroed_copy, saved_to=None, atol: float = 1e-5):
+    """Prunes ``removal`` from ``model`` and checks the result against ``reference``
+    (and, with ``saved_to``, after a round trip through plain `keras.models.load_model`).
+
+    Returns:
+        The pruned model.
+    """
+    from kprune.graph import analyze
+    from kprune.surgery import remove_filters
+
+    graph = analyze(model)
+    pruned = remove_filters(model, removal, graph=graph)
+    images = np.random.default_rng(0).normal(size=(2, *model.input_shape[1:])).astype("float32")
+    # Inference: augmentation layers are the identity (called plainly, they augment).
+    expected = np.asarray(reference(model, graph, removal)(images, training=False))
+    assert np.abs(expected).max() > 1e-2  # not vacuous
+    actual = np.asarray(pruned(images, training=False))
+    np.testing.assert_allclose(actual, expected, atol=atol)
+    if saved_to is not None:
+        pruned.save(saved_to)
+        reloaded = keras.models.load_model(saved_to)
+        np.testing.assert_allclose(np.asarray(reloaded(images, training=False)), actual, atol=1e-6)
+    return pruned
