@@ -141,6 +141,11 @@ def example_loss(model: keras.Model, loss: Any, loss_weights: Any = None) -> Cal
         total = 0.0
         for function, weight, target, output in zip(losses, weights, labels, outputs):
             values = function(target, output)
+            if len(values.shape) == 0:
+                raise InvalidArgumentError(
+                    "The loss gives one number per batch, not one value per example. Fix: "
+                    "use a keras.losses.Loss or a function that returns one value per example."
+                )
             values = keras.ops.reshape(values, (keras.ops.shape(values)[0], -1))
             total = total + weight * keras.ops.mean(values, axis=1)
         if sample_weight is not None:

@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 import keras
 import numpy as np
 
-from kprune.errors import InvalidArgumentError
+from kprune.errors import InvalidArgumentError, UnsupportedModelError
 from kprune.graph import DependencyGraph, analyze
 
 HISTORY_FORMAT = "kprune.history/1"
@@ -111,6 +111,30 @@ def flatten_model(model: keras.Model, graph: DependencyGraph | None = None) -> k
     return _rebuild(graph, _keep_masks(graph, np.zeros(len(graph.roots), dtype=bool)))
 
 
+# Augmentation layers that do nothing at inference ("at inference time, the layer
+# does nothing") yet leave random ops (not in TFLite's builtins) in an exported graph.
+TRAINING_ONLY = tuple(getattr(keras.layers, name) for name in (
+    "RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom", "RandomContrast",
+    "RandomBrightness", "RandomShear", "RandomHue", "RandomSaturation", "RandomColorJitter",
+    "RandomColorDegeneration", "RandomSharpness", "RandomGrayscale", "RandomPosterization",
+    "RandomInvert", "RandomErasing", "RandomGaussianBlur", "RandomPerspective",
+    "RandomElasticTransform", "AugMix", "RandAugment", "MixUp", "CutMix",
+) if hasattr(keras.layers, name))  # fmt: skip
+
+
+def for_inference(model: keras.Model) -> keras.Model:
+    """``model`` without its training-only augmentation layers (`TRAINING_ONLY`),
+    as exported files run it; ``model`` itself when it has none."""
+    try:
+        graph = analyze(model, unsupported="freeze")
+    except UnsupportedModelError:  # e.g. subclassed: exported as it is
+        return model
+    if not any(isinstance(call.layer, TRAINING_ONLY) for call in graph.flat.calls):
+        return model
+    keep = _keep_masks(graph, np.zeros(len(graph.roots), dtype=bool))
+    return _rebuild(graph, keep, skip=TRAINING_ONLY)
+
+
 def replay(model: keras.Model, history: PruningHistory | Mapping) -> keras.Model:
     """Re-applies every step of ``history`` to ``model``; ``model`` is not modified.
 
@@ -181,7 +205,9 @@ def _keep_masks(graph: DependencyGraph, removed_roots: np.ndarray) -> dict[int, 
     return masks
 
 
-def _rebuild(graph: DependencyGraph, keep: dict[int, np.ndarray | None]) -> keras.Model:
+def _rebuild(
+    graph: DependencyGraph, keep: dict[int, np.ndarray | None], skip: tuple[type, ...] = ()
+) -> keras.Model:
     flat = graph.flat
     values: dict[int, keras.KerasTensor] = {}  # canonical id → new tensor
     new_inputs = []
@@ -196,6 +222,9 @@ def _rebuild(graph: DependencyGraph, keep: dict[int, np.ndarray | None]) -> kera
 
     new_layers: dict[str, keras.Operation] = {}
     for call in flat.calls:
+        if skip and isinstance(call.layer, skip) and len(call.inputs) == len(call.outputs) == 1:
+            values[call.outputs[0]] = values[call.inputs[0]]  # the layer is left out
+            continue
         arguments = {id(t): values[flat.canonical(id(t))] for t in call.node.input_tensors}
         args, kwargs = call.node.arguments.fill_in(arguments)
         if call.name not in new_layers:

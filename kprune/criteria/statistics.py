@@ -103,7 +103,9 @@ def collect_statistics(
     tensors = [graph.flat.tensors[points[name]] for name in names]
     # Same layers, extra outputs: the maps come out of the very computation
     # that produces the loss, so the tape gives ∂C/∂z for each.
-    probe = keras.Model(model.input, [*model.outputs, *tensors])
+    # The model's own input structure (one, a list or a dict), so batches fit as they do in fit().
+    inputs = model.inputs[0] if isinstance(model, keras.Sequential) else model.input
+    probe = keras.Model(inputs, [*model.outputs, *tensors])
     num_outputs = len(model.outputs)
     example_loss = (setup or TrainingSetup()).example_loss(model)
     strategy = strategy or tf.distribute.get_strategy()

@@ -28,6 +28,7 @@ from kprune.export.artifact import (
     structured_inputs,
 )
 from kprune.files import write_atomically
+from kprune.surgery import for_inference
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -75,6 +76,7 @@ def export_onnx(
             f"{tf2onnx.__version__} writes). Received opset={opset}."
         )
     network, _ = resolve_model(model)
+    network = for_inference(network)  # no augmentation layers in the file
     tensors = model_tensors(network)
     input_names, output_names = onnx_names(tensors)
     signature = tuple(

@@ -28,6 +28,7 @@ from kprune.export.artifact import (
 )
 from kprune.export.examples import collect_inputs
 from kprune.files import write_atomically
+from kprune.surgery import for_inference
 
 DEFAULT_REPRESENTATIVE_SAMPLES = 300
 # Layers whose input activation and weights tell how a model was quantized.
@@ -89,6 +90,7 @@ def export_tflite(
             f"`int8_io` needs quantize='int8'. Received quantize={quantize!r}."
         )
     network, _ = resolve_model(model)
+    network = for_inference(network)  # no augmentation layers in the file
     tensors = model_tensors(network)
     calibration = None
     if quantize == "int8":
