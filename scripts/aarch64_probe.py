@@ -88,6 +88,8 @@ def run_program(bundle, images, backend):
         "top1_probabilities": [row["probability"] for row in rows],
         "seconds": seconds,
         "summary": result.stderr.strip().splitlines()[-1:],
+        "xnnpack": "XNNPACK delegate" in result.stderr,
+        "warnings": [line for line in result.stderr.splitlines() if "rror" in line][:5],
     }
 
 

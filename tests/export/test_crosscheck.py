@@ -171,14 +171,15 @@ def test_script_builds_root_install_and_one_probe_per_core(tmp_path):
 
     assert result.returncode == 0, result.stderr
     commands = [shlex.split(line) for line in result.stdout.splitlines() if ": " not in line]
-    mmdebstrap = next(c for c in commands if c[0] == "mmdebstrap")
+    mmdebstrap = next(c for c in commands if "mmdebstrap" in c)
+    assert mmdebstrap[:5] == ["unshare", "--mount", "--propagation", "private", "--"]
     assert "--architectures=arm64" in mmdebstrap and "bullseye" in mmdebstrap
     assert mmdebstrap[mmdebstrap.index("bullseye") + 1] == f"{root}.partial"
     assert ["mv", f"{root}.partial", str(root)] in commands  # the root appears complete or not at all
-    entered = [c for c in commands if c[0] == "unshare"]
+    entered = [c for c in commands if "--enter-root" in c]
     assert all(c[:5] == ["unshare", "--mount", "--propagation", "private", "--"] for c in entered)
     install = next(c for c in entered if "pip" in c)
-    assert install[-1] == "numpy==1.24.4"
+    assert install[-2:] == ["-c", "/mnt/out/pins.txt"]
     probes = [c for c in entered if "/mnt/kprune/scripts/aarch64_probe.py" in c]
     assert [c[c.index("--enter-root") + 2] for c in probes] == ["cortex-a53", "cortex-a72"]
     assert [c[-1] for c in probes] == ["/mnt/out/cortex-a53.json", "/mnt/out/cortex-a72.json"]
