@@ -101,7 +101,8 @@ def run_component(bundle, paths, backend, stub):
     import kprune_images
     import rtmaps.types
 
-    spec = importlib.util.spec_from_file_location("rtmaps_kprune", os.path.join(bundle, "rtmaps_kprune.py"))
+    source = os.path.join(bundle, "rtmaps_kprune.py")
+    spec = importlib.util.spec_from_file_location("rtmaps_kprune", source)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     component = module.rtmaps_python()

@@ -34,7 +34,9 @@ CORES = {
 }
 _CORE_FEATURES = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
 # What docs/DEPLOY.md ("Install") tells a board user to install, per backend.
-DEPLOY_PACKAGES = {"tflite": "ai-edge-litert", "tflite_int8": "ai-edge-litert", "onnx": "onnxruntime"}
+DEPLOY_PACKAGES = {
+    "tflite": "ai-edge-litert", "tflite_int8": "ai-edge-litert", "onnx": "onnxruntime",
+}  # fmt: skip
 REQUIREMENTS_NAME = "requirements.txt"
 
 
@@ -86,12 +88,15 @@ def board_requirements(bundle_dir: str | os.PathLike, manifest: dict) -> list[st
     requirements = Path(bundle_dir) / REQUIREMENTS_NAME
     if requirements.is_file():
         return ["--only-binary=:all:", "-r", REQUIREMENTS_NAME]
-    runtimes = {DEPLOY_PACKAGES[key] for key in manifest.get("artifacts", {}) if key in DEPLOY_PACKAGES}
+    artifacts = manifest.get("artifacts", {})
+    runtimes = {DEPLOY_PACKAGES[key] for key in artifacts if key in DEPLOY_PACKAGES}
     return ["--only-binary=:all:", "numpy", *sorted(runtimes)]
 
 
-def compare(reference: dict, candidate: dict, labels: dict[str, int], manifest: dict) -> list[Comparison]:
-    """Compares the probe record of an ARM run with the x86 one, file by file and program by program.
+def compare(
+    reference: dict, candidate: dict, labels: dict[str, int], manifest: dict
+) -> list[Comparison]:
+    """Compares an ARM probe record with the x86 one, per model file and program.
 
     Args:
         reference: The x86 record written by scripts/aarch64_probe.py.
@@ -168,7 +173,8 @@ def _compare_outputs(row, reference, candidate, labels, thresholds, float32) -> 
 def format_table(results: dict[str, list[Comparison]], samples: int) -> str:
     """A Markdown table: one row per core, file and program."""
     lines = [
-        f"| core | file | program | max abs diff vs x86 | top-1 agreement | accuracy ({samples} images) | x86 accuracy | criterion | |",
+        "| core | file | program | max abs diff vs x86 | top-1 agreement "
+        f"| accuracy ({samples} images) | x86 accuracy | criterion | |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for core, rows in results.items():

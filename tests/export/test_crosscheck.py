@@ -1,4 +1,4 @@
-"""kprune.export.crosscheck (ARM vs x86 records) and the commands scripts/check_aarch64.sh builds."""
+"""kprune.export.crosscheck (ARM vs x86 records); the commands scripts/check_aarch64.sh builds."""
 
 from __future__ import annotations
 
@@ -88,7 +88,9 @@ def test_thresholds_come_from_the_manifest(outputs):
     rows = compare(record("x86_64", values), record("aarch64", arm), labels, MANIFEST)
 
     failed = {(row.backend, row.program) for row in rows if not row.passed}
-    assert failed == {("tflite", "rtmaps"), ("tflite_int8", "run_bundle"), ("tflite_int8", "rtmaps")}
+    assert failed == {
+        ("tflite", "rtmaps"), ("tflite_int8", "run_bundle"), ("tflite_int8", "rtmaps"),
+    }  # fmt: skip
     assert {row.criterion for row in rows} == {"max abs diff ≤ 1e-04", "top-1 agreement ≥ 98%"}
     assert "**FAIL**" in format_table({"cortex-a53": rows}, 50)
 
@@ -126,7 +128,8 @@ def test_compare_command_exits_1_and_names_what_failed(outputs, tmp_path, capsys
 
     status = main(["compare", "--bundle", str(tmp_path / "bundle"), "--labels",
                    str(tmp_path / "labels.json"), "--reference", str(tmp_path / "x86.json"),
-                   "--json", str(tmp_path / "rows.json"), f"cortex-a53={tmp_path / 'a53.json'}"])  # fmt: skip
+                   "--json", str(tmp_path / "rows.json"),
+                   f"cortex-a53={tmp_path / 'a53.json'}"])  # fmt: skip
 
     assert status == 1
     assert "cortex-a53 model.tflite rtmaps" in capsys.readouterr().err
@@ -148,10 +151,11 @@ def test_cpuinfo_describes_the_emulated_core():
 def test_board_requirements_follow_the_bundle(tmp_path):
     onnx_only = {"artifacts": {"onnx": {"file": "model.onnx"}}}
 
-    assert board_requirements(tmp_path, MANIFEST) == ["--only-binary=:all:", "numpy", "ai-edge-litert"]
-    assert board_requirements(tmp_path, onnx_only) == ["--only-binary=:all:", "numpy", "onnxruntime"]
+    binary = "--only-binary=:all:"
+    assert board_requirements(tmp_path, MANIFEST) == [binary, "numpy", "ai-edge-litert"]
+    assert board_requirements(tmp_path, onnx_only) == [binary, "numpy", "onnxruntime"]
     (tmp_path / "requirements.txt").write_text("numpy\n")
-    assert board_requirements(tmp_path, MANIFEST) == ["--only-binary=:all:", "-r", "requirements.txt"]
+    assert board_requirements(tmp_path, MANIFEST) == [binary, "-r", "requirements.txt"]
 
 
 def dry_run(*arguments: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -175,7 +179,7 @@ def test_script_builds_root_install_and_one_probe_per_core(tmp_path):
     assert mmdebstrap[:5] == ["unshare", "--mount", "--propagation", "private", "--"]
     assert "--architectures=arm64" in mmdebstrap and "bullseye" in mmdebstrap
     assert mmdebstrap[mmdebstrap.index("bullseye") + 1] == f"{root}.partial"
-    assert ["mv", f"{root}.partial", str(root)] in commands  # the root appears complete or not at all
+    assert ["mv", f"{root}.partial", str(root)] in commands  # complete or not at all
     entered = [c for c in commands if "--enter-root" in c]
     assert all(c[:5] == ["unshare", "--mount", "--propagation", "private", "--"] for c in entered)
     install = next(c for c in entered if "pip" in c)
