@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kprune.data import fashion_mnist
 from kprune.errors import InvalidArgumentError, KpruneError
 
 PROGRAMS = ("run_bundle", "rtmaps")
@@ -195,8 +196,6 @@ def format_table(results: dict[str, list[Comparison]], samples: int) -> str:
 def write_images(out_dir: str | os.PathLike, samples: int, data_dir: str | None = None) -> int:
     """The first ``samples`` Fashion-MNIST test images as PNG files, and ``labels.json``."""
     from PIL import Image
-
-    from kprune.data import fashion_mnist
 
     arrays, _ = fashion_mnist.load_arrays(data_dir, download=False)
     images, labels = arrays["test"]
