@@ -213,6 +213,61 @@ def generator_training_data():
     return model, batches(), val
 
 
+def two_inputs():
+    """An image and a vector of features, two keras.Input, concatenated."""
+    image = keras.Input((16, 16, 3), name="image")
+    features = keras.Input((4,), name="features")
+    x = _conv_stem(keras.layers.Rescaling(1 / 255)(image))
+    x = keras.layers.Concatenate()([x, keras.layers.Dense(6, activation="relu", name="f1")(features)])
+    model = keras.Model({"image": image, "features": features},
+                        keras.layers.Dense(CLASSES, activation="softmax", name="out")(x))  # fmt: skip
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    def inputs(seed):
+        x, y = _images(96 if seed == 0 else 48, seed)
+        return {"image": x, "features": np.random.default_rng(seed).normal(size=(len(x), 4))}, y
+
+    train, val = inputs(0), inputs(1)
+    _fit(model, *train)
+    return model, train, val
+
+
+def residual_depthwise():
+    """A MobileNet-style block written by hand: depthwise, BatchNorm, residual Add."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(12, 3, padding="same", name="stem")(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization(name="stem_bn")(x))
+    y = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = keras.layers.ReLU(6.0)(keras.layers.BatchNormalization(name="dw_bn")(y))
+    y = keras.layers.Conv2D(12, 1, name="project")(y)
+    x = keras.layers.Add(name="residual")([x, keras.layers.BatchNormalization(name="project_bn")(y)])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax", name="out")(x))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x_train, y_train = _images(96)
+    _fit(model, x_train, y_train)
+    return model, (x_train, y_train), _images(48, 1)
+
+
+def conv3d_volumes():
+    """A Conv3D model on (batch, depth, height, width, channels) volumes."""
+    def volumes(count, seed):
+        x, y = _images(count, seed, 8)
+        return np.repeat(x[:, None] / 255.0, 4, axis=1).astype("float32"), y
+
+    model = keras.Sequential([
+        keras.Input((4, 8, 8, 3)),
+        keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="v1"),
+        keras.layers.Conv3D(12, 3, padding="same", activation="relu", name="v2"),
+        keras.layers.GlobalAveragePooling3D(),
+        keras.layers.Dense(CLASSES, activation="softmax", name="out"),
+    ])  # fmt: skip
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    train = volumes(96, 0)
+    _fit(model, *train)
+    return model, train, volumes(48, 1)
+
+
 CASES = {
     "transfer_learning": transfer_learning,
     "one_hot_label_smoothing": one_hot_label_smoothing,
@@ -223,6 +278,9 @@ CASES = {
     "sample_weights": sample_weights,
     "py_dataset": py_dataset,
     "generator_training_data": generator_training_data,
+    "two_inputs": two_inputs,
+    "residual_depthwise": residual_depthwise,
+    "conv3d_volumes": conv3d_volumes,
 }
 QUICK = dict(target_filters=4, filters_per_step=2, rank_batches=1, finetune_steps=2,
              final_finetune_epochs=0, progress=False)  # fmt: skip
@@ -232,7 +290,7 @@ def _first_inputs(data):
     """A few examples of ``data`` as the model takes them (for export checks)."""
     if isinstance(data, keras.utils.PyDataset):
         return data[0][0]
-    return data[0][:16]
+    return keras.tree.map_structure(lambda array: array[:16], data[0])
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
