@@ -6,16 +6,14 @@ from the functional graph for real, fine-tunes, and exports verified TFLite
 and ONNX. See README.md and docs/.
 
 Public names load on first use (PEP 562), so that ``import kprune`` and the
-CLI's ``--help`` do not wait for TensorFlow.
+CLI's ``--help`` do not wait for TensorFlow. Importing kprune changes nothing
+in the user's process: no environment variable, no TensorFlow or Keras setting
+(only the ``kprune`` CLI quiets TensorFlow's start-up lines, for itself).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-
-# TensorFlow's C++ start-up chatter hides kprune's own output; users can override.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"
 
