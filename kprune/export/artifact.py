@@ -127,11 +127,12 @@ def describe_artifact(path: str | os.PathLike) -> ExportedArtifact:
 
 def resolve_model(model: str | os.PathLike | keras.Model) -> tuple[keras.Model, Path | None]:
     """A loaded model and the file it came from (None for an in-memory model)."""
-    from kprune.modelio import load_model
+    from kprune.modelio import load_model, resolve_model_path
 
     if isinstance(model, keras.Model):
         return model, None
-    return load_model(model), Path(model)
+    path = resolve_model_path(model)
+    return load_model(path), Path(path)
 
 
 def image_input_shape(model: keras.Model) -> tuple[int, int, int]:
