@@ -22,6 +22,7 @@ _EXPORTS = {
     "DatasetNotFoundError": "kprune.errors",
     "InvalidArgumentError": "kprune.errors",
     "KpruneError": "kprune.errors",
+    "MissingDependencyError": "kprune.errors",
     "ModelFileError": "kprune.errors",
     "TrainingDivergedError": "kprune.errors",
     "UnsupportedModelError": "kprune.errors",

@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kprune import baselines
 from kprune.data.preprocess import check_preprocess
 from kprune.errors import InvalidArgumentError
 
@@ -95,7 +96,7 @@ class RunConfig(PruneConfig):
     loaders give —, or ``raw``, ``card``, ``dataset``, ``scale=S,mean=M,std=D``.
     """
 
-    model: str = "models/squeezenet1_1_fmnist_sgd.keras"
+    model: str = baselines.DEFAULT  # the shipped baseline, found from any folder
     dataset: str = "fashion_mnist"
     data_dir: Optional[str] = None
     batch_size: int = Field(64, ge=1)
@@ -119,7 +120,7 @@ class RunConfig(PruneConfig):
 # SqueezeNet baseline on Fashion-MNIST by 70% of its parameters in minutes on
 # 2 CPU cores. configs/quickstart.yaml holds the same values (a test checks).
 QUICKSTART: dict[str, Any] = {
-    "model": "models/squeezenet1_1_fmnist_sgd.keras",
+    "model": baselines.DEFAULT,
     "dataset": "fashion_mnist",
     "target_params": 0.7,
     "filters_per_step": 128,

@@ -32,3 +32,7 @@ class VerificationError(KpruneError):
 
 class TrainingDivergedError(KpruneError):
     """A loss became NaN or infinite during training."""
+
+
+class MissingDependencyError(KpruneError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the extra."""

@@ -7,9 +7,29 @@ from pathlib import Path
 
 import keras
 
+from kprune import baselines
 from kprune.errors import InvalidArgumentError, ModelFileError
 from kprune.files import replaced_atomically
 from kprune.models import build
+
+
+def resolve_model_path(source: str | os.PathLike) -> str:
+    """The file ``source`` names: itself, or the packaged copy of a shipped model.
+
+    ``models/squeezenet1_1_fmnist_sgd.keras`` (the default of `kprune prune`)
+    is a file of that name in the working folder when there is one, else the
+    baseline shipped inside the package (kprune/baselines/), so that the name
+    works from any folder and from a wheel install. Anything else, model
+    names included, comes back as given.
+
+    Example:
+        >>> resolve_model_path("models/squeezenet1_1_fmnist_sgd.keras")  # from /tmp
+        '/…/site-packages/kprune/baselines/squeezenet1_1_fmnist_sgd.keras'
+    """
+    if Path(source).exists():
+        return str(source)
+    packaged = baselines.packaged_path(source)
+    return str(packaged) if packaged is not None else str(source)
 
 
 def load_model(
@@ -20,7 +40,8 @@ def load_model(
     """A model from a ``.keras`` file, a registered name, or a model itself.
 
     Args:
-        source: Path of a ``.keras`` file, a name from
+        source: Path of a ``.keras`` file (``models/NAME.keras`` also finds
+            the shipped baseline, see `resolve_model_path`), a name from
             ``kprune.models.available()``, or a ``keras.Model``.
         input_shape: Needed to build a model by name.
         num_classes: Needed to build a model by name.
@@ -31,7 +52,7 @@ def load_model(
     """
     if isinstance(source, keras.Model):
         return source
-    text = str(source)
+    text = resolve_model_path(source)
     path = Path(text)
     if path.suffix in (".keras", ".h5") or path.exists():
         if not path.exists():

@@ -20,29 +20,12 @@ from kprune import card
 from kprune.config import RunConfig, dump_config
 from kprune.criteria import get as get_criterion
 from kprune.data import choose_preprocessing, load
-from kprune.errors import InvalidArgumentError, ModelFileError
+from kprune.errors import InvalidArgumentError
 from kprune.metrics import count_flops, count_params
-from kprune.modelio import load_model
+from kprune.modelio import load_model, resolve_model_path
 from kprune.report import write_run_files
 from kprune.schedule import prune
 from kprune.training_setup import TrainingSetup
-
-# Where the shipped baseline lives when kprune runs from its source checkout.
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def resolve_model_path(model: str) -> str:
-    """A model name as given, or a .keras path found relative to the checkout."""
-    path = Path(model)
-    if path.suffix != ".keras" or path.exists() or path.is_absolute():
-        return model
-    shipped = SOURCE_ROOT / path
-    if shipped.exists():
-        return str(shipped)
-    raise ModelFileError(
-        f"Model file {model} does not exist (also looked in {SOURCE_ROOT}). Fix: pass "
-        "--model PATH, or train the baseline: see models/README.md."
-    )
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -128,13 +111,13 @@ def run_prune(
     pruned_path = run_dir / "pruned.keras"
     after = {**evaluate(result.model, test), "params": count_params(result.model),
              "flops": count_flops(result.model), "file_bytes": _file_size(pruned_path)}  # fmt: skip
-    report = {**result.report, "model": model_path, "dataset": config.dataset,
+    report = {**result.report, "model": config.model, "dataset": config.dataset,
               "preprocess": chosen.name, "preprocessing": test.preprocessing.to_dict(),
               "test_split_note": test.note, "test_before": before, "test_after": after,
               "wall_time_s": round(time.time() - started, 1), "command": command or card.command_line()}  # fmt: skip
     write_run_files(run_dir, report, result.history)
     card.write_card(pruned_path, {
-        "model": result.model.name, "pruned_from": model_path, "dataset": config.dataset,
+        "model": result.model.name, "pruned_from": config.model, "dataset": config.dataset,
         "criterion": config.criterion, "test_accuracy": after["accuracy"],
         "test_accuracy_before": before["accuracy"], "params": after["params"],
         "params_before": before["params"], "flops": after["flops"], "flops_before": before["flops"],

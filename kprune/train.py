@@ -11,9 +11,9 @@ import keras
 from kprune.card import command_line, environment, read_card, write_card
 from kprune.data import dataset_info, load
 from kprune.metrics import count_flops, count_params
-from kprune.modelio import load_model, save_model
-from kprune.models import build
 from kprune.determinism import deterministic, seed_everything
+from kprune.modelio import load_model, resolve_model_path, save_model
+from kprune.models import build
 from kprune.training_setup import TrainingSetup, TrainSettings
 
 
@@ -55,7 +55,7 @@ def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, 
     else:
         network = load_model(model)
         if isinstance(model, str):  # a saved model continues its history: keep its card
-            source_card = read_card(model)
+            source_card = read_card(resolve_model_path(model))
     input_shape = tuple(network.input_shape[1:])
     common = dict(input_shape=input_shape, data_dir=data_dir, seed=seed, limit=limit)
     train_split = load(dataset, "train", batch_size=batch_size, augment=augment, **common)

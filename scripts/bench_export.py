@@ -43,7 +43,9 @@ def main() -> None:
     arguments = parser.parse_args()
 
     models = [arguments.baseline] + ([arguments.pruned] if arguments.pruned else [])
-    missing = [path for path in models if not Path(path).is_file()]
+    from kprune.modelio import resolve_model_path  # finds the packaged baseline too
+
+    missing = [path for path in models if not Path(resolve_model_path(path)).is_file()]
     if missing:
         sys.exit(f"Model file {missing[0]} does not exist. Train the baseline first "
                  "(see models/ and its model card), or pass --baseline.")  # fmt: skip

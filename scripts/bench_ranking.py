@@ -23,8 +23,9 @@ import time
 def _setup(model_path: str | None, batches: int, batch_size: int):
     import kprune
     from kprune.data import load
+    from kprune.modelio import resolve_model_path
 
-    if model_path and os.path.exists(model_path):
+    if model_path and os.path.exists(resolve_model_path(model_path)):
         model = kprune.load_model(model_path)
     else:
         model = kprune.models.squeezenet("1.1", (28, 28, 1), 10, stem="cifar")

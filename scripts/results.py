@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from kprune.card import write_card
+from kprune.modelio import resolve_model_path
 from oracle import summary_table  # scripts/oracle.py, beside this file
 
 START, END = "<!-- generated:start -->", "<!-- generated:end -->"
@@ -261,8 +262,9 @@ def main() -> None:
     parser.add_argument("--ship", action="store_true", help="Copy the best model to models/ and bundle it.")
     args = parser.parse_args()
 
-    card_path = Path(args.baseline).with_suffix(".card.json")
-    baseline = {**load_json(card_path), "bytes": Path(args.baseline).stat().st_size}
+    baseline_file = Path(resolve_model_path(args.baseline))  # the packaged baseline, for models/…
+    card_path = baseline_file.with_suffix(".card.json")
+    baseline = {**load_json(card_path), "bytes": baseline_file.stat().st_size}
     rows = collect(args.out, baseline)
     control = control_row(args.out, baseline)
     if not rows:

@@ -2,13 +2,16 @@
 
 import os
 import stat
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from kprune import baselines
+from kprune.card import read_card
 from kprune.errors import InvalidArgumentError, ModelFileError
-from kprune.modelio import load_model, save_model
+from kprune.modelio import load_model, resolve_model_path, save_model
 from kprune.training_setup import TrainingSetup, TrainSettings
 
 
@@ -126,3 +129,25 @@ def test_by_name_and_passthrough(tiny_cnn):
         load_model("squeezenet1_1")
     with pytest.raises(InvalidArgumentError, match=r"Unknown model 'no_such_net'"):
         load_model("no_such_net", input_shape=(32, 32, 3), num_classes=4)
+
+
+def test_shipped_baseline_is_found_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no models/ here: the packaged copy answers
+    packaged = baselines.DIRECTORY / "squeezenet1_1_fmnist_sgd.keras"
+    assert Path(resolve_model_path(baselines.DEFAULT)) == packaged
+    assert Path(resolve_model_path("./models/squeezenet1_1_fmnist_sgd.keras")) == packaged
+    assert read_card(resolve_model_path(baselines.DEFAULT))["dataset"] == "fashion_mnist"
+    assert load_model(baselines.DEFAULT).count_params() == 726_474
+    assert resolve_model_path("models/nope.keras") == "models/nope.keras"
+    assert resolve_model_path("other/squeezenet1_1_fmnist_sgd.keras").startswith("other/")
+    assert resolve_model_path("squeezenet1_1") == "squeezenet1_1"  # a name, not a file
+    with pytest.raises(ModelFileError, match="models/nope.keras does not exist"):
+        load_model("models/nope.keras")
+
+
+def test_a_file_in_the_working_folder_comes_before_the_shipped_one(tmp_path, monkeypatch, tiny_cnn):
+    monkeypatch.chdir(tmp_path)
+    save_model(tiny_cnn, tmp_path / "models" / "squeezenet1_1_fmnist_sgd.keras")
+    assert resolve_model_path(baselines.DEFAULT) == baselines.DEFAULT
+    assert load_model(baselines.DEFAULT).name == "tiny_cnn"
+

@@ -1,19 +1,8 @@
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from kprune.errors import ModelFileError
-from kprune.runs import is_chief, make_strategy, resolve_model_path
-
-
-def test_shipped_model_is_found_from_any_working_directory(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    found = Path(resolve_model_path("models/squeezenet1_1_fmnist_sgd.keras"))
-    assert found.is_absolute() and found.is_file()
-    with pytest.raises(ModelFileError, match="nope.keras does not exist"):
-        resolve_model_path("models/nope.keras")
-    assert resolve_model_path("squeezenet1_1") == "squeezenet1_1"  # a name, not a file
+from kprune.runs import is_chief, make_strategy
 
 
 def _resolver(task_type, task_id, cluster):

@@ -21,9 +21,21 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from kprune import __version__
+
+        _common.out.print(f"kprune {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks of errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print kprune's version and exit.",
+    ),  # fmt: skip
 ):
     _common.state.debug = debug
     _common.show_notes()

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 out = Console()  # results, on stdout
 err = Console(stderr=True)  # errors and notes, on stderr
@@ -89,7 +90,8 @@ def user_errors():
     except KpruneError as error:
         if state.debug:
             raise
-        err.print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
+        # escape: a message such as "pip install 'kprune[cifar10]'" is text, not rich markup
+        err.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
 
 

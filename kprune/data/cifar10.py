@@ -1,8 +1,9 @@
-"""CIFAR-10 through tensorflow-datasets.
+"""CIFAR-10 through tensorflow-datasets (the optional extra ``kprune[cifar10]``).
 
 tfds keeps prepared data under ``data_dir`` (default ``~/tensorflow_datasets``).
 When it is absent, tfds downloads it, which needs the internet; without it the
-user gets one error that says how to bring the data over.
+user gets one error that says how to bring the data over. Without tfds
+itself, the error names the extra that installs it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import numpy as np
 
 from kprune.data.info import DatasetInfo
-from kprune.errors import DatasetNotFoundError
+from kprune.errors import DatasetNotFoundError, MissingDependencyError
 
 CLASS_NAMES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -30,8 +31,15 @@ def load_arrays(
 
     Raises:
         DatasetNotFoundError: If the data is not prepared and cannot be downloaded.
+        MissingDependencyError: If tensorflow-datasets is not installed.
     """
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:  # an optional dependency: only CIFAR-10 needs it
+        raise MissingDependencyError(
+            "The cifar10 dataset needs tensorflow-datasets, which is not installed. "
+            "Fix: pip install 'kprune[cifar10]'."
+        ) from None
 
     data_dir = data_dir or os.environ.get("KPRUNE_DATA_DIR")
     builder = tfds.builder("cifar10", data_dir=data_dir)

@@ -18,7 +18,7 @@ import keras
 
 from kprune.errors import InvalidArgumentError, UnsupportedModelError
 from kprune.losses import output_names
-from kprune.modelio import load_model
+from kprune.modelio import load_model, resolve_model_path
 from kprune.progress import make_progress
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
@@ -149,7 +149,8 @@ def resolve_model(model: str | os.PathLike | keras.Model) -> tuple[keras.Model, 
     """A loaded model and the file it came from (None for an in-memory model)."""
     if isinstance(model, keras.Model):
         return model, None
-    return load_model(model), Path(model)
+    path = resolve_model_path(model)
+    return load_model(path), Path(path)
 
 
 def model_tensors(model: keras.Model) -> ModelTensors:

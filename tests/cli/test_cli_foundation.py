@@ -53,6 +53,14 @@ def test_help_lists_the_options():
         assert re.search(rf"│ {command}\s", top), command
 
 
+def test_version_prints_the_package_version():
+    import kprune
+
+    result = invoke("--version")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"kprune {kprune.__version__}\n"
+
+
 def test_models_lists_registered_names():
     result = invoke("models")
     assert result.exit_code == 0

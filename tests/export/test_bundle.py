@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import kprune
+from kprune import baselines
 from kprune.data import Preprocessing
 from kprune.data import synthetic as synthetic_data
 from kprune.errors import InvalidArgumentError, VerificationError
@@ -348,7 +349,7 @@ def test_run_bundle_on_real_fashion_mnist_pngs(tmp_path, monkeypatch):
 
 
 MODELS = Path(__file__).parents[2] / "models"
-BASELINE = MODELS / "squeezenet1_1_fmnist_sgd.keras"
+BASELINE = baselines.DIRECTORY / "squeezenet1_1_fmnist_sgd.keras"  # shipped inside the package
 PRUNED = MODELS / "squeezenet1_1_fmnist_pruned.keras"
 PRUNED_BUNDLE = MODELS / "squeezenet1_1_fmnist_pruned_bundle"
 
@@ -360,7 +361,7 @@ def test_shipped_baseline_bundle_on_real_images(tmp_path):
     from kprune.data import fashion_mnist
 
     if not BASELINE.is_file():
-        pytest.skip(f"{BASELINE.name} is not in models/ yet")
+        pytest.skip(f"{BASELINE.name} is not in kprune/baselines/ yet")
     if fashion_mnist.find() is None:
         pytest.skip("Fashion-MNIST is not installed (scripts/fetch_data.sh)")
 
