@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import keras
 
-from kprune.data import Preprocessing, load
+from kprune.data import Preprocessing, Split, load
 from kprune.errors import InvalidArgumentError
 from kprune.export.artifact import (
     ExportedArtifact,
@@ -127,21 +127,12 @@ def export_model(
     needs_verification_data = verify and data is None
     needs_calibration_data = "int8" in quantize and calibration_data is None
     calibration, verification_data = calibration_data, data
-    if needs_verification_data or needs_calibration_data:
-        input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA)
-        context = model_context(network, model_path, dataset, data_dir, preprocess)
-        if context.dataset is None:
-            raise InvalidArgumentError(
-                "Verification and int8 calibration need real examples, but no dataset is "
-                "known (no model card names one). Fix: pass --dataset (fashion_mnist, "
-                "cifar10 or folder:PATH), or --data FILE.npz, or --no-verify without int8."
-            )
-        common = dict(input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64,
-                      preprocessing=Preprocessing.from_dict(context.preprocessing))  # fmt: skip
-        if needs_calibration_data:
-            calibration = load(context.dataset, "train", limit=calibration_samples, **common)
-        if needs_verification_data:
-            verification_data = load(context.dataset, split, limit=samples, **common)
+    source = (network, model_path, dataset, data_dir, preprocess)
+    fix = "--data FILE.npz, or --no-verify without int8"
+    if needs_calibration_data:
+        calibration = _named_examples(*source, "train", calibration_samples, fix)
+    if needs_verification_data:
+        verification_data = _named_examples(*source, split, samples, fix)
 
     stem = model_path.stem if model_path is not None else network.name
     out_dir = Path(out_dir)
@@ -228,22 +219,29 @@ def verify_files(
         else:
             files.append(path)
     if data is None:
-        input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA)
-        context = model_context(network, model_path, dataset, data_dir, preprocess)
-        if context.dataset is None:
-            raise InvalidArgumentError(
-                "Verification needs real examples, but no dataset is known (no model card "
-                "names one). Fix: pass --dataset (fashion_mnist, cifar10 or folder:PATH) "
-                "or --data FILE.npz."
-            )
-        data = load(
-            context.dataset, split, input_shape=input_shape, batch_size=64, limit=samples,
-            shuffle=False, data_dir=data_dir,
-            preprocessing=Preprocessing.from_dict(context.preprocessing),
-        )  # fmt: skip
+        data = _named_examples(network, model_path, dataset, data_dir, preprocess, split, samples,
+                               "--data FILE.npz")  # fmt: skip
     return verify_export(
         network, files, data, samples=samples, max_abs_diff=max_abs_diff,
         min_agreement=min_agreement, raise_on_failure=False, progress=progress,
+    )  # fmt: skip
+
+
+def _named_examples(network, model_path, dataset, data_dir, preprocess, split, limit, fix) -> Split:
+    """``limit`` examples of a split of a named dataset (by default the model card's),
+    preprocessed as the model expects (see `kprune.data.choose_preprocessing`)."""
+    input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA)
+    context = model_context(network, model_path, dataset, data_dir, preprocess)
+    if context.dataset is None:
+        raise InvalidArgumentError(
+            "Verification and int8 calibration need real examples, but no dataset is known "
+            "(no model card names one). Fix: pass --dataset (fashion_mnist, cifar10 or "
+            f"folder:PATH), or {fix}."
+        )
+    return load(
+        context.dataset, split, input_shape=input_shape, batch_size=64, limit=limit,
+        shuffle=False, data_dir=data_dir,
+        preprocessing=Preprocessing.from_dict(context.preprocessing),
     )  # fmt: skip
 
 

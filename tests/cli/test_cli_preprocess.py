@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
 
+from kprune import baselines
 from kprune.cli import app
 from kprune.data import Preprocessing, choose_preprocessing, fashion_mnist, load
 from kprune.data.folder import RGB_MEAN, RGB_STD
@@ -177,7 +178,7 @@ def test_bad_preprocess_in_a_config_file(tmp_path):
                           "Received preprocess='imagenet'. Fix:")  # fmt: skip
 
 
-BASELINE = Path(__file__).resolve().parents[2] / "models" / "squeezenet1_1_fmnist_sgd.keras"
+BASELINE = baselines.DIRECTORY / "squeezenet1_1_fmnist_sgd.keras"  # the shipped one
 
 
 def test_the_shipped_baseline_keeps_its_preprocessing():
