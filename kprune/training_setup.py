@@ -77,7 +77,8 @@ class TrainingSetup:
             list or dict of them for several outputs; None: the model's
             compiled loss, else sparse categorical cross-entropy.
         loss_weights: Weights of the outputs' losses (list or dict).
-        metrics: What ``compile(metrics=...)`` takes; None: ``["accuracy"]``.
+        metrics: What ``compile(metrics=...)`` takes; None: ``["accuracy"]``
+            for a one-output model, none for several outputs.
         optimizer: A ``keras.optimizers.Optimizer`` to use (a fresh copy per
             fine-tune) instead of the one `TrainSettings` describes.
         monitor: The metric the accuracy budget watches (a key of
@@ -137,11 +138,16 @@ class TrainingSetup:
     def _loss(self, model: keras.Model) -> Any:
         return self.loss if self.loss is not None else _compiled_arguments(model).get("loss")
 
+    def _metrics(self, model: keras.Model) -> Any:
+        if self.metrics is not None:
+            return self.metrics
+        return ["accuracy"] if len(model.outputs) == 1 else None
+
     def monitor_name(self, model: keras.Model) -> str:
         """The metric the accuracy budget watches (see the ``monitor`` attribute)."""
         if self.monitor is not None:
             return self.monitor
-        metrics = self.metrics if self.metrics is not None else ["accuracy"]
+        metrics = self._metrics(model) or []
         names = output_names(model)
         per_output = metrics if isinstance(metrics, dict) else dict(enumerate(metrics))
         for key, entry in per_output.items():
@@ -164,7 +170,7 @@ class TrainingSetup:
         (the given one, or the settings' with its learning-rate schedule)."""
         model.compile(
             optimizer=self._optimizer(total_steps), loss=self.training_loss(model),
-            loss_weights=self.loss_weights, metrics=_fresh(self.metrics) or ["accuracy"],
+            loss_weights=self.loss_weights, metrics=_fresh(self._metrics(model)),
         )  # fmt: skip
         return model
 
@@ -293,7 +299,7 @@ class TrainingSetup:
         view = keras.Model(model.inputs, model.outputs, name=model.name)
         loss = self._loss(model)
         view.compile(loss=loss if loss is not None else loss_for(model),  # no label smoothing
-                     loss_weights=self.loss_weights, metrics=_fresh(self.metrics) or ["accuracy"])  # fmt: skip
+                     loss_weights=self.loss_weights, metrics=_fresh(self._metrics(model)))  # fmt: skip
         callbacks = [EvaluateProgress(batches_per_epoch(data, dataset))] if progress else []
         examples = tf.Variable(0, dtype=tf.int64, trainable=False)
 
