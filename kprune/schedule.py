@@ -135,7 +135,9 @@ def prune(
     base = config.model_dump() if config is not None else {}
     # Names go into the (serializable) config; objects straight into the setup.
     given = {"loss": loss, "metrics": metrics, "optimizer": optimizer}
-    names = {k: v for k, v in given.items() if isinstance(v, str) or _names(v)}
+    names = {k: v for k, v in given.items() if isinstance(v, str) and k != "metrics"}
+    if _names(metrics):
+        names["metrics"] = list(metrics)
     objects = {k: v for k, v in given.items() if v is not None and k not in names}
     config = make_config(PruneConfig, {**base, **names, **options}, source="prune options")
     if not config.has_target and config.max_accuracy_drop is None:

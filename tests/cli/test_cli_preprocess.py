@@ -87,7 +87,7 @@ def test_eval_gives_keras_accuracy_and_says_where_test_comes_from(user):
     assert "(12 images)" in result.stdout
     notes = [line for line in result.stderr.splitlines() if line.startswith("Note:")]
     assert len(notes) == 2, result.stderr
-    assert f"has no kprune model card: its inputs are raw pixels 0..255" in result.stderr
+    assert "has no kprune model card: its inputs are raw pixels 0..255" in result.stderr
     assert result.stderr.count("has no test/ folder: its test split is") == 1
 
 
