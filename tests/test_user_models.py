@@ -432,3 +432,25 @@ def test_nested_batchnorm_statistics_move_as_in_keras(trainable):
                                    rtol=1e-5, atol=1e-6)  # fmt: skip
     moved = not np.allclose(expected.moving_mean.numpy(), 0.0)
     assert moved == trainable
+
+
+def test_nested_model_info_and_export_as_it_is(tmp_path):
+    """`kprune info` and export take a model with a nested sub-model without flattening first."""
+    from typer.testing import CliRunner
+
+    from kprune.cli import app
+
+    base_in = keras.Input((8, 8, 3))
+    y = keras.layers.BatchNormalization(name="inner_bn")(keras.layers.Conv2D(4, 3, name="inner")(base_in))
+    base = keras.Model(base_in, keras.layers.ReLU()(y), name="base")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 1, name="top")(base(inputs, training=False))
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES, name="head")(
+        keras.layers.GlobalAveragePooling2D()(x)))  # fmt: skip
+    model.save(tmp_path / "nested.keras")
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "nested.keras"), "--groups"])
+    assert result.exit_code == 0, result.output
+    assert "inner" in result.output and "top" in result.output
+    files = [kprune.export_tflite(model, tmp_path / "m.tflite"), kprune.export_onnx(model, tmp_path / "m.onnx")]
+    examples = np.random.default_rng(0).random((8, 8, 8, 3)).astype("float32")
+    assert kprune.verify_export(model, files, examples, samples=8).passed
