@@ -44,6 +44,15 @@ def _conv_stem(inputs, prefix="c"):
     return keras.layers.GlobalAveragePooling2D(name=f"{prefix}_pool")(x)
 
 
+def _adam():
+    return keras.optimizers.Adam(0.01)  # the toy tasks are learnt in a few dozen steps
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    keras.utils.set_random_seed(0)  # models built in a test start from the same weights
+
+
 def _fit(model, x, y, steps=30, **fit_kwargs):
     keras.utils.set_random_seed(0)
     model.fit(x, y, batch_size=16, epochs=max(1, steps * 16 // len(np.asarray(keras.tree.flatten(x)[0]))),
@@ -76,7 +85,7 @@ def transfer_learning():
     x_train, y_train = _images(96, 0, 32)
     _fit(model, x_train, y_train, steps=30)
     base.trainable = False
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
     return model, (x_train, y_train), _images(48, 1, 32)
 
 
@@ -85,7 +94,7 @@ def one_hot_label_smoothing():
     inputs = keras.Input((16, 16, 3))
     outputs = keras.layers.Dense(CLASSES, name="logits")(_conv_stem(keras.layers.Rescaling(1 / 255)(inputs)))
     model = keras.Model(inputs, outputs)
-    model.compile("adam", keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+    model.compile(_adam(), keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])  # fmt: skip
     x, y = _images(96)
     _fit(model, x, np.eye(CLASSES)[y])
@@ -103,7 +112,7 @@ def two_outputs_dict():
     }
     model = keras.Model(inputs, outputs)
     model.compile(
-        "adam", loss={"kind": "sparse_categorical_crossentropy", "brightness": "mse"},
+        _adam(), loss={"kind": "sparse_categorical_crossentropy", "brightness": "mse"},
         loss_weights={"kind": 1.0, "brightness": 0.5}, metrics={"kind": ["accuracy"]},
     )  # fmt: skip
 
@@ -123,7 +132,7 @@ def augmentation_layers():
     x = keras.layers.RandomTranslation(0.1, 0.1)(x)
     x = keras.layers.Rescaling(1 / 255)(x)
     model = keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax")(_conv_stem(x)))
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
     x_train, y_train = _images(96)
     _fit(model, x_train, y_train)
     return model, (x_train, y_train), _images(48, 1)
@@ -138,7 +147,7 @@ def keras_ops_activations():
     x = ops.relu6(keras.layers.Conv2D(12, 3, padding="same", name="c")(x))
     x = ops.mean(x, axis=(1, 2))
     model = keras.Model(inputs, keras.layers.Dense(CLASSES, name="logits")(x))
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    model.compile(_adam(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])  # fmt: skip
     x_train, y_train = _images(96)
     _fit(model, x_train, y_train)
@@ -154,7 +163,7 @@ def conv1d_time_series():
         keras.layers.GlobalAveragePooling1D(),
         keras.layers.Dense(CLASSES, activation="softmax", name="out"),
     ])  # fmt: skip
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y = _series(96)
     _fit(model, x, y)
     return model, (x, y), _series(48, 1)
@@ -169,7 +178,7 @@ def sample_weights():
         keras.layers.Conv2D(12, 3, activation="relu", name="s2"),
         keras.layers.GlobalMaxPooling2D(), keras.layers.Dense(CLASSES, name="logits"),
     ])  # fmt: skip
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    model.compile(_adam(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])  # fmt: skip
     x, y = _images(96)
     weights = np.where(y == 0, 2.0, 1.0).astype("float32")
@@ -195,7 +204,7 @@ def py_dataset():
     inputs = keras.Input((16, 16, 3))
     model = keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax")(
         _conv_stem(keras.layers.Rescaling(1 / 255)(inputs))))  # fmt: skip
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y = _images(96)
     _fit(model, x, y)
     return model, _Batches(x, y), _Batches(*_images(48, 1))
@@ -222,7 +231,7 @@ def two_inputs():
     x = keras.layers.Concatenate()([x, keras.layers.Dense(6, activation="relu", name="f1")(features)])
     model = keras.Model({"image": image, "features": features},
                         keras.layers.Dense(CLASSES, activation="softmax", name="out")(x))  # fmt: skip
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
 
     def inputs(seed):
         x, y = _images(96 if seed == 0 else 48, seed)
@@ -244,7 +253,7 @@ def residual_depthwise():
     x = keras.layers.Add(name="residual")([x, keras.layers.BatchNormalization(name="project_bn")(y)])
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax", name="out")(x))
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
     x_train, y_train = _images(96)
     _fit(model, x_train, y_train)
     return model, (x_train, y_train), _images(48, 1)
@@ -263,7 +272,7 @@ def conv3d_volumes():
         keras.layers.GlobalAveragePooling3D(),
         keras.layers.Dense(CLASSES, activation="softmax", name="out"),
     ])  # fmt: skip
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
     train = volumes(96, 0)
     _fit(model, *train)
     return model, train, volumes(48, 1)
