@@ -19,6 +19,9 @@ from kprune.data.preprocess import check_preprocess
 from kprune.errors import InvalidArgumentError
 
 
+TARGET_FIELDS = ("target_params", "target_flops", "target_filters", "target_latency", "latency_ms")
+
+
 class PruneConfig(BaseModel):
     """How to prune: criterion, target, step size, fine-tuning.
 
@@ -35,6 +38,14 @@ class PruneConfig(BaseModel):
     the validation data before pruning (wrong preprocessing or labels?).
     ``deterministic`` turns TF op determinism on during the run (and restores
     it after), which makes a resumed run equal an uninterrupted one.
+
+    Latency targets: ``target_latency=0.6`` removes 60% of the model's
+    latency, ``latency_ms=0.15`` prunes until it runs in 0.15 ms — on the
+    runtime of ``latency_table`` (a file from ``kprune profile`` or the
+    bundle's profiler), or, without one, of a table measured here at the
+    start of the run with ``latency_runtime``, ``latency_threads`` and
+    ``latency_quantize``. Selection then weighs scores against the latency
+    each removal saves and keeps channel counts at the table's tile step.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -44,6 +55,12 @@ class PruneConfig(BaseModel):
     target_params: Optional[float] = Field(None, gt=0, lt=1)
     target_flops: Optional[float] = Field(None, gt=0, lt=1)
     target_filters: Optional[float] = Field(None, gt=0)
+    target_latency: Optional[float] = Field(None, gt=0, lt=1)
+    latency_ms: Optional[float] = Field(None, gt=0)
+    latency_table: Optional[str] = None
+    latency_runtime: Literal["tflite", "onnx"] = "tflite"
+    latency_threads: int = Field(1, ge=1)
+    latency_quantize: Literal["none", "float16", "int8"] = "none"
     max_accuracy_drop: Optional[float] = Field(None, ge=0)
     filters_per_step: int = Field(64, ge=1)
     rank_batches: int = Field(20, ge=1)
@@ -74,7 +91,7 @@ class PruneConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:
-        targets = [t for t in ("target_params", "target_flops", "target_filters") if getattr(self, t) is not None]
+        targets = [t for t in TARGET_FIELDS if getattr(self, t) is not None]
         if len(targets) > 1:
             raise ValueError(f"give one target, not {len(targets)}: {', '.join(targets)}")
         if any(not 0 < s < 1 for s in self.snapshots):
@@ -83,9 +100,11 @@ class PruneConfig(BaseModel):
 
     @property
     def has_target(self) -> bool:
-        return any(
-            getattr(self, t) is not None for t in ("target_params", "target_flops", "target_filters")
-        )
+        return any(getattr(self, t) is not None for t in TARGET_FIELDS)
+
+    @property
+    def latency_target(self) -> bool:
+        return self.target_latency is not None or self.latency_ms is not None
 
 
 class RunConfig(PruneConfig):

@@ -36,10 +36,15 @@ from kprune.ranking import rank_groups
 from kprune.report import step_record, write_run_files
 from kprune.selection import select
 from kprune.surgery import PruningHistory, flatten_model, remove_filters
+from kprune.latency.predict import predict_latency
+from kprune.latency.profile import profile
+from kprune.latency.table import LatencyTable
 from kprune.targets import initial_size, make_target
 from kprune.determinism import deterministic, seed_everything
 from kprune.training_setup import TrainingSetup, TrainSettings
 
+
+LATENCY_TABLE = "latency_table.json"  # in the run dir: the table a latency target used
 
 @dataclass
 class PruneResult:
@@ -142,7 +147,8 @@ def prune(
     config = make_config(PruneConfig, {**base, **names, **options}, source="prune options")
     if not config.has_target and config.max_accuracy_drop is None:
         raise InvalidArgumentError(
-            "Give a target (target_params, target_flops or target_filters) or "
+            "Give a target (target_params, target_flops, target_filters, target_latency or "
+            "latency_ms) or "
             "max_accuracy_drop, so that pruning knows when to stop."
         )
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -185,7 +191,10 @@ class _Loop:
         self.monitor = setup.monitor_name(model)
         self.higher_is_better = setup.higher_is_better(model)
         self.initial = initial_size(model, analyze(model, unsupported=config.unsupported))
-        self.target = make_target(config, self.initial)
+        table = self._latency_table(model) if config.latency_target else None
+        if table is not None:
+            self.initial["latency"] = predict_latency(model, table)
+        self.target = make_target(config, self.initial, table)
         self.display = PruneProgress(False)
 
     # --- the algorithm ----------------------------------------------------------
@@ -270,12 +279,29 @@ class _Loop:
 
     def _select(self, model, graph, scores) -> dict[str, list[int]]:
         config, target = self.config, self.target
-        return select(
-            graph, scores, config.filters_per_step, min_per_group=config.min_filters_per_layer,
-            round_to=config.round_to, ignore=tuple(config.ignore),
-            costs=None if target is None else target.channel_costs(graph),
-            budget=None if target is None else target.remaining(model, graph),
-        )  # fmt: skip
+        options = dict(min_per_group=config.min_filters_per_layer, round_to=config.round_to,
+                       ignore=tuple(config.ignore))  # fmt: skip
+        if target is None:
+            return select(graph, scores, config.filters_per_step, **options)
+        return target.choose(model, graph, scores, config.filters_per_step, **options)
+
+    def _latency_table(self, model) -> LatencyTable:
+        """The table a latency target predicts from: the given file, the run's own copy
+        (on resume), or one measured now; kept in the run dir beside the results."""
+        config = self.config
+        kept = self.run_dir / LATENCY_TABLE if self.run_dir is not None else None
+        if config.latency_table:
+            table = LatencyTable.load(config.latency_table)
+        elif kept is not None and kept.is_file():
+            table = LatencyTable.load(kept)
+        else:
+            table = profile(
+                model, runtime=config.latency_runtime, threads=config.latency_threads,
+                quantize=config.latency_quantize, progress=self.progress,
+            )  # fmt: skip
+        if kept is not None:
+            table.save(kept)
+        return table
 
     def _train_stream(self, step: int) -> tf.data.Dataset:
         if callable(self.train_data) and not isinstance(self.train_data, tf.data.Dataset):
@@ -311,8 +337,13 @@ class _Loop:
                 f"`monitor` {self.monitor!r} is not a metric of this model; its metrics: "
                 f"{', '.join(k for k in metrics if k != 'examples')}. Fix: pass one of them as monitor=."
             )
-        return step_record(model, removal, metrics, time.time() - started, step, self.initial,
-                           self.started, self.monitor)  # fmt: skip
+        record = step_record(model, removal, metrics, time.time() - started, step, self.initial,
+                             self.started, self.monitor)  # fmt: skip
+        if "latency" in self.initial:
+            latency = self.target.measure(model)
+            record["latency_ms"] = latency  # predicted, on the latency table's runtime
+            record["latency_removed"] = 1 - latency / self.initial["latency"]
+        return record
 
     def _drop(self, start: dict, now: dict) -> float:
         """How much worse the monitored metric got since the start, ×100 (points)."""
@@ -410,5 +441,6 @@ class _Loop:
             self.display.log(
                 f"step {last['step']}{' (final)' if last.get('phase') else ''}: "
                 f"params -{100 * last['params_removed']:.1f}%  FLOPs -{100 * last['flops_removed']:.1f}%  "
-                f"val {self.monitor} {last['val_monitor']:.4f}  ({last['seconds']:.0f} s)"
+                + (f"latency -{100 * last['latency_removed']:.1f}%  " if "latency_ms" in last else "")
+                + f"val {self.monitor} {last['val_monitor']:.4f}  ({last['seconds']:.0f} s)"
             )

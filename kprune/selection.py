@@ -1,15 +1,23 @@
-"""Which channels to remove in one pruning step: the globally lowest scores.
+"""Which channels to remove in one pruning step.
 
-Scores are compared across groups after layer-wise normalization (Molchanov
-et al. 2017). Channels are taken in *units*: one channel, or with
-``round_to=r`` chunks of r channels (the first chunk of a group trimmed so
-that every group keeps a multiple of r). A unit's score is the mean of its
-channels' scores. A group never drops below ``min_per_group`` channels.
+`select` takes the globally lowest scores. Scores are compared across groups
+after layer-wise normalization (Molchanov et al. 2017). Channels are taken in
+*units*: one channel, or with ``round_to=r`` chunks of r channels (the first
+chunk of a group trimmed so that every group keeps a multiple of r). A unit's
+score is the mean of its channels' scores. A group never drops below
+``min_per_group`` channels.
+
+`select_for_latency` weighs importance against measured time, in the spirit
+of HALP (Shen et al., NeurIPS 2022): a group may only shrink to the next
+channel count that fills whole kernel tiles, and the move with the least
+importance lost per millisecond saved goes first, until the step's time
+budget or channel count is spent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -77,12 +85,7 @@ def select(
     Raises:
         InvalidArgumentError: If ``ignore`` names a layer that is not a producer.
     """
-    producers = {name for group in graph.groups for name in group.producers}
-    unknown = [name for name in ignore if name not in producers]
-    if unknown:
-        raise InvalidArgumentError(
-            f"`ignore` names unknown producer layer(s) {unknown}. Producers: {', '.join(sorted(producers))}."
-        )
+    _check_ignore(graph, ignore)
     ignored_groups = {graph.group_of(name).index for name in ignore}
     units = []
     for index, values in scores.items():
@@ -100,6 +103,88 @@ def select(
         taken += len(unit.channels)
         if costs is not None:
             spent += costs[unit.group] * len(unit.channels)
+    return _spec(graph, chosen)
+
+
+def select_for_latency(
+    graph,
+    scores: dict[int, np.ndarray],
+    count: int,
+    *,
+    predict: Callable[[dict[int, int]], float],
+    step: int,
+    budget: float,
+    min_per_group: int = 1,
+    ignore: tuple[str, ...] = (),
+) -> dict[str, list[int]]:
+    """Picks channels by importance lost per millisecond saved, at tile-sized channel counts.
+
+    Args:
+        graph: The model's `DependencyGraph`.
+        scores: {group index: normalized score of each group channel}.
+        count: Channels to remove at most.
+        predict: Predicted model time (ms) when group g keeps ``kept[g]``
+            channels (others all of theirs), e.g. `GroupLatency.predict`.
+        step: Channel counts a group may shrink to are multiples of this.
+        budget: Milliseconds to save at most; the step stops once saved.
+        min_per_group: Channels every group keeps at least.
+        ignore: Producer names whose groups are not touched.
+
+    Returns:
+        A filter spec for `remove_filters`.
+    """
+    _check_ignore(graph, ignore)
+    ignored = {graph.group_of(name).index for name in ignore}
+    groups = {i: np.asarray(v) for i, v in scores.items() if i not in ignored and len(v)}
+    order = {i: np.argsort(v, kind="stable") for i, v in groups.items()}
+    kept = {i: len(v) for i, v in groups.items()}
+    floor = max(min_per_group, step)
+    now = predict({})
+    goal = now - budget
+    taken = 0
+    while taken < count and now > goal:
+        best = None  # (importance per ms, group, new size, time after)
+        for index, values in groups.items():
+            for size in _smaller_sizes(kept[index], step, floor)[:3]:
+                if kept[index] - size + taken > count:
+                    break
+                after = predict({**kept, index: size})
+                saved = now - after
+                if saved <= 0:
+                    continue  # within a tile's noise: look at the next smaller size
+                lost = float(values[order[index][len(values) - kept[index] : len(values) - size]].sum())
+                ratio = lost / saved
+                if best is None or ratio < best[0]:
+                    best = (ratio, index, size, after)
+                break
+        if best is None:
+            break
+        _, index, size, now = best
+        taken += kept[index] - size
+        kept[index] = size
+    chosen = {
+        index: order[index][: len(groups[index]) - size].tolist()
+        for index, size in kept.items() if size < len(groups[index])
+    }  # fmt: skip
+    return _spec(graph, chosen)
+
+
+def _smaller_sizes(current: int, step: int, floor: int) -> list[int]:
+    """Multiples of ``step`` below ``current`` and at least ``floor``, largest first."""
+    top = (current - 1) // step * step
+    return [size for size in range(top, 0, -step) if size >= floor]
+
+
+def _check_ignore(graph, ignore) -> None:
+    producers = {name for group in graph.groups for name in group.producers}
+    unknown = [name for name in ignore if name not in producers]
+    if unknown:
+        raise InvalidArgumentError(
+            f"`ignore` names unknown producer layer(s) {unknown}. Producers: {', '.join(sorted(producers))}."
+        )
+
+
+def _spec(graph, chosen: dict[int, list[int]]) -> dict[str, list[int]]:
     spec = {}
     for index, channels in chosen.items():
         wanted = set(channels)

@@ -1,11 +1,13 @@
 """Pruning targets: how far a model is from its goal, and what removing a channel saves.
 
-A target watches one quantity of the model — parameters, FLOPs or prunable
-filters — that pruning lowers. It knows the quantity's value at the start,
-the value to reach, the value now, and the saving of removing one channel of
-each group; `kprune.selection.select` weighs channel scores against those
-savings within what is left to remove. Adding a target (e.g. latency) means
-one more subclass and one more line in `make_target`.
+A target watches one quantity of the model — parameters, FLOPs, prunable
+filters or predicted latency — that pruning lowers. It knows the quantity's
+value at the start, the value to reach, the value now, and how one pruning
+step chooses channels (`Target.choose`): the count targets let
+`kprune.selection.select` weigh scores against each group's per-channel
+saving; the latency target asks `kprune.selection.select_for_latency`,
+which also keeps channel counts at the latency table's tile step. Adding a
+target means one more subclass and one more line in `make_target`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import Mapping
 import keras
 
 from kprune.graph import DependencyGraph, analyze
+from kprune.latency.predict import GroupLatency, predict_latency
+from kprune.latency.table import LatencyTable
 from kprune.metrics import channel_flops, channel_params, count_flops, count_params
+from kprune.selection import select, select_for_latency
 
 
 def prunable_channels(graph: DependencyGraph) -> int:
@@ -53,6 +58,14 @@ class Target:
     def channel_costs(self, graph: DependencyGraph) -> dict[int, float]:
         """{group index: how much removing one of its channels lowers the quantity}."""
         raise NotImplementedError
+
+    def choose(self, model, graph: DependencyGraph, scores, count: int, *, min_per_group: int = 1,
+               round_to: int | None = None, ignore: tuple[str, ...] = ()) -> dict[str, list[int]]:  # fmt: skip
+        """The channels one pruning step removes: at most ``count``, within what is left."""
+        return select(
+            graph, scores, count, min_per_group=min_per_group, round_to=round_to, ignore=ignore,
+            costs=self.channel_costs(graph), budget=self.remaining(model, graph),
+        )  # fmt: skip
 
     def remaining(self, model: keras.Model, graph: DependencyGraph | None = None) -> float:
         """How much more of the quantity to remove (≤ 0 once reached)."""
@@ -112,12 +125,55 @@ class FiltersTarget(Target):
         return {group.index: 1.0 for group in graph.groups}
 
 
-def make_target(config, initial: Mapping[str, float]) -> Target | None:
+class LatencyTarget(Target):
+    """Bring the predicted latency (ms, on the table's runtime and machine) down to a goal.
+
+    Attributes:
+        table: The `LatencyTable` the predictions come from.
+    """
+
+    name = "latency"
+
+    def __init__(self, initial: float, goal: float, table: LatencyTable):
+        super().__init__(initial, goal)
+        self.table = table
+
+    def measure(self, model, graph=None):
+        return predict_latency(model, self.table)
+
+    def channel_costs(self, graph):
+        """Milliseconds saved per channel when a group loses one tile of channels."""
+        latency = GroupLatency(graph, self.table)
+        now = latency.predict()
+        costs = {}
+        for group in graph.groups:
+            smaller = max(group.channels - self.table.step, 1)
+            costs[group.index] = (now - latency.predict({group.index: smaller})) / max(
+                group.channels - smaller, 1
+            )
+        return costs
+
+    def choose(self, model, graph, scores, count, *, min_per_group=1, round_to=None, ignore=()):
+        latency = GroupLatency(graph, self.table)
+        return select_for_latency(
+            graph, scores, count, predict=latency.predict, step=round_to or self.table.step,
+            budget=self.remaining(model, graph), min_per_group=min_per_group, ignore=ignore,
+        )  # fmt: skip
+
+
+def make_target(
+    config, initial: Mapping[str, float], table: LatencyTable | None = None
+) -> Target | None:
     """The target a `PruneConfig` asks for, or None when it names none.
 
     Fractions remove that share of the initial quantity; ``target_filters``
-    of 1 or more is a number of filters.
+    of 1 or more is a number of filters. A latency target needs the
+    ``table`` and ``initial["latency"]`` (ms predicted for the start model).
     """
+    if config.target_latency is not None:
+        return LatencyTarget(initial["latency"], (1 - config.target_latency) * initial["latency"], table)
+    if config.latency_ms is not None:
+        return LatencyTarget(initial["latency"], config.latency_ms, table)
     if config.target_params is not None:
         return ParamsTarget(initial["params"], (1 - config.target_params) * initial["params"])
     if config.target_flops is not None:

@@ -44,9 +44,10 @@ def _global_options(
 def _register_commands() -> None:
     from kprune.cli import bench, bundle, export, verify
     from kprune.cli import eval as eval_command
-    from kprune.cli import info, models, prune, rank, report, train
+    from kprune.cli import info, models, profile, prune, rank, report, train
 
-    for module in (train, eval_command, info, models, rank, prune, report, export, verify, bundle, bench):
+    for module in (train, eval_command, info, models, rank, prune, report, export, verify, bundle, bench,
+                   profile):
         module.register(app)
 
 

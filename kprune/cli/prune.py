@@ -23,6 +23,11 @@ def prune(
     target_params: Annotated[Optional[float], typer.Option("--target-params", help="Fraction of parameters to remove, e.g. 0.7.")] = None,
     target_flops: Annotated[Optional[float], typer.Option("--target-flops", help="Fraction of FLOPs to remove.")] = None,
     target_filters: Annotated[Optional[float], typer.Option("--target-filters", help="Filters to remove (≥ 1) or a fraction.")] = None,
+    target_latency: Annotated[Optional[float], typer.Option("--target-latency", help="Fraction of the measured latency to remove, e.g. 0.75.")] = None,
+    latency_ms: Annotated[Optional[float], typer.Option("--latency-ms", help="Prune until the predicted latency is this many ms.")] = None,
+    latency_table: Annotated[Optional[str], typer.Option("--latency-table", help="A table from `kprune profile` or the bundle's profiler (default: measure here).")] = None,
+    latency_runtime: Annotated[Optional[str], typer.Option("--latency-runtime", help="tflite or onnx, when the table is measured here.")] = None,
+    latency_threads: Annotated[Optional[int], typer.Option("--latency-threads", help="Threads, when the table is measured here.")] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="Stop and roll back past this drop, in points.")] = None,
     filters_per_step: Annotated[Optional[int], typer.Option("--filters-per-step")] = None,
     finetune_steps: Annotated[Optional[int], typer.Option("--finetune-steps", help="Batches of fine-tuning per step.")] = None,
@@ -51,12 +56,14 @@ def prune(
     quiet_import()
     with user_errors():
         from kprune.card import command_line
-        from kprune.config import QUICKSTART, load_run_config
+        from kprune.config import QUICKSTART, TARGET_FIELDS, load_run_config
         from kprune.runs import run_prune
 
         overrides = dict(
             criterion=criterion, model=model, dataset=dataset, target_params=target_params,
-            target_flops=target_flops, target_filters=target_filters,
+            target_flops=target_flops, target_filters=target_filters, target_latency=target_latency,
+            latency_ms=latency_ms, latency_table=latency_table, latency_runtime=latency_runtime,
+            latency_threads=latency_threads,
             max_accuracy_drop=max_accuracy_drop, filters_per_step=filters_per_step,
             finetune_steps=finetune_steps, final_finetune_epochs=final_finetune_epochs,
             rank_batches=rank_batches, round_to=round_to, min_filters_per_layer=min_filters,
@@ -66,7 +73,7 @@ def prune(
             monitor=monitor, loss=loss, check_chance=None if chance_check else False,
             preprocess=preprocess,
         )  # fmt: skip
-        if any(overrides[t] is not None for t in ("target_params", "target_flops", "target_filters")):
+        if any(overrides[t] is not None for t in TARGET_FIELDS):
             base = {k: v for k, v in QUICKSTART.items() if not k.startswith("target_")}
         else:
             base = QUICKSTART
@@ -101,6 +108,10 @@ def _print_summary(report: dict) -> None:
         table.add_row(label, formatter(old), formatter(new), change)
     table.add_row("top-1 accuracy", f"{100 * before['accuracy']:.2f}%", f"{100 * after['accuracy']:.2f}%",
                   f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pts")  # fmt: skip
+    first, last = report["steps"][0], report["steps"][-1]
+    if "latency_ms" in last:
+        table.add_row("latency (predicted)", f"{first['latency_ms']:.3f} ms", f"{last['latency_ms']:.3f} ms",
+                      f"{100 * (last['latency_ms'] / first['latency_ms'] - 1):+.1f}%")  # fmt: skip
     out.print(table)
     out.print(f"Stopped: {report['stop_reason']}. {len([s for s in report['steps'] if s['step'] and not s.get('phase')])} "
               f"steps in {report['wall_time_s']:.0f} s. Results in {report['run_dir']}/")  # fmt: skip

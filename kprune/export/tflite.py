@@ -135,28 +135,69 @@ def _convert(
     with tempfile.TemporaryDirectory(prefix="kprune-savedmodel-") as saved_model:
         network.export(saved_model, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        builtins = (
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-            if quantize == "int8"
-            else tf.lite.OpsSet.TFLITE_BUILTINS
-        )
-        ops = [builtins]
-        if allow_flex_ops:
-            ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
-        converter.target_spec.supported_ops = ops
-        if quantize != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        if quantize == "int8":
-            converter.representative_dataset = lambda: _calibration_samples(calibration)
-            if int8_io:
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
+        _configure(converter, quantize, calibration, int8_io, allow_flex_ops)
         try:
             return converter.convert()
         except Exception as error:  # the converter raises ConverterError and others
             raise UnsupportedModelError(_conversion_failure(network.name, str(error))) from error
+
+
+def convert_small_model(
+    network: keras.Model, quantize: str = "none", calibration: np.ndarray | None = None
+) -> bytes:
+    """TFLite content of a small one-input model built in memory, without a SavedModel.
+
+    The latency profiler converts hundreds of single-layer models; converting a
+    traced function directly takes about a third of the time of `export_tflite`
+    and gives the same builtin operators (same converter settings).
+
+    Args:
+        network: A functional model with one input.
+        quantize: As in `export_tflite`.
+        calibration: Examples for ``"int8"``: one array per input, in order.
+    """
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec((1, *t.shape[1:]), t.dtype) for t in network.inputs]
+    function = tf.function(lambda *x: network(list(x) if len(x) > 1 else x[0], training=False))
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    # Weights become constants, as in a SavedModel conversion (else the file reads variables).
+    concrete = convert_variables_to_constants_v2(function.get_concrete_function(*spec))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    _configure(converter, quantize, None, False, False)
+    if quantize == "int8":
+        count = len(calibration[0])
+        converter.representative_dataset = lambda: (
+            [values[index : index + 1] for values in calibration] for index in range(count)
+        )
+    try:
+        return converter.convert()
+    except Exception as error:
+        raise UnsupportedModelError(_conversion_failure(network.name, str(error))) from error
+
+
+def _configure(converter, quantize, calibration, int8_io, allow_flex_ops) -> None:
+    import tensorflow as tf
+
+    builtins = (
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quantize == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS
+    )
+    ops = [builtins]
+    if allow_flex_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.representative_dataset = lambda: _calibration_samples(calibration)
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
 
 
 def _calibration_samples(calibration: dict[str, np.ndarray]) -> Iterator[list | dict]:

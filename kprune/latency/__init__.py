@@ -1,0 +1,7 @@
+"""Latency as data: per-layer tables measured on a runtime, and predictions built on them.
+
+- `layers`: which layers of a model cost time, keyed by configuration;
+- `table`: `LatencyTable`, the measurements and the fitted predictor;
+- `profile`: `profile()` measures a table, `write_plan()` prepares one for the board;
+- `predict`: `predict_latency()` for a model, `GroupLatency` for channel groups.
+"""

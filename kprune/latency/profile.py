@@ -1,0 +1,319 @@
+"""``kprune profile``: measure a model's per-layer latency table on a real runtime.
+
+A *plan* is a folder: ``plan.json`` and the files to time —
+
+- for every layer configuration (see `kprune.latency.layers`), single-layer
+  models over a grid of channel counts: 4 × 4 (cin, cout) points for Conv and
+  Dense, 4 channel counts for the rest;
+- a fine sweep of one output channel at a time (1…64) of the most expensive
+  Conv, which shows the runtime's tile step;
+- the whole model and two copies of it with every prunable group uniformly
+  thinned (to 55% and 25% of its channels), which calibrate the sum of layer
+  times to whole-model time.
+
+`profile` writes the plan, times it with the bundle's standalone
+``kprune_profile.py`` (so the host and the board measure the same way) and
+returns the fitted `LatencyTable`; tables are cached by model, runtime,
+precision, threads and machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kprune.errors import InvalidArgumentError, UnsupportedModelError
+from kprune.export.onnx import export_onnx
+from kprune.export.templates import kprune_profile
+from kprune.export.tflite import convert_small_model
+from kprune.files import write_atomically
+from kprune.graph import analyze
+from kprune.graph.flatten import flatten
+from kprune.latency.layers import MATRIX, single_layer_model, timed_layers
+from kprune.latency.table import TABLE_FORMAT, TABLE_VERSION, LatencyTable
+from kprune.progress import make_progress
+from kprune.surgery import for_inference, remove_filters
+
+RUNTIMES = ("tflite", "onnx")
+PRECISIONS = ("none", "float16", "int8")
+GRID_FRACTIONS = (0.1, 0.4, 0.7, 1.0)
+SWEEP_CHANNELS = 64
+CALIBRATION_FRACTIONS = (1.0, 0.55, 0.25)
+CALIBRATION_SAMPLES = 16
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kprune" / "latency"
+
+
+def profile(
+    model: keras.Model,
+    *,
+    runtime: str = "tflite",
+    threads: int = 1,
+    quantize: str = "none",
+    repeats: int = 50,
+    warmup: int = 5,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: bool = False,
+    sweep_channels: int = SWEEP_CHANNELS,
+) -> LatencyTable:
+    """Measures the latency table of ``model`` on a runtime of this machine.
+
+    Args:
+        model: The model (nested models are flattened; it is only read).
+        runtime: ``"tflite"`` (XNNPACK) or ``"onnx"`` (ONNX Runtime, CPU).
+        threads: Inference threads.
+        quantize: TFLite precision: ``"none"``, ``"float16"`` or ``"int8"``
+            (calibrated on random inputs: only time is measured).
+        repeats: Timed rounds per group of files.
+        warmup: Untimed runs of every file first.
+        cache_dir: Where tables are cached (default ``~/.cache/kprune/latency``).
+        use_cache: Reuse a cached table of the same model, runtime, precision,
+            threads and machine.
+        progress: Show progress bars.
+        sweep_channels: The output-channel sweep goes 1, 2, … up to this.
+
+    Returns:
+        The fitted `LatencyTable`.
+
+    Raises:
+        InvalidArgumentError: On an unknown runtime or precision, or threads < 1.
+
+    Example:
+        >>> table = kprune.profile(model, runtime="tflite", threads=1)
+        >>> kprune.predict_latency(pruned, table)
+    """
+    _check(runtime, threads, quantize, repeats)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = cache / f"{cache_key(model, runtime, threads, quantize, sweep_channels)}.json"
+    if use_cache and cached.is_file():
+        return LatencyTable.load(cached)
+    with tempfile.TemporaryDirectory(prefix="kprune-profile-") as folder:
+        write_plan(model, folder, runtime=runtime, quantize=quantize, progress=progress,
+                   sweep_channels=sweep_channels)  # fmt: skip
+        bar = _GroupProgress(progress)
+        data = kprune_profile.measure(folder, threads, warmup, repeats, progress=bar.update)
+        bar.close()
+    table = LatencyTable(data)
+    if use_cache:
+        table.save(cached)
+    return table
+
+
+def write_plan(
+    model: keras.Model,
+    folder: str | os.PathLike,
+    *,
+    runtime: str = "tflite",
+    quantize: str = "none",
+    progress: bool = False,
+    sweep_channels: int = SWEEP_CHANNELS,
+) -> dict:
+    """Writes the files to time and ``plan.json`` into ``folder``; returns the plan."""
+    _check(runtime, 1, quantize, 1)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    network = for_inference(model)
+    flat = flatten(network)
+    timed, untimed = timed_layers(flat)
+    export = _Exporter(runtime, quantize, folder)
+    entries, jobs = {}, []
+    for layer in timed:
+        entry = entries.setdefault(layer.key, {
+            "kind": layer.kind, "configuration": layer.configuration, "layers": [],
+            "full": [0, 0], "points": [], "files": [],
+        })  # fmt: skip
+        entry["layers"].append(layer.name)
+        entry["full"] = [max(entry["full"][0], layer.cin), max(entry["full"][1], layer.cout)]
+        entry.setdefault("_builder", layer.name)
+    for key, entry in entries.items():
+        builder = entry.pop("_builder")
+        for cin, cout in grid(entry["kind"], *entry["full"]):
+            jobs.append((key, builder, cin, cout))
+    sweep_layer = _sweep_layer(timed)
+    sweep_jobs = []
+    if sweep_layer is not None:
+        sweep_jobs = [(sweep_layer.name, sweep_layer.cin, c) for c in range(1, sweep_channels + 1)]
+    calibration = _calibration_models(network)
+    total = len(jobs) + len(sweep_jobs) + len(calibration)
+    with make_progress() as bar:
+        task = bar.add_task("profile: build", total=total, status="", visible=progress)
+        tick = lambda: bar.advance(task)  # noqa: E731
+        plan = _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep_jobs,
+                            calibration, tick, runtime, quantize)  # fmt: skip
+    write_atomically(folder / kprune_profile.PLAN_NAME, (json.dumps(plan, indent=1) + "\n").encode())
+    return plan
+
+
+def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep_jobs, calibration,
+                 tick, runtime, quantize) -> dict:  # fmt: skip
+    unbuildable = []
+    for index, (key, builder, cin, cout) in enumerate(jobs):
+        tick()
+        try:
+            with warnings.catch_warnings():  # e.g. "softmax over an axis of size 1" at 1 channel
+                warnings.simplefilter("ignore")
+                name = export(single_layer_model(flat, builder, cin, cout), f"e{index}")
+        except (ValueError, TypeError, UnsupportedModelError, NotImplementedError):
+            unbuildable.append(key)
+            continue
+        entries[key]["points"].append([cin, cout])
+        entries[key]["files"].append(name)
+    for key in set(unbuildable):  # such a layer's time goes to the calibration's constant
+        untimed.extend(entries.pop(key)["layers"])
+    sweep = None
+    if sweep_jobs:
+        files = []
+        for index, (builder, cin, cout) in enumerate(sweep_jobs):
+            tick()
+            files.append(export(single_layer_model(flat, builder, cin, cout), f"s{index}"))
+        sweep = {"layer": sweep_layer.name, "cin": sweep_layer.cin, "couts": [c for _, _, c in sweep_jobs],
+                 "files": files}  # fmt: skip
+    calibration_items = []
+    for index, (fraction, variant) in enumerate(calibration):
+        tick()
+        layers, _ = timed_layers(variant)
+        calibration_items.append({
+            "fraction": fraction, "file": export(variant, f"model{index}"),
+            "layers": [[l.key, l.cin, l.cout] for l in layers if l.key in entries],
+        })  # fmt: skip
+    groups = [entry["files"] for entry in entries.values() if entry["files"]]
+    if sweep:
+        groups.append(sweep["files"])
+    groups.append([item["file"] for item in calibration_items])
+    return {
+        "format": TABLE_FORMAT, "version": TABLE_VERSION, "runtime": runtime,
+        "quantize": quantize, "model": {"name": model.name, "fingerprint": model_fingerprint(model)},
+        "entries": entries, "sweep": sweep, "calibration": calibration_items,
+        "untimed": sorted(set(untimed)), "groups": groups,
+    }  # fmt: skip
+
+
+def grid(kind: str, cin: int, cout: int) -> list[tuple[int, int]]:
+    """The channel counts a layer configuration is timed at."""
+    if kind == MATRIX:
+        return [(i, o) for i in _levels(cin) for o in _levels(cout)]
+    return [(c, c) for c in _levels(cin)]
+
+
+def _levels(full: int) -> list[int]:
+    return sorted({max(1, round(fraction * full)) for fraction in GRID_FRACTIONS})
+
+
+def _sweep_layer(timed):
+    """The Conv/Dense layer with the most multiply-adds per output channel (its output
+    channels are swept beyond its own count: only the tile pattern matters)."""
+    candidates = [layer for layer in timed if layer.kind == MATRIX]
+    if not candidates:
+        return None
+    spatial = lambda layer: int(np.prod(layer.configuration["input_spatial"][0] or [1]))  # noqa: E731
+    return max(candidates, key=lambda layer: spatial(layer) * layer.cin)
+
+
+def _calibration_models(network: keras.Model) -> list[tuple[float, keras.Model]]:
+    graph = analyze(network, unsupported="freeze")
+    models = []
+    for fraction in CALIBRATION_FRACTIONS:
+        if fraction == 1.0:
+            models.append((fraction, network))
+            continue
+        removal = {}
+        for group in graph.groups:
+            if not group.prunable:
+                continue
+            # Kept channels spread evenly, so that every coupled member keeps its share.
+            keep = set(np.linspace(0, group.channels - 1, max(1, round(fraction * group.channels)))
+                       .round().astype(int).tolist())  # fmt: skip
+            drop = set(range(group.channels)) - keep
+            for name, channels in group.producers.items():
+                indices = [i for i, c in enumerate(channels.tolist()) if c in drop]
+                if indices:
+                    removal[name] = indices
+        if removal:
+            models.append((fraction, remove_filters(network, removal)))
+    return models
+
+
+class _Exporter:
+    """Writes a model as the plan's runtime file; returns its file name."""
+
+    def __init__(self, runtime: str, quantize: str, folder: Path):
+        self.runtime, self.quantize, self.folder = runtime, quantize, folder
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, network: keras.Model, stem: str) -> str:
+        if self.runtime == "onnx":
+            name = f"{stem}.onnx"
+            export_onnx(network, self.folder / name)
+            return name
+        calibration = None
+        if self.quantize == "int8":
+            calibration = [
+                self.rng.random((CALIBRATION_SAMPLES, *t.shape[1:]), dtype=np.float32)
+                for t in network.inputs
+            ]
+        name = f"{stem}.tflite"
+        (self.folder / name).write_bytes(convert_small_model(network, self.quantize, calibration))
+        return name
+
+
+class _GroupProgress:
+    """A bar advanced by kprune_profile.measure's (done, total) callback."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar, self.task = enabled, None, None
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = make_progress()
+            self.bar.start()
+            self.task = self.bar.add_task("profile: time", total=total, status="")
+        self.bar.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def model_fingerprint(model: keras.Model) -> str:
+    """A hash of the model's architecture (configuration and input shapes), not its weights."""
+    text = json.dumps(
+        {"config": model.get_config(), "inputs": [list(t.shape) for t in model.inputs]},
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_key(model: keras.Model, runtime: str, threads: int, quantize: str, sweep: int = SWEEP_CHANNELS) -> str:
+    """The name of a cached table: model architecture, runtime settings, machine."""
+    machine = kprune_profile.environment()["machine"]
+    parts = [model_fingerprint(model), runtime, str(threads), quantize, str(sweep), machine, str(TABLE_VERSION)]
+    text = "|".join(parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _check(runtime: str, threads: int, quantize: str, repeats: int) -> None:
+    if runtime not in RUNTIMES:
+        raise InvalidArgumentError(f"`runtime` must be one of {RUNTIMES}. Received runtime={runtime!r}.")
+    if quantize not in PRECISIONS:
+        raise InvalidArgumentError(f"`quantize` must be one of {PRECISIONS}. Received quantize={quantize!r}.")
+    if quantize != "none" and runtime != "tflite":
+        raise InvalidArgumentError(
+            f"`quantize={quantize!r}` is a TFLite precision. Fix: use runtime='tflite' or quantize='none'."
+        )
+    if threads < 1 or repeats < 1:
+        raise InvalidArgumentError(
+            f"`threads` and `repeats` must be ≥ 1. Received threads={threads}, repeats={repeats}."
+        )

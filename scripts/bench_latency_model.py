@@ -1,0 +1,115 @@
+"""How well does a latency table predict whole-model latency? Predicted vs measured, in one run.
+
+For each architecture: profile the unpruned model (`kprune.profile`, TFLite
+XNNPACK, 1 thread, batch 1 by default), make N random pruned variants (every
+prunable group keeps a random 10–100% of its channels, chosen at random),
+predict each variant's latency from the table, then measure all of them in
+one `kprune bench` run (the variants alternating) and compare.
+
+    python scripts/bench_latency_model.py                      # SqueezeNet 1.1, MobileNetV2, ResNet50
+    python scripts/bench_latency_model.py --models squeezenet --variants 20 --out runs/latency_model.json
+
+Prints, per architecture: the share of variants predicted within ±10%, the
+median and worst absolute error, and Spearman's ρ between predicted and
+measured latency (goal of the latency issue: ≥ 90% within ±10%, ρ ≥ 0.95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ARCHITECTURES = ("squeezenet", "mobilenetv2", "resnet50")
+
+
+def build(name: str):
+    import keras
+
+    import kprune
+
+    if name == "squeezenet":
+        return kprune.load_model("models/squeezenet1_1_fmnist_sgd.keras")
+    if name == "mobilenetv2":
+        return keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10)
+    if name == "resnet50":
+        return keras.applications.ResNet50(input_shape=(64, 64, 3), weights=None, classes=10)
+    raise SystemExit(f"unknown architecture {name!r}; choose from {ARCHITECTURES}")
+
+
+def random_variant(model, graph, rng):
+    import kprune
+
+    removal = {}
+    for group in graph.groups:
+        if not group.prunable:
+            continue
+        keep = max(1, int(round(rng.uniform(0.1, 1.0) * group.channels)))
+        drop = set(rng.choice(group.channels, group.channels - keep, replace=False).tolist())
+        for name, channels in group.producers.items():
+            indices = [i for i, c in enumerate(channels.tolist()) if c in drop]
+            if indices:
+                removal[name] = indices
+    return kprune.remove_filters(model, removal)
+
+
+def evaluate(name, args, rng) -> dict:
+    import kprune
+    from kprune.bench import benchmark
+
+    model = build(name)
+    started = time.perf_counter()
+    table = kprune.profile(model, runtime="tflite", threads=args.threads, progress=True,
+                           use_cache=not args.no_cache)  # fmt: skip
+    profile_s = time.perf_counter() - started
+    graph = kprune.analyze(model, unsupported="freeze")
+    variants = [random_variant(model, graph, rng) for _ in range(args.variants)]
+    predicted = [kprune.predict_latency(v, table) for v in [model, *variants]]
+    report = benchmark([model, *variants], runtimes=["tflite"], batch_sizes=[1],
+                       threads=[args.threads], repeats=args.repeats, progress=True)  # fmt: skip
+    measured = [m.median_ms for m in report.measurements]
+    predicted_v, measured_v = np.array(predicted[1:]), np.array(measured[1:])
+    errors = (predicted_v - measured_v) / measured_v
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr(predicted_v, measured_v).statistic)
+    return {
+        "architecture": name, "variants": len(variants), "profile_s": round(profile_s, 1),
+        "table": table.summary(), "full_predicted_ms": predicted[0], "full_measured_ms": measured[0],
+        "predicted_ms": predicted_v.tolist(), "measured_ms": measured_v.tolist(),
+        "within_10pct": float(np.mean(np.abs(errors) <= 0.10)),
+        "median_abs_error": float(np.median(np.abs(errors))), "max_abs_error": float(np.max(np.abs(errors))),
+        "spearman": rho,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(ARCHITECTURES))
+    parser.add_argument("--variants", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-cache", action="store_true", help="profile again even if cached")
+    parser.add_argument("--out", default=None, help="also write the results as JSON")
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    results = [evaluate(name, args, rng) for name in args.models.split(",")]
+    print(f"\nTFLite XNNPACK, {args.threads} thread(s), batch 1; {args.variants} random variants each")
+    print(f"{'model':<12} {'within ±10%':>11} {'median |err|':>12} {'max |err|':>9} {'Spearman':>8} "
+          f"{'full: pred / meas ms':>21} {'step':>4} {'profile s':>9}")  # fmt: skip
+    for r in results:
+        print(f"{r['architecture']:<12} {r['within_10pct']:>11.0%} {r['median_abs_error']:>12.1%} "
+              f"{r['max_abs_error']:>9.1%} {r['spearman']:>8.3f} "
+              f"{r['full_predicted_ms']:>10.3f} / {r['full_measured_ms']:<8.3f} "
+              f"{r['table']['step']:>4} {r['profile_s']:>9}")  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+import json
+
+import numpy as np
+import pytest
+
+from kprune.errors import ModelFileError
+from kprune.latency.table import Entry, LatencyTable, fit_step, padded
+
+
+def test_padded_rounds_up_to_the_step():
+    np.testing.assert_array_equal(padded([1, 16, 17, 33], 16), [16, 16, 32, 48])
+
+
+@pytest.mark.parametrize("step", [4, 8, 16])
+def test_fit_step_finds_the_staircase_of_a_sweep(step):
+    rng = np.random.default_rng(step)
+    channels = np.arange(1, 65)
+    times = 0.02 + 0.001 * np.ceil(channels / step) * step
+    times = times * (1 + 0.01 * rng.standard_normal(len(channels)))  # 1% noise
+    assert fit_step(channels.tolist(), times.tolist()) == step
+
+
+def test_fit_step_of_a_straight_line_is_fine_grained():
+    channels = np.arange(1, 65)
+    assert fit_step(channels.tolist(), (0.01 + 0.002 * channels).tolist()) <= 2
+
+
+def test_matrix_entry_recovers_a_bilinear_time_exactly():
+    # t = a + b·cin + c·P(cout) + d·cin·P(cout), P rounding to 8
+    a, b, c, d = 0.01, 0.0002, 0.0003, 0.00001
+    points = [(i, o) for i in (4, 16, 40, 64) for o in (5, 16, 30, 64)]
+    times = [a + b * i + c * padded(o, 8) + d * i * padded(o, 8) for i, o in points]
+    entry = Entry("k", "matrix", ["x"], (64, 64), points, [float(t) for t in times])
+    entry.fit(8)
+    np.testing.assert_allclose(entry.coefficients, [a, b, c, d], rtol=1e-6, atol=1e-12)
+    expected = a + b * 20 + c * 24 + d * 20 * 24  # cout 17 → 24 at step 8
+    np.testing.assert_allclose(entry.predict(20, 17, 8), expected, rtol=1e-9)
+
+
+def _table_data():
+    """A hand-made measured table: one channel entry t = 0.1 + 0.01·P(c), step 4,
+    and whole models timed at exactly 2·Σ + 0.05."""
+    sweep_c = list(range(1, 33))
+    measured = {f"s{c}": 0.1 + 0.01 * float(padded(c, 4)) for c in sweep_c}
+    points = [[4, 4], [12, 12], [20, 20], [32, 32]]
+    for cin, _ in points:
+        measured[f"e{cin}"] = 0.1 + 0.01 * cin
+    calibration = []
+    for fraction, c in ((1.0, 32), (0.5, 16), (0.25, 8)):
+        layer_sum = 2 * (0.1 + 0.01 * c)  # two layers of this entry
+        measured[f"m{c}"] = 2 * layer_sum + 0.05
+        calibration.append({"fraction": fraction, "file": f"m{c}", "layers": [["k", c, c], ["k", c, c]]})
+    return {
+        "format": "kprune-latency-table", "version": 1, "runtime": "tflite", "quantize": "none",
+        "threads": 1, "model": {"name": "hand"}, "measured_ms": measured,
+        "sweep": {"layer": "x", "cin": 8, "couts": sweep_c, "files": [f"s{c}" for c in sweep_c]},
+        "entries": {"k": {"kind": "channels", "layers": ["x", "y"], "full": [32, 32], "points": points,
+                          "files": [f"e{c}" for c, _ in points]}},
+        "calibration": calibration, "groups": [],
+    }
+
+
+def test_table_fits_step_entries_and_calibration():
+    table = LatencyTable(_table_data())
+    assert table.step == 4
+    np.testing.assert_allclose(table.layer_ms("k", 10, 10), 0.1 + 0.01 * 12, rtol=1e-9)
+    np.testing.assert_allclose([table.scale, table.offset], [2.0, 0.05], rtol=1e-9)
+    np.testing.assert_allclose(table.predict([["k", 13, 13]]), 2 * (0.1 + 0.01 * 16) + 0.05, rtol=1e-9)
+    assert table.fast_sizes(13) == [12, 8, 4]
+    assert table.fast_sizes(12, minimum=5) == [8]
+
+
+def test_table_round_trips_through_a_file(tmp_path):
+    table = LatencyTable(_table_data())
+    loaded = LatencyTable.load(table.save(tmp_path / "t.json"))
+    assert loaded.step == table.step and loaded.predict([["k", 20, 20]]) == table.predict([["k", 20, 20]])
+
+
+def test_load_refuses_missing_foreign_and_unmeasured_files(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist. Fix: write one with `kprune profile"):
+        LatencyTable.load(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ModelFileError, match="is not JSON"):
+        LatencyTable.load(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something"}))
+    with pytest.raises(ModelFileError, match="is not a kprune latency table"):
+        LatencyTable.load(tmp_path / "other.json")
+    plan = _table_data()
+    del plan["measured_ms"]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ModelFileError, match="never measured. Fix: run `python kprune_profile.py`"):
+        LatencyTable.load(tmp_path / "plan.json")

@@ -1,0 +1,50 @@
+"""A latency target in the pruning loop, on a small CNN and the synthetic dataset."""
+
+import json
+
+import keras
+import numpy as np
+
+import kprune
+from kprune.latency.predict import predict_latency
+from kprune.latency.profile import profile
+from kprune.latency.table import LatencyTable
+from kprune.training_setup import TrainingSetup, TrainSettings
+from tests.test_schedule import QUICK, _model, train_stream
+
+
+def test_prune_to_a_latency_target_keeps_tile_sized_layers(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _model()
+    TrainingSetup(TrainSettings(learning_rate=1e-2)).fit(model, train_stream(0), epochs=2, progress=False)
+    val = kprune.data.load("synthetic", "val", input_shape=(16, 16, 3), batch_size=64)
+    table = profile(model, repeats=3, warmup=1, cache_dir=tmp_path / "cache", sweep_channels=8)
+    table_path = table.save(tmp_path / "table.json")
+    run = tmp_path / "run"
+    result = kprune.prune(model, train_stream, val, target_latency=0.3, latency_table=str(table_path),
+                          round_to=4, filters_per_step=64, run_dir=run, **QUICK)  # fmt: skip
+    steps = result.report["steps"]
+    initial = predict_latency(model, table)
+    assert steps[0]["latency_ms"] == initial
+    final = predict_latency(result.model, table)
+    assert steps[-1]["latency_ms"] == final
+    assert final <= 0.7 * initial or "nothing left" in result.report["stop_reason"]
+    assert result.report["stop_reason"] in ("target reached",) or "nothing left" in result.report["stop_reason"]
+    for name in ("conv_a", "conv_b"):
+        filters = result.model.get_layer(name).filters
+        assert filters == model.get_layer(name).filters or filters % 4 == 0, (name, filters)
+    assert LatencyTable.load(run / "latency_table.json").data == table.data
+    assert json.loads((run / "report.json").read_text())["config"]["target_latency"] == 0.3
+
+
+def test_latency_ms_target_is_a_goal_in_milliseconds(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _model()
+    table = profile(model, repeats=2, warmup=0, cache_dir=tmp_path, sweep_channels=4)
+    from kprune.config import PruneConfig
+    from kprune.targets import LatencyTarget, make_target
+
+    initial = predict_latency(model, table)
+    target = make_target(PruneConfig(latency_ms=initial / 2), {"latency": initial}, table)
+    assert isinstance(target, LatencyTarget) and target.goal == initial / 2
+    assert target.remaining(model) == np.float64(initial - initial / 2)
