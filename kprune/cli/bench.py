@@ -119,12 +119,12 @@ def _print_table(report) -> None:
     for column in keys:
         table.add_column(column, justify="right" if column in ("threads", "batch") else "left")
     for label in labels:
-        table.add_column(label, justify="right")
+        table.add_column(label, justify="right", overflow="fold")
     for label in labels[1:]:
-        table.add_column(f"{label} speed-up (ideal)", justify="right")
+        table.add_column(f"{label} speed-up (ideal)", justify="right", overflow="fold")
     if quantized:
         for label in labels:
-            table.add_column(f"{label} over fp32 baseline", justify="right")
+            table.add_column(f"{label} over fp32 baseline", justify="right", overflow="fold")
     rows: dict[tuple, dict] = {}
     for m in report.measurements:
         rows.setdefault((m.runtime, m.precision, m.threads, m.batch), {})[m.model] = m
