@@ -1,4 +1,5 @@
-"""Latency of models in Keras, TFLite (XNNPACK) and ONNX Runtime; original vs pruned.
+"""Latency of models in Keras, TFLite (XNNPACK) and ONNX Runtime; original vs pruned,
+float32 vs float16 and int8.
 
 Every model is measured in the same process, in the same configuration, in
 alternation (one timed inference of each model per round, the order rotating
@@ -7,7 +8,10 @@ state. The speed-up of each model over the first is printed next to its FLOPs
 ratio, the ideal a structured-pruning speed-up tends to.
 
 TFLite and ONNX files are the float32 exports of each model, made in a
-temporary folder and run through the deployment bundle's runtime code (files
+temporary folder; with ``precisions``, TFLite also runs each model's float16
+and full-integer int8 exports, timed in the same alternation, so that pruning
+plus quantization is compared with the float32 original in one run. Files run
+through the deployment bundle's runtime code (files
 with several inputs or outputs through `kprune.export.runners`). Any model
 that exports can be timed: images, time series, volumes, several inputs; the
 inputs are random values of the model's input shapes (latency does not depend
@@ -21,7 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -36,14 +40,18 @@ from kprune.export.artifact import (
     structured_inputs,
 )
 from kprune.export.onnx import export_onnx
+from kprune.export.pipeline import named_examples
 from kprune.export.runners import open_artifact
-from kprune.export.tflite import export_tflite
+from kprune.export.tflite import DEFAULT_REPRESENTATIVE_SAMPLES, export_tflite
 from kprune.metrics import count_flops, count_params
 from kprune.progress import track
 
 RUNTIMES = ("keras", "tflite", "onnx")
 DEFAULT_BATCH_SIZES = (1, 32)
 ALL_CORES = 0  # a ``threads`` value: as many threads as CPU cores
+PRECISIONS = ("fp32", "fp16", "int8")  # fp16 and int8: TFLite files only
+_QUANTIZE = {"fp32": "none", "fp16": "float16", "int8": "int8"}  # export_tflite's names
+RANDOM_CALIBRATION = "random inputs (latency only; accuracy not meaningful)"
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,12 @@ class Measurement:
     """Latency of one model in one configuration.
 
     ``threads`` is None for Keras, whose thread pools TensorFlow fixes at start-up.
+    ``precision`` is that of the file run: ``"fp32"`` always for Keras and ONNX.
     """
 
     model: str
     runtime: str
+    precision: str
     threads: int | None
     batch: int
     median_ms: float
@@ -81,29 +91,47 @@ class BenchReport:
     measurements: list[Measurement]
     settings: dict
     environment: dict = field(default_factory=dict)
+    files: list[dict] = field(default_factory=list)  # the exported files that were timed
 
     def speedups(self) -> list[dict]:
-        """Median-latency speed-up of every model over the first, per configuration."""
+        """Median-latency speed-ups of every (model, precision) but the first model's fp32.
+
+        Each row compares one measurement with the first model in the same
+        runtime, thread count and batch size: ``speedup`` at the same precision
+        (None for the first model itself), ``speedup_over_fp32`` over its
+        float32 file, the baseline of pruning plus quantization (for Keras and
+        ONNX, always float32, the two are equal). ``flops_ratio`` is the ideal
+        of pruning alone.
+        """
         base = self.models[0]
-        by_key = {(m.model, m.runtime, m.threads, m.batch): m for m in self.measurements}
+        flops = {model.label: model.flops for model in self.models}
+        by_key = {
+            (m.model, m.precision, m.runtime, m.threads, m.batch): m for m in self.measurements
+        }
         rows = []
         for measurement in self.measurements:
-            if measurement.model == base.label:
+            if measurement.model == base.label and measurement.precision == "fp32":
                 continue
-            reference = by_key.get(
-                (base.label, measurement.runtime, measurement.threads, measurement.batch)
-            )
-            if reference is None:
+            where = (measurement.runtime, measurement.threads, measurement.batch)
+            same_precision = by_key.get((base.label, measurement.precision, *where))
+            fp32 = by_key.get((base.label, "fp32", *where))
+            latency = measurement.median_ms
+            if same_precision is None and fp32 is None:
                 continue
-            model = next(m for m in self.models if m.label == measurement.model)
+            model_flops = flops[measurement.model]
             rows.append({
                 "model": measurement.model,
+                "precision": measurement.precision,
                 "baseline": base.label,
                 "runtime": measurement.runtime,
                 "threads": measurement.threads,
                 "batch": measurement.batch,
-                "speedup": reference.median_ms / measurement.median_ms,
-                "flops_ratio": base.flops / model.flops if model.flops else None,
+                "speedup": (
+                    None if measurement.model == base.label or same_precision is None
+                    else same_precision.median_ms / latency
+                ),
+                "speedup_over_fp32": None if fp32 is None else fp32.median_ms / latency,
+                "flops_ratio": base.flops / model_flops if model_flops else None,
             })  # fmt: skip
         return rows
 
@@ -112,6 +140,7 @@ class BenchReport:
             "models": [asdict(model) for model in self.models],
             "measurements": [asdict(m) for m in self.measurements],
             "speedups": self.speedups(),
+            "files": self.files,
             "settings": self.settings,
             "environment": self.environment,
         }
@@ -123,6 +152,11 @@ def benchmark(
     runtimes: Sequence[str] = RUNTIMES,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     threads: Sequence[int] = (1, ALL_CORES),
+    precisions: Sequence[str] = ("fp32",),
+    calibration_data: Any = None,
+    calibration_dataset: str | None = None,
+    calibration_samples: int = DEFAULT_REPRESENTATIVE_SAMPLES,
+    files_dir: str | os.PathLike | None = None,
     warmup: int = 10,
     repeats: int = 50,
     seed: int = 0,
@@ -137,22 +171,43 @@ def benchmark(
         runtimes: Any of ``"keras"``, ``"tflite"`` (XNNPACK), ``"onnx"``.
         batch_sizes: Examples per inference.
         threads: Thread counts for TFLite and ONNX Runtime; 0 = all cores.
+        precisions: TFLite files to time, any of `PRECISIONS`; must include
+            ``"fp32"``, the baseline. ``"fp16"`` (float16 weights) and
+            ``"int8"`` (full-integer, float32 inputs and outputs) apply to the
+            TFLite runtime only; Keras and ONNX stay float32.
+        calibration_data: Examples that calibrate int8, in any form
+            `export_tflite`'s ``representative_data`` takes (arrays, a list or
+            dict of arrays, ``(x, y)``, a ``tf.data.Dataset``, an ``.npz`` path).
+        calibration_dataset: Or a named dataset (``fashion_mnist``, ``cifar10``,
+            ``folder:PATH``) whose train images, preprocessed as each model's
+            card says, calibrate int8. Without either, int8 is calibrated on
+            random inputs: its latency is right, its accuracy meaningless.
+        calibration_samples: Examples that calibrate int8.
+        files_dir: Keep the exported files in this folder (``0.tflite``,
+            ``0_int8.tflite``, …, numbered like ``models``) instead of a
+            temporary one.
         warmup: Untimed inferences of each model before timing.
         repeats: Timed inferences of each model per configuration.
         seed: Seed of the random inputs (latency does not depend on them).
         progress: Show progress.
 
     Returns:
-        A `BenchReport`; ``report.speedups()`` pairs each speed-up with the FLOPs ratio.
+        A `BenchReport`; ``report.speedups()`` pairs each speed-up with the
+        FLOPs ratio, and gives every quantized file's speed-up over the first
+        model's float32 file.
 
     Raises:
-        InvalidArgumentError: On an unknown runtime, a non-positive count, or
-            models with different input shapes.
+        InvalidArgumentError: On an unknown runtime or precision, fp16/int8
+            without the TFLite runtime, a non-positive count, or models with
+            different input shapes.
 
     Example:
-        >>> report = benchmark(["models/base.keras", "runs/pruned.keras"], runtimes=["tflite"])
+        >>> report = benchmark(["models/base.keras", "runs/pruned.keras"], runtimes=["tflite"],
+        ...                    precisions=["fp32", "int8"], calibration_dataset="fashion_mnist")
     """
+    precisions = list(dict.fromkeys(precisions))
     _check_settings(models, runtimes, batch_sizes, threads, warmup, repeats)
+    _check_precisions(precisions, runtimes, calibration_data, calibration_dataset)
     loaded = [resolve_model(model) for model in models]
     tensors = [model_tensors(network) for network, _ in loaded]
     shapes = {tuple(t.shape[1:] for t in model.inputs) for model in tensors}
@@ -168,26 +223,52 @@ def benchmark(
     rng = np.random.default_rng(seed)
     input_shapes = shapes.pop()
     configurations = _configurations(runtimes, batch_sizes, threads)
+    quantizing = "int8" in precisions
+    calibration, calibration_note = (
+        _calibration(loaded, tensors[0], calibration_data, calibration_dataset,
+                     calibration_samples, seed)
+        if quantizing else (None, None)
+    )  # fmt: skip
     measurements = []
-    with tempfile.TemporaryDirectory(prefix="kprune-bench-") as folder:
-        files = _export_files([net for net, _ in loaded], runtimes, Path(folder))
+    with tempfile.TemporaryDirectory(prefix="kprune-bench-") as temporary:
+        folder = Path(files_dir) if files_dir is not None else Path(temporary)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = _export_files(
+            [net for net, _ in loaded], runtimes, precisions, folder, calibration,
+            calibration_samples,
+        )  # fmt: skip
         steps = _track(configurations, progress)
         for runtime, thread_count, batch in steps:
             inputs = _random_inputs(rng, tensors[0], batch)
+            timed = [
+                (index, precision)
+                for index in range(len(loaded))
+                for precision in (precisions if runtime == "tflite" else ["fp32"])
+            ]
             runners = [
-                _runner(runtime, net, tensors[index], files.get((index, runtime)), thread_count,
-                        inputs)
-                for index, (net, _) in enumerate(loaded)
+                _runner(runtime, loaded[index][0], tensors[index],
+                        files.get((index, runtime, precision)), thread_count, inputs)
+                for index, precision in timed
             ]  # fmt: skip
             timings = _time_alternating(runners, warmup, repeats)
-            for label, seconds in zip(labels, timings):
-                measurements.append(_measurement(label, runtime, thread_count, batch, seconds))
+            for (index, precision), seconds in zip(timed, timings):
+                measurements.append(
+                    _measurement(labels[index], runtime, precision, thread_count, batch, seconds)
+                )
     settings = {
-        "runtimes": list(runtimes), "batch_sizes": list(batch_sizes),
+        "runtimes": list(runtimes), "precisions": precisions, "batch_sizes": list(batch_sizes),
         "threads": [_resolve_threads(t) for t in threads], "warmup": warmup,
         "repeats": repeats, **_shape_settings(input_shapes),
     }  # fmt: skip
-    return BenchReport(entries, measurements, settings, environment())
+    if quantizing:
+        settings["calibration"] = calibration_note
+    file_rows = [
+        {"model": labels[index], "runtime": runtime, "precision": precision,
+         "file": artifact.path.name, "quantize": artifact.quantize,
+         "size_bytes": artifact.size_bytes}
+        for (index, runtime, precision), artifact in files.items()
+    ]  # fmt: skip
+    return BenchReport(entries, measurements, settings, environment(), files=file_rows)
 
 
 def _time_alternating(
@@ -207,11 +288,12 @@ def _time_alternating(
     return timings
 
 
-def _measurement(label, runtime, threads, batch, seconds) -> Measurement:
+def _measurement(label, runtime, precision, threads, batch, seconds) -> Measurement:
     values = np.asarray(seconds) * 1000.0
     median = float(np.median(values))
     return Measurement(
-        model=label, runtime=runtime, threads=threads, batch=batch, median_ms=median,
+        model=label, runtime=runtime, precision=precision, threads=threads, batch=batch,
+        median_ms=median,
         p90_ms=float(np.percentile(values, 90)), throughput=batch * 1000.0 / median,
         runs=len(values),
     )  # fmt: skip
@@ -248,14 +330,38 @@ def _runner(
     return lambda: run(inputs)
 
 
-def _export_files(networks, runtimes, folder: Path) -> dict:
+def _export_files(networks, runtimes, precisions, folder: Path, calibration, samples) -> dict:
+    """(model index, runtime, precision) → the exported file; ``calibration`` is
+    one int8 calibration set per model."""
     files = {}
     for index, network in enumerate(networks):
         if "tflite" in runtimes:
-            files[(index, "tflite")] = export_tflite(network, folder / f"{index}.tflite")
+            for precision in precisions:
+                suffix = "" if precision == "fp32" else f"_{precision}"
+                files[(index, "tflite", precision)] = export_tflite(
+                    network, folder / f"{index}{suffix}.tflite", _QUANTIZE[precision],
+                    calibration[index] if precision == "int8" else None, num_samples=samples,
+                )  # fmt: skip
         if "onnx" in runtimes:
-            files[(index, "onnx")] = export_onnx(network, folder / f"{index}.onnx")
+            files[(index, "onnx", "fp32")] = export_onnx(network, folder / f"{index}.onnx")
     return files
+
+
+def _calibration(loaded, tensors, data, dataset, samples, seed) -> tuple[list, str]:
+    """One int8 calibration set per model, and how the report names it."""
+    if data is not None:
+        note = str(data) if isinstance(data, (str, os.PathLike)) else "calibration_data"
+        return [data] * len(loaded), note
+    if dataset is not None:
+        fix = "--calibration FILE.npz"
+        splits = [
+            named_examples(network, path, dataset, None, None, "train", samples, fix)
+            for network, path in loaded
+        ]
+        return splits, f"{dataset} (train split, {samples} examples, each model's preprocessing)"
+    # Its own generator: the timed inputs stay those of a run without int8.
+    random_inputs = _random_inputs(np.random.default_rng(seed + 1), tensors, samples)
+    return [random_inputs] * len(loaded), RANDOM_CALIBRATION
 
 
 def _configurations(runtimes, batch_sizes, threads) -> list[tuple[str, int | None, int]]:
@@ -288,6 +394,26 @@ def _track(configurations, progress: bool):
     if not progress:
         return configurations
     return track(configurations, description="bench", total=len(configurations))
+
+
+def _check_precisions(precisions, runtimes, calibration_data, calibration_dataset) -> None:
+    unknown = [precision for precision in precisions if precision not in PRECISIONS]
+    if unknown or "fp32" not in precisions:
+        raise InvalidArgumentError(
+            f"`precisions` must be a choice of {PRECISIONS} that includes fp32, the baseline. "
+            f"Received precisions={precisions}."
+        )
+    quantized = [precision for precision in precisions if precision != "fp32"]
+    if quantized and "tflite" not in runtimes:
+        raise InvalidArgumentError(
+            f"Precisions {quantized} are TFLite files, but runtimes={list(runtimes)} has no "
+            "tflite. Fix: add tflite to the runtimes (--runtimes tflite), or measure fp32 only."
+        )
+    if calibration_data is not None and calibration_dataset is not None:
+        raise InvalidArgumentError(
+            "Give `calibration_data` or `calibration_dataset`, not both. "
+            f"Received calibration_dataset={calibration_dataset!r} and calibration_data too."
+        )
 
 
 def _check_settings(models, runtimes, batch_sizes, threads, warmup, repeats) -> None:

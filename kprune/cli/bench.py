@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from kprune.cli._common import out, quiet_import, user_errors
-from kprune.cli._deploy import JsonOption, split_list
+from kprune.cli._deploy import CalibrationOption, JsonOption, split_list
 
 
 def bench(
@@ -27,6 +27,28 @@ def bench(
     threads: Annotated[
         str, typer.Option("--threads", help="TFLite / ONNX Runtime threads; 'all' = every core.")
     ] = "1,all",
+    precisions: Annotated[
+        str,
+        typer.Option(
+            "--precisions",
+            help="TFLite files to time: fp32, fp16, int8 (fp32 is the baseline and required). "
+            "Keras and ONNX are always fp32.",
+        ),
+    ] = "fp32",
+    calibration: Annotated[
+        Optional[str],
+        typer.Option(
+            "--calibration",
+            help="int8 calibration: a dataset (fashion_mnist, cifar10, folder:PATH), "
+            "preprocessed as each model's card says, or an .npz like kprune export's --data. "
+            "Default: random inputs (latency right, accuracy meaningless).",
+        ),
+    ] = None,
+    calibration_samples: CalibrationOption = 300,
+    keep_files: Annotated[
+        Optional[str],
+        typer.Option("--keep-files", help="Keep the timed .tflite/.onnx files in this folder."),
+    ] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs per model first.")] = 10,
     repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per model.")] = 50,
     output: Annotated[
@@ -39,6 +61,9 @@ def bench(
     Reports median and p90 latency and throughput for every model, runtime,
     thread count and batch size, the models alternating in one run, and each
     model's speed-up over the first next to its FLOPs ratio (the ideal).
+    With --precisions fp32,fp16,int8 the TFLite runtime also times each
+    model's fp16 and int8 files, and every file's speed-up over the first
+    model's fp32 file is printed too.
     """
     quiet_import()
     with user_errors():
@@ -47,8 +72,10 @@ def bench(
         report = benchmark(
             models, runtimes=split_list(runtimes),
             batch_sizes=_integers(batch_sizes, "--batch-sizes"),
-            threads=_integers(threads.replace("all", "0"), "--threads"), warmup=warmup,
-            repeats=repeats, progress=not as_json,
+            threads=_integers(threads.replace("all", "0"), "--threads"),
+            precisions=split_list(precisions), calibration_samples=calibration_samples,
+            files_dir=keep_files, warmup=warmup, repeats=repeats, progress=not as_json,
+            **_calibration_source(calibration),
         )  # fmt: skip
     result = report.to_dict()
     if output:
@@ -60,46 +87,79 @@ def bench(
     _print_table(report)
 
 
+def _calibration_source(calibration: str | None) -> dict:
+    if calibration is None:
+        return {}
+    if calibration.endswith(".npz"):
+        return {"calibration_data": calibration}
+    return {"calibration_dataset": calibration}
+
+
 def _print_table(report) -> None:
-    """One row per configuration; per model "median / p90 ms" over images per second."""
+    """One row per configuration and precision; per model "median / p90 ms" over
+    images per second, then the speed-ups."""
     labels = [model.label for model in report.models]
     base = labels[0]
+    quantized = report.settings["precisions"] != ["fp32"]
     speedups = {
-        (row["model"], row["runtime"], row["threads"], row["batch"]): row
+        (row["model"], row["precision"], row["runtime"], row["threads"], row["batch"]): row
         for row in report.speedups()
     }
+    caption = f"median / p90 ms, images per second; speed-up over {base} "
+    caption += (
+        f"at the same precision (ideal = FLOPs ratio); fp32 baseline: {base}'s fp32 file"
+        if quantized
+        else "(ideal = FLOPs ratio)"
+    )
     table = Table(
         title=f"Latency ({report.settings['repeats']} runs per model, models alternating)",
-        caption=f"median / p90 ms, images per second; speed-up over {base} "
-        "(ideal = FLOPs ratio)",
+        caption=caption,
     )
-    for column in ("runtime", "threads", "batch"):
-        table.add_column(column, justify="left" if column == "runtime" else "right")
+    keys = ("runtime", *(("precision",) if quantized else ()), "threads", "batch")
+    for column in keys:
+        table.add_column(column, justify="right" if column in ("threads", "batch") else "left")
     for label in labels:
-        table.add_column(label, justify="right")
+        table.add_column(label, justify="right", overflow="fold")
     for label in labels[1:]:
-        table.add_column(f"{label} speed-up (ideal)", justify="right")
+        table.add_column(f"{label} speed-up (ideal)", justify="right", overflow="fold")
+    if quantized:
+        for label in labels:
+            table.add_column(f"{label} over fp32 baseline", justify="right", overflow="fold")
     rows: dict[tuple, dict] = {}
     for m in report.measurements:
-        rows.setdefault((m.runtime, m.threads, m.batch), {})[m.model] = m
-    for (runtime, threads, batch), by_model in rows.items():
-        cells = [runtime, "TF" if threads is None else str(threads), str(batch)]
+        rows.setdefault((m.runtime, m.precision, m.threads, m.batch), {})[m.model] = m
+    for (runtime, precision, threads, batch), by_model in rows.items():
+        cells = [runtime, *([precision] if quantized else []),
+                 "TF" if threads is None else str(threads), str(batch)]  # fmt: skip
         for label in labels:
             m = by_model[label]
             cells.append(f"{m.median_ms:.3g} / {m.p90_ms:.3g}\n{m.throughput:,.0f}/s")
+        key = (precision, runtime, threads, batch)
         for label in labels[1:]:
-            cells.append(_speedup(speedups.get((label, runtime, threads, batch))))
+            cells.append(_speedup(speedups.get((label, *key))))
+        if quantized:
+            for label in labels:
+                row = speedups.get((label, *key))
+                cells.append("" if row is None else f"{row['speedup_over_fp32']:.2f}×")
         table.add_row(*cells)
     out.print(table)
+    sizes: dict[str, list[str]] = {}
+    for file in report.files:
+        sizes.setdefault(file["model"], []).append(
+            f"{file['runtime']} {file['precision']} {file['size_bytes'] / 1e6:.3g} MB"
+        )
     for model in report.models:
+        files = f"; {', '.join(sizes[model.label])}" if model.label in sizes else ""
         out.print(
-            f"{model.label}: {model.params:,} params, {model.flops:,} FLOPs (2 per MAC)",
+            f"{model.label}: {model.params:,} params, {model.flops:,} FLOPs (2 per MAC){files}",
             highlight=False,
         )
+    if "calibration" in report.settings:
+        out.print(f"int8 calibration: {report.settings['calibration']}", highlight=False)
 
 
 def _speedup(row: dict | None) -> str:
-    if row is None:
+    if row is None or row["speedup"] is None:
         return ""
     ideal = "" if row["flops_ratio"] is None else f" ({row['flops_ratio']:.2f}×)"
     return f"{row['speedup']:.2f}×{ideal}"

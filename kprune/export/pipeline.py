@@ -130,9 +130,9 @@ def export_model(
     source = (network, model_path, dataset, data_dir, preprocess)
     fix = "--data FILE.npz, or --no-verify without int8"
     if needs_calibration_data:
-        calibration = _named_examples(*source, "train", calibration_samples, fix)
+        calibration = named_examples(*source, "train", calibration_samples, fix)
     if needs_verification_data:
-        verification_data = _named_examples(*source, split, samples, fix)
+        verification_data = named_examples(*source, split, samples, fix)
 
     stem = model_path.stem if model_path is not None else network.name
     out_dir = Path(out_dir)
@@ -219,7 +219,7 @@ def verify_files(
         else:
             files.append(path)
     if data is None:
-        data = _named_examples(network, model_path, dataset, data_dir, preprocess, split, samples,
+        data = named_examples(network, model_path, dataset, data_dir, preprocess, split, samples,
                                "--data FILE.npz")  # fmt: skip
     return verify_export(
         network, files, data, samples=samples, max_abs_diff=max_abs_diff,
@@ -227,7 +227,7 @@ def verify_files(
     )  # fmt: skip
 
 
-def _named_examples(network, model_path, dataset, data_dir, preprocess, split, limit, fix) -> Split:
+def named_examples(network, model_path, dataset, data_dir, preprocess, split, limit, fix) -> Split:
     """``limit`` examples of a split of a named dataset (by default the model card's),
     preprocessed as the model expects (see `kprune.data.choose_preprocessing`)."""
     input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA)

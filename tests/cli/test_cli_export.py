@@ -150,6 +150,23 @@ def test_bench_table(model_file):
     assert "median / p90 ms" in result.stdout and "ideal = FLOPs ratio" in result.stdout
 
 
+def test_bench_table_with_int8_over_the_fp32_baseline(model_file, tmp_path):
+    result = runner.invoke(app, [
+        "bench", str(model_file), str(model_file), "--runtimes", "tflite", "--batch-sizes", "1",
+        "--threads", "1", "--precisions", "fp32,int8", "--calibration", "synthetic",
+        "--calibration-samples", "32", "--warmup", "0", "--repeats", "2",
+        "--keep-files", str(tmp_path),
+    ])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())  # the table wraps at the runner's 80 columns
+    assert "│ int8 │" in text and "fp32 baseline: cnn's fp32 file" in text
+    assert "int8 calibration: synthetic (train split, 32 examples" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "0.tflite", "0_int8.tflite", "1.tflite", "1_int8.tflite"
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -157,6 +174,7 @@ def test_bench_table(model_file):
         (["export", "{model}", "--out", "{tmp}", "--quantize", "int4"], "quantize"),
         (["export", "{model}", "--out", "{tmp}", "--format", "coreml"], "formats"),
         (["bench", "{model}", "--threads", "one"], "--threads"),
+        (["bench", "{model}", "--runtimes", "onnx", "--precisions", "fp32,int8"], "no tflite"),
         (["verify", "{model}", "{tmp}"], "not a kprune bundle"),
     ],
 )
