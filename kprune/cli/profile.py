@@ -23,6 +23,7 @@ def profile(
         typer.Option("--plan-only", help="Only write the files to time into this folder, for the board's kprune_profile.py."),
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure again even if a table is cached.")] = False,
+    sweep_channels: Annotated[int, typer.Option("--sweep-channels", help="Sweep output channels 1..N to find the tile step.")] = 64,
 ):
     """Measure per-layer latency as a function of channel counts; write the table.
 
@@ -40,13 +41,14 @@ def profile(
 
         network = load_model(model)
         if plan_only:
-            plan = write_plan(network, plan_only, runtime=runtime, quantize=quantize, progress=True)
+            plan = write_plan(network, plan_only, runtime=runtime, quantize=quantize, progress=True,
+                              sweep_channels=sweep_channels)  # fmt: skip
             files = sum(len(group) for group in plan["groups"])
             out.print(f"Wrote {files} files and plan.json to {plan_only}/. On the board: "
                       f"python3 kprune_profile.py {plan_only} --threads {threads} --out latency_table.json")  # fmt: skip
             return
         table = measure(network, runtime=runtime, threads=threads, quantize=quantize, repeats=repeats,
-                        use_cache=not no_cache, progress=True)  # fmt: skip
+                        use_cache=not no_cache, progress=True, sweep_channels=sweep_channels)  # fmt: skip
         table.save(output)
     _print_table(table, Path(output))
 

@@ -13,6 +13,7 @@ docs/DEPLOY.md)::
     kprune_images.py     PNG / PGM / PPM / .npy reading (numpy only; Pillow if present)
     run_bundle.py        classify image files from the command line
     rtmaps_kprune.py     the RTMaps Python component (class rtmaps_python)
+    kprune_profile.py    times a latency-profile plan (`kprune profile --plan-only`) on the board
 
 Every model file is verified with its runtime before the bundle is written;
 the folder appears complete or not at all.
@@ -53,7 +54,9 @@ from kprune.files import usual_permissions
 from kprune.metrics import count_flops, count_params
 from kprune.training_setup import outputs_probabilities
 
-TEMPLATES = ("kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py")
+TEMPLATES = (
+    "kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py", "kprune_profile.py",
+)  # fmt: skip
 ARTIFACT_FILES = {
     "tflite": "model.tflite",
     "tflite_int8": "model_int8.tflite",

@@ -20,9 +20,11 @@ from kprune.data import Preprocessing
 from kprune.export.templates import kprune_images as images
 from kprune.export.templates import kprune_runtime as runtime
 
-TEMPLATES = ("kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py")
+TEMPLATES = (
+    "kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py", "kprune_profile.py",
+)  # fmt: skip
 ALLOWED_IMPORTS = {
-    "__future__", "argparse", "hashlib", "json", "os", "struct", "sys", "time", "zlib",
+    "__future__", "argparse", "hashlib", "json", "os", "platform", "struct", "sys", "time", "zlib",
     "numpy", "ai_edge_litert", "tflite_runtime", "onnxruntime", "PIL", "rtmaps",
     "kprune_runtime", "kprune_images",
 }  # fmt: skip
