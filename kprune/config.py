@@ -178,6 +178,8 @@ def load_run_config(
 ) -> RunConfig:
     """``defaults``, then a YAML file (optional), then CLI overrides (None ones ignored).
 
+    A target among the overrides replaces the file's target (a run has one).
+
     Raises:
         InvalidArgumentError: Missing or malformed file, unknown keys, bad values.
     """
@@ -193,6 +195,9 @@ def load_run_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise InvalidArgumentError(f"Config file {path} must hold a mapping of keys to values.")
         values.update(loaded or {})
+    if any(overrides.get(name) is not None for name in TARGET_FIELDS):
+        for name in TARGET_FIELDS:
+            values.pop(name, None)
     values.update({key: value for key, value in overrides.items() if value is not None})
     return make_config(RunConfig, values, source=f"config {path}" if path else "options")
 

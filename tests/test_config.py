@@ -66,3 +66,14 @@ def test_preprocess_is_validated_and_overridable(tmp_path):
     with pytest.raises(InvalidArgumentError, match=r"^Invalid options: `preprocess`: `preprocess` must "
                        r"be raw, card, dataset or scale=S,mean=M,std=D. Received preprocess='std=0:'"):  # fmt: skip
         load_run_config(None, {"preprocess": "std=0:"})
+
+
+def test_a_target_flag_replaces_the_files_target(tmp_path):
+    from kprune.config import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("target_params: 0.9\nfilters_per_step: 32\n")
+    config = load_run_config(path, {"target_latency": 0.75})
+    assert config.target_latency == 0.75 and config.target_params is None
+    assert config.filters_per_step == 32
+    assert load_run_config(path, {"target_latency": None}).target_params == 0.9
