@@ -9,17 +9,15 @@ split), history.json (replayable), the PNG plots, and checkpoint/.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-
-import tensorflow as tf
 
 from kprune import card
 from kprune.config import RunConfig, dump_config
 from kprune.criteria import get as get_criterion
 from kprune.data import choose_preprocessing, load
+from kprune.distribute import make_strategy, worker_dir
 from kprune.errors import InvalidArgumentError
 from kprune.metrics import count_flops, count_params
 from kprune.modelio import load_model, resolve_model_path
@@ -30,27 +28,6 @@ from kprune.training_setup import TrainingSetup
 
 def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{config.criterion}-{datetime.now():%Y%m%d-%H%M%S}"
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy | None:
-    """``none`` → None; ``mirrored`` → all local devices; ``multiworker`` →
-    the cluster described by $TF_CONFIG (see docs/DISTRIBUTED.md)."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return None
-
-
-def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
-    """True unless this process is a non-chief worker of a multi-worker cluster."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    cluster = resolver.cluster_spec().as_dict()
-    if resolver.task_type == "chief":
-        return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
 
 
 def run_prune(
@@ -82,9 +59,14 @@ def run_prune(
             f"The run dir {run_dir} holds the input model; pick another --out so it is never overwritten."
         )
     strategy = make_strategy(config.strategy)
-    if not is_chief(strategy):
-        # Every worker runs the same loop; only the chief keeps what it writes.
-        run_dir = Path(tempfile.mkdtemp(prefix="kprune-worker-"))
+    # Every worker runs the same loop; only the chief keeps what it writes.
+    with worker_dir(run_dir, strategy) as write_dir:
+        report = _run(config, model_path, run_dir, write_dir, resume, strategy, started, command)
+    report["run_dir"] = str(run_dir)
+    return report
+
+
+def _run(config, model_path, run_dir, write_dir, resume, strategy, started, command) -> dict:
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
         model = load_model(model_path)
@@ -100,22 +82,22 @@ def run_prune(
 
     val = load(config.dataset, "val", batch_size=256, **common)
     test = load(config.dataset, "test", batch_size=256, **common)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, run_dir / "config.yaml")
+    write_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, write_dir / "config.yaml")
 
     evaluate = TrainingSetup.for_model(model).evaluate
     before = {**evaluate(model, test), "params": count_params(model), "flops": count_flops(model),
               "file_bytes": _file_size(model_path)}  # fmt: skip
     result = prune(model, train_stream, val, config.prune_config(), run_dir=run_dir,
                    resume=resume, strategy=strategy)  # fmt: skip
-    pruned_path = run_dir / "pruned.keras"
+    pruned_path = write_dir / "pruned.keras"
     after = {**evaluate(result.model, test), "params": count_params(result.model),
              "flops": count_flops(result.model), "file_bytes": _file_size(pruned_path)}  # fmt: skip
     report = {**result.report, "model": config.model, "dataset": config.dataset,
               "preprocess": chosen.name, "preprocessing": test.preprocessing.to_dict(),
               "test_split_note": test.note, "test_before": before, "test_after": after,
               "wall_time_s": round(time.time() - started, 1), "command": command or card.command_line()}  # fmt: skip
-    write_run_files(run_dir, report, result.history)
+    write_run_files(write_dir, report, result.history)
     card.write_card(pruned_path, {
         "model": result.model.name, "pruned_from": config.model, "dataset": config.dataset,
         "criterion": config.criterion, "test_accuracy": after["accuracy"],
@@ -127,7 +109,6 @@ def run_prune(
         "wall_time_s": report["wall_time_s"], "command": report["command"],
         "environment": card.environment(),
     })  # fmt: skip
-    report["run_dir"] = str(run_dir)
     return report
 
 

@@ -15,6 +15,7 @@ result as an uninterrupted one (given deterministic data: pass a callable
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from kprune.card import environment
 from kprune.config import PruneConfig, make_config
 from kprune.criteria import get as get_criterion
 from kprune.data import as_dataset, batches_per_epoch
+from kprune.distribute import worker_dir
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.graph import analyze
 from kprune.modelio import save_model
@@ -109,8 +111,12 @@ def prune(
             can be read more than once).
         config: A `kprune.PruneConfig`; ``**options`` override its fields.
         run_dir: Folder for checkpoints, report.json, history.json, plots.
-        resume: Continue the run saved in ``run_dir`` from its last complete step.
-        strategy: A ``tf.distribute`` strategy for ranking and fine-tuning.
+            Under a multi-worker strategy only the chief writes there; the
+            other workers write to a temporary folder, removed at the end.
+        resume: Continue the run saved in ``run_dir`` from its last complete
+            step (every worker reads it there).
+        strategy: A ``tf.distribute`` strategy for ranking and fine-tuning
+            (see docs/DISTRIBUTED.md).
         callbacks: Keras callbacks passed to every fine-tuning ``fit``.
         progress: Show a progress bar.
         setup: A whole `TrainingSetup` (then ``loss``, ``metrics``,
@@ -165,8 +171,10 @@ def prune(
         metrics=objects.get("metrics", config.metrics), optimizer=objects.get("optimizer"),
         monitor=config.monitor, finetune_fn=finetune,
     )  # fmt: skip
-    with deterministic(config.deterministic):
-        loop = _Loop(config, setup, model, train_data, val_data, run_dir, strategy, callbacks, progress)
+    writes = worker_dir(run_dir, strategy) if run_dir is not None else contextlib.nullcontext(None)
+    with deterministic(config.deterministic), writes as write_dir:
+        loop = _Loop(config, setup, model, train_data, val_data, run_dir, write_dir, strategy,
+                     callbacks, progress)  # fmt: skip
         return loop.run(resume)
 
 
@@ -177,13 +185,15 @@ def _names(value: Any) -> bool:
 class _Loop:
     """One pruning run; `run` reads as the algorithm, the pieces below it."""
 
-    def __init__(self, config, setup, model, train_data, val_data, run_dir, strategy, callbacks, progress):
+    def __init__(self, config, setup, model, train_data, val_data, run_dir, write_dir, strategy,
+                 callbacks, progress):  # fmt: skip
         self.config = config
         self.setup = setup
         self.original = model
         self.train_data = train_data
         self.val_data = val_data
-        self.run_dir = run_dir
+        self.run_dir = run_dir  # read on resume
+        self.write_dir = write_dir  # run_dir, or a non-chief worker's temporary folder
         self.strategy = strategy
         self.callbacks = list(callbacks)
         self.progress = progress
@@ -369,26 +379,32 @@ class _Loop:
         return state
 
     def _checkpoint(self, state: _State) -> None:
-        if self.run_dir is None:
+        if self.write_dir is None:
             return
-        checkpoint.save(self.run_dir, state.model, {
+        checkpoint.save(self.write_dir, state.model, {
             "step": state.step, "history": state.history.to_dict(), "records": state.records,
             "stop_reason": state.stop_reason, "finished": state.finished,
             "config": self.config.model_dump(),
             "initial": self.initial,
         })  # fmt: skip
-        write_run_files(self.run_dir, self._report(state), state.history)
+        write_run_files(self.write_dir, self._report(state), state.history)
 
     def _save_snapshots(self, model, before: float, after: float) -> None:
         """Saves the model when this step crossed a snapshot fraction."""
-        if self.run_dir is None:
+        if self.write_dir is None:
             return
         for fraction in self.config.snapshots:
             if before < fraction <= after:
-                save_model(model, self.run_dir / "snapshots" / f"params-{round(100 * fraction):02d}.keras")
+                save_model(model, self.write_dir / "snapshots" / f"params-{round(100 * fraction):02d}.keras")
 
     def _resume(self) -> _State:
         saved = checkpoint.load(self.run_dir)
+        if saved is None and self.write_dir != self.run_dir:
+            raise InvalidArgumentError(
+                f"This worker finds no checkpoint in {self.run_dir} to resume from. Fix: put the "
+                "run dir on storage every worker reads at the same path, or copy the chief's "
+                f"{self.run_dir / checkpoint.FOLDER} to this host."
+            )
         if saved is None:
             raise InvalidArgumentError(
                 f"Nothing to resume in {self.run_dir}: it has no checkpoint. Fix: run "
@@ -425,9 +441,9 @@ class _Loop:
 
     def _result(self, state: _State) -> PruneResult:
         report = self._report(state)
-        if self.run_dir is not None:
-            save_model(state.model, self.run_dir / "pruned.keras")
-            write_run_files(self.run_dir, report, state.history, plots=True)
+        if self.write_dir is not None:
+            save_model(state.model, self.write_dir / "pruned.keras")
+            write_run_files(self.write_dir, report, state.history, plots=True)
         return PruneResult(state.model, state.history, report, self.run_dir)
 
     def _show(self, state: _State) -> None:

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from kprune.data import as_dataset, batches_per_epoch
 from kprune.determinism import seed_everything
+from kprune.distribute import fit_multi_worker, is_multi_worker
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.losses import (
     example_loss, loss_for, lower_is_better, output_names, outputs_probabilities,
@@ -245,15 +246,25 @@ class TrainingSetup:
         all_callbacks = [guard, *callbacks]
         if progress:
             all_callbacks.append(KerasProgress(description))
-        history = model.fit(
-            dataset.repeat(),
-            validation_data=None if val_data is None else as_dataset(val_data),
-            epochs=whole_epochs,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=all_callbacks,
-            shuffle=False,  # the pipeline shuffles; Keras would only warn that it cannot
-            verbose=0,
-        )
+        strategy = tf.distribute.get_strategy()
+        if is_multi_worker(strategy):
+            if val_data is not None:
+                raise InvalidArgumentError(
+                    "Validation during fit is not supported across workers. "
+                    "Fix: pass val_data=None and call evaluate() after fit."
+                )
+            history = fit_multi_worker(model, dataset, strategy, epochs=whole_epochs,
+                                       steps_per_epoch=steps_per_epoch, callbacks=all_callbacks)  # fmt: skip
+        else:
+            history = model.fit(
+                dataset.repeat(),
+                validation_data=None if val_data is None else as_dataset(val_data),
+                epochs=whole_epochs,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=all_callbacks,
+                shuffle=False,  # the pipeline shuffles; Keras would only warn that it cannot
+                verbose=0,
+            )
         if guard.diverged_at is not None:
             raise TrainingDivergedError(
                 f"The training loss became {guard.loss} at step {guard.diverged_at}. "

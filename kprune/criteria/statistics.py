@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from kprune.data import as_dataset
+from kprune.distribute import distribute_dataset
 from kprune.errors import InvalidArgumentError
 from kprune.graph import DependencyGraph, analyze
 from kprune.progress import track
@@ -142,7 +143,7 @@ def collect_statistics(
     if num_batches is not None:
         dataset = dataset.take(num_batches)
     if strategy is not tf.distribute.get_strategy() or strategy.num_replicas_in_sync > 1:
-        dataset = strategy.experimental_distribute_dataset(dataset)
+        dataset = distribute_dataset(dataset, strategy)
     iterator = dataset
     if progress:
         total = num_batches if num_batches is not None else getattr(data, "num_batches", None)
