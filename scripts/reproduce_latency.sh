@@ -27,7 +27,7 @@ EPOCHS=${EPOCHS:-3}
 SNAPSHOTS=${SNAPSHOTS:-0.8,0.85,0.88,0.9,0.92,0.94}
 mkdir -p "$OUT"
 
-[ -f "$OUT/latency_table.json" ] || kprune profile "$BASELINE" --threads 1 --out "$OUT/latency_table.json"
+[ -f "$OUT/latency_table.json" ] || kprune profile "$BASELINE" --threads 1 --no-cache --out "$OUT/latency_table.json"
 
 prune_run() {  # name, then target flags
   local name=$1; shift

@@ -166,7 +166,7 @@ def convert_small_model(
 
     # Weights become constants, as in a SavedModel conversion (else the file reads variables).
     concrete = convert_variables_to_constants_v2(function.get_concrete_function(*spec))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], network)
     _configure(converter, quantize, None, False, False)
     if quantize == "int8":
         count = len(calibration[0])
