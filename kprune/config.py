@@ -46,6 +46,9 @@ class PruneConfig(BaseModel):
     start of the run with ``latency_runtime``, ``latency_threads`` and
     ``latency_quantize``. Selection then weighs scores against the latency
     each removal saves and keeps channel counts at the table's tile step.
+    A step of a latency target removes up to ``latency_per_step`` of the
+    start latency (``filters_per_step`` does not apply: the cheap time is in
+    the layers with few channels).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -61,6 +64,7 @@ class PruneConfig(BaseModel):
     latency_runtime: Literal["tflite", "onnx"] = "tflite"
     latency_threads: int = Field(1, ge=1)
     latency_quantize: Literal["none", "float16", "int8"] = "none"
+    latency_per_step: float = Field(0.03, gt=0, le=1)
     max_accuracy_drop: Optional[float] = Field(None, ge=0)
     filters_per_step: int = Field(64, ge=1)
     rank_batches: int = Field(20, ge=1)

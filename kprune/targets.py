@@ -134,9 +134,10 @@ class LatencyTarget(Target):
 
     name = "latency"
 
-    def __init__(self, initial: float, goal: float, table: LatencyTable):
+    def __init__(self, initial: float, goal: float, table: LatencyTable, per_step: float = 0.03):
         super().__init__(initial, goal)
         self.table = table
+        self.per_step = per_step
 
     def measure(self, model, graph=None):
         return predict_latency(model, self.table)
@@ -154,10 +155,13 @@ class LatencyTarget(Target):
         return costs
 
     def choose(self, model, graph, scores, count, *, min_per_group=1, round_to=None, ignore=()):
+        """Up to ``per_step`` of the start latency per step; ``count`` does not apply."""
         latency = GroupLatency(graph, self.table)
+        budget = min(self.remaining(model, graph), self.per_step * self.initial)
+        channels = sum(len(values) for values in scores.values())
         return select_for_latency(
-            graph, scores, count, predict=latency.predict, step=round_to or self.table.step,
-            budget=self.remaining(model, graph), min_per_group=min_per_group, ignore=ignore,
+            graph, scores, channels, predict=latency.predict, step=round_to or self.table.step,
+            budget=budget, min_per_group=min_per_group, ignore=ignore,
         )  # fmt: skip
 
 
@@ -171,9 +175,10 @@ def make_target(
     ``table`` and ``initial["latency"]`` (ms predicted for the start model).
     """
     if config.target_latency is not None:
-        return LatencyTarget(initial["latency"], (1 - config.target_latency) * initial["latency"], table)
+        goal = (1 - config.target_latency) * initial["latency"]
+        return LatencyTarget(initial["latency"], goal, table, config.latency_per_step)
     if config.latency_ms is not None:
-        return LatencyTarget(initial["latency"], config.latency_ms, table)
+        return LatencyTarget(initial["latency"], config.latency_ms, table, config.latency_per_step)
     if config.target_params is not None:
         return ParamsTarget(initial["params"], (1 - config.target_params) * initial["params"])
     if config.target_flops is not None:

@@ -27,6 +27,7 @@ WHEEL_NEEDS = (
     "kprune/export/templates/run_bundle.py",
     "kprune/export/templates/rtmaps_kprune.py",
     "kprune/export/templates/kprune_images.py",
+    "kprune/export/templates/kprune_profile.py",
 )
 SDIST_FOLDERS = ("kprune", "tests", "configs", "models", "scripts", "docs")
 SDIST_FILES = ("README.md", "pyproject.toml", "MANIFEST.in")

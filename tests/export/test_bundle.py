@@ -25,7 +25,7 @@ from kprune.export import check_bundle, write_bundle
 STUB = Path(__file__).parent / "rtmaps_stub"
 EXPECTED_FILES = {
     "model.tflite", "model_int8.tflite", "model.onnx", "labels.txt", "manifest.json",
-    "kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py",
+    "kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py", "kprune_profile.py",
 }  # fmt: skip
 # Runs a bundle program with TensorFlow and kprune made unimportable.
 ISOLATED = (
