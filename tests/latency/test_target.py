@@ -22,7 +22,7 @@ def test_prune_to_a_latency_target_keeps_tile_sized_layers(tmp_path):
     table_path = table.save(tmp_path / "table.json")
     run = tmp_path / "run"
     result = kprune.prune(model, train_stream, val, target_latency=0.3, latency_table=str(table_path),
-                          round_to=4, filters_per_step=64, run_dir=run, **QUICK)  # fmt: skip
+                          round_to=4, latency_per_step=0.2, run_dir=run, **QUICK)  # fmt: skip
     steps = result.report["steps"]
     initial = predict_latency(model, table)
     assert steps[0]["latency_ms"] == initial
@@ -35,6 +35,9 @@ def test_prune_to_a_latency_target_keeps_tile_sized_layers(tmp_path):
         assert filters == model.get_layer(name).filters or filters % 4 == 0, (name, filters)
     assert LatencyTable.load(run / "latency_table.json").data == table.data
     assert json.loads((run / "report.json").read_text())["config"]["target_latency"] == 0.3
+    # a step removes at most latency_per_step of the start latency (a tile may overshoot a little)
+    latencies = [s["latency_ms"] for s in steps if "phase" not in s]
+    assert len(latencies) >= 3 and all(b < a for a, b in zip(latencies, latencies[1:]))
 
 
 def test_latency_ms_target_is_a_goal_in_milliseconds(tmp_path):
