@@ -35,7 +35,7 @@ def predict_latency(model: keras.Model, table: LatencyTable) -> float:
         >>> table = kprune.profile(model)
         >>> kprune.predict_latency(pruned, table)  # ms
     """
-    layers, _ = timed_layers(model)
+    layers = [layer for layer in timed_layers(model)[0] if layer.key not in table.skipped]
     _check_covered(table, layers, model.name)
     return table.predict([(layer.key, layer.cin, layer.cout) for layer in layers])
 
@@ -61,7 +61,7 @@ class GroupLatency:
     def __init__(self, graph: DependencyGraph, table: LatencyTable):
         self.table = table
         self.graph = graph
-        layers, _ = timed_layers(graph.flat)
+        layers = [layer for layer in timed_layers(graph.flat)[0] if layer.key not in table.skipped]
         _check_covered(table, layers, graph.model.name)
         self.layers = layers
         self.channels = np.array([group.channels for group in graph.groups], dtype=float)

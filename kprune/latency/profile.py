@@ -29,7 +29,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kprune.errors import InvalidArgumentError, UnsupportedModelError
+from kprune.errors import InvalidArgumentError
 from kprune.export.onnx import export_onnx
 from kprune.export.templates import kprune_profile
 from kprune.export.tflite import convert_small_model
@@ -164,12 +164,13 @@ def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep
             with warnings.catch_warnings():  # e.g. "softmax over an axis of size 1" at 1 channel
                 warnings.simplefilter("ignore")
                 name = export(single_layer_model(flat, builder, cin, cout), f"e{index}")
-        except (ValueError, TypeError, UnsupportedModelError, NotImplementedError):
+        except Exception:  # noqa: BLE001 — any layer that cannot stand alone is timed in the constant
             unbuildable.append(key)
             continue
         entries[key]["points"].append([cin, cout])
         entries[key]["files"].append(name)
-    for key in set(unbuildable):  # such a layer's time goes to the calibration's constant
+    skipped = sorted(set(unbuildable))
+    for key in skipped:  # such a layer's time goes to the calibration's constant
         untimed.extend(entries.pop(key)["layers"])
     sweep = None
     if sweep_jobs:
@@ -195,7 +196,7 @@ def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep
         "format": TABLE_FORMAT, "version": TABLE_VERSION, "runtime": runtime,
         "quantize": quantize, "model": {"name": model.name, "fingerprint": model_fingerprint(model)},
         "entries": entries, "sweep": sweep, "calibration": calibration_items,
-        "untimed": sorted(set(untimed)), "groups": groups,
+        "untimed": sorted(set(untimed)), "skipped_keys": skipped, "groups": groups,
     }  # fmt: skip
 
 

@@ -82,3 +82,11 @@ def test_int8_profile_times_integer_files(tmp_path):
     interpreter = Interpreter(model_path=str(folder / name))
     types = {np.dtype(d["dtype"]) for d in interpreter.get_tensor_details()}
     assert np.dtype(np.int8) in types
+
+
+def test_onnx_runtime_profile(tmp_path):
+    table = profile(make_small_model(), runtime="onnx", repeats=2, warmup=0, cache_dir=tmp_path,
+                    sweep_channels=2)  # fmt: skip
+    assert table.runtime == "onnx" and table.scale > 0
+    assert all(name.endswith(".onnx") for name in table.data["measured_ms"])
+    assert set(table.entries) == {layer.key for layer in timed_layers(make_small_model())[0]}

@@ -90,3 +90,14 @@ def test_load_refuses_missing_foreign_and_unmeasured_files(tmp_path):
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(ModelFileError, match="never measured. Fix: run `python kprune_profile.py`"):
         LatencyTable.load(tmp_path / "plan.json")
+
+
+def test_calibration_never_scales_by_a_negative_factor():
+    data = _table_data()
+    # whole-model times that shrink as layers grow (noise on a tiny model): shift only
+    for item, value in zip(data["calibration"], (0.30, 0.31, 0.32)):
+        data["measured_ms"][item["file"]] = value
+    table = LatencyTable(data)
+    sums = np.array([table.layer_sum(item["layers"]) for item in data["calibration"]])
+    assert table.scale == 1.0
+    np.testing.assert_allclose(table.offset, np.mean(np.array([0.30, 0.31, 0.32]) - sums))
