@@ -10,6 +10,7 @@
 #
 #   bash scripts/reproduce.sh                 # everything (hours on 2 CPU cores)
 #   CRITERIA="taylor" TARGETS="50 70" bash scripts/reproduce.sh   # a part
+#   SEEDS="0 1 2" bash scripts/reproduce.sh   # three seeds: results.py adds mean ± std and paired differences
 #
 # Re-running continues where it stopped: finished steps are skipped and a
 # killed pruning run resumes from its last checkpoint.
@@ -22,27 +23,35 @@ CRITERIA=${CRITERIA:-"taylor l2 combined l1 random"}
 TARGETS=${TARGETS:-"50 70 80 90"}
 EPOCHS=${EPOCHS:-3}
 CONFIG=${CONFIG:-configs/squeezenet_fmnist_taylor.yaml}
+SEEDS=${SEEDS:-0}
 mkdir -p "$OUT"
 
 snapshots=$(for t in $TARGETS; do printf '0.%s,' "$t"; done)
 snapshots=${snapshots%,}
 highest=$(for t in $TARGETS; do echo "$t"; done | sort -n | tail -1)
 
-for criterion in $CRITERIA; do
-  run="$OUT/$criterion"
-  if [ ! -f "$run/pruned.card.json" ]; then
-    resume=""
-    [ -f "$run/checkpoint/state.json" ] && resume="--resume"
-    kprune prune --config "$CONFIG" --model "$BASELINE" --criterion "$criterion" \
-      --target-params "0.$highest" --snapshots "$snapshots" --final-finetune-epochs 0 \
-      --out "$run" $resume 2>&1 | tee -a "$run.log"
-  fi
-  for target in $TARGETS; do
-    tuned="$run/finetuned-$target.keras"
-    [ -f "${tuned%.keras}.card.json" ] && continue
-    kprune train --model "$run/snapshots/params-$target.keras" --dataset fashion_mnist \
-      --optimizer sgd --lr 0.01 --weight-decay 5e-4 --warmup-epochs 0 --epochs "$EPOCHS" \
-      --out "$tuned" 2>&1 | tee -a "$run.log"
+# Several seeds (SEEDS="0 1 2"): the seed changes the ranking batches and the
+# fine-tune order; seed 0 keeps the paths above, seed N goes to $OUT/seed-N/.
+for seed in $SEEDS; do
+  base="$OUT"
+  [ "$seed" != 0 ] && base="$OUT/seed-$seed"
+  for criterion in $CRITERIA; do
+    run="$base/$criterion"
+    mkdir -p "$base"
+    if [ ! -f "$run/pruned.card.json" ]; then
+      resume=""
+      [ -f "$run/checkpoint/state.json" ] && resume="--resume"
+      kprune prune --config "$CONFIG" --model "$BASELINE" --criterion "$criterion" --seed "$seed" \
+        --target-params "0.$highest" --snapshots "$snapshots" --final-finetune-epochs 0 \
+        --out "$run" $resume 2>&1 | tee -a "$run.log"
+    fi
+    for target in $TARGETS; do
+      tuned="$run/finetuned-$target.keras"
+      [ -f "${tuned%.keras}.card.json" ] && continue
+      kprune train --model "$run/snapshots/params-$target.keras" --dataset fashion_mnist \
+        --optimizer sgd --lr 0.01 --weight-decay 5e-4 --warmup-epochs 0 --epochs "$EPOCHS" \
+        --seed "$seed" --out "$tuned" 2>&1 | tee -a "$run.log"
+    done
   done
 done
 
