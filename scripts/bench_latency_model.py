@@ -3,8 +3,12 @@
 For each architecture: profile the unpruned model (`kprune.profile`, TFLite
 XNNPACK, 1 thread, batch 1 by default), make N random pruned variants (every
 prunable group keeps a random 10–100% of its channels, chosen at random),
-predict each variant's latency from the table, then measure all of them in
-one `kprune bench` run (the variants alternating) and compare.
+predict each variant's latency from the table, then measure every variant
+(TFLite file exported by `kprune.export_tflite`) the way a deployed model
+runs: warm, consecutive inferences, median — in 3 passes over all variants,
+whose medians are averaged, so that slow drifts of the machine hit every
+variant alike. (Taking turns between 21 models, as `kprune bench` does for a
+few, would evict each model's weights from the caches for the next.)
 
     python scripts/bench_latency_model.py                      # SqueezeNet 1.1, MobileNetV2, ResNet50
     python scripts/bench_latency_model.py --models squeezenet --variants 20 --out runs/latency_model.json
@@ -56,10 +60,23 @@ def random_variant(model, graph, rng):
     return kprune.remove_filters(model, removal)
 
 
+def measure_warm(models, threads: int, repeats: int, passes: int = 3) -> list[float]:
+    """Median ms of each model over ``repeats`` consecutive runs, averaged over passes."""
+    import tempfile
+
+    from kprune.export.templates.kprune_profile import time_group, tflite_runner
+    from kprune.export.tflite import export_tflite
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="kprune-latency-model-") as folder:
+        paths = [export_tflite(m, Path(folder) / f"{i}.tflite").path for i, m in enumerate(models)]
+        runners = [tflite_runner(path, threads, rng) for path in paths]
+        medians = [[time_group([run], 10, repeats)[0] * 1000 for run in runners] for _ in range(passes)]
+    return np.mean(medians, axis=0).tolist()
+
+
 def evaluate(name, args, rng) -> dict:
     import kprune
-    from kprune.bench import benchmark
-
     model = build(name)
     started = time.perf_counter()
     table = kprune.profile(model, runtime="tflite", threads=args.threads, progress=True,
@@ -68,9 +85,7 @@ def evaluate(name, args, rng) -> dict:
     graph = kprune.analyze(model, unsupported="freeze")
     variants = [random_variant(model, graph, rng) for _ in range(args.variants)]
     predicted = [kprune.predict_latency(v, table) for v in [model, *variants]]
-    report = benchmark([model, *variants], runtimes=["tflite"], batch_sizes=[1],
-                       threads=[args.threads], repeats=args.repeats, progress=True)  # fmt: skip
-    measured = [m.median_ms for m in report.measurements]
+    measured = measure_warm([model, *variants], args.threads, args.repeats)
     predicted_v, measured_v = np.array(predicted[1:]), np.array(measured[1:])
     errors = (predicted_v - measured_v) / measured_v
     from scipy.stats import spearmanr

@@ -9,7 +9,7 @@ A *plan* is a folder: ``plan.json`` and the files to time —
   Conv, which shows the runtime's tile step;
 - the whole model and two copies of it with every prunable group uniformly
   thinned (to 55% and 25% of its channels), which calibrate the sum of layer
-  times to whole-model time.
+  times to whole-model time (each timed on its own, with warm caches).
 
 `profile` writes the plan, times it with the bundle's standalone
 ``kprune_profile.py`` (so the host and the board measure the same way) and
@@ -191,7 +191,9 @@ def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep
     groups = [entry["files"] for entry in entries.values() if entry["files"]]
     if sweep:
         groups.append(sweep["files"])
-    groups.append([item["file"] for item in calibration_items])
+    # Whole models are timed each on its own, warm, as a deployed model runs: taking turns
+    # would evict one model's weights from the caches for the next.
+    groups.extend([item["file"]] for item in calibration_items)
     return {
         "format": TABLE_FORMAT, "version": TABLE_VERSION, "runtime": runtime,
         "quantize": quantize, "model": {"name": model.name, "fingerprint": model_fingerprint(model)},

@@ -5,9 +5,10 @@
 ``profile/`` holds ``plan.json`` and the single-layer and whole-model files
 that ``kprune profile --plan-only`` (or ``kprune bundle --profile``) wrote.
 Every file is run on random inputs: after warm-up runs, the files of one
-group (one layer configuration's grid, the channel sweep, the whole models)
-take turns, one timed inference each per round, so they share the machine's
-state; each file's time is the median over the rounds. The table this writes
+group (one layer configuration's grid, the channel sweep) take turns, one
+timed inference each per round, so they share the machine's state; whole
+models are groups of one, so that each runs with warm caches as a deployed
+model does. Each file's time is the median over the rounds. The table this writes
 is what ``kprune prune --latency-table`` and ``kprune.predict_latency`` read:
 measure on the board, fit and prune on the workstation.
 
