@@ -41,7 +41,9 @@ prune_run() {  # name, then target flags
 
 prune_run latency --target-latency "$LATENCY" --latency-table "$OUT/latency_table.json"
 prune_run params --target-params 0.94 --snapshots "$SNAPSHOTS"
-prune_run flops --target-flops 0.85 --snapshots "$SNAPSHOTS"
+# Twice the filters per step: a FLOPs target takes many more 64-filter steps (cheap late
+# layers go first), and this run had to fit in a session; disclosed in RESULTS.md.
+prune_run flops --target-flops 0.8 --filters-per-step 128 --snapshots "$SNAPSHOTS"
 
 # Equal measured latency: the snapshot of each run closest to the latency-pruned model.
 python scripts/results_latency.py "$OUT" --baseline "$BASELINE" --pick
