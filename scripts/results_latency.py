@@ -55,8 +55,9 @@ def pick(out: Path, baseline: str) -> None:
 
 def section(out: Path, baseline_path: str) -> str:
     from kprune.card import read_card
+    from kprune.modelio import resolve_model_path
 
-    baseline = read_card(baseline_path)
+    baseline = read_card(resolve_model_path(baseline_path))
     table = load_json(out / "latency_table.json")
     picked = load_json(out / "pick.json")
     bench = load_json(out / "bench.json")
