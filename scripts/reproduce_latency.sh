@@ -9,7 +9,7 @@
 #    the latency-pruned model's (equal-latency comparison);
 # 4. give the three models the same final fine-tune (EPOCHS epochs of SGD) and
 #    evaluate them on the 10,000-image test split;
-# 5. benchmark baseline and the three models in one run, fp32 and int8.
+# 5. time baseline and the three models, fp32 and int8 TFLite, each warm on its own.
 #
 #   bash scripts/reproduce_latency.sh        # about 1.5 hours on 2 CPU cores
 #
@@ -57,8 +57,5 @@ for name in latency params flops; do
     --out "$tuned" 2>&1 | tee -a "$OUT/$name.log"
 done
 
-[ -f "$OUT/bench.json" ] || kprune bench "$BASELINE" "$OUT/latency-finetuned.keras" \
-  "$OUT/params-finetuned.keras" "$OUT/flops-finetuned.keras" --runtimes tflite --threads 1 \
-  --batch-sizes 1 --precisions fp32,int8 --calibration fashion_mnist --repeats 300 \
-  --output "$OUT/bench.json"
+[ -f "$OUT/final.json" ] || python scripts/results_latency.py "$OUT" --baseline "$BASELINE" --measure
 python scripts/results_latency.py "$OUT" --baseline "$BASELINE"
