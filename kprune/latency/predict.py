@@ -105,10 +105,3 @@ class GroupLatency:
     def predict(self, kept: Mapping[int, int] | None = None) -> float:
         """Predicted whole-model time (ms), calibrated."""
         return float(self.table.scale * self.layer_times(kept).sum() + self.table.offset)
-
-    def layers_of(self, group: int) -> list[int]:
-        """Rows of the timed layers whose channel counts depend on ``group``."""
-        return [
-            row for row in range(len(self.layers))
-            if self._cin[row, group] or self._cout[row, group]
-        ]  # fmt: skip

@@ -154,10 +154,6 @@ class LatencyTable:
         """Predicted whole-model time in ms for ``[(key, cin, cout), …]``."""
         return float(self.scale * self.layer_sum(layers) + self.offset)
 
-    def missing(self, keys) -> list[str]:
-        """The keys the table has no entry for."""
-        return [key for key in keys if key not in self.entries]
-
     def fast_sizes(self, channels: int, minimum: int = 1) -> list[int]:
         """Channel counts below ``channels`` that fill whole tiles, largest first."""
         floor = max(minimum, 1)
