@@ -11,6 +11,11 @@
 #   bash scripts/reproduce.sh                 # everything (hours on 2 CPU cores)
 #   CRITERIA="taylor" TARGETS="50 70" bash scripts/reproduce.sh   # a part
 #   SEEDS="0 1 2" bash scripts/reproduce.sh   # three seeds: results.py adds mean ± std and paired differences
+#   PART=seeds SEEDS="1 2" CRITERIA="taylor l2" TARGETS="70 90" bash scripts/reproduce.sh   # only the seeded runs
+#
+# Each finished (seed, criterion) leaves its report and fine-tune cards in
+# $EVIDENCE/seed-N/CRITERION/ (committed, small), so seeds run in different
+# sessions or on different machines add up in results.py's seed table.
 #
 # Re-running continues where it stopped: finished steps are skipped and a
 # killed pruning run resumes from its last checkpoint.
@@ -24,6 +29,8 @@ TARGETS=${TARGETS:-"50 70 80 90"}
 EPOCHS=${EPOCHS:-3}
 CONFIG=${CONFIG:-configs/squeezenet_fmnist_taylor.yaml}
 SEEDS=${SEEDS:-0}
+PART=${PART:-all}
+EVIDENCE=${EVIDENCE:-docs/results/seeds}
 mkdir -p "$OUT"
 
 snapshots=$(for t in $TARGETS; do printf '0.%s,' "$t"; done)
@@ -52,8 +59,11 @@ for seed in $SEEDS; do
         --optimizer sgd --lr 0.01 --weight-decay 5e-4 --warmup-epochs 0 --epochs "$EPOCHS" \
         --seed "$seed" --out "$tuned" 2>&1 | tee -a "$run.log"
     done
+    mkdir -p "$EVIDENCE/seed-$seed/$criterion"
+    cp "$run/report.json" "$run"/finetuned-*.card.json "$EVIDENCE/seed-$seed/$criterion/"
   done
 done
+[ "$PART" = seeds ] && exit 0
 
 # Control: the unpruned baseline given the same final fine-tune, so the pruned
 # models' accuracies can be told apart from the effect of extra training.

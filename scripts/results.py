@@ -55,63 +55,6 @@ def collect(out: Path, baseline: dict) -> list[dict]:
     return rows
 
 
-def rows_by_seed(out: Path, baseline: dict) -> dict[int, list[dict]]:
-    """{seed: rows}: seed 0 in ``out``, seed N in ``out/seed-N`` (scripts/reproduce.sh SEEDS=…)."""
-    by_seed = {0: collect(out, baseline)}
-    for folder in sorted(out.glob("seed-*")):
-        by_seed[int(folder.name.split("-")[1])] = collect(folder, baseline)
-    return {seed: rows for seed, rows in by_seed.items() if rows}
-
-
-def seed_summary(by_seed: dict[int, list[dict]], reference: str = "taylor") -> dict:
-    """Mean ± sample std of test accuracy per (criterion, target) over seeds, and the paired
-    differences to ``reference`` (same seed, same target), in points."""
-    accuracy: dict[tuple, dict[int, float]] = {}
-    for seed, rows in by_seed.items():
-        for row in rows:
-            accuracy.setdefault((row["criterion"], row["target"]), {})[seed] = 100 * row["accuracy"]
-    summary = {"accuracy": {}, "paired": {}}
-    for key, values in accuracy.items():
-        numbers = list(values.values())
-        summary["accuracy"][key] = (statistics.mean(numbers), _std(numbers), len(numbers))
-        criterion, target = key
-        if criterion == reference or (reference, target) not in accuracy:
-            continue
-        base = accuracy[(reference, target)]
-        diffs = [values[s] - base[s] for s in values if s in base]
-        if diffs:
-            summary["paired"][key] = (statistics.mean(diffs), _std(diffs), len(diffs))
-    return summary
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else float("nan")
-
-
-def seed_tables(summary: dict, reference: str = "taylor") -> str:
-    targets = sorted({t for _, t in summary["accuracy"]})
-    criteria = sorted({c for c, _ in summary["accuracy"]})
-    head = "| criterion | " + " | ".join(f"{t}% params removed" for t in targets) + " |"
-    lines = ["Test top-1, mean ± std over seeds (n):", "", head, "|" + " --- |" * (len(targets) + 1)]
-    for criterion in criteria:
-        cells = []
-        for target in targets:
-            value = summary["accuracy"].get((criterion, target))
-            cells.append("–" if value is None else f"{value[0]:.2f}% ± {value[1]:.2f} ({value[2]})")
-        lines.append(f"| {criterion} | " + " | ".join(cells) + " |")
-    lines += ["", f"Paired difference to {reference} (same seed and target), points, mean ± std (n):", "", head,
-              "|" + " --- |" * (len(targets) + 1)]  # fmt: skip
-    for criterion in criteria:
-        if criterion == reference:
-            continue
-        cells = []
-        for target in targets:
-            value = summary["paired"].get((criterion, target))
-            cells.append("–" if value is None else f"{value[0]:+.2f} ± {value[1]:.2f} ({value[2]})")
-        lines.append(f"| {criterion} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def best_within_budget(rows: list[dict]) -> dict | None:
     """The most pruned model within the accuracy budget; between criteria at the same target, the most accurate."""
     eligible = [r for r in rows if r["drop"] <= MAX_DROP]
@@ -311,14 +254,6 @@ def kprune(*arguments: str) -> None:
     subprocess.run([*KPRUNE, *arguments], check=True)
 
 
-def seed_section(out: Path, baseline: dict) -> list[str]:
-    by_seed = rows_by_seed(out, baseline)
-    if len(by_seed) < 2:
-        return []
-    return [f"### Seeds {', '.join(map(str, sorted(by_seed)))}: mean, spread and paired differences",
-            seed_tables(seed_summary(by_seed))]  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
@@ -349,7 +284,6 @@ def main() -> None:
         "### Every pruned model", accuracy_table(rows, baseline, control),
         "![test accuracy vs parameters removed](img/test_accuracy_vs_params.png)",
         *overlay_section(args.out, images, sorted({r['criterion'] for r in rows})),
-        *seed_section(args.out, baseline),
         "### Wall time (2 CPU cores)", time_table(rows),
         environment_text(load_json(Path(rows[0]["model"]).with_suffix(".card.json"))),
     ]  # fmt: skip
