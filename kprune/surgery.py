@@ -11,6 +11,7 @@ and loads with plain ``keras.models.load_model``.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,7 @@ def _rebuild(
         for tensor_id, output in zip(call.outputs, outputs):
             values[tensor_id] = output
         _set_weights(graph, call, layer, keep)
+        _restore_initializers(call.layer, layer)
 
     outputs = [values[tensor_id] for tensor_id in flat.outputs]
     return keras.Model(
@@ -274,7 +276,33 @@ def _new_layer(graph: DependencyGraph, call, keep) -> keras.Operation:
     config["name"] = call.name
     if out_keep is not None:
         config = handler.slice_config(layer, config, out_keep)
-    return type(layer).from_config(config)
+    return type(layer).from_config(_zeros_initializers(layer, config))
+
+
+# Every weight of a rebuilt layer is overwritten right after its build, so it is
+# built with Zeros: drawing random initial values costs seconds on big models.
+_ZEROS = keras.initializers.serialize(keras.initializers.Zeros())
+
+
+def _initializer_keys(layer) -> list[str]:
+    """Config keys of the initializers that ``layer`` keeps as attributes of the same name."""
+    config = layer.get_config()
+    return [
+        key for key in config
+        if key.endswith("_initializer")
+        and isinstance(getattr(layer, key, None), keras.initializers.Initializer)
+    ]  # fmt: skip
+
+
+def _zeros_initializers(layer, config: dict) -> dict:
+    return {**config, **{key: _ZEROS for key in _initializer_keys(layer) if key in config}}
+
+
+def _restore_initializers(original, new_layer) -> None:
+    """The original's initializers back on the rebuilt layer (its config and a re-init use them)."""
+    if isinstance(original, keras.layers.Layer):
+        for key in _initializer_keys(original):
+            setattr(new_layer, key, copy.deepcopy(getattr(original, key)))
 
 
 def _set_weights(graph: DependencyGraph, call, new_layer, keep) -> None:

@@ -88,6 +88,26 @@ def test_same_names_inputs_and_outputs(model, graph):
     assert pruned.name == model.name
 
 
+def test_rebuilt_layers_keep_the_initializers_of_the_original():
+    """Surgery builds the new layers with Zeros (every weight is overwritten); their
+    configs and a later re-initialisation still see the user's initializers."""
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(6, 3, kernel_initializer=keras.initializers.GlorotUniform(seed=3),
+                            bias_initializer=keras.initializers.Constant(0.5), name="conv")(inputs)
+    x = keras.layers.BatchNormalization(gamma_initializer="ones", beta_initializer="he_normal", name="bn")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, kernel_initializer="orthogonal", name="head")(x))
+    pruned = remove_filters(model, {"conv": [1, 4]})
+    for name, keys in {"conv": ("kernel_initializer", "bias_initializer"),
+                       "bn": ("gamma_initializer", "beta_initializer", "moving_variance_initializer"),
+                       "head": ("kernel_initializer",)}.items():  # fmt: skip
+        for key in keys:
+            assert pruned.get_layer(name).get_config()[key] == model.get_layer(name).get_config()[key], (name, key)
+    assert pruned.get_layer("conv").filters == 4
+    np.testing.assert_array_equal(pruned.get_layer("conv").get_weights()[1], model.get_layer("conv").get_weights()[1][[0, 2, 3, 5]])
+    assert np.all(pruned.get_layer("bn").get_weights()[3] == model.get_layer("bn").get_weights()[3][[0, 2, 3, 5]])
+
+
 def test_saved_model_loads_with_plain_keras(model, graph, tmp_path):
     pruned = remove_filters(model, {"branch": [3], "right": [0, 1]}, graph=graph)
     path = tmp_path / "pruned.keras"

@@ -14,6 +14,8 @@ consumers' input rows of the removed channels, the reference for those.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -21,10 +23,31 @@ import numpy as np
 def zeroed_copy(model, graph, removed: dict[str, list[int]]) -> keras.Model:
     """A copy of ``model`` (same graph) with the channels of ``removed`` zeroed."""
     copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    for layer in _all_layers(copy):
+    _set_weights(copy, model.get_weights())
+    _zero(copy, graph, removed)
+    return copy
+
+
+@contextlib.contextmanager
+def zeroed(model, graph, removed: dict[str, list[int]]):
+    """``model`` itself with the channels of ``removed`` zeroed, inside the block; its
+    weights are restored on exit (no copy to build: big architectures build slowly)."""
+    saved = model.get_weights()
+    try:
+        _zero(model, graph, removed)
+        yield model
+    finally:
+        _set_weights(model, saved)
+
+
+def _set_weights(model, weights) -> None:
+    model.set_weights(weights)
+    for layer in _all_layers(model):
         if hasattr(layer, "finalize_state"):  # Normalization reads its statistics here
             layer.finalize_state()
+
+
+def _zero(copy, graph, removed: dict[str, list[int]]) -> None:
     removed_roots = set()
     for name, indices in removed.items():
         group = graph.group_of(name)
@@ -51,7 +74,6 @@ def zeroed_copy(model, graph, removed: dict[str, list[int]]) -> keras.Model:
         else:
             weights[1][positions] = 0.0  # depthwise bias
         target.set_weights(weights)
-    return copy
 
 
 def zeroed_through_consumers(model, graph, removed: dict[str, list[int]]) -> keras.Model:
