@@ -12,6 +12,7 @@ from kprune.card import command_line, environment, read_card, write_card
 from kprune.data import dataset_info, load
 from kprune.metrics import count_flops, count_params
 from kprune.determinism import deterministic, seed_everything
+from kprune.errors import InvalidArgumentError
 from kprune.modelio import load_model, resolve_model_path, save_model
 from kprune.models import build
 from kprune.training_setup import TrainingSetup, TrainSettings
@@ -30,28 +31,38 @@ def train_and_save(
     data_dir: str | None = None,
     limit: int | None = None,
     model_options: dict | None = None,
+    input_shape: tuple[int, int, int] | None = None,
     progress: bool = True,
     command: str | None = None,
 ) -> dict:
     """Trains a model on a dataset, saves it and its model card; returns the card.
 
     The model is a ``.keras`` path, a registered name (built for the
-    dataset's image shape and classes) or a ``keras.Model``. Validation data
+    dataset's image shape — or for ``input_shape`` (height, width, channels),
+    the images resized and their channels converted — and classes) or a
+    ``keras.Model``. Validation data
     is the held-out part of train; the test split is evaluated once, at the end.
     """
     with deterministic():
         return _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, seed,
-                               data_dir, limit, model_options, progress, command)  # fmt: skip
+                               data_dir, limit, model_options, input_shape, progress, command)  # fmt: skip
 
 
 def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, seed, data_dir,
-                    limit, model_options, progress, command) -> dict:  # fmt: skip
+                    limit, model_options, input_shape, progress, command) -> dict:  # fmt: skip
     started = time.time()
     seed_everything(seed)
     info = dataset_info(dataset, data_dir=data_dir)
     source_card = None
-    if isinstance(model, str) and not model.endswith(".keras"):
-        network = build(model, info.image_shape, info.num_classes, **(model_options or {}))
+    by_name = isinstance(model, str) and not model.endswith(".keras")
+    if input_shape is not None and not by_name:
+        raise InvalidArgumentError(
+            f"input_shape (--input-shape) applies to a model built by name; {_label(model)} has its own input "
+            "shape, and the images are resized to it. Fix: leave input_shape out."
+        )
+    if by_name:
+        shape = tuple(input_shape or info.image_shape)
+        network = build(model, shape, info.num_classes, **(model_options or {}))
     else:
         network = load_model(model)
         if isinstance(model, str):  # a saved model continues its history: keep its card
@@ -95,3 +106,7 @@ def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, 
     }
     write_card(out, card)
     return card
+
+
+def _label(model) -> str:
+    return model if isinstance(model, str) else f"the model {model.name!r}"

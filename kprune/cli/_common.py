@@ -134,3 +134,17 @@ def format_count(value: float) -> str:
         if abs(value) >= size:
             return f"{value / size:.2f} {unit}"
     return f"{value:g}"
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    """``--input-shape 32,32,1`` → (32, 32, 1); the model builder checks the length."""
+    if text is None:
+        return None
+    from kprune.errors import InvalidArgumentError
+
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InvalidArgumentError(
+            f"`--input-shape` must be H,W,C such as 32,32,3. Received {text!r}."
+        ) from None

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from kprune.cli._common import ModelArgument, format_count, out, quiet_import, user_errors
+from kprune.cli._common import ModelArgument, format_count, out, parse_input_shape, quiet_import, user_errors
 
 
 def info(
@@ -42,7 +42,7 @@ def info(
         from kprune.metrics import count_flops, count_params, layer_table
         from kprune.modelio import load_model
 
-        shape = _parse_shape(input_shape) if input_shape else (32, 32, 3)
+        shape = parse_input_shape(input_shape) if input_shape else (32, 32, 3)
         network = load_model(model, input_shape=shape, num_classes=num_classes)
         if groups:
             _print_groups(analyze(network, unsupported=unsupported))
@@ -113,17 +113,6 @@ def _print_groups(graph) -> None:
 def _shape_text(shape: tuple) -> str:
     """(None, 32, 32, 64) → '32×32×64': one example, as the FLOPs are."""
     return "×".join(str(size) for size in shape[1:]) if shape else ""
-
-
-def _parse_shape(text: str) -> tuple[int, ...]:
-    from kprune.errors import InvalidArgumentError
-
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise InvalidArgumentError(
-            f"`--input-shape` must be H,W,C such as 32,32,3. Received {text!r}."
-        ) from None
 
 
 def register(app: typer.Typer) -> None:

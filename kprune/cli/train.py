@@ -8,7 +8,7 @@ import typer
 
 from kprune.cli._common import (
     BatchSizeOption, DataDirOption, DatasetOption, LimitOption, SeedOption,
-    format_count, out, quiet_import, user_errors,
+    format_count, out, parse_input_shape, quiet_import, user_errors,
 )  # fmt: skip
 
 
@@ -28,6 +28,11 @@ def train(
     label_smoothing: Annotated[float, typer.Option("--label-smoothing")] = 0.0,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random shifts and flips.")] = True,
     batch_norm: Annotated[bool, typer.Option("--batch-norm", help="SqueezeNet with BatchNorm.")] = False,
+    input_shape: Annotated[
+        str | None,
+        typer.Option("--input-shape", help="H,W,C to build the named model for; the images are resized and "
+                     "their channels converted (e.g. 32,32,1: mobilenet_v2 needs at least 32x32)."),
+    ] = None,
     seed: SeedOption = 0,
     data_dir: DataDirOption = None,
     limit: LimitOption = None,
@@ -46,7 +51,8 @@ def train(
         card = train_and_save(
             model, dataset, out_path, epochs=epochs, batch_size=batch_size,
             settings=settings, augment=augment, seed=seed, data_dir=data_dir,
-            limit=limit, model_options=options, command=command_line(ctx),
+            limit=limit, model_options=options, input_shape=parse_input_shape(input_shape),
+            command=command_line(ctx),
         )  # fmt: skip
     out.print(
         f"Saved {out_path}: test accuracy {card['test_accuracy']:.4f} on "

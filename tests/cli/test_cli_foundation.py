@@ -73,12 +73,12 @@ def test_models_lists_registered_names():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One `kprune train` run on synthetic data, shared by the tests below."""
+    """One `kprune train` run on synthetic data (32x32 RGB, resized to 36x36), shared by the tests below."""
     from tensorflow.python.framework import config as tf_config
 
     out = tmp_path_factory.mktemp("run") / "tiny.keras"
     args = ["train", "--model", "squeezenet1_1", "--dataset", "synthetic", "--limit", "32",
-            "--epochs", "1", "--batch-size", "32", "--out", str(out)]  # fmt: skip
+            "--epochs", "1", "--batch-size", "32", "--input-shape", "36,36,3", "--out", str(out)]  # fmt: skip
     try:
         result = invoke(*args)
     finally:
@@ -94,12 +94,12 @@ def test_train_writes_model_and_card(trained):
     card = json.loads(json_path.read_text())
     assert card["dataset"] == "synthetic" and card["architecture"] == "squeezenet1_1"
     assert (card["train_examples"], card["val_examples"], card["test_examples"]) == (32, 32, 32)
-    assert card["input_shape"] == [32, 32, 3] and card["epochs"] == 1
+    assert card["input_shape"] == [36, 36, 3] and card["epochs"] == 1
     assert 0.0 <= card["test_accuracy"] <= 1.0
     assert card["params"] == 727_626  # SqueezeNet 1.1, cifar stem, 3 channels, 10 classes
     # Rebuilt from the parsed options: defaults (--model squeezenet1_1, --batch-size 128…) left out.
     assert card["command"] == (
-        f"kprune train --out {out} --dataset synthetic --epochs 1.0 --batch-size 32 --limit 32"
+        f"kprune train --out {out} --dataset synthetic --epochs 1.0 --batch-size 32 --input-shape 36,36,3 --limit 32"
     )
     assert card["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
     assert "Reproduce with:" in md_path.read_text()
@@ -119,7 +119,7 @@ def test_eval_prints_accuracy(trained):
                          r"loss (\d+\.\d{4})\n", result.stdout)  # one line, for scripts
     assert match, result.stdout
     model = keras.models.load_model(out)
-    images, labels = zip(*load("synthetic", "test", input_shape=(32, 32, 3), limit=40))
+    images, labels = zip(*load("synthetic", "test", input_shape=(36, 36, 3), limit=40))
     predicted = model.predict(np.concatenate(images), verbose=0)
     expected = np.mean(predicted.argmax(axis=1) == np.concatenate(labels))
     assert float(match.group(1)) == pytest.approx(expected, abs=5e-5)
@@ -150,6 +150,11 @@ def test_info_of_a_model_file(trained):
         (["info", "squeezenet1_1", "--input-shape", "32,a,3"], ["`--input-shape` must be H,W,C"]),
         (["info", "squeezenet1_1", "--input-shape", "32,32"], ["`input_shape` must be (height, width"]),
         (["info", "mobilenet_v2", "--input-shape", "8,8,3"], ["at least 32x32"]),
+        (["train", "--model", "mobilenet_v2", "--input-shape", "28,28,1", "--dataset", "synthetic",
+          "--out", "x.keras"], ["at least 32x32"]),  # fmt: skip
+        (["train", "--input-shape", "32x32", "--out", "x.keras"], ["`--input-shape` must be H,W,C"]),
+        (["train", "--model", "models/squeezenet1_1_fmnist_sgd.keras", "--input-shape", "32,32,1",
+          "--out", "x.keras"], ["applies to a model built by name", "Fix: leave input_shape out"]),  # fmt: skip
     ],
 )
 def test_user_errors_are_one_line(args, fragments, tmp_path, monkeypatch):
