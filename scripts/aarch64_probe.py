@@ -11,12 +11,14 @@ manifest it runs
 - the RTMaps component ``rtmaps_kprune.py`` against the stand-in RTMaps API
   (tests/export/rtmaps_stub), fed the images as GRAY/RGB frames (all
   probabilities per image);
-- the board-side profiler, once bundles have one (see ``run_profiler``).
+- with ``--profile-plan``, the bundle's board-side profiler ``kprune_profile.py``
+  on that plan folder (``kprune profile MODEL --plan-only DIR``), which writes
+  a latency table next to the record (``FILE.latency_table.json``).
 
 and writes one JSON file; kprune.export.crosscheck compares two of them.
 
 Usage:
-    python3 aarch64_probe.py --bundle DIR --images DIR --rtmaps-stub DIR --out FILE.json
+    python3 aarch64_probe.py --bundle DIR --images DIR --rtmaps-stub DIR --out FILE.json [--profile-plan DIR]
 """
 
 from __future__ import annotations
@@ -32,12 +34,10 @@ import time
 
 import numpy as np
 
-# Bundles ship the board-side profiler kprune_profile.py, but it needs a
-# profile plan folder (`kprune profile MODEL --plan-only DIR`), which this probe
-# is not given yet: wiring one in (and timing it under QEMU, which says nothing
-# about the board's speed, only that it runs) is left to do. Name the program
-# here then and make run_profiler call it; the comparison lists what it returns.
-PROFILER_PROGRAM = None
+PROFILER_PROGRAM = "kprune_profile.py"
+# Few rounds: under QEMU the times say nothing about the board, only that the
+# profiler runs there and which kernels' tile pattern the table shows.
+PROFILER_ROUNDS = ("--repeats", "15", "--warmup", "2")
 
 
 def parse_arguments(argv=None):
@@ -46,6 +46,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--images", required=True, help="Folder of PNG images.")
     parser.add_argument("--rtmaps-stub", required=True, help="Folder holding the rtmaps package.")
     parser.add_argument("--out", required=True, help="The JSON file to write.")
+    parser.add_argument("--profile-plan", help="A profile plan folder for the bundle's profiler.")
     return parser.parse_args(argv)
 
 
@@ -130,11 +131,23 @@ def run_component(bundle, paths, backend, stub):
     }
 
 
-def run_profiler(bundle, backend):
-    """The board-side profiler of the bundle, once there is one (PROFILER_PROGRAM)."""
-    if PROFILER_PROGRAM is None or not os.path.isfile(os.path.join(bundle, PROFILER_PROGRAM)):
-        return {"status": "absent", "note": "not wired into this probe yet (no plan folder)"}
-    raise NotImplementedError("run %s for %s here" % (PROFILER_PROGRAM, backend))
+def run_profiler(bundle, plan, out):
+    """The bundle's board-side profiler on ``plan``; the table goes next to the record ``out``."""
+    if plan is None:
+        return {"status": "not run", "note": "no --profile-plan given"}
+    program = os.path.join(bundle, PROFILER_PROGRAM)
+    if not os.path.isfile(program):
+        return {"status": "failed", "error": "the bundle has no %s (bundles of kprune 0.1 before "
+                "the latency work); write it again with kprune bundle" % PROFILER_PROGRAM}
+    table = os.path.splitext(out)[0] + ".latency_table.json"
+    started = time.perf_counter()
+    process = subprocess.run([sys.executable, program, plan, "--out", table, *PROFILER_ROUNDS],
+                             capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        return {"status": "failed", "error": (process.stderr or process.stdout).strip()[-2000:],
+                "seconds": seconds}
+    return {"status": "ran", "table": os.path.basename(table), "seconds": seconds}
 
 
 def main(argv=None):
@@ -151,9 +164,11 @@ def main(argv=None):
         report["backends"][backend] = {
             "run_bundle": run_program(bundle, images, backend),
             "rtmaps": run_component(bundle, paths, backend, os.path.abspath(arguments.rtmaps_stub)),
-            "profiler": run_profiler(bundle, backend),
         }
         print("%s: done" % backend, file=sys.stderr)
+    plan = os.path.abspath(arguments.profile_plan) if arguments.profile_plan else None
+    report["profiler"] = run_profiler(bundle, plan, os.path.abspath(arguments.out))
+    print("profiler: %s" % report["profiler"]["status"], file=sys.stderr)
     with open(arguments.out, "w", encoding="utf-8") as stream:
         json.dump(report, stream)
     return 0

@@ -5,16 +5,19 @@
 #
 # In an arm64 Debian root (mmdebstrap + qemu-user-static, built once and
 # cached), installs what docs/DEPLOY.md tells a board user to install for
-# this bundle, then runs scripts/aarch64_probe.py — run_bundle.py, the RTMaps
-# component (stand-in RTMaps API) and the board-side profiler, once bundles
-# have one — on real Fashion-MNIST test images, once per emulated core and
-# once on x86 with $PYTHON. Exit 1 when an ARM result differs from x86
-# beyond the bundle's thresholds (kprune.export.crosscheck).
+# this bundle, then runs scripts/aarch64_probe.py — run_bundle.py and the RTMaps
+# component (stand-in RTMaps API) on real Fashion-MNIST test images, and with
+# --profile the bundle's board-side profiler kprune_profile.py — once per
+# emulated core and once on x86 with $PYTHON. Exit 1 when an ARM result
+# differs from x86 beyond the bundle's thresholds, or the profiler fails or
+# writes a table kprune cannot load (kprune.export.crosscheck).
 #
 # Options:
 #   --cores LIST     emulated cores, comma-separated (default cortex-a53,cortex-a72)
 #   --samples N      real test images (default 500)
 #   --suite NAME     Debian release of the root (default bookworm; bullseye has Python 3.9)
+#   --profile MODEL  also write MODEL's profile plan here (kprune profile --plan-only) and
+#                    time it with the bundle's kprune_profile.py on every core
 #   --no-updates     the release alone, without SUITE-updates and SUITE-security
 #                    (old releases whose update pools the mirror no longer holds)
 #   --pin SPEC       constrain an installed package, e.g. numpy==1.24.4 (repeatable)
@@ -64,7 +67,7 @@ enter_root() {  # ROOT CORE CPUINFO BUNDLE OUT REPO COMMAND...
 }
 
 parse_arguments() {
-    BUNDLE= CORES=cortex-a53,cortex-a72 SAMPLES=500 SUITE=bookworm ROOT= OUT= DRY=0 UPDATES=1
+    BUNDLE= CORES=cortex-a53,cortex-a72 SAMPLES=500 SUITE=bookworm ROOT= OUT= DRY=0 UPDATES=1 PROFILE=
     PINS=()
     while [[ $# -gt 0 ]]; do
         case $1 in
@@ -72,6 +75,7 @@ parse_arguments() {
             --samples) SAMPLES=$2; shift 2 ;;
             --suite) SUITE=$2; shift 2 ;;
             --pin) PINS+=("$2"); shift 2 ;;
+            --profile) PROFILE=$2; shift 2 ;;
             --root) ROOT=$2; shift 2 ;;
             --out) OUT=$2; shift 2 ;;
             --no-updates) UPDATES=0; shift ;;
@@ -84,6 +88,9 @@ parse_arguments() {
     [[ -n $BUNDLE ]] || die "no bundle given. Fix: bash scripts/check_aarch64.sh BUNDLE_DIR (see --help)."
     [[ -f $BUNDLE/manifest.json ]] || die "$BUNDLE is not a kprune bundle (no manifest.json). Fix: pass the folder written by \`kprune bundle\`."
     BUNDLE=$(cd "$BUNDLE" && pwd)
+    if [[ -n $PROFILE && ! -f $BUNDLE/kprune_profile.py ]]; then
+        die "$BUNDLE has no kprune_profile.py (--profile times the plan with it). Fix: write the bundle again with kprune bundle."
+    fi
     ROOT=${ROOT:-${HOME}/.cache/kprune/aarch64-root/$SUITE}
     OUT=${OUT:-$REPO/runs/aarch64/$(basename "$BUNDLE")}
     IFS=, read -r -a CORE_LIST <<<"$CORES"
@@ -164,15 +171,25 @@ install_requirements() {
     run touch "$ROOT$VENV/.complete"
 }
 
+write_plan() {  # the profile plan of --profile MODEL, timed by every probe
+    run "$PYTHON" -c 'from kprune.cli import main; main()' profile "$PROFILE" --runtime tflite \
+        --plan-only "$OUT/profile-plan"
+}
+
 probe_x86() {
+    local plan=()
+    [[ -z $PROFILE ]] || plan=(--profile-plan "$OUT/profile-plan")
     run env PYTHONDONTWRITEBYTECODE=1 "$PYTHON" "$REPO/scripts/aarch64_probe.py" --bundle "$BUNDLE" \
-        --images "$OUT/images" --rtmaps-stub "$REPO/tests/export/rtmaps_stub" --out "$OUT/x86.json"
+        --images "$OUT/images" --rtmaps-stub "$REPO/tests/export/rtmaps_stub" --out "$OUT/x86.json" \
+        "${plan[@]}"
 }
 
 probe_arm() {
+    local plan=()
+    [[ -z $PROFILE ]] || plan=(--profile-plan /mnt/out/profile-plan)
     in_root "$1" "$VENV/bin/python" /mnt/kprune/scripts/aarch64_probe.py --bundle /mnt/bundle \
         --images /mnt/out/images --rtmaps-stub /mnt/kprune/tests/export/rtmaps_stub \
-        --out "/mnt/out/$1.json"
+        --out "/mnt/out/$1.json" "${plan[@]}"
 }
 
 main() {
@@ -185,6 +202,7 @@ main() {
     TIMINGS=$OUT/timings.txt
     ((DRY)) || : >"$TIMINGS"
     timed "images ($SAMPLES) and cpuinfo" prepare
+    [[ -z $PROFILE ]] || timed "profile plan ($PROFILE)" write_plan
     timed "arm64 root ($SUITE)" build_root
     timed "packages (${PIP_ARGS[*]} ${PINS[*]})" install_requirements
     timed "x86 probe" probe_x86

@@ -26,6 +26,7 @@ import numpy as np
 
 from kprune.data import fashion_mnist
 from kprune.errors import InvalidArgumentError, KpruneError
+from kprune.latency.table import LatencyTable
 
 PROGRAMS = ("run_bundle", "rtmaps")
 # MIDR fields of the cores QEMU emulates as `-cpu cortex-a53|cortex-a72` (Arm TRMs).
@@ -171,6 +172,44 @@ def _compare_outputs(row, reference, candidate, labels, thresholds, float32) -> 
                       note=note)  # fmt: skip
 
 
+def profiler_summary(record: dict, record_path: str | os.PathLike) -> dict | None:
+    """What the bundle's board-side profiler wrote in one probe record (None: not run).
+
+    The table is loaded as ``kprune prune --latency-table`` loads it; under QEMU
+    its times say nothing about the board, but it must load, and its fitted
+    tile step is that of the kernels the runtime chose on that machine.
+    """
+    run = record.get("profiler") or {"status": "not run"}
+    if run["status"] == "not run":
+        return None
+    if run["status"] != "ran":
+        return {"status": run["status"], "note": str(run.get("error", "")).strip().splitlines()[-1:]}
+    try:
+        table = LatencyTable.load(Path(record_path).parent / run["table"])
+    except KpruneError as error:
+        return {"status": "unreadable table", "note": [str(error)]}
+    full = next((item for item in table.calibration if item["fraction"] == 1.0), None)
+    return {
+        "status": "ran", "step": table.step, "files": len(table.data["measured_ms"]),
+        "model_ms": None if full is None else table.data["measured_ms"][full["file"]],
+        "predicted_ms": None if full is None else table.predict(full["layers"]),
+        "seconds": run.get("seconds"), "note": [],
+    }  # fmt: skip
+
+
+def format_profiles(summaries: dict[str, dict]) -> str:
+    """A Markdown table of the board-side profiler's runs, one row per machine."""
+    lines = ["| machine | profiler | files timed | tile step | whole model measured / predicted (ms) | wall time |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for label, summary in summaries.items():
+        if summary["status"] != "ran":
+            lines.append(f"| {label} | **{summary['status']}** {' '.join(summary['note'])} | – | – | – | – |")
+            continue
+        whole = "–" if summary["model_ms"] is None else f"{summary['model_ms']:.3f} / {summary['predicted_ms']:.3f}"
+        lines.append(f"| {label} | ran | {summary['files']} | {summary['step']} | {whole} | {summary['seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, list[Comparison]], samples: int) -> str:
     """A Markdown table: one row per core, file and program."""
     lines = [
@@ -230,11 +269,23 @@ def _compare_command(arguments) -> int:
         core, _, path = pair.partition("=")
         results[core] = compare(reference, _read_json(path), labels, manifest)
     print(format_table(results, len(labels)))
+    record = {core: [asdict(row) for row in rows] for core, rows in results.items()}
     if arguments.json:
-        record = {core: [asdict(row) for row in rows] for core, rows in results.items()}
         Path(arguments.json).write_text(json.dumps(record, indent=1), encoding="utf-8")
     failed = [f"{core} {row.file} {row.program}" for core, rows in results.items()
               for row in rows if not row.passed]  # fmt: skip
+    profiles = {"x86": profiler_summary(reference, arguments.reference)}
+    if profiles["x86"] is not None:
+        for pair in arguments.candidates:
+            core, _, path = pair.partition("=")
+            profiles[core] = profiler_summary(_read_json(path), path) or {"status": "not run", "note": []}
+        print("\nBoard-side profiler (kprune_profile.py; emulated times say nothing about the board):\n")
+        print(format_profiles(profiles))
+        failed += [f"{label} profiler ({summary['status']})" for label, summary in profiles.items()
+                   if summary["status"] != "ran"]  # fmt: skip
+        if arguments.json:
+            record["profiler"] = profiles
+            Path(arguments.json).write_text(json.dumps(record, indent=1), encoding="utf-8")
     if failed:
         print(f"Error: aarch64 disagrees with x86 beyond the bundle's thresholds: "
               f"{'; '.join(failed)}.", file=sys.stderr)  # fmt: skip

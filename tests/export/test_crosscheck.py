@@ -215,3 +215,102 @@ def test_script_names_the_fix(arguments, message):
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert re.search(message, result.stderr)
+
+
+# ---------------------------------------------------------------- the board-side profiler
+
+REAL_TABLE = Path(__file__).parents[2] / "docs" / "results" / "latency" / "latency_table.json"
+
+
+def _compare_with_profiles(tmp_path, outputs, profilers: dict[str, dict]) -> int:
+    values, labels = outputs
+    (tmp_path / "bundle").mkdir()
+    files = {"bundle/manifest.json": MANIFEST, "labels.json": labels,
+             "x86.json": {**record("x86_64", values), "profiler": profilers["x86"]},
+             "a53.json": {**record("aarch64", values), "profiler": profilers["a53"]}}  # fmt: skip
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))
+    return main(["compare", "--bundle", str(tmp_path / "bundle"), "--labels", str(tmp_path / "labels.json"),
+                 "--reference", str(tmp_path / "x86.json"), "--json", str(tmp_path / "rows.json"),
+                 f"cortex-a53={tmp_path / 'a53.json'}"])  # fmt: skip
+
+
+def test_profiler_tables_are_loaded_and_summarized(outputs, tmp_path, capsys):
+    """A real table (the shipped baseline's, x86 FMA3: tile 16) on both sides: the summary
+    reads the whole model's measured time from the file and loads the table as prune does."""
+    (tmp_path / "x86.latency_table.json").write_bytes(REAL_TABLE.read_bytes())
+    (tmp_path / "a53.latency_table.json").write_bytes(REAL_TABLE.read_bytes())
+    ran = {"status": "ran", "seconds": 12.0}
+    status = _compare_with_profiles(tmp_path, outputs, {
+        "x86": {**ran, "table": "x86.latency_table.json"}, "a53": {**ran, "table": "a53.latency_table.json"}})
+
+    assert status == 0
+    data = json.loads(REAL_TABLE.read_text())
+    whole = data["measured_ms"][next(c["file"] for c in data["calibration"] if c["fraction"] == 1.0)]
+    summary = json.loads((tmp_path / "rows.json").read_text())["profiler"]["cortex-a53"]
+    assert summary["files"] == len(data["measured_ms"]) and summary["step"] == 16
+    assert summary["model_ms"] == pytest.approx(whole)
+    assert f"| cortex-a53 | ran | {len(data['measured_ms'])} | 16 | {whole:.3f} / " in capsys.readouterr().out
+
+
+def test_a_profiler_that_failed_on_arm_fails_the_check(outputs, tmp_path, capsys):
+    (tmp_path / "x86.latency_table.json").write_bytes(REAL_TABLE.read_bytes())
+    status = _compare_with_profiles(tmp_path, outputs, {
+        "x86": {"status": "ran", "table": "x86.latency_table.json", "seconds": 3.0},
+        "a53": {"status": "failed", "error": "Traceback …\nImportError: no runtime"}})
+
+    assert status == 1
+    captured = capsys.readouterr()
+    assert "| cortex-a53 | **failed** ImportError: no runtime |" in captured.out
+    assert "cortex-a53 profiler (failed)" in captured.err
+
+
+def test_probe_runs_the_bundles_profiler_on_a_plan(tmp_path):
+    """scripts/aarch64_probe.py's run_profiler: the bundle's own kprune_profile.py, in its own
+    process, writes a table next to the record that kprune loads."""
+    import sys
+
+    from kprune.export import templates
+    from kprune.latency.profile import write_plan
+    from kprune.latency.table import LatencyTable
+    from tests.latency.conftest import make_small_model
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import aarch64_probe
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "kprune_profile.py").write_bytes((Path(templates.__file__).parent / "kprune_profile.py").read_bytes())
+    plan = write_plan(make_small_model(), tmp_path / "plan", sweep_channels=2)
+
+    result = aarch64_probe.run_profiler(str(bundle), str(tmp_path / "plan"), str(tmp_path / "x86.json"))
+
+    assert result["status"] == "ran" and result["table"] == "x86.latency_table.json", result
+    assert set(LatencyTable.load(tmp_path / "x86.latency_table.json").entries) == set(plan["entries"])
+    assert aarch64_probe.run_profiler(str(bundle), None, str(tmp_path / "x.json"))["status"] == "not run"
+    (bundle / "kprune_profile.py").unlink()
+    assert "write it again with kprune bundle" in aarch64_probe.run_profiler(
+        str(bundle), str(tmp_path / "plan"), str(tmp_path / "y.json"))["error"]
+
+
+def test_script_profiles_on_every_machine_with_profile(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    (bundle / "kprune_profile.py").touch()
+
+    result = dry_run(str(bundle), "--dry-run", "--root", str(tmp_path / "root"), "--out",
+                     str(tmp_path / "out"), "--profile", "base.keras")  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    commands = [shlex.split(line) for line in result.stdout.splitlines() if ": " not in line]
+    plan = next(c for c in commands if "--plan-only" in c)
+    assert plan[plan.index("profile") + 1] == "base.keras" and plan[-1] == f"{tmp_path}/out/profile-plan"
+    probes = [c for c in commands if any(p.endswith("aarch64_probe.py") for p in c)]
+    assert [c[c.index("--profile-plan") + 1] for c in probes] == [
+        f"{tmp_path}/out/profile-plan", "/mnt/out/profile-plan", "/mnt/out/profile-plan"]
+    (bundle / "kprune_profile.py").unlink()
+    refused = dry_run(str(bundle), "--dry-run", "--root", str(tmp_path / "root"), "--profile", "base.keras")
+    assert refused.returncode == 1 and "has no kprune_profile.py" in refused.stderr

@@ -3,7 +3,7 @@
     python3 kprune_profile.py profile/ --threads 1 --out latency_table.json
 
 ``profile/`` holds ``plan.json`` and the single-layer and whole-model files
-that ``kprune profile --plan-only`` (or ``kprune bundle --profile``) wrote.
+that ``kprune profile MODEL --plan-only profile/`` wrote.
 Every file is run on random inputs: after warm-up runs, the files of one
 group (one layer configuration's grid, the channel sweep) take turns, one
 timed inference each per round, so they share the machine's state; whole
