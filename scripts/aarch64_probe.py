@@ -37,7 +37,7 @@ import numpy as np
 PROFILER_PROGRAM = "kprune_profile.py"
 # Few rounds: under QEMU the times say nothing about the board, only that the
 # profiler runs there and which kernels' tile pattern the table shows.
-PROFILER_ROUNDS = ("--repeats", "15", "--warmup", "2")
+PROFILER_ROUNDS = ("--repeats", "15", "--warmup", "2", "--seconds", "0")
 
 
 def parse_arguments(argv=None):

@@ -16,7 +16,7 @@ def profile(
     runtime: Annotated[str, typer.Option("--runtime", help="tflite (XNNPACK) or onnx (ONNX Runtime).")] = "tflite",
     threads: Annotated[int, typer.Option("--threads", help="Inference threads.")] = 1,
     quantize: Annotated[str, typer.Option("--quantize", help="TFLite precision: none, float16 or int8.")] = "none",
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed rounds per group of files.")] = 50,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed runs per file.")] = 50,
     output: Annotated[str, typer.Option("--out", "-o", help="Where to write the table (JSON).")] = "latency_table.json",
     plan_only: Annotated[
         Optional[str],
@@ -24,6 +24,7 @@ def profile(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure again even if a table is cached.")] = False,
     sweep_channels: Annotated[int, typer.Option("--sweep-channels", help="Sweep output channels 1..N to find the tile step.")] = 64,
+    seconds: Annotated[float, typer.Option("--seconds", help="Time the whole plan again and again for at least this long; each file keeps its fastest time.")] = 30.0,
 ):
     """Measure per-layer latency as a function of channel counts; write the table.
 
@@ -48,7 +49,8 @@ def profile(
                       f"python3 kprune_profile.py {plan_only} --threads {threads} --out latency_table.json")  # fmt: skip
             return
         table = measure(network, runtime=runtime, threads=threads, quantize=quantize, repeats=repeats,
-                        use_cache=not no_cache, progress=True, sweep_channels=sweep_channels)  # fmt: skip
+                        use_cache=not no_cache, progress=True, sweep_channels=sweep_channels,
+                        seconds=seconds)  # fmt: skip
         table.save(output)
     _print_table(table, Path(output))
 

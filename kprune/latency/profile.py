@@ -66,6 +66,7 @@ def profile(
     use_cache: bool = True,
     progress: bool = False,
     sweep_channels: int = SWEEP_CHANNELS,
+    seconds: float = kprune_profile.MIN_SECONDS,
 ) -> LatencyTable:
     """Measures the latency table of ``model`` on a runtime of this machine.
 
@@ -75,13 +76,16 @@ def profile(
         threads: Inference threads.
         quantize: TFLite precision: ``"none"``, ``"float16"`` or ``"int8"``
             (calibrated on random inputs: only time is measured).
-        repeats: Timed rounds per group of files.
+        repeats: Timed runs per file (back to back, in 3 passes over its group).
         warmup: Untimed runs of every file first.
         cache_dir: Where tables are cached (default ``~/.cache/kprune/latency``).
         use_cache: Reuse a cached table of the same model, runtime, precision,
             threads and machine.
         progress: Show progress bars.
         sweep_channels: The output-channel sweep goes 1, 2, … up to this.
+        seconds: Time the whole plan again and again for at least this long (at
+            least twice); every file keeps its fastest time, so that a slow
+            spell of a shared machine does not end up in the table.
 
     Returns:
         The fitted `LatencyTable`.
@@ -102,7 +106,7 @@ def profile(
         write_plan(model, folder, runtime=runtime, quantize=quantize, progress=progress,
                    sweep_channels=sweep_channels)  # fmt: skip
         bar = _GroupProgress(progress)
-        data = kprune_profile.measure(folder, threads, warmup, repeats, progress=bar.update)
+        data = kprune_profile.measure(folder, threads, warmup, repeats, progress=bar.update, seconds=seconds)
         bar.close()
     table = LatencyTable(data)
     if use_cache:

@@ -32,7 +32,7 @@ from kprune.errors import ModelFileError
 from kprune.files import write_atomically
 
 TABLE_FORMAT = "kprune-latency-table"
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: layers timed back to back, invoke only (no input copies)
 STEPS = (1, 2, 4, 8, 16, 32)
 # A coarser step wins when its staircase fits within this factor of the best one.
 _STEP_TOLERANCE = 1.05

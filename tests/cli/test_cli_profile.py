@@ -28,11 +28,13 @@ def test_profile_writes_a_table_that_predicts_the_model(model_file, tmp_path, mo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "table.json"
     result = runner.invoke(app, ["profile", str(model_file), "--out", str(out), "--repeats", "3",
-                                 "--sweep-channels", "8"])  # fmt: skip
+                                 "--sweep-channels", "8", "--seconds", "1"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Channel tile step" in result.output and "conv_a" in result.output
     table = LatencyTable.load(out)
     assert predict_latency(keras.models.load_model(model_file), table) > 0
+    timing = table.data["timing"]
+    assert timing["seconds"] == 1 and timing["sweeps"] >= 2  # the plan timed again until 1 s had passed
     assert list((tmp_path / "cache").rglob("*.json"))  # cached for the next run
 
 

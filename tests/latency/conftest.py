@@ -40,7 +40,7 @@ def block_table(block_model, block_cache):
     """The block model's table, measured for real on TFLite (few repeats: shapes, not speed)."""
     from kprune.latency.profile import profile
 
-    return profile(block_model, repeats=5, warmup=1, cache_dir=block_cache, sweep_channels=SWEEP)
+    return profile(block_model, repeats=5, warmup=1, cache_dir=block_cache, sweep_channels=SWEEP, seconds=0)
 
 
 def make_small_model():

@@ -17,7 +17,7 @@ def test_prune_to_a_latency_target_keeps_tile_sized_layers(tmp_path):
     model = _model()
     TrainingSetup(TrainSettings(learning_rate=1e-2)).fit(model, train_stream(0), epochs=2, progress=False)
     val = kprune.data.load("synthetic", "val", input_shape=(16, 16, 3), batch_size=64)
-    table = profile(model, repeats=3, warmup=1, cache_dir=tmp_path / "cache", sweep_channels=8)
+    table = profile(model, repeats=3, warmup=1, cache_dir=tmp_path / "cache", sweep_channels=8, seconds=0)
     table_path = table.save(tmp_path / "table.json")
     run = tmp_path / "run"
     result = kprune.prune(model, train_stream, val, target_latency=0.3, latency_table=str(table_path),
