@@ -167,7 +167,9 @@ def _prediction_table(out: Path) -> list[str]:
         f"`python scripts/bench_latency_model.py --variants {results[0]['variants']} --out {path}`: for each "
         "architecture, the table of the unpruned model predicts random pruned variants (every prunable "
         "group keeps a random 10–100% of its channels), then each is measured warm on its own (TFLite, "
-        "1 thread, batch 1, pinned to one core; median of 100 runs, mean of 3 passes). Goal: ≥ 90% of the variants within ±10%, Spearman ρ ≥ 0.95.",
+        "1 thread, batch 1, pinned to one core; median of 100 consecutive runs in each variant's fastest pass, "
+        "passes over all variants for ≥ 60 s). The tables time each layer file back to back, inference only, "
+        "fastest pass over sweeps of ≥ 30 s. Goal: ≥ 90% of the variants within ±10%, Spearman ρ ≥ 0.95.",
         "",
         "| architecture (input) | variants | within ±10% | median abs. error | worst | Spearman ρ | "
         "unpruned: predicted / measured ms | tile step | profile time |",
