@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from doc_sections import replace_section  # scripts/, beside this file
 
 RUNS = ("latency", "params", "flops")
 LABELS = {"latency": "latency target", "params": "params target", "flops": "FLOPs target"}
 RESULTS = Path("docs/RESULTS.md")
-START, END = "<!-- latency:start -->", "<!-- latency:end -->"
 SHIPPED = Path("models/squeezenet1_1_fmnist_latency.keras")
 
 
@@ -198,12 +198,7 @@ def _step(out: Path) -> int:
 
 
 def write_section(text: str) -> None:
-    page = RESULTS.read_text()
-    if START not in page:
-        page = page.rstrip() + f"\n\n## Pruning for measured latency\n\n{START}\n{END}\n"
-    head, rest = page.split(START, 1)
-    _, tail = rest.split(END, 1)
-    RESULTS.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    replace_section(RESULTS, "latency", "Pruning for measured latency", text)
 
 
 def ship(out: Path) -> None:

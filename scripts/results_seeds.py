@@ -21,10 +21,11 @@ from pathlib import Path
 
 from scipy import stats
 
+from doc_sections import markers, replace_section  # scripts/, beside this file
 from kprune.modelio import resolve_model_path
 
 RESULTS = Path("docs/RESULTS.md")
-START, END = "<!-- seeds:start -->", "<!-- seeds:end -->"
+START, END = markers("seeds")
 REFERENCE = "taylor"
 
 
@@ -113,12 +114,7 @@ def tables(by_seed: dict, summary: dict, baseline_accuracy: float, reference: st
 
 
 def write_section(text: str, doc: Path = RESULTS) -> None:
-    page = doc.read_text()
-    if START not in page:
-        page = page.rstrip() + f"\n\n## Criteria over several seeds\n\n{START}\n{END}\n"
-    head, rest = page.split(START, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    replace_section(doc, "seeds", "Criteria over several seeds", text)
 
 
 def main() -> None:
