@@ -287,7 +287,7 @@ class _GroupProgress:
             self.bar = make_progress()
             self.bar.start()
             self.task = self.bar.add_task("profile: time", total=total, status="")
-        self.bar.update(self.task, completed=done)
+        self.bar.update(self.task, completed=done, total=total)  # the sweeps are counted after the first
 
     def close(self) -> None:
         if self.bar is not None:

@@ -107,3 +107,14 @@ def test_each_file_keeps_its_fastest_pass_and_sweeps_fill_the_time():
     steady = lambda: time.sleep(0.002)  # noqa: E731
     slow, regular = time_group([spell, steady], warmup=0, repeats=12, passes=3)
     assert 0.0004 < slow < 0.002 < regular < 0.004
+
+
+def test_the_time_bar_follows_the_sweep_count_once_it_is_known():
+    from kprune.latency.profile import _GroupProgress
+
+    bar = _GroupProgress(True)
+    bar.update(3, 10)  # the first sweep counts on the minimum of two sweeps
+    bar.update(12, 50)  # after it, 10 sweeps of 5 groups fill the time
+    task = bar.bar.tasks[0]
+    bar.close()
+    assert (task.completed, task.total) == (12, 50)
