@@ -264,28 +264,26 @@ def _compare_command(arguments) -> int:
     manifest = _read_json(os.path.join(arguments.bundle, "manifest.json"))
     labels = _read_json(arguments.labels)
     reference = _read_json(arguments.reference)
-    results = {}
+    candidates = {}  # core → (record path, record)
     for pair in arguments.candidates:
         core, _, path = pair.partition("=")
-        results[core] = compare(reference, _read_json(path), labels, manifest)
+        candidates[core] = (path, _read_json(path))
+    results = {core: compare(reference, record, labels, manifest) for core, (_, record) in candidates.items()}
     print(format_table(results, len(labels)))
-    record = {core: [asdict(row) for row in rows] for core, rows in results.items()}
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(record, indent=1), encoding="utf-8")
-    failed = [f"{core} {row.file} {row.program}" for core, rows in results.items()
-              for row in rows if not row.passed]  # fmt: skip
+    rows = {core: [asdict(row) for row in found] for core, found in results.items()}
+    failed = [f"{core} {row.file} {row.program}" for core, found in results.items()
+              for row in found if not row.passed]  # fmt: skip
     profiles = {"x86": profiler_summary(reference, arguments.reference)}
     if profiles["x86"] is not None:
-        for pair in arguments.candidates:
-            core, _, path = pair.partition("=")
-            profiles[core] = profiler_summary(_read_json(path), path) or {"status": "not run", "note": []}
+        for core, (path, record) in candidates.items():
+            profiles[core] = profiler_summary(record, path) or {"status": "not run", "note": []}
         print("\nBoard-side profiler (kprune_profile.py; emulated times say nothing about the board):\n")
         print(format_profiles(profiles))
         failed += [f"{label} profiler ({summary['status']})" for label, summary in profiles.items()
                    if summary["status"] != "ran"]  # fmt: skip
-        if arguments.json:
-            record["profiler"] = profiles
-            Path(arguments.json).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        rows["profiler"] = profiles
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     if failed:
         print(f"Error: aarch64 disagrees with x86 beyond the bundle's thresholds: "
               f"{'; '.join(failed)}.", file=sys.stderr)  # fmt: skip
