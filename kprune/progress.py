@@ -75,6 +75,8 @@ class KerasProgress(keras.callbacks.Callback):
         self._task = self._progress.add_task(self.description, total=steps * epochs, status="")
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._epoch == 0 and epoch > 0:  # resumed (BackupAndRestore): earlier epochs are done
+            self._progress.update(self._task, completed=epoch * (self.params.get("steps") or 0))
         self._epoch = epoch + 1
 
     def on_train_batch_end(self, batch, logs=None):

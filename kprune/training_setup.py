@@ -209,6 +209,7 @@ class TrainingSetup:
         callbacks: Sequence[keras.callbacks.Callback] = (),
         progress: bool = True,
         description: str = "train",
+        epochs_done: int = 0,
     ) -> keras.callbacks.History:
         """Compiles and trains ``model`` in place; stops on a NaN or infinite loss.
 
@@ -223,6 +224,10 @@ class TrainingSetup:
             callbacks: Extra Keras callbacks.
             progress: Show a rich progress bar.
             description: Label of the progress bar.
+            epochs_done: Epochs a resumed training (a ``BackupAndRestore``
+                callback) has already trained; their batches are drawn and
+                dropped, so the later epochs see the data an uninterrupted
+                run would.
 
         Returns:
             The Keras ``History``.
@@ -248,6 +253,8 @@ class TrainingSetup:
             all_callbacks.append(KerasProgress(description))
         strategy = tf.distribute.get_strategy()
         if is_multi_worker(strategy):
+            if epochs_done:
+                raise InvalidArgumentError("Resuming a training is not supported across workers.")
             if val_data is not None:
                 raise InvalidArgumentError(
                     "Validation during fit is not supported across workers. "
@@ -257,7 +264,7 @@ class TrainingSetup:
                                        steps_per_epoch=steps_per_epoch, callbacks=all_callbacks)  # fmt: skip
         else:
             history = model.fit(
-                dataset.repeat(),
+                dataset.repeat().skip(epochs_done * steps_per_epoch),
                 validation_data=None if val_data is None else as_dataset(val_data),
                 epochs=whole_epochs,
                 steps_per_epoch=steps_per_epoch,

@@ -36,6 +36,11 @@ def train(
     seed: SeedOption = 0,
     data_dir: DataDirOption = None,
     limit: LimitOption = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue a killed training of --out from its last finished epoch "
+                     "(its backup folder, OUT.training/); starts afresh if there is none."),
+    ] = False,
 ):
     """Train a model (by name or .keras file) and write it with a model card."""
     quiet_import()
@@ -52,7 +57,7 @@ def train(
             model, dataset, out_path, epochs=epochs, batch_size=batch_size,
             settings=settings, augment=augment, seed=seed, data_dir=data_dir,
             limit=limit, model_options=options, input_shape=parse_input_shape(input_shape),
-            command=command_line(ctx),
+            command=command_line(ctx), resume=resume,
         )  # fmt: skip
     out.print(
         f"Saved {out_path}: test accuracy {card['test_accuracy']:.4f} on "

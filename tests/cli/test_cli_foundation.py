@@ -153,6 +153,7 @@ def test_info_of_a_model_file(trained):
         (["train", "--model", "mobilenet_v2", "--input-shape", "28,28,1", "--dataset", "synthetic",
           "--out", "x.keras"], ["at least 32x32"]),  # fmt: skip
         (["train", "--input-shape", "32x32", "--out", "x.keras"], ["`--input-shape` must be H,W,C"]),
+        (["train", "--out", "x.h5"], ["must end in .keras", "Fix: name it MODEL.keras"]),
         (["train", "--model", "models/squeezenet1_1_fmnist_sgd.keras", "--input-shape", "32,32,1",
           "--out", "x.keras"], ["applies to a model built by name", "Fix: leave input_shape out"]),  # fmt: skip
     ],
@@ -162,6 +163,14 @@ def test_user_errors_are_one_line(args, fragments, tmp_path, monkeypatch):
     result = invoke(*args)
     assert_one_line_error(result, *fragments)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_train_stops_at_an_unfinished_training_unless_resumed(tmp_path):
+    (tmp_path / "x.training").mkdir()  # left by a killed `kprune train --out x.keras`
+    result = invoke("train", "--dataset", "synthetic", "--limit", "32", "--input-shape", "36,36,3",
+                    "--out", tmp_path / "x.keras")  # fmt: skip
+    assert_one_line_error(result, "x.training holds an unfinished training", "Fix: pass --resume")
+    assert "--resume" in invoke("train", "--help").output
 
 
 def test_corrupt_model_file_is_one_line(tmp_path):
