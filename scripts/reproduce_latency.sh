@@ -11,11 +11,13 @@
 #    evaluate them on the 10,000-image test split;
 # 5. time baseline and the three models, fp32 and int8 TFLite, each warm on its own.
 #
-#   bash scripts/reproduce_latency.sh        # about 1.5 hours on 2 CPU cores
+#   bash scripts/reproduce_latency.sh        # about 2 hours on 2 CPU cores
 #
-# Re-running continues where it stopped. Then
-#   python scripts/results_latency.py runs/latency --baseline models/squeezenet1_1_fmnist_sgd.keras
+# Re-running continues where it stopped. At the end the small result files go to
+# docs/results/latency/ (committed), from which
+#   python scripts/results_latency.py docs/results/latency --baseline models/squeezenet1_1_fmnist_sgd.keras
 # rewrites the generated latency section of docs/RESULTS.md.
+# LATENCY (fraction of the latency to remove) and EPOCHS (final fine-tune) change the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,4 +60,5 @@ for name in latency params flops; do
 done
 
 [ -f "$OUT/final.json" ] || python scripts/results_latency.py "$OUT" --baseline "$BASELINE" --measure
-python scripts/results_latency.py "$OUT" --baseline "$BASELINE"
+python scripts/results_latency.py "$OUT" --baseline "$BASELINE" --collect   # -> docs/results/latency/
+python scripts/results_latency.py docs/results/latency --baseline "$BASELINE"
