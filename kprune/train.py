@@ -108,7 +108,7 @@ def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, 
     backup = training_backup_dir(out)
     resumed_at = _prepare_backup(backup, arguments, resume)
     setup = TrainingSetup(settings)
-    backup_callback = EpochBackup(str(backup))
+    backup_callback = EpochBackup(str(backup), expected_epoch=resumed_at)
     try:
         history = setup.fit(network, train_split, val_split, epochs=epochs, callbacks=[backup_callback],
                             progress=progress, epochs_done=resumed_at)  # fmt: skip
@@ -160,11 +160,15 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
     random layers — Dropout, the Random* augmentation layers — which
     ``save_weights`` leaves out: without them a resumed run would draw other
     dropout masks than the uninterrupted one. The folder is kept at the end;
-    `train_and_save` removes it once the model is written.
+    `train_and_save` removes it once the model is written. Extends the
+    callback's ``_save_model``/``_load_model`` (Keras 3);
+    tests/test_train_resume.py checks a resumed training against an
+    uninterrupted one.
     """
 
-    def __init__(self, backup_dir: str):
+    def __init__(self, backup_dir: str, expected_epoch: int = 0):
         super().__init__(backup_dir, double_checkpoint=True, delete_checkpoint=False)
+        self.expected_epoch = expected_epoch  # the data pipeline skips this many epochs
 
     def _random_states(self) -> list:
         return [v for v in self.model.variables if v.name == "seed_generator_state"]
@@ -183,7 +187,13 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
 
     def _load_model(self):
         super()._load_model()
-        states = self._states_file(getattr(self.model, "_initial_epoch", 0) or 0)
+        epoch = getattr(self.model, "_initial_epoch", 0) or 0
+        if epoch != self.expected_epoch:  # Keras fell back to the previous backup
+            raise InvalidArgumentError(
+                f"The backup in {self.backup_dir} is at epoch {epoch}, its metadata says "
+                f"{self.expected_epoch}. Fix: delete the folder and train again."
+            )
+        states = self._states_file(epoch)
         if states.exists():
             with np.load(states) as saved:
                 for variable, name in zip(self._random_states(), saved.files):
