@@ -24,8 +24,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/latency}
 BASELINE=${BASELINE:-models/squeezenet1_1_fmnist_sgd.keras}
 CONFIG=${CONFIG:-configs/squeezenet_fmnist_taylor.yaml}
-LATENCY=${LATENCY:-0.75}
-EPOCHS=${EPOCHS:-3}
+LATENCY=${LATENCY:-0.77}
+EPOCHS=${EPOCHS:-10}
 SNAPSHOTS=${SNAPSHOTS:-0.8,0.85,0.88,0.9,0.92,0.94}
 mkdir -p "$OUT"
 
