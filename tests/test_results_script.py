@@ -1,4 +1,5 @@
-"""scripts/results_seeds.py's seed statistics against NumPy, read from evidence folders."""
+"""scripts/results_seeds.py's seed statistics against NumPy, read from evidence folders; the
+latency section of RESULTS.md against its committed evidence."""
 
 import json
 import sys
@@ -56,3 +57,13 @@ def test_section_is_replaced_between_markers(tmp_path):
     text = doc.read_text()
     assert text.count(results_seeds.START) == 1 and "second" in text and "first" not in text
     assert text.startswith("# Results\n\nbefore\n")
+
+
+def test_the_latency_section_of_results_is_what_the_committed_evidence_gives():
+    import results_latency
+
+    root = Path(__file__).parents[1]
+    evidence = Path("docs/results/latency")  # relative, as the section's command line names it
+    text = results_latency.section(root / evidence, "models/squeezenet1_1_fmnist_sgd.keras")
+    text = text.replace(str(root / evidence), evidence.as_posix())
+    assert text in (root / "docs/RESULTS.md").read_text()
