@@ -20,9 +20,10 @@ def position_model():
 
 
 def run(out, **changes):
-    arguments = dict(dataset="synthetic", epochs=3, batch_size=32, limit=96, augment=True, seed=5,
-                     settings=TrainSettings(optimizer="sgd", learning_rate=0.05, warmup_epochs=1),
-                     progress=False)  # fmt: skip
+    arguments = {
+        "dataset": "synthetic", "epochs": 3, "batch_size": 32, "limit": 96, "augment": True, "seed": 5,
+        "settings": TrainSettings(optimizer="sgd", learning_rate=0.05, warmup_epochs=1), "progress": False,
+    }  # fmt: skip
     return train_and_save(position_model(), out=str(out), **{**arguments, **changes})
 
 
