@@ -102,9 +102,10 @@ def section(out: Path, baseline_path: str) -> str:
     picked = load_json(out / "pick.json")
     final = load_json(out / "final.json")
     cards = {name: load_json(out / f"{name}-finetuned.card.json") for name in RUNS}
-    epochs = {card["epochs"] for card in cards.values()}
-    if len(epochs) != 1:
-        raise SystemExit(f"The final fine-tunes differ in length ({sorted(epochs)} epochs): not comparable.")
+    finetunes = {json.dumps([card["epochs"], card["training"]], sort_keys=True) for card in cards.values()}
+    if len(finetunes) != 1:
+        raise SystemExit(f"The final fine-tunes differ ({sorted(finetunes)}): the models are not comparable.")
+    epochs, training = cards["latency"]["epochs"], cards["latency"]["training"]
     latency_config = _report(out, "latency")["config"]
     base_entry = final["models"][0]
     base_fp32, base_int8 = base_entry["fp32_ms"], base_entry["int8_ms"]
@@ -148,8 +149,8 @@ def section(out: Path, baseline_path: str) -> str:
         f"(target: remove {latency_config['target_latency']:.0%} of the predicted latency) removes "
         f"{latency_config['latency_per_step']:.0%} of the start latency per step, the params run 64 filters, "
         "the FLOPs run 128 (a FLOPs target takes the cheap late filters first and needs many more "
-        f"64-filter steps). Every model got the same {epochs.pop():g}-epoch final fine-tune "
-        "(SGD, learning rate 0.01, cosine decay). One seed: "
+        f"64-filter steps). Every model got the same {epochs:g}-epoch final fine-tune "
+        f"({training['optimizer'].upper()}, learning rate {training['learning_rate']:g}, cosine decay). One seed: "
         "differences of a few tenths of a point in accuracy are within run-to-run noise.",
         "",
         "Goals of the latency issue (TFLite, 1 thread, batch 1, this machine): fp32 speed-up ≥ 4.0× at "
