@@ -182,11 +182,13 @@ def _prediction_table(out: Path) -> list[str]:
         "group keeps a random 10–100% of its channels), then each is measured warm on its own (TFLite, "
         "1 thread, batch 1, pinned to one core; median of 100 consecutive runs in each variant's fastest pass, "
         "passes over all variants for ≥ 60 s). The tables time each layer file back to back, inference only, "
-        "fastest pass over sweeps of ≥ 30 s. Goal: ≥ 90% of the variants within ±10%, Spearman ρ ≥ 0.95.",
+        "fastest pass over sweeps of ≥ 30 s. Goal: ≥ 90% of the variants within ±10%, Spearman ρ ≥ 0.95. "
+        f"Machine: {_machines(results)}. Weight traffic: the calibration's term for weights beyond what the "
+        "caches hold (docs/LATENCY.md), where the fit keeps it.",
         "",
         "| architecture (input) | variants | within ±10% | median abs. error | worst | Spearman ρ | "
-        "unpruned: predicted / measured ms | tile step | profile time |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "unpruned: predicted / measured ms | tile step | weight traffic | profile time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     inputs = {"squeezenet": "SqueezeNet 1.1, 28×28×1", "mobilenetv2": "MobileNetV2, 96×96×3",
               "resnet50": "ResNet50, 64×64×3"}  # fmt: skip
@@ -195,9 +197,26 @@ def _prediction_table(out: Path) -> list[str]:
             f"| {inputs.get(r['architecture'], r['architecture'])} | {r['variants']} | {r['within_10pct']:.0%} "
             f"| {r['median_abs_error']:.1%} | {r['max_abs_error']:.1%} | {r['spearman']:.3f} "
             f"| {r['full_predicted_ms']:.3f} / {r['full_measured_ms']:.3f} | {r['table']['step']} "
-            f"| {r['profile_s']:.0f} s |"
+            f"| {_traffic(r['table'])} | {_profile_time(r['profile_s'])} |"
         )
     return lines
+
+
+def _profile_time(seconds: float) -> str:
+    # Profiling takes minutes; a second or two means the table came from kprune's cache.
+    return f"{seconds:.0f} s" if seconds >= 5 else "cached"
+
+
+def _machines(results: list[dict]) -> str:
+    return ", ".join(sorted({str(r["table"].get("machine")) for r in results}))
+
+
+def _traffic(table: dict) -> str:
+    """The fitted weight-traffic term of a table summary ("–" when not used or not in the format)."""
+    traffic = table.get("traffic_ms_per_mweight", 0.0)
+    if not traffic:
+        return "–"
+    return f"{traffic:.3f} ms per M weights beyond {table['resident_mweights']:.2f} M"
 
 
 def _report(out: Path, name: str) -> dict:

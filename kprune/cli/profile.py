@@ -74,6 +74,12 @@ def _print_table(table, path: Path) -> None:
         f"Channel tile step: {summary['step']}. Machine: {summary['machine']}. Wrote {path}.",
         highlight=False,
     )
+    if table.traffic > 0:
+        out.print(
+            f"Weight traffic: {summary['traffic_ms_per_mweight']:.3f} ms per million weights beyond the "
+            f"{summary['resident_mweights']:.2f} M the caches hold (fitted on the calibration models).",
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer) -> None:

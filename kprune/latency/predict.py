@@ -102,6 +102,11 @@ class GroupLatency:
             for layer, i, o in zip(self.layers, cin, cout)
         ])  # fmt: skip
 
+    def weights(self, kept: Mapping[int, int] | None = None) -> float:
+        """Weight count of the timed layers (0 with a table of the first format)."""
+        cin, cout = self.counts(kept)
+        return float(sum(self.table.layer_weights(layer.key, i, o) for layer, i, o in zip(self.layers, cin, cout)))
+
     def predict(self, kept: Mapping[int, int] | None = None) -> float:
         """Predicted whole-model time (ms), calibrated."""
-        return float(self.table.scale * self.layer_times(kept).sum() + self.table.offset)
+        return self.table.calibrated(float(self.layer_times(kept).sum()), self.weights(kept))

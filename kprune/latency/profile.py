@@ -7,9 +7,11 @@ A *plan* is a folder: ``plan.json`` and the files to time —
   Dense, 4 channel counts for the rest;
 - a fine sweep of one output channel at a time (1…64) of the most expensive
   Conv, which shows the runtime's tile step;
-- the whole model and two copies of it with every prunable group uniformly
-  thinned (to 55% and 25% of its channels), which calibrate the sum of layer
-  times to whole-model time (each timed on its own, with warm caches).
+- the whole model and seven copies of it with every prunable group uniformly
+  thinned (to 85% … 12% of its channels), which calibrate the sum of layer
+  times to whole-model time (each timed on its own, with warm caches) — from
+  a model whose weights stream from memory on every inference down to one
+  that fits the caches (see `kprune.latency.table`).
 
 `profile` writes the plan, times it with the bundle's standalone
 ``kprune_profile.py`` (so the host and the board measure the same way) and
@@ -45,7 +47,7 @@ RUNTIMES = ("tflite", "onnx")
 PRECISIONS = ("none", "float16", "int8")
 GRID_FRACTIONS = (0.1, 0.4, 0.7, 1.0)
 SWEEP_CHANNELS = 64
-CALIBRATION_FRACTIONS = (1.0, 0.55, 0.25)
+CALIBRATION_FRACTIONS = (1.0, 0.85, 0.7, 0.55, 0.4, 0.3, 0.2, 0.12)
 CALIBRATION_SAMPLES = 16
 
 
@@ -135,7 +137,7 @@ def write_plan(
     for layer in timed:
         entry = entries.setdefault(layer.key, {
             "kind": layer.kind, "configuration": layer.configuration, "layers": [],
-            "full": [0, 0], "points": [], "files": [],
+            "full": [0, 0], "points": [], "files": [], "weights": [],
         })  # fmt: skip
         entry["layers"].append(layer.name)
         entry["full"] = [max(entry["full"][0], layer.cin), max(entry["full"][1], layer.cout)]
@@ -167,12 +169,14 @@ def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep
         try:
             with warnings.catch_warnings():  # e.g. "softmax over an axis of size 1" at 1 channel
                 warnings.simplefilter("ignore")
-                name = export(single_layer_model(flat, builder, cin, cout), f"e{index}")
+                single = single_layer_model(flat, builder, cin, cout)
+                name = export(single, f"e{index}")
         except Exception:  # noqa: BLE001 — any layer that cannot stand alone is timed in the constant
             unbuildable.append(key)
             continue
         entries[key]["points"].append([cin, cout])
         entries[key]["files"].append(name)
+        entries[key]["weights"].append(int(single.count_params()))
     skipped = sorted(set(unbuildable))
     for key in skipped:  # such a layer's time goes to the calibration's constant
         untimed.extend(entries.pop(key)["layers"])

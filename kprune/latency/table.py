@@ -13,10 +13,19 @@ fitted from those numbers when the table is loaded:
   ``a + b·cin + c·P(cout) + d·cin·P(cout)`` for Conv/Dense and ``a + b·P(c)``
   for the rest, ``P`` rounding up to the step (a half-filled tile costs a full
   one), least squares over the measured grid;
-- the **calibration**: whole-model time = ``scale · Σ layer times + offset``,
-  least squares over the full model and uniformly thinned copies of it
-  (single-layer files pay their own call overhead and run with warm caches;
-  this corrects both).
+- per entry, the layer's weight count as a function of its channel counts
+  (exact: ``a + b·cin + c·cout + d·cin·cout``), from the single-layer files;
+- the **calibration**: whole-model time = ``scale · Σ layer times +
+  traffic · max(0, W − resident) + offset``, W the model's weight count,
+  fitted to the full model and uniformly thinned copies of it (least squares
+  in relative error: the small models count as much as the large ones). Single-layer
+  files pay their own call overhead and run with warm caches; inside a model
+  whose weights no longer fit the caches every inference streams them from
+  memory again. The traffic term prices that: ``resident`` (the weights the
+  caches hold) is the candidate that fits best, ``traffic`` ≥ 0 the cost per
+  weight beyond it. The term is kept only where it halves the squared
+  relative error of the plain ``scale · Σ + offset``, which tables without
+  weight counts (format 2) or with fewer than four calibration models keep.
 """
 
 from __future__ import annotations
@@ -27,12 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import lsq_linear
 
 from kprune.errors import ModelFileError
 from kprune.files import write_atomically
 
 TABLE_FORMAT = "kprune-latency-table"
-TABLE_VERSION = 2  # 2: layers timed back to back, invoke only (no input copies)
+# 2: layers timed back to back, invoke only (no input copies);
+# 3: weight counts per file and eight calibration models (the traffic term)
+TABLE_VERSION = 3
 STEPS = (1, 2, 4, 8, 16, 32)
 # A coarser step wins when its staircase fits within this factor of the best one.
 _STEP_TOLERANCE = 1.05
@@ -59,6 +71,29 @@ def fit_step(channels: list[int], ms: list[float]) -> int:
     return max(step for step, rss in residuals.items() if rss <= best * _STEP_TOLERANCE + 1e-18)
 
 
+def _weight_features(kind: str, cin, cout) -> np.ndarray:
+    cin, cout = np.asarray(cin, float), np.asarray(cout, float)
+    if kind == "matrix":
+        return np.stack([np.ones_like(cin), cin, cout, cin * cout], axis=-1)
+    return np.stack([np.ones_like(cin), cin], axis=-1)
+
+
+def fit_calibration(sums, weights, times) -> tuple[float, float, float, float]:
+    """(scale, traffic, resident, offset) of ``time ≈ scale·sum + traffic·max(0, weights −
+    resident) + offset`` over the calibration models, in relative error (small models count
+    as much as large ones); ``resident`` is 0 or one of the models' weight counts, whichever
+    fits best, and scale and traffic are ≥ 0."""
+    sums, weights, times = (np.asarray(v, float) for v in (sums, weights, times))
+    best = None
+    for resident in sorted({0.0, *weights.tolist()}):
+        features = np.stack([sums, np.maximum(0.0, weights - resident), np.ones_like(sums)], axis=1)
+        fit = lsq_linear(features / times[:, None], np.ones_like(times),
+                         bounds=([0, 0, -np.inf], [np.inf, np.inf, np.inf]))  # fmt: skip
+        if best is None or fit.cost < best[0] - 1e-12:
+            best = (fit.cost, float(fit.x[0]), float(fit.x[1]), resident, float(fit.x[2]))
+    return best[1:]
+
+
 def _features(kind: str, cin, cout, step: int) -> np.ndarray:
     cin, cout = np.asarray(cin, float), np.asarray(cout, float)
     if kind == "matrix":
@@ -77,7 +112,9 @@ class Entry:
     full: tuple[int, int]
     points: list[tuple[int, int]]
     ms: list[float]
+    weights: list[int] | None = None  # weight count of each point's file (format 3)
     coefficients: np.ndarray | None = None
+    weight_coefficients: np.ndarray | None = None
 
     def fit(self, step: int) -> None:
         points = np.asarray(self.points, float)
@@ -86,10 +123,23 @@ class Entry:
         if unique < features.shape[1]:  # too few points for the full form: a constant
             features = features[:, :1]
         self.coefficients, *_ = np.linalg.lstsq(features, np.asarray(self.ms, float), rcond=None)
+        if self.weights is not None:
+            features = _weight_features(self.kind, points[:, 0], points[:, 1])
+            if unique < features.shape[1]:
+                features = features[:, :1]
+            self.weight_coefficients, *_ = np.linalg.lstsq(
+                features, np.asarray(self.weights, float), rcond=None
+            )
 
     def predict(self, cin, cout, step: int) -> np.ndarray:
         features = _features(self.kind, cin, cout, step)[..., : len(self.coefficients)]
         return np.maximum(features @ self.coefficients, 0.0)
+
+    def predict_weights(self, cin, cout) -> np.ndarray:
+        if self.weight_coefficients is None:
+            return np.zeros(np.broadcast(np.asarray(cin), np.asarray(cout)).shape)
+        features = _weight_features(self.kind, cin, cout)[..., : len(self.weight_coefficients)]
+        return np.maximum(features @ self.weight_coefficients, 0.0)
 
 
 class LatencyTable:
@@ -102,6 +152,8 @@ class LatencyTable:
         step: The fitted output-channel tile of the runtime's kernels.
         entries: Layer configuration key → `Entry`.
         scale, offset: The whole-model calibration.
+        traffic, resident: Its weight-traffic term: ms per weight beyond the
+            ``resident`` weights the caches hold (0 and 0 when not fitted).
     """
 
     def __init__(self, data: dict):
@@ -123,12 +175,14 @@ class LatencyTable:
             entry = Entry(
                 key, spec["kind"], spec["layers"], tuple(spec["full"]),
                 [tuple(p) for p in spec["points"]], [measured[f] for f in spec["files"]],
+                spec.get("weights"),
             )  # fmt: skip
             entry.fit(self.step)
             self.entries[key] = entry
         # Configurations that could not be timed alone: their time is in the offset.
         self.skipped = set(data.get("skipped_keys", []))
         self.scale, self.offset = 1.0, 0.0
+        self.traffic, self.resident = 0.0, 0.0
         self.calibration = data.get("calibration", [])
         if self.calibration:
             self._calibrate(measured)
@@ -136,11 +190,25 @@ class LatencyTable:
     def _calibrate(self, measured: dict) -> None:
         sums = np.array([self.layer_sum(item["layers"]) for item in self.calibration])
         times = np.array([measured[item["file"]] for item in self.calibration])
-        if len(sums) >= 2 and np.ptp(sums) > 0:
-            features = np.stack([sums, np.ones_like(sums)], axis=1)
-            (self.scale, self.offset), *_ = np.linalg.lstsq(features, times, rcond=None)
+        if len(sums) >= 2 and np.ptp(sums) > 0:  # least squares in relative error, as below
+            features = np.stack([sums, np.ones_like(sums)], axis=1) / times[:, None]
+            (self.scale, self.offset), *_ = np.linalg.lstsq(features, np.ones_like(times), rcond=None)
         if self.scale <= 0:  # a model so small that call overhead and noise dominate: shift only
             self.scale, self.offset = 1.0, float(np.mean(times - sums))
+        weighed = all(entry.weight_coefficients is not None for entry in self.entries.values())
+        if not (weighed and len(sums) >= 4 and np.ptp(sums) > 0):
+            return
+        # The traffic term only where it explains the whole-model times clearly better
+        # (half the squared relative error): on a small model Σ and W shrink together
+        # and the two forms fit alike.
+        weights = np.array([self.weight_sum(item["layers"]) for item in self.calibration])
+        scale, traffic, resident, offset = fit_calibration(sums, weights, times)
+        plain = np.sum(((self.scale * sums + self.offset) - times) ** 2 / times**2)
+        with_traffic = np.sum(
+            (scale * sums + traffic * np.maximum(0.0, weights - resident) + offset - times) ** 2 / times**2
+        )
+        if scale > 0 and with_traffic < 0.5 * plain:
+            self.scale, self.traffic, self.resident, self.offset = scale, traffic, resident, offset
 
     def layer_ms(self, key: str, cin, cout) -> np.ndarray:
         """Predicted time of one layer configuration at these channel counts (arrays work)."""
@@ -150,9 +218,22 @@ class LatencyTable:
         """Σ of predicted layer times for ``[(key, cin, cout), …]``, uncalibrated."""
         return float(sum(self.layer_ms(key, cin, cout) for key, cin, cout in layers))
 
+    def layer_weights(self, key: str, cin, cout) -> np.ndarray:
+        """Weight count of one layer configuration at these channel counts (0 in format-2 tables)."""
+        return self.entries[key].predict_weights(cin, cout)
+
+    def weight_sum(self, layers) -> float:
+        """Σ of the weight counts of ``[(key, cin, cout), …]``."""
+        return float(sum(self.layer_weights(key, cin, cout) for key, cin, cout in layers))
+
+    def calibrated(self, layer_sum: float, weight_sum: float) -> float:
+        """Whole-model ms from the sum of layer times and of weight counts."""
+        traffic = self.traffic * max(0.0, weight_sum - self.resident)
+        return float(self.scale * layer_sum + traffic + self.offset)
+
     def predict(self, layers) -> float:
         """Predicted whole-model time in ms for ``[(key, cin, cout), …]``."""
-        return float(self.scale * self.layer_sum(layers) + self.offset)
+        return self.calibrated(self.layer_sum(layers), self.weight_sum(layers))
 
     def fast_sizes(self, channels: int, minimum: int = 1) -> list[int]:
         """Channel counts below ``channels`` that fill whole tiles, largest first."""
@@ -166,7 +247,9 @@ class LatencyTable:
             "runtime": self.runtime, "threads": self.threads, "quantize": self.quantize,
             "step": self.step, "entries": len(self.entries),
             "files": len(self.data["measured_ms"]), "scale": float(self.scale),
-            "offset_ms": float(self.offset), "model": self.model.get("name"),
+            "offset_ms": float(self.offset),
+            "traffic_ms_per_mweight": float(self.traffic * 1e6), "resident_mweights": float(self.resident / 1e6),
+            "model": self.model.get("name"),
             "machine": self.environment.get("machine"),
         }  # fmt: skip
 

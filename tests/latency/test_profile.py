@@ -1,3 +1,4 @@
+import itertools
 import json
 import os
 import subprocess
@@ -26,12 +27,24 @@ def test_profile_measures_every_configuration_on_the_real_runtime(block_model, b
     files = [f for group in data["groups"] for f in group]
     assert sorted(files) == sorted(data["measured_ms"]) and all(v > 0 for v in data["measured_ms"].values())
     assert data["sweep"]["couts"] == list(range(1, SWEEP + 1))
-    assert [item["fraction"] for item in data["calibration"]] == [1.0, 0.55, 0.25]
+    assert [item["fraction"] for item in data["calibration"]] == [1.0, 0.85, 0.7, 0.55, 0.4, 0.3, 0.2, 0.12]
     # Calibration points: the thinned models really have fewer channels.
     sums = [sum(cin for _, cin, _ in item["layers"]) for item in data["calibration"]]
-    assert sums[0] > sums[1] > sums[2]
+    assert all(a > b for a, b in itertools.pairwise(sums))
     assert block_table.step in (1, 2, 4, 8, 16, 32)
     assert data["environment"]["machine"]
+
+
+def test_weight_counts_of_the_table_equal_keras_counts(block_model, block_table):
+    # The traffic term prices weights: each timed layer's count, fitted from the
+    # single-layer files, must equal what Keras counts for that layer, here and thinned.
+    from kprune.latency.profile import _calibration_models
+
+    for _, model in _calibration_models(block_model)[::3]:
+        layers = {layer.name: layer for layer in model.layers}
+        for timed in timed_layers(model)[0]:
+            expected = sum(int(np.prod(w.shape)) for w in layers[timed.name].weights)
+            assert block_table.layer_weights(timed.key, timed.cin, timed.cout) == pytest.approx(expected, abs=1e-3)
 
 
 def test_profile_is_cached_by_model_runtime_and_threads(block_model, block_table, block_cache):

@@ -101,3 +101,39 @@ def test_calibration_never_scales_by_a_negative_factor():
     sums = np.array([table.layer_sum(item["layers"]) for item in data["calibration"]])
     assert table.scale == 1.0
     np.testing.assert_allclose(table.offset, np.mean(np.array([0.30, 0.31, 0.32]) - sums))
+
+
+def _weighed_table_data(scale=1.5, traffic=2e-4, resident_c=12, offset=0.05):
+    """The hand-made table in format 3: each file of entry k holds 10·c weights, and eight
+    whole models (two k layers of c channels) are timed at exactly
+    scale·Σ + traffic·max(0, W − W(resident_c)) + offset."""
+    data = _table_data()
+    entry = data["entries"]["k"]
+    entry["weights"] = [10 * c for c, _ in entry["points"]]
+    measured, calibration = data["measured_ms"], []
+    for c in (32, 28, 24, 20, 16, 12, 8, 4):
+        layer_sum = 2 * (0.1 + 0.01 * float(padded(c, 4)))
+        weights = 2 * 10 * c
+        measured[f"m{c}"] = scale * layer_sum + traffic * max(0, weights - 2 * 10 * resident_c) + offset
+        calibration.append({"fraction": c / 32, "file": f"m{c}", "layers": [["k", c, c], ["k", c, c]]})
+    data["calibration"] = calibration
+    return data
+
+
+def test_weight_traffic_term_is_recovered_from_the_calibration_models():
+    # Independent reference: the formula the times were made with.
+    table = LatencyTable(_weighed_table_data())
+    np.testing.assert_allclose(table.layer_weights("k", 7, 7), 70, rtol=1e-9)
+    np.testing.assert_allclose([table.scale, table.traffic, table.resident, table.offset],
+                               [1.5, 2e-4, 240, 0.05], rtol=1e-6, atol=1e-9)  # fmt: skip
+    for c, expected_traffic in ((30, 2e-4 * (600 - 240)), (10, 0.0)):
+        expected = 1.5 * 2 * (0.1 + 0.01 * float(padded(c, 4))) + expected_traffic + 0.05
+        np.testing.assert_allclose(table.predict([["k", c, c], ["k", c, c]]), expected, rtol=1e-6)
+
+
+def test_without_weight_traffic_the_term_stays_off():
+    # Whole models timed at exactly 2·Σ + 0.05 with weight counts known: no traffic is invented.
+    data = _weighed_table_data(scale=2.0, traffic=0.0)
+    table = LatencyTable(data)
+    np.testing.assert_allclose([table.scale, table.offset], [2.0, 0.05], rtol=1e-6)
+    assert table.traffic * 1000 == pytest.approx(0.0, abs=1e-9)
