@@ -3,8 +3,8 @@
 A *plan* is a folder: ``plan.json`` and the files to time —
 
 - for every layer configuration (see `kprune.latency.layers`), single-layer
-  models over a grid of channel counts: 4 × 4 (cin, cout) points for Conv and
-  Dense, 4 channel counts for the rest;
+  models over a grid of channel counts below each shape its layers have:
+  4 × 4 (cin, cout) points for Conv and Dense, 4 channel counts for the rest;
 - a fine sweep of one output channel at a time (1…64) of the most expensive
   Conv, which shows the runtime's tile step;
 - the whole model and seven copies of it with every prunable group uniformly
@@ -142,9 +142,10 @@ def write_plan(
         entry["layers"].append(layer.name)
         entry["full"] = [max(entry["full"][0], layer.cin), max(entry["full"][1], layer.cout)]
         entry.setdefault("_builder", layer.name)
+        entry.setdefault("_shapes", set()).add((layer.cin, layer.cout))
     for key, entry in entries.items():
         builder = entry.pop("_builder")
-        for cin, cout in grid(entry["kind"], *entry["full"]):
+        for cin, cout in grid(entry["kind"], *entry.pop("_shapes")):
             jobs.append((key, builder, cin, cout))
     sweep_layer = _sweep_layer(timed)
     sweep_jobs = []
@@ -210,11 +211,16 @@ def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep
     }  # fmt: skip
 
 
-def grid(kind: str, cin: int, cout: int) -> list[tuple[int, int]]:
-    """The channel counts a layer configuration is timed at."""
+def grid(kind: str, *shapes: tuple[int, int]) -> list[tuple[int, int]]:
+    """The channel counts a layer configuration is timed at: a grid below each of the
+    ``(cin, cout)`` shapes of its layers (one configuration often serves layers of several
+    shapes, e.g. a block's expand 160 → 960 and project 960 → 160; a grid up to 960 × 960
+    would time sizes no layer has, whose weights spill from caches the real layers fit)."""
     if kind == MATRIX:
-        return [(i, o) for i in _levels(cin) for o in _levels(cout)]
-    return [(c, c) for c in _levels(cin)]
+        points = {(i, o) for cin, cout in shapes for i in _levels(cin) for o in _levels(cout)}
+    else:
+        points = {(c, c) for cin, _ in shapes for c in _levels(cin)}
+    return sorted(points)
 
 
 def _levels(full: int) -> list[int]:

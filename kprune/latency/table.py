@@ -43,8 +43,9 @@ from kprune.files import write_atomically
 
 TABLE_FORMAT = "kprune-latency-table"
 # 2: layers timed back to back, invoke only (no input copies);
-# 3: weight counts per file and eight calibration models (the traffic term)
-TABLE_VERSION = 3
+# 3: weight counts per file and eight calibration models (the traffic term);
+# 4: a grid below each layer shape of a configuration, not one up to the largest of each count
+TABLE_VERSION = 4
 STEPS = (1, 2, 4, 8, 16, 32)
 # A coarser step wins when its staircase fits within this factor of the best one.
 _STEP_TOLERANCE = 1.05

@@ -16,8 +16,13 @@ from tests.latency.conftest import SWEEP, make_block_model, make_small_model
 
 
 def test_grid_covers_the_full_counts_and_small_ones():
-    assert grid("matrix", 64, 32) == [(i, o) for i in (6, 26, 45, 64) for o in (3, 13, 22, 32)]
-    assert grid("channels", 3, 3) == [(1, 1), (2, 2), (3, 3)]
+    assert grid("matrix", (64, 32)) == [(i, o) for i in (6, 26, 45, 64) for o in (3, 13, 22, 32)]
+    assert grid("channels", (3, 3)) == [(1, 1), (2, 2), (3, 3)]
+    # One configuration serving an expand (16 -> 96) and a project (96 -> 16): a grid below
+    # each shape, none of the 96 x 96 points no layer has.
+    both = grid("matrix", (16, 96), (96, 16))
+    assert set(both) == set(grid("matrix", (16, 96))) | set(grid("matrix", (96, 16)))
+    assert max(i * o for i, o in both) == 16 * 96
 
 
 def test_profile_measures_every_configuration_on_the_real_runtime(block_model, block_table):
