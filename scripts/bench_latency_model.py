@@ -88,7 +88,7 @@ def evaluate(name, args, rng) -> dict:
     model = build(name)
     started = time.perf_counter()
     table = kprune.profile(model, runtime="tflite", threads=args.threads, progress=True,
-                           use_cache=not args.no_cache)  # fmt: skip
+                           use_cache=not args.no_cache, seconds=args.profile_seconds)  # fmt: skip
     profile_s = time.perf_counter() - started
     graph = kprune.analyze(model, unsupported="freeze")
     variants = [random_variant(model, graph, rng) for _ in range(args.variants)]
@@ -106,6 +106,8 @@ def evaluate(name, args, rng) -> dict:
         "within_10pct": float(np.mean(np.abs(errors) <= 0.10)),
         "median_abs_error": float(np.median(np.abs(errors))), "max_abs_error": float(np.max(np.abs(errors))),
         "spearman": rho,
+        "settings": {"threads": args.threads, "repeats": args.repeats, "seconds": args.seconds,
+                     "profile_seconds": args.profile_seconds, "seed": args.seed, "no_cache": args.no_cache},
     }  # fmt: skip
 
 
@@ -118,6 +120,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="keep timing the variants in passes for at least this long (fastest pass counts)")
+    parser.add_argument("--profile-seconds", type=float, default=30.0,
+                        help="time the table's files in sweeps for at least this long (fastest sweep counts)")
     parser.add_argument("--no-cache", action="store_true", help="profile again even if cached")
     parser.add_argument("--out", default=None, help="also write the results as JSON")
     args = parser.parse_args()

@@ -173,16 +173,24 @@ def _prediction_table(out: Path) -> list[str]:
     if not path.is_file():
         return []
     results = load_json(path)
+    # Runs before the JSON recorded its settings used the script's defaults of then.
+    settings = {"repeats": 100, "seconds": 60.0, "profile_seconds": 30.0, **results[0].get("settings", {})}
+    options = "".join(
+        f" --{name.replace('_', '-')} {settings[name]:g}"
+        for name, default in (("seconds", 60.0), ("profile_seconds", 30.0))
+        if settings[name] != default
+    )
     lines = [
         "",
         "#### How well the latency table predicts",
         "",
-        f"`python scripts/bench_latency_model.py --variants {results[0]['variants']} --out {path}`: for each "
-        "architecture, the table of the unpruned model predicts random pruned variants (every prunable "
-        "group keeps a random 10–100% of its channels), then each is measured warm on its own (TFLite, "
-        "1 thread, batch 1, pinned to one core; median of 100 consecutive runs in each variant's fastest pass, "
-        "passes over all variants for ≥ 60 s). The tables time each layer file back to back, inference only, "
-        "fastest pass over sweeps of ≥ 30 s. Goal: ≥ 90% of the variants within ±10%, Spearman ρ ≥ 0.95. "
+        f"`python scripts/bench_latency_model.py --variants {results[0]['variants']}{options} --out {path}`: "
+        "for each architecture, the table of the unpruned model predicts random pruned variants (every "
+        "prunable group keeps a random 10–100% of its channels), then each is measured warm on its own "
+        f"(TFLite, 1 thread, batch 1, pinned to one core; median of {settings['repeats']} consecutive runs in "
+        f"each variant's fastest pass, passes over all variants for ≥ {settings['seconds']:g} s). The tables "
+        "time each layer file back to back, inference only, fastest pass over sweeps of "
+        f"≥ {settings['profile_seconds']:g} s. Goal: ≥ 90% of the variants within ±10%, Spearman ρ ≥ 0.95. "
         f"Machine: {_machines(results)}. Weight traffic: the calibration's term for weights beyond what the "
         "caches hold (docs/LATENCY.md), where the fit keeps it.",
         "",
