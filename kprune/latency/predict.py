@@ -103,9 +103,9 @@ class GroupLatency:
         ])  # fmt: skip
 
     def weights(self, kept: Mapping[int, int] | None = None) -> float:
-        """Weight count of the timed layers (0 with a table of the first format)."""
+        """Weight count of the timed layers (0 with a table without weight counts, format 2)."""
         cin, cout = self.counts(kept)
-        return float(sum(self.table.layer_weights(layer.key, i, o) for layer, i, o in zip(self.layers, cin, cout)))
+        return self.table.weight_sum(zip((layer.key for layer in self.layers), cin, cout))
 
     def predict(self, kept: Mapping[int, int] | None = None) -> float:
         """Predicted whole-model time (ms), calibrated."""

@@ -79,11 +79,12 @@ def _weight_features(kind: str, cin, cout) -> np.ndarray:
     return np.stack([np.ones_like(cin), cin], axis=-1)
 
 
-def fit_calibration(sums, weights, times) -> tuple[float, float, float, float]:
-    """(scale, traffic, resident, offset) of ``time ≈ scale·sum + traffic·max(0, weights −
-    resident) + offset`` over the calibration models, in relative error (small models count
-    as much as large ones); ``resident`` is 0 or one of the models' weight counts, whichever
-    fits best, and scale and traffic are ≥ 0."""
+def fit_calibration(sums, weights, times) -> tuple[float, float, float, float, float]:
+    """(scale, traffic, resident, offset, error) of ``time ≈ scale·sum + traffic·max(0,
+    weights − resident) + offset`` over the calibration models, in relative error (small
+    models count as much as large ones; ``error`` is the sum of squared relative errors);
+    ``resident`` is 0 or one of the models' weight counts, whichever fits best, and scale
+    and traffic are ≥ 0."""
     sums, weights, times = (np.asarray(v, float) for v in (sums, weights, times))
     best = None
     for resident in sorted({0.0, *weights.tolist()}):
@@ -92,7 +93,8 @@ def fit_calibration(sums, weights, times) -> tuple[float, float, float, float]:
                          bounds=([0, 0, -np.inf], [np.inf, np.inf, np.inf]))  # fmt: skip
         if best is None or fit.cost < best[0] - 1e-12:
             best = (fit.cost, float(fit.x[0]), float(fit.x[1]), resident, float(fit.x[2]))
-    return best[1:]
+    cost, *terms = best
+    return (*terms, 2.0 * cost)  # lsq_linear's cost is half the sum of squares
 
 
 def _features(kind: str, cin, cout, step: int) -> np.ndarray:
@@ -203,11 +205,8 @@ class LatencyTable:
         # (half the squared relative error): on a small model Σ and W shrink together
         # and the two forms fit alike.
         weights = np.array([self.weight_sum(item["layers"]) for item in self.calibration])
-        scale, traffic, resident, offset = fit_calibration(sums, weights, times)
+        scale, traffic, resident, offset, with_traffic = fit_calibration(sums, weights, times)
         plain = np.sum(((self.scale * sums + self.offset) - times) ** 2 / times**2)
-        with_traffic = np.sum(
-            (scale * sums + traffic * np.maximum(0.0, weights - resident) + offset - times) ** 2 / times**2
-        )
         if scale > 0 and with_traffic < 0.5 * plain:
             self.scale, self.traffic, self.resident, self.offset = scale, traffic, resident, offset
 
