@@ -31,7 +31,9 @@ class PruneConfig(BaseModel):
     validation top-1 accuracy (1.0 = one percentage point) — or, with
     ``monitor``, of that metric ×100 (for a loss, an increase). ``snapshots``
     lists fractions of parameters removed at which the model (before the final
-    fine-tune) is also saved, as ``snapshots/params-NN.keras`` in the run dir.
+    fine-tune) is also saved, as ``snapshots/params-NN.keras`` in the run dir —
+    of FLOPs removed, as ``snapshots/flops-NN.keras``, when the target is
+    ``target_flops``.
     ``loss``/``metrics`` (Keras names) replace the model's compiled ones;
     ``monitor`` names the metric the budget watches (default: the first
     metric). ``check_chance`` stops a run whose model scores near chance on
@@ -105,6 +107,11 @@ class PruneConfig(BaseModel):
     @property
     def has_target(self) -> bool:
         return any(getattr(self, t) is not None for t in TARGET_FIELDS)
+
+    @property
+    def snapshot_measure(self) -> Literal["params", "flops"]:
+        """What the ``snapshots`` fractions count: FLOPs for a FLOPs target, else parameters."""
+        return "flops" if self.target_flops is not None else "params"
 
     @property
     def latency_target(self) -> bool:

@@ -250,11 +250,12 @@ class _Loop:
             )
             self._checkpoint(state)
             return
-        previous = state.records[-1]["params_removed"]
+        measure = f"{config.snapshot_measure}_removed"
+        previous = state.records[-1][measure]
         state.model, state.step = candidate, step
         state.history.append(removal)
         state.records.append(record)
-        self._save_snapshots(state.model, previous, record["params_removed"])
+        self._save_snapshots(state.model, previous, record[measure])
         self._checkpoint(state)
         self._show(state)
 
@@ -395,7 +396,8 @@ class _Loop:
             return
         for fraction in self.config.snapshots:
             if before < fraction <= after:
-                save_model(model, self.write_dir / "snapshots" / f"params-{round(100 * fraction):02d}.keras")
+                name = f"{self.config.snapshot_measure}-{round(100 * fraction):02d}.keras"
+                save_model(model, self.write_dir / "snapshots" / name)
 
     def _resume(self) -> _State:
         saved = checkpoint.load(self.run_dir)

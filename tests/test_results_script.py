@@ -67,3 +67,33 @@ def test_the_latency_section_of_results_is_what_the_committed_evidence_gives():
     text = results_latency.section(root / evidence, "models/squeezenet1_1_fmnist_sgd.keras")
     text = text.replace(str(root / evidence), evidence.as_posix())
     assert text in (root / "docs/RESULTS.md").read_text()
+
+
+def test_mobilenet_pick_takes_the_most_flops_removed_within_the_budget():
+    import results_mobilenet
+
+    rows = [  # the 60% target is the smallest model within 0.5 point of 93.00%; 70% is not
+        {"target": 30, "accuracy": 93.20, "flops": 700},
+        {"target": 50, "accuracy": 92.80, "flops": 500},
+        {"target": 60, "accuracy": 92.50, "flops": 400},
+        {"target": 70, "accuracy": 92.49, "flops": 300},
+    ]
+    assert results_mobilenet.pick(rows, 93.00, 0.5)["target"] == 60
+    assert results_mobilenet.pick(rows, 93.00, 0.1)["target"] == 30
+    assert results_mobilenet.pick(rows, 94.00, 0.5) is None
+
+
+def test_mobilenet_latencies_are_the_tflite_fp32_single_thread_batch_one_medians():
+    import results_mobilenet
+
+    bench = {
+        "models": [{"label": "base", "path": "models/base.keras"}, {"label": "pruned", "path": "runs/x/finetuned-60.keras"}],
+        "measurements": [
+            {"model": "base", "runtime": "tflite", "precision": "fp32", "threads": 1, "batch": 1, "median_ms": 2.0},
+            {"model": "base", "runtime": "tflite", "precision": "int8", "threads": 1, "batch": 1, "median_ms": 1.0},
+            {"model": "base", "runtime": "onnx", "precision": "fp32", "threads": 1, "batch": 1, "median_ms": 3.0},
+            {"model": "pruned", "runtime": "tflite", "precision": "fp32", "threads": 2, "batch": 1, "median_ms": 0.4},
+            {"model": "pruned", "runtime": "tflite", "precision": "fp32", "threads": 1, "batch": 1, "median_ms": 0.5},
+        ],
+    }  # fmt: skip
+    assert results_mobilenet.latencies(bench) == {"base": 2.0, "finetuned-60": 0.5}

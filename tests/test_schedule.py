@@ -71,6 +71,29 @@ def test_target_params_is_reached_and_history_replays(trained, val, tmp_path):
         assert 1 - snapshot.count_params() / trained.count_params() >= fraction
 
 
+def _hand_flops(model):
+    """2 × multiply-accumulates of the convolutions and the dense layer, from their weight shapes."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            _, h, w, _ = layer.output.shape
+            total += 2 * kh * kw * cin * cout * h * w
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
+    return total
+
+
+def test_flops_target_saves_snapshots_at_fractions_of_flops(trained, val, tmp_path):
+    kprune.prune(trained, train_stream, val, target_flops=0.5, filters_per_step=4,
+                 run_dir=tmp_path, snapshots=[0.2, 0.4], **QUICK)  # fmt: skip
+    assert not list((tmp_path / "snapshots").glob("params-*"))
+    for fraction in (0.2, 0.4):
+        snapshot = keras.models.load_model(tmp_path / "snapshots" / f"flops-{round(100 * fraction)}.keras")
+        removed = 1 - _hand_flops(snapshot) / _hand_flops(trained)
+        assert fraction <= removed < fraction + 0.15, (fraction, removed)  # the first step past it
+
+
 def test_accuracy_budget_rolls_back_the_step_that_broke_it(trained, val):
     result = kprune.prune(trained, train_stream, val, criterion="random", max_accuracy_drop=0.0,
                           filters_per_step=12, finetune_steps=0, final_finetune_epochs=0,

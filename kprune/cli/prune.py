@@ -38,7 +38,7 @@ def prune(
     ignore: Annotated[Optional[str], typer.Option("--ignore", help="Comma-separated layers not to prune.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning learning rate.")] = None,
     final_lr: Annotated[Optional[float], typer.Option("--final-lr", help="Learning rate of the final fine-tune.")] = None,
-    snapshots: Annotated[Optional[str], typer.Option("--snapshots", help="Also save the model at these fractions of params removed, e.g. 0.5,0.7.")] = None,
+    snapshots: Annotated[Optional[str], typer.Option("--snapshots", help="Also save the model at these fractions of params removed (of FLOPs with --target-flops), e.g. 0.5,0.7.")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="none, mirrored or multiworker.")] = None,
     unsupported: Annotated[Optional[str], typer.Option("--unsupported", help="error, or freeze unknown layers.")] = None,
     config: Annotated[Optional[str], typer.Option("--config", help="A YAML run config (see configs/); flags override it.")] = None,

@@ -1,0 +1,187 @@
+"""The second-architecture section of docs/RESULTS.md: MobileNetV2 pruned on Fashion-MNIST.
+
+Reads what scripts/reproduce_mobilenet.sh leaves in its evidence folder —
+``report.json`` (the Taylor run to a FLOPs target), ``finetuned-T.card.json``
+(each snapshot after the final fine-tune), ``control.card.json`` (the
+unpruned baseline after the same fine-tune), ``bench_mobilenet_v2.json`` and
+``bench_squeezenet.json`` (``kprune bench``, TFLite fp32, 1 thread, batch 1)
+— and the baselines' cards; picks the largest FLOPs reduction within
+``--budget`` points of the baseline's test top-1, and rewrites the section
+between <!-- mobilenet:start --> and <!-- mobilenet:end -->.
+
+    bash scripts/reproduce_mobilenet.sh
+    python scripts/results_mobilenet.py docs/results/mobilenet_v2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from doc_sections import markers, replace_section  # scripts/, beside this file
+from kprune.modelio import resolve_model_path
+
+RESULTS = Path("docs/RESULTS.md")
+START, END = markers("mobilenet")
+BASELINE = "models/mobilenet_v2_fmnist.keras"
+SQUEEZENET = "models/squeezenet1_1_fmnist_sgd.keras"
+SQUEEZENET_PRUNED = "models/squeezenet1_1_fmnist_pruned.keras"
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def card(model: str) -> dict:
+    return load_json(Path(resolve_model_path(model)).with_suffix(".card.json"))
+
+
+def snapshots(evidence: Path) -> list[dict]:
+    """One row per fine-tuned snapshot, by FLOPs target: target, test accuracy (%), params, FLOPs."""
+    rows = []
+    for path in evidence.glob("finetuned-*.card.json"):
+        facts = load_json(path)
+        target = int(path.name.removeprefix("finetuned-").removesuffix(".card.json"))
+        rows.append({"target": target, "name": f"finetuned-{target}", "accuracy": 100 * facts["test_accuracy"],
+                     "params": facts["params"], "flops": facts["flops"]})  # fmt: skip
+    return sorted(rows, key=lambda row: row["target"])
+
+
+def latencies(bench: dict) -> dict[str, float]:
+    """{model file stem: median ms} of the TFLite fp32, 1-thread, batch-1 measurements."""
+    stems = {entry["label"]: Path(entry["path"]).stem for entry in bench["models"]}
+    return {
+        stems[m["model"]]: m["median_ms"] for m in bench["measurements"]
+        if (m["runtime"], m["precision"], m["threads"], m["batch"]) == ("tflite", "fp32", 1, 1)
+    }  # fmt: skip
+
+
+def pick(rows: list[dict], baseline_accuracy: float, budget: float) -> dict | None:
+    """The row with the most FLOPs removed whose test top-1 is at most ``budget`` points below the baseline."""
+    within = [row for row in rows if baseline_accuracy - row["accuracy"] <= budget]
+    return min(within, key=lambda row: row["flops"]) if within else None
+
+
+def _percent(part: float, whole: float) -> str:
+    return f"{100 * (1 - part / whole):.1f}%"
+
+
+def _speed(ms: dict, name: str, reference: str, flops_ratio: float) -> tuple[str, str, str]:
+    if name not in ms or reference not in ms:
+        return "–", "–", "–"
+    speedup = ms[reference] / ms[name]
+    return f"{ms[name]:.3f}", f"{speedup:.2f}×", f"{speedup / flops_ratio:.2f}"
+
+
+def mobilenet_table(rows, base: dict, control: dict | None, ms: dict, chosen: dict | None) -> list[str]:
+    stem = Path(BASELINE).stem
+    accuracy = 100 * base["test_accuracy"]
+    lines = [
+        ("| model | FLOPs removed | params removed | FLOPs ratio | test top-1 | Δ to baseline | Δ to control "
+         "| fp32 ms | speed-up | speed-up ÷ FLOPs ratio |"),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| (baseline) | 0% | 0% | 1.00× | {accuracy:.2f}% | – | – | {_speed(ms, stem, stem, 1.0)[0]} | 1.00× | – |",
+    ]
+    control_accuracy = None if control is None else 100 * control["test_accuracy"]
+    if control_accuracy is not None:
+        lines.append(f"| (control: baseline + the same fine-tune) | 0% | 0% | 1.00× | {control_accuracy:.2f}% "
+                     f"| {control_accuracy - accuracy:+.2f} | – | – | – | – |")  # fmt: skip
+    for row in rows:
+        ratio = base["flops"] / row["flops"]
+        label = f"{row['target']}% FLOPs target" + (" **(picked)**" if row is chosen else "")
+        versus_control = "–" if control_accuracy is None else f"{row['accuracy'] - control_accuracy:+.2f}"
+        milliseconds, speedup, per_flops = _speed(ms, row["name"], stem, ratio)
+        lines.append(
+            f"| {label} | {_percent(row['flops'], base['flops'])} | {_percent(row['params'], base['params'])} "
+            f"| {ratio:.2f}× | {row['accuracy']:.2f}% | {row['accuracy'] - accuracy:+.2f} | {versus_control} "
+            f"| {milliseconds} | {speedup} | {per_flops} |"
+        )
+    return lines
+
+
+def side_by_side(chosen: dict, base: dict, ms: dict, squeezenet: dict, squeezenet_ms: dict) -> list[str]:
+    pruned = card(SQUEEZENET_PRUNED)
+    rows = [
+        ("SqueezeNet 1.1, 28×28×1", "shipped pruned model (Taylor, 90% of params target)", squeezenet, pruned,
+         squeezenet_ms, Path(SQUEEZENET).stem, Path(SQUEEZENET_PRUNED).stem),
+        ("MobileNetV2, 32×32×1", f"Taylor, {chosen['target']}% FLOPs target", base,
+         {"test_accuracy": chosen["accuracy"] / 100, "params": chosen["params"], "flops": chosen["flops"]},
+         ms, Path(BASELINE).stem, chosen["name"]),
+    ]  # fmt: skip
+    lines = [
+        ("| architecture | pruned | baseline params / MFLOPs / top-1 | FLOPs removed | params removed "
+         "| test top-1 | Δ (points) | TFLite fp32 speed-up | speed-up ÷ FLOPs ratio |"),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, how, before, after, times, reference, model in rows:
+        ratio = before["flops"] / after["flops"]
+        _, speedup, per_flops = _speed(times, model, reference, ratio)
+        lines.append(
+            f"| {name} | {how} | {before['params']:,} / {before['flops'] / 1e6:.1f} / "
+            f"{100 * before['test_accuracy']:.2f}% | {_percent(after['flops'], before['flops'])} "
+            f"| {_percent(after['params'], before['params'])} | {100 * after['test_accuracy']:.2f}% "
+            f"| {100 * (after['test_accuracy'] - before['test_accuracy']):+.2f} | {speedup} | {per_flops} |"
+        )
+    return lines
+
+
+def section(evidence: Path, budget: float) -> str:
+    base = card(BASELINE)
+    rows = snapshots(evidence)
+    if not rows:
+        raise SystemExit(f"No finetuned-T.card.json in {evidence}: run bash scripts/reproduce_mobilenet.sh first.")
+    control = load_json(evidence / "control.card.json") if (evidence / "control.card.json").is_file() else None
+    bench_path, squeezenet_path = evidence / "bench_mobilenet_v2.json", evidence / "bench_squeezenet.json"
+    bench = load_json(bench_path) if bench_path.is_file() else None
+    ms = latencies(bench) if bench else {}
+    chosen = pick(rows, 100 * base["test_accuracy"], budget)
+    report = load_json(evidence / "report.json")
+    config = report["config"]
+    lines = [
+        (f"_Generated by `python scripts/results_mobilenet.py {evidence}` from the evidence of "
+         "`bash scripts/reproduce_mobilenet.sh`._"),
+        "",
+        (f"Baseline `{BASELINE}`: MobileNetV2 (Keras applications, α = 1.0), 32×32×1 input, "
+        f"{base['params']:,} parameters, {base['flops'] / 1e6:.2f} MFLOPs, {100 * base['test_accuracy']:.2f}% "
+        f"test top-1 (`{base['command']}`). Pruned by {report['criterion']} ranking to "
+        f"{100 * config['target_flops']:.0f}% of the FLOPs removed ({config['filters_per_step']} filters per step, "
+        f"{config['finetune_steps']} fine-tune batches of {config['batch_size']} after each); every snapshot and "
+        f"the control got the same final fine-tune as SqueezeNet's (3 epochs of SGD). Test split: 10,000 images."),
+        "",
+        *mobilenet_table(rows, base, control, ms, chosen),
+        "",
+    ]
+    if bench:
+        lines += [(f"Latency: `kprune bench` of the baseline and every fine-tuned snapshot alternating in one run "
+                   f"(TFLite XNNPACK fp32, 1 thread, batch 1, median of {bench['settings']['repeats']}); machine: "
+                   f"{bench['environment']['machine']}, {bench['environment']['cpu_count']} cores."), ""]  # fmt: skip
+    if chosen is None:
+        lines.append(f"No snapshot is within {budget} point of the baseline's test top-1.")
+    else:
+        lines += [(f"Largest FLOPs reduction within {budget} point of the baseline's test top-1: the "
+                   f"{chosen['target']}% FLOPs target. Next to SqueezeNet's shipped pruned model:"), ""]  # fmt: skip
+        if bench and squeezenet_path.is_file():
+            lines += side_by_side(chosen, base, ms, card(SQUEEZENET), latencies(load_json(squeezenet_path)))
+            lines += ["", ("Each architecture's speed-up is measured against its own baseline in its own run "
+                           "(`bench_squeezenet.json`, `bench_mobilenet_v2.json` in the evidence folder).")]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_section(text: str, doc: Path = RESULTS) -> None:
+    replace_section(doc, "mobilenet", "A second architecture: MobileNetV2", text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("evidence", type=Path, nargs="?", default=Path("docs/results/mobilenet_v2"))
+    parser.add_argument("--budget", type=float, default=0.5, help="points of test top-1 the pick may lose")
+    parser.add_argument("--doc", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    text = section(args.evidence, args.budget)
+    print(text)
+    write_section(text, args.doc)
+
+
+if __name__ == "__main__":
+    main()
