@@ -81,6 +81,19 @@ def test_build_keras_application_with_random_weights(name):
     assert model.output_shape == (None, 10)
 
 
+def test_application_batch_norm_uses_keras_default_momentum():
+    # keras.applications.MobileNetV2 sets 0.999 for ImageNet; on Fashion-MNIST's
+    # 235 steps an epoch its moving statistics stay near their initial values.
+    keras_own = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10)
+    assert {layer.momentum for layer in keras_own.layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.999}  # fmt: skip
+    model = build("mobilenet_v2", (32, 32, 3), 10)
+    momenta = [layer.momentum for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    assert len(momenta) == 52
+    assert set(momenta) == {keras.layers.BatchNormalization().momentum}
+
+
 def test_unknown_name_lists_valid_ones():
     with pytest.raises(InvalidArgumentError, match=r"Unknown model 'resnet_9000'") as raised:
         build("resnet_9000", (32, 32, 3), 10)
