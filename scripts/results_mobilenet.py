@@ -6,7 +6,8 @@ Reads what scripts/reproduce_mobilenet.sh leaves in its evidence folder —
 unpruned baseline after the same fine-tune), ``bench_mobilenet_v2.json`` and
 ``bench_squeezenet.json`` (``kprune bench``, TFLite fp32, 1 thread, batch 1)
 — and the baselines' cards; picks the largest FLOPs reduction within
-``--budget`` points of the baseline's test top-1, and rewrites the section
+``--budget`` points of the test top-1 of the baseline or of the control,
+whichever is higher, and rewrites the section
 between <!-- mobilenet:start --> and <!-- mobilenet:end -->.
 
     bash scripts/reproduce_mobilenet.sh
@@ -135,7 +136,11 @@ def section(evidence: Path, budget: float) -> str:
     bench_path, squeezenet_path = evidence / "bench_mobilenet_v2.json", evidence / "bench_squeezenet.json"
     bench = load_json(bench_path) if bench_path.is_file() else None
     ms = latencies(bench) if bench else {}
-    chosen = pick(rows, 100 * base["test_accuracy"], budget)
+    # The budget counts from the better of the baseline and the control, so that
+    # extra training of an under-trained baseline is not credited to pruning.
+    reference = max(base["test_accuracy"], control["test_accuracy"] if control else 0.0)
+    reference_name = "the control's" if reference > base["test_accuracy"] else "the baseline's"
+    chosen = pick(rows, 100 * reference, budget)
     report = load_json(evidence / "report.json")
     config = report["config"]
     lines = [
@@ -157,10 +162,11 @@ def section(evidence: Path, budget: float) -> str:
                    f"(TFLite XNNPACK fp32, 1 thread, batch 1, median of {bench['settings']['repeats']}); machine: "
                    f"{bench['environment']['machine']}, {bench['environment']['cpu_count']} cores."), ""]  # fmt: skip
     if chosen is None:
-        lines.append(f"No snapshot is within {budget} point of the baseline's test top-1.")
+        lines.append(f"No snapshot is within {budget} point of {reference_name} test top-1 ({100 * reference:.2f}%).")
     else:
-        lines += [(f"Largest FLOPs reduction within {budget} point of the baseline's test top-1: the "
-                   f"{chosen['target']}% FLOPs target. Next to SqueezeNet's shipped pruned model:"), ""]  # fmt: skip
+        lines += [(f"Largest FLOPs reduction within {budget} point of {reference_name} test top-1 "
+                   f"({100 * reference:.2f}%, the better of baseline and control): the {chosen['target']}% FLOPs "
+                   "target. Next to SqueezeNet's shipped pruned model:"), ""]  # fmt: skip
         if bench and squeezenet_path.is_file():
             lines += side_by_side(chosen, base, ms, card(SQUEEZENET), latencies(load_json(squeezenet_path)))
             lines += ["", ("Each architecture's speed-up is measured against its own baseline in its own run "
