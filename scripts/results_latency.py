@@ -45,7 +45,7 @@ def pick(out: Path, baseline: str) -> None:
 
     candidates = {"latency": [out / "latency" / "pruned.keras"]}
     for name in ("params", "flops"):
-        candidates[name] = sorted((out / name / "snapshots").glob("params-*.keras")) + [out / name / "pruned.keras"]
+        candidates[name] = sorted((out / name / "snapshots").glob("*.keras")) + [out / name / "pruned.keras"]
     files = [baseline] + [str(path) for paths in candidates.values() for path in paths]
     times = measure_warm([kprune.load_model(f) for f in files], threads=1, repeats=200)
     measured = dict(zip(files, times))
