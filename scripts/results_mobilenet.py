@@ -49,6 +49,36 @@ def snapshots(evidence: Path) -> list[dict]:
     return sorted(rows, key=lambda row: row["target"])
 
 
+def latency_row(evidence: Path) -> dict | None:
+    """The latency-target run after its final fine-tune (``latency-finetuned.card.json``), if there is one."""
+    path = evidence / "latency-finetuned.card.json"
+    if not path.is_file():
+        return None
+    facts = load_json(path)
+    goal = load_json(evidence / "latency-report.json")["config"]["target_latency"]
+    return {"target": goal, "name": "latency-finetuned", "accuracy": 100 * facts["test_accuracy"],
+            "params": facts["params"], "flops": facts["flops"]}  # fmt: skip
+
+
+def latency_goal(evidence: Path, run: Path, table_path: Path, budget: float) -> float:
+    """The fraction of the baseline's predicted latency that the picked FLOPs snapshot removes.
+
+    A latency-target run to this fraction ends at the pick's predicted latency,
+    so the two are compared at (nearly) equal latency.
+    """
+    import kprune
+    from kprune.latency.table import LatencyTable
+
+    base = card(BASELINE)
+    control = load_json(evidence / "control.card.json")
+    chosen = pick(snapshots(evidence), 100 * max(base["test_accuracy"], control["test_accuracy"]), budget)
+    if chosen is None:
+        raise SystemExit(f"No snapshot in {evidence} is within {budget} point: no latency goal to match.")
+    table = LatencyTable.load(table_path)
+    picked = kprune.predict_latency(kprune.load_model(run / f"{chosen['name']}.keras"), table)
+    return 1 - picked / kprune.predict_latency(kprune.load_model(BASELINE), table)
+
+
 def latencies(bench: dict) -> dict[str, float]:
     """{model file stem: median ms} of the TFLite fp32, 1-thread, batch-1 measurements."""
     stems = {entry["label"]: Path(entry["path"]).stem for entry in bench["models"]}
@@ -75,7 +105,8 @@ def _speed(ms: dict, name: str, reference: str, flops_ratio: float) -> tuple[str
     return f"{ms[name]:.3f}", f"{speedup:.2f}×", f"{speedup / flops_ratio:.2f}"
 
 
-def mobilenet_table(rows, base: dict, control: dict | None, ms: dict, chosen: dict | None) -> list[str]:
+def mobilenet_table(rows, base: dict, control: dict | None, ms: dict, chosen: dict | None,
+                    latency: dict | None = None) -> list[str]:
     stem = Path(BASELINE).stem
     accuracy = 100 * base["test_accuracy"]
     lines = [
@@ -96,6 +127,16 @@ def mobilenet_table(rows, base: dict, control: dict | None, ms: dict, chosen: di
         lines.append(
             f"| {label} | {_percent(row['flops'], base['flops'])} | {_percent(row['params'], base['params'])} "
             f"| {ratio:.2f}× | {row['accuracy']:.2f}% | {row['accuracy'] - accuracy:+.2f} | {versus_control} "
+            f"| {milliseconds} | {speedup} | {per_flops} |"
+        )
+    if latency is not None:
+        ratio = base["flops"] / latency["flops"]
+        versus_control = "–" if control_accuracy is None else f"{latency['accuracy'] - control_accuracy:+.2f}"
+        milliseconds, speedup, per_flops = _speed(ms, latency["name"], stem, ratio)
+        lines.append(
+            f"| {100 * latency['target']:.0f}% latency target (predicted latency of the pick) "
+            f"| {_percent(latency['flops'], base['flops'])} | {_percent(latency['params'], base['params'])} "
+            f"| {ratio:.2f}× | {latency['accuracy']:.2f}% | {latency['accuracy'] - accuracy:+.2f} | {versus_control} "
             f"| {milliseconds} | {speedup} | {per_flops} |"
         )
     return lines
@@ -141,6 +182,7 @@ def section(evidence: Path, budget: float) -> str:
     reference = max(base["test_accuracy"], control["test_accuracy"] if control else 0.0)
     reference_name = "the control's" if reference > base["test_accuracy"] else "the baseline's"
     chosen = pick(rows, 100 * reference, budget)
+    latency = latency_row(evidence)
     report = load_json(evidence / "report.json")
     config = report["config"]
     lines = [
@@ -154,7 +196,7 @@ def section(evidence: Path, budget: float) -> str:
         f"{config['finetune_steps']} fine-tune batches of {config['batch_size']} after each); every snapshot and "
         f"the control got the same final fine-tune as SqueezeNet's (3 epochs of SGD). Test split: 10,000 images."),
         "",
-        *mobilenet_table(rows, base, control, ms, chosen),
+        *mobilenet_table(rows, base, control, ms, chosen, latency),
         "",
     ]
     if bench:
@@ -183,7 +225,14 @@ def main() -> None:
     parser.add_argument("evidence", type=Path, nargs="?", default=Path("docs/results/mobilenet_v2"))
     parser.add_argument("--budget", type=float, default=0.5, help="points of test top-1 the pick may lose")
     parser.add_argument("--doc", type=Path, default=RESULTS)
+    parser.add_argument("--latency-goal", type=Path, metavar="TABLE",
+                        help="print the fraction of the predicted latency (on TABLE) the pick removes, and stop")
+    parser.add_argument("--run", type=Path, default=Path("runs/mobilenet_v2/taylor"),
+                        help="where the fine-tuned snapshots are (for --latency-goal)")
     args = parser.parse_args()
+    if args.latency_goal:
+        print(f"{latency_goal(args.evidence, args.run, args.latency_goal, args.budget):.3f}")
+        return
     text = section(args.evidence, args.budget)
     print(text)
     write_section(text, args.doc)
