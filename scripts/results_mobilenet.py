@@ -119,24 +119,16 @@ def mobilenet_table(rows, base: dict, control: dict | None, ms: dict, chosen: di
     if control_accuracy is not None:
         lines.append(f"| (control: baseline + the same fine-tune) | 0% | 0% | 1.00× | {control_accuracy:.2f}% "
                      f"| {control_accuracy - accuracy:+.2f} | – | – | – | – |")  # fmt: skip
-    for row in rows:
+    labelled = [(f"{row['target']}% FLOPs target" + (" **(picked)**" if row is chosen else ""), row) for row in rows]
+    if latency is not None:
+        labelled.append((f"{100 * latency['target']:.0f}% latency target (predicted latency of the pick)", latency))
+    for label, row in labelled:
         ratio = base["flops"] / row["flops"]
-        label = f"{row['target']}% FLOPs target" + (" **(picked)**" if row is chosen else "")
         versus_control = "–" if control_accuracy is None else f"{row['accuracy'] - control_accuracy:+.2f}"
         milliseconds, speedup, per_flops = _speed(ms, row["name"], stem, ratio)
         lines.append(
             f"| {label} | {_percent(row['flops'], base['flops'])} | {_percent(row['params'], base['params'])} "
             f"| {ratio:.2f}× | {row['accuracy']:.2f}% | {row['accuracy'] - accuracy:+.2f} | {versus_control} "
-            f"| {milliseconds} | {speedup} | {per_flops} |"
-        )
-    if latency is not None:
-        ratio = base["flops"] / latency["flops"]
-        versus_control = "–" if control_accuracy is None else f"{latency['accuracy'] - control_accuracy:+.2f}"
-        milliseconds, speedup, per_flops = _speed(ms, latency["name"], stem, ratio)
-        lines.append(
-            f"| {100 * latency['target']:.0f}% latency target (predicted latency of the pick) "
-            f"| {_percent(latency['flops'], base['flops'])} | {_percent(latency['params'], base['params'])} "
-            f"| {ratio:.2f}× | {latency['accuracy']:.2f}% | {latency['accuracy'] - accuracy:+.2f} | {versus_control} "
             f"| {milliseconds} | {speedup} | {per_flops} |"
         )
     return lines
@@ -153,7 +145,7 @@ def side_by_side(chosen: dict, base: dict, ms: dict, squeezenet: dict, squeezene
     ]  # fmt: skip
     lines = [
         ("| architecture | pruned | baseline params / MFLOPs / top-1 | FLOPs removed | params removed "
-         "| test top-1 | Δ (points) | TFLite fp32 speed-up | speed-up ÷ FLOPs ratio |"),
+         "| test top-1 | Δ to baseline (points) | TFLite fp32 speed-up | speed-up ÷ FLOPs ratio |"),
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, how, before, after, times, reference, model in rows:
@@ -193,7 +185,7 @@ def section(evidence: Path, budget: float) -> str:
         f"{base['params']:,} parameters, {base['flops'] / 1e6:.2f} MFLOPs, {100 * base['test_accuracy']:.2f}% "
         f"test top-1 (`{base['command']}`). Pruned by {report['criterion']} ranking to "
         f"{100 * config['target_flops']:.0f}% of the FLOPs removed ({config['filters_per_step']} filters per step, "
-        f"{config['finetune_steps']} fine-tune batches of {config['batch_size']} after each); every snapshot and "
+        f"{config['finetune_steps']} fine-tune batches after each; `{report['command']}`); every snapshot and "
         f"the control got the same final fine-tune as SqueezeNet's (3 epochs of SGD). Test split: 10,000 images."),
         "",
         *mobilenet_table(rows, base, control, ms, chosen, latency),
