@@ -97,3 +97,13 @@ def test_mobilenet_latencies_are_the_tflite_fp32_single_thread_batch_one_medians
         ],
     }  # fmt: skip
     assert results_mobilenet.latencies(bench) == {"base": 2.0, "finetuned-60": 0.5}
+
+
+def test_the_mobilenet_section_of_results_is_what_the_committed_evidence_gives():
+    import results_mobilenet
+
+    root = Path(__file__).parents[1]
+    evidence = Path("docs/results/mobilenet_v2")  # relative, as the section's command line names it
+    text = results_mobilenet.section(root / evidence, budget=0.5)
+    text = text.replace(str(root / evidence), evidence.as_posix())
+    assert text in (root / "docs/RESULTS.md").read_text()
