@@ -10,7 +10,7 @@
 # architectures (TFLite XNNPACK, 1 thread, batch 1) for the section that
 # scripts/results_mobilenet.py writes.
 #
-#   bash scripts/reproduce_mobilenet.sh       # about 2 h on 2 CPU cores
+#   bash scripts/reproduce_mobilenet.sh       # about 1.5 h on 2 CPU cores
 #   python scripts/results_mobilenet.py docs/results/mobilenet_v2
 #
 # Re-running continues where it stopped: a killed baseline training or
