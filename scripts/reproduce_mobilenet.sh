@@ -47,7 +47,7 @@ fi
 finetune() {  # SOURCE OUT
   [ -f "${2%.keras}.card.json" ] && return 0
   kprune train --model "$1" --dataset fashion_mnist --optimizer sgd --lr 0.01 --weight-decay 5e-4 \
-    --warmup-epochs 0 --epochs "$EPOCHS" --out "$2" 2>&1 | tee -a "$run.log"
+    --warmup-epochs 0 --epochs "$EPOCHS" --out "$2" 2>&1 | tee -a "$OUT/finetune.log"
 }
 for target in $TARGETS; do
   finetune "$run/snapshots/flops-$target.keras" "$run/finetuned-$target.keras"
@@ -70,6 +70,7 @@ if [ ! -f "$latency/pruned.card.json" ]; then
 fi
 finetune "$latency/pruned.keras" "$OUT/latency-finetuned.keras"
 cp "$latency/report.json" "$EVIDENCE/latency-report.json"
+cp "$OUT/latency_table.json" "$EVIDENCE/"
 cp "$OUT/latency-finetuned.card.json" "$EVIDENCE/"
 
 # Latency: each architecture's baseline and its pruned models alternating in
