@@ -69,9 +69,8 @@ def latency_goal(evidence: Path, run: Path, table_path: Path, budget: float) -> 
     import kprune
     from kprune.latency.table import LatencyTable
 
-    base = card(BASELINE)
-    control = load_json(evidence / "control.card.json")
-    chosen = pick(snapshots(evidence), 100 * max(base["test_accuracy"], control["test_accuracy"]), budget)
+    accuracy, _ = budget_reference(card(BASELINE), load_json(evidence / "control.card.json"))
+    chosen = pick(snapshots(evidence), 100 * accuracy, budget)
     if chosen is None:
         raise SystemExit(f"No snapshot in {evidence} is within {budget} point: no latency goal to match.")
     table = LatencyTable.load(table_path)
@@ -88,10 +87,18 @@ def latencies(bench: dict) -> dict[str, float]:
     }  # fmt: skip
 
 
-def pick(rows: list[dict], baseline_accuracy: float, budget: float) -> dict | None:
-    """The row with the most FLOPs removed whose test top-1 is at most ``budget`` points below the baseline."""
-    within = [row for row in rows if baseline_accuracy - row["accuracy"] <= budget]
+def pick(rows: list[dict], reference_accuracy: float, budget: float) -> dict | None:
+    """The row with the most FLOPs removed whose test top-1 is at most ``budget`` points below the reference."""
+    within = [row for row in rows if reference_accuracy - row["accuracy"] <= budget]
     return min(within, key=lambda row: row["flops"]) if within else None
+
+
+def budget_reference(base: dict, control: dict | None) -> tuple[float, str]:
+    """The test top-1 the budget counts from, and whose it is: the better of the baseline and the
+    control, so that extra training of an under-trained baseline is not credited to pruning."""
+    if control is not None and control["test_accuracy"] > base["test_accuracy"]:
+        return control["test_accuracy"], "the control's"
+    return base["test_accuracy"], "the baseline's"
 
 
 def _percent(part: float, whole: float) -> str:
@@ -169,11 +176,8 @@ def section(evidence: Path, budget: float) -> str:
     bench_path, squeezenet_path = evidence / "bench_mobilenet_v2.json", evidence / "bench_squeezenet.json"
     bench = load_json(bench_path) if bench_path.is_file() else None
     ms = latencies(bench) if bench else {}
-    # The budget counts from the better of the baseline and the control, so that
-    # extra training of an under-trained baseline is not credited to pruning.
-    reference = max(base["test_accuracy"], control["test_accuracy"] if control else 0.0)
-    reference_name = "the control's" if reference > base["test_accuracy"] else "the baseline's"
-    chosen = pick(rows, 100 * reference, budget)
+    reference_accuracy, reference_name = budget_reference(base, control)
+    chosen = pick(rows, 100 * reference_accuracy, budget)
     latency = latency_row(evidence)
     report = load_json(evidence / "report.json")
     config = report["config"]
@@ -196,10 +200,10 @@ def section(evidence: Path, budget: float) -> str:
                    f"(TFLite XNNPACK fp32, 1 thread, batch 1, median of {bench['settings']['repeats']}); machine: "
                    f"{bench['environment']['machine']}, {bench['environment']['cpu_count']} cores."), ""]  # fmt: skip
     if chosen is None:
-        lines.append(f"No snapshot is within {budget} point of {reference_name} test top-1 ({100 * reference:.2f}%).")
+        lines.append(f"No snapshot is within {budget} point of {reference_name} test top-1 ({100 * reference_accuracy:.2f}%).")
     else:
         lines += [(f"Largest FLOPs reduction within {budget} point of {reference_name} test top-1 "
-                   f"({100 * reference:.2f}%, the better of baseline and control): the {chosen['target']}% FLOPs "
+                   f"({100 * reference_accuracy:.2f}%, the better of baseline and control): the {chosen['target']}% FLOPs "
                    "target. Next to SqueezeNet's shipped pruned model:"), ""]  # fmt: skip
         if bench and squeezenet_path.is_file():
             lines += side_by_side(chosen, base, ms, card(SQUEEZENET), latencies(load_json(squeezenet_path)))

@@ -83,6 +83,15 @@ def test_mobilenet_pick_takes_the_most_flops_removed_within_the_budget():
     assert results_mobilenet.pick(rows, 94.00, 0.5) is None
 
 
+def test_mobilenet_budget_counts_from_the_better_of_baseline_and_control():
+    import results_mobilenet
+
+    base, better, worse = {"test_accuracy": 0.87}, {"test_accuracy": 0.91}, {"test_accuracy": 0.86}
+    assert results_mobilenet.budget_reference(base, better) == (0.91, "the control's")
+    assert results_mobilenet.budget_reference(base, worse) == (0.87, "the baseline's")
+    assert results_mobilenet.budget_reference(base, None) == (0.87, "the baseline's")
+
+
 def test_mobilenet_latencies_are_the_tflite_fp32_single_thread_batch_one_medians():
     import results_mobilenet
 
