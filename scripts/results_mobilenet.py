@@ -20,11 +20,11 @@ import argparse
 import json
 from pathlib import Path
 
-from doc_sections import markers, replace_section  # scripts/, beside this file
+from doc_sections import replace_section  # scripts/, beside this file
+from kprune.card import read_card
 from kprune.modelio import resolve_model_path
 
 RESULTS = Path("docs/RESULTS.md")
-START, END = markers("mobilenet")
 BASELINE = "models/mobilenet_v2_fmnist.keras"
 SQUEEZENET = "models/squeezenet1_1_fmnist_sgd.keras"
 SQUEEZENET_PRUNED = "models/squeezenet1_1_fmnist_pruned.keras"
@@ -35,7 +35,10 @@ def load_json(path: Path) -> dict:
 
 
 def card(model: str) -> dict:
-    return load_json(Path(resolve_model_path(model)).with_suffix(".card.json"))
+    facts = read_card(resolve_model_path(model))
+    if facts is None:
+        raise SystemExit(f"{model} has no model card beside it: train it with kprune train (its card is written too).")
+    return facts
 
 
 def snapshots(evidence: Path) -> list[dict]:
