@@ -24,7 +24,7 @@ def profile(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure again even if a table is cached.")] = False,
     sweep_channels: Annotated[int, typer.Option("--sweep-channels", help="Sweep output channels 1..N to find the tile step.")] = 64,
-    seconds: Annotated[float, typer.Option("--seconds", help="Time the whole plan again and again for at least this long; each file keeps its fastest time.")] = 30.0,
+    seconds: Annotated[float, typer.Option("--seconds", help="Time the whole plan again and again for at least this long (2 to 20 times); each file keeps its fastest time.")] = 30.0,
 ):
     """Measure per-layer latency as a function of channel counts; write the table.
 

@@ -17,7 +17,7 @@ fitted from those numbers when the table is loaded:
   (exact: ``a + b·cin + c·cout + d·cin·cout``), from the single-layer files;
 - the **calibration**: whole-model time = ``scale · Σ layer times +
   traffic · max(0, W − resident) + offset``, W the model's weight count,
-  fitted to the full model and uniformly thinned copies of it (least squares
+  fitted to the full model and thinned copies of it (least squares
   in relative error: the small models count as much as the large ones). Single-layer
   files pay their own call overhead and run with warm caches; inside a model
   whose weights no longer fit the caches every inference streams them from
@@ -44,8 +44,9 @@ from kprune.files import write_atomically
 TABLE_FORMAT = "kprune-latency-table"
 # 2: layers timed back to back, invoke only (no input copies);
 # 3: weight counts per file and eight calibration models (the traffic term);
-# 4: a grid below each layer shape of a configuration, not one up to the largest of each count
-TABLE_VERSION = 4
+# 4: a grid below each layer shape of a configuration, not one up to the largest of each count;
+# 5: eight unevenly thinned calibration models too (fraction null)
+TABLE_VERSION = 5
 STEPS = (1, 2, 4, 8, 16, 32)
 # A coarser step wins when its staircase fits within this factor of the best one.
 _STEP_TOLERANCE = 1.05
