@@ -29,6 +29,10 @@ from pathlib import Path
 import numpy as np
 
 ARCHITECTURES = ("squeezenet", "mobilenetv2", "resnet50")
+# Timing of the variants and of the table's files, in seconds. Three times as long changed
+# nothing measurable on a quiet host (docs/RESULTS.md, "What the latency numbers say").
+DEFAULT_SECONDS = 60.0
+DEFAULT_PROFILE_SECONDS = 30.0
 
 
 def build(name: str):
@@ -118,9 +122,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seconds", type=float, default=60.0,
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
                         help="keep timing the variants in passes for at least this long (fastest pass counts)")
-    parser.add_argument("--profile-seconds", type=float, default=30.0,
+    parser.add_argument("--profile-seconds", type=float, default=DEFAULT_PROFILE_SECONDS,
                         help="time the table's files in sweeps for at least this long (fastest sweep counts)")
     parser.add_argument("--no-cache", action="store_true", help="profile again even if cached")
     parser.add_argument("--out", default=None, help="also write the results as JSON")
