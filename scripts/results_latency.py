@@ -172,9 +172,9 @@ def _prediction_table(out: Path) -> list[str]:
     path = out / "latency_model.json"
     if not path.is_file():
         return []
-    results = load_json(path)
-    from bench_latency_model import DEFAULT_PROFILE_SECONDS, DEFAULT_SECONDS  # scripts/, beside this file
+    from bench_latency_model import DEFAULT_PROFILE_SECONDS, DEFAULT_SECONDS
 
+    results = load_json(path)
     # Runs before the JSON recorded its settings used the script's defaults of then.
     settings = {"repeats": 100, "seconds": 60.0, "profile_seconds": 30.0, **results[0].get("settings", {})}
     options = "".join(
@@ -192,7 +192,8 @@ def _prediction_table(out: Path) -> list[str]:
         f"(TFLite, 1 thread, batch 1, pinned to one core; median of {settings['repeats']} consecutive runs in "
         f"each variant's fastest pass, passes over all variants for ≥ {settings['seconds']:g} s). The tables "
         "time each layer file back to back, inference only, fastest pass over sweeps for "
-        f"≥ {settings['profile_seconds']:g} s or 20 sweeps, whichever ends first. Goal: ≥ 90% of the variants within ±10%, Spearman ρ ≥ 0.95. "
+        f"≥ {settings['profile_seconds']:g} s or 20 sweeps, whichever ends first. "
+        "Goal: ≥ 90% of the variants within ±10%, Spearman ρ ≥ 0.95. "
         f"Machine: {_machines(results)}. Weight traffic: the calibration's term for weights beyond what the "
         "caches hold (docs/LATENCY.md), where the fit keeps it.",
         "",

@@ -9,9 +9,10 @@ A *plan* is a folder: ``plan.json`` and the files to time —
   Conv, which shows the runtime's tile step;
 - the whole model, seven copies of it with every prunable group uniformly
   thinned (to 85% … 12% of its channels) and eight with each group keeping a
-  random 10–100%, which calibrate the sum of layer times to whole-model time (each timed on its own, with warm caches) — from
-  a model whose weights stream from memory on every inference down to one
-  that fits the caches (see `kprune.latency.table`).
+  random 10–100%, which calibrate the sum of layer times to whole-model time
+  (each timed on its own, with warm caches) — from a model whose weights
+  stream from memory on every inference down to one that fits the caches
+  (see `kprune.latency.table`).
 
 `profile` writes the plan, times it with the bundle's standalone
 ``kprune_profile.py`` (so the host and the board measure the same way) and
@@ -90,8 +91,8 @@ def profile(
         progress: Show progress bars.
         sweep_channels: The output-channel sweep goes 1, 2, … up to this.
         seconds: Time the whole plan again and again for at least this long (at
-            least twice, at most 20 times); every file keeps its fastest time, so that a slow
-            spell of a shared machine does not end up in the table.
+            least twice, at most 20 times); every file keeps its fastest time, so
+            that a slow spell of a shared machine does not end up in the table.
 
     Returns:
         The fitted `LatencyTable`.
