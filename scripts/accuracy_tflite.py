@@ -1,0 +1,85 @@
+"""Test top-1 of each model's fp32 and int8 TFLite files, as deployed, on the full test split.
+
+The files are made as `python scripts/results_latency.py ... --measure` makes the files
+it times: `kprune.export_tflite`, the int8 one calibrated on the first 300 training
+images (float input and output). Images are preprocessed as each model's card says and
+run one at a time (batch 1) through ai_edge_litert; Keras' own accuracy on the same
+batches is printed beside them.
+
+    python scripts/accuracy_tflite.py models/squeezenet1_1_fmnist_sgd.keras \\
+        models/squeezenet1_1_fmnist_latency.keras --out docs/results/latency/int8_accuracy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_IMAGES = 300
+
+
+def tflite_top1(path: str | Path, batches) -> float:
+    """Share of examples whose label is the TFLite file's top-1, one image per call."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    source, = interpreter.get_input_details()
+    target, = interpreter.get_output_details()
+    correct = total = 0
+    for images, labels in batches:
+        for image, label in zip(np.asarray(images, np.float32), np.asarray(labels)):
+            interpreter.set_tensor(source["index"], image[None])
+            interpreter.invoke()
+            correct += int(np.argmax(interpreter.get_tensor(target["index"])[0]) == int(label))
+            total += 1
+    return correct / total
+
+
+def keras_top1(model, batches) -> float:
+    correct = total = 0
+    for images, labels in batches:
+        predicted = np.argmax(model.predict_on_batch(np.asarray(images, np.float32)), axis=-1)
+        correct += int(np.sum(predicted == np.asarray(labels)))
+        total += len(predicted)
+    return correct / total
+
+
+def evaluate(path: str, folder: Path, index: int) -> dict:
+    import kprune
+    from kprune.export.pipeline import named_examples
+    from kprune.modelio import resolve_model_path
+
+    model = kprune.load_model(path)
+    card = Path(resolve_model_path(path))
+    calibration = named_examples(model, card, "fashion_mnist", None, None, "train", CALIBRATION_IMAGES, "")
+    test = named_examples(model, card, "fashion_mnist", None, None, "test", None, "")
+    batches = [(images.numpy(), labels.numpy()) for images, labels in test.dataset]
+    fp32 = kprune.export_tflite(model, folder / f"{index}.tflite").path
+    int8 = kprune.export_tflite(model, folder / f"{index}_int8.tflite", "int8", calibration).path
+    return {"path": path, "examples": test.num_examples, "keras": keras_top1(model, batches),
+            "fp32": tflite_top1(fp32, batches), "int8": tflite_top1(int8, batches)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", help=".keras files (with their model cards)")
+    parser.add_argument("--out", default=None, help="also write the results as JSON")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="kprune-accuracy-") as folder:
+        results = [evaluate(path, Path(folder), index) for index, path in enumerate(args.models)]
+    print(f"\n{'model':<50} {'examples':>8} {'Keras':>7} {'fp32':>7} {'int8':>7} {'int8 − fp32':>11}")
+    for r in results:
+        print(f"{r['path']:<50} {r['examples']:>8} {r['keras']:>7.2%} {r['fp32']:>7.2%} {r['int8']:>7.2%} "
+              f"{100 * (r['int8'] - r['fp32']):>+10.2f}")  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
