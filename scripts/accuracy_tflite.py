@@ -3,8 +3,8 @@
 The files are made as `python scripts/results_latency.py ... --measure` makes the files
 it times: `kprune.export_tflite`, the int8 one calibrated on the first 300 training
 images (float input and output). Images are preprocessed as each model's card says and
-run one at a time (batch 1) through ai_edge_litert; Keras' own accuracy on the same
-batches is printed beside them.
+run one at a time (batch 1) through the bundle's runtime on ai_edge_litert; Keras' own
+accuracy on the same batches is printed beside them.
 
     python scripts/accuracy_tflite.py models/squeezenet1_1_fmnist_sgd.keras \\
         models/squeezenet1_1_fmnist_latency.keras --out docs/results/latency/int8_accuracy.json
@@ -23,19 +23,15 @@ CALIBRATION_IMAGES = 300
 
 
 def tflite_top1(path: str | Path, batches) -> float:
-    """Share of examples whose label is the TFLite file's top-1, one image per call."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Share of examples whose label is the file's top-1, one image per call of the
+    bundle's runtime (`kprune_runtime`, as on the board)."""
+    from kprune.export.templates import kprune_runtime
 
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    interpreter.allocate_tensors()
-    source, = interpreter.get_input_details()
-    target, = interpreter.get_output_details()
+    model = kprune_runtime.open_model(path, threads=1)
     correct = total = 0
     for images, labels in batches:
         for image, label in zip(np.asarray(images, np.float32), np.asarray(labels)):
-            interpreter.set_tensor(source["index"], image[None])
-            interpreter.invoke()
-            correct += int(np.argmax(interpreter.get_tensor(target["index"])[0]) == int(label))
+            correct += int(np.argmax(model.predict(image[None])[0]) == int(label))
             total += 1
     return correct / total
 
