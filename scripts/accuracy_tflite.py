@@ -1,8 +1,8 @@
 """Test top-1 of each model's fp32 and int8 TFLite files, as deployed, on the full test split.
 
-The files are made as `python scripts/results_latency.py ... --measure` makes the files
-it times: `kprune.export_tflite`, the int8 one calibrated on the first 300 training
-images (float input and output). Images are preprocessed as each model's card says and
+The files are the ones `python scripts/results_latency.py ... --measure` times
+(`deployed_files`): `kprune.export_tflite`, the int8 one calibrated on the first 300
+training images (float input and output). Images are preprocessed as each model's card says and
 run one at a time (batch 1) through the bundle's runtime on ai_edge_litert; Keras' own
 accuracy on the same batches is printed beside them.
 
@@ -45,18 +45,29 @@ def keras_top1(model, batches) -> float:
     return correct / total
 
 
+def deployed_files(model, path: str, folder: Path, stem: str) -> tuple[Path, Path]:
+    """The model's fp32 and int8 TFLite files in ``folder``, the int8 one calibrated on the
+    first 300 training images of the dataset its card (beside ``path``) names."""
+    import kprune
+    from kprune.export.pipeline import named_examples
+    from kprune.modelio import resolve_model_path
+
+    card = Path(resolve_model_path(path))  # a packaged model's path resolves to its file and card
+    calibration = named_examples(model, card, "fashion_mnist", None, None, "train", CALIBRATION_IMAGES, "")
+    fp32 = kprune.export_tflite(model, folder / f"{stem}.tflite").path
+    int8 = kprune.export_tflite(model, folder / f"{stem}_int8.tflite", "int8", calibration).path
+    return fp32, int8
+
+
 def evaluate(path: str, folder: Path, index: int) -> dict:
     import kprune
     from kprune.export.pipeline import named_examples
     from kprune.modelio import resolve_model_path
 
     model = kprune.load_model(path)
-    card = Path(resolve_model_path(path))
-    calibration = named_examples(model, card, "fashion_mnist", None, None, "train", CALIBRATION_IMAGES, "")
-    test = named_examples(model, card, "fashion_mnist", None, None, "test", None, "")
+    test = named_examples(model, Path(resolve_model_path(path)), "fashion_mnist", None, None, "test", None, "")
     batches = [(images.numpy(), labels.numpy()) for images, labels in test.dataset]
-    fp32 = kprune.export_tflite(model, folder / f"{index}.tflite").path
-    int8 = kprune.export_tflite(model, folder / f"{index}_int8.tflite", "int8", calibration).path
+    fp32, int8 = deployed_files(model, path, folder, str(index))
     return {"path": path, "examples": test.num_examples, "keras": keras_top1(model, batches),
             "fp32": tflite_top1(fp32, batches), "int8": tflite_top1(int8, batches)}  # fmt: skip
 

@@ -66,10 +66,10 @@ def measure_final(out: Path, baseline: str) -> None:
     timed warm on its own (3 passes × 300 runs, median, mean of passes): final.json."""
     import tempfile
 
+    from accuracy_tflite import deployed_files  # scripts/, beside this file
+
     import kprune
-    from kprune.export.pipeline import named_examples
     from kprune.export.templates.kprune_profile import environment, time_group, tflite_runner
-    from kprune.modelio import resolve_model_path
 
     files = [baseline] + [str(out / f"{name}-finetuned.keras") for name in RUNS]
     rng = np.random.default_rng(0)
@@ -78,10 +78,7 @@ def measure_final(out: Path, baseline: str) -> None:
         runners = []
         for index, path in enumerate(files):
             model = kprune.load_model(path)
-            card_path = Path(resolve_model_path(path))  # the packaged baseline and its card
-            calibration = named_examples(model, card_path, "fashion_mnist", None, None, "train", 300, "")
-            fp32 = kprune.export_tflite(model, Path(folder) / f"{index}.tflite").path
-            int8 = kprune.export_tflite(model, Path(folder) / f"{index}_int8.tflite", "int8", calibration).path
+            fp32, int8 = deployed_files(model, path, Path(folder), str(index))
             runners.append((tflite_runner(fp32, 1, rng), tflite_runner(int8, 1, rng)))
             result["models"].append({"path": path, "params": kprune.count_params(model),
                                      "flops": kprune.count_flops(model)})  # fmt: skip
