@@ -68,7 +68,9 @@ class PruneConfig(BaseModel):
     latency_quantize: Literal["none", "float16", "int8"] = "none"
     latency_per_step: float = Field(0.03, gt=0, le=1)
     max_accuracy_drop: Optional[float] = Field(None, ge=0)
-    filters_per_step: int = Field(64, ge=1)
+    # None: each step removes step_fraction of the channels that can still go.
+    filters_per_step: Optional[int] = Field(None, ge=1)
+    step_fraction: float = Field(0.05, gt=0, le=1)
     rank_batches: int = Field(20, ge=1)
     normalize: Literal["l2", "none"] = "l2"
     flops_weight: float = Field(0.0, ge=0)
@@ -76,15 +78,22 @@ class PruneConfig(BaseModel):
     round_to: Optional[int] = Field(None, ge=1)
     ignore: list[str] = Field(default_factory=list)
     unsupported: Literal["error", "freeze"] = "error"
-    finetune_steps: int = Field(100, ge=0)
-    final_finetune_epochs: float = Field(1.0, ge=0)
+    # None: scaled to the data (kprune.recovery): batches per step, epochs at the end.
+    finetune_steps: Optional[int] = Field(None, ge=0)
+    final_finetune_epochs: Optional[float] = Field(None, ge=0)
     val_batches: Optional[int] = Field(None, ge=1)
-    # Fine-tuning: SGD with Nesterov momentum, as in the pruning literature;
-    # it also traces several times faster than Adam for every new model shape.
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    learning_rate: float = Field(0.01, gt=0)
+    # None: the model's compiled optimizer and its learning rate, else SGD
+    # (Nesterov momentum) at 0.01; every fine-tune decays it to zero (cosine).
+    optimizer: Optional[Literal["sgd", "adam", "adamw"]] = None
+    learning_rate: Optional[float] = Field(None, gt=0)
     final_learning_rate: Optional[float] = Field(None, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0)  # kprune's SGD and AdamW
+    # Knowledge distillation from the unpruned model during every fine-tune.
+    distill: bool = False
+    distill_temperature: float = Field(4.0, gt=0)
+    distill_weight: float = Field(0.5, ge=0, le=1)
+    # Keep the most-pruned model whose validation drop stays within this many points.
+    keep_within: Optional[float] = Field(1.0, ge=0)
     snapshots: list[float] = Field(default_factory=list)
     seed: int = 0
     # The training setup: None takes what the model was compiled with
@@ -153,10 +162,7 @@ QUICKSTART: dict[str, Any] = {
     "model": baselines.DEFAULT,
     "dataset": "fashion_mnist",
     "target_params": 0.7,
-    "filters_per_step": 128,
     "rank_batches": 10,
-    "finetune_steps": 60,
-    "final_finetune_epochs": 1.0,
     "val_batches": 8,
     "batch_size": 64,
     "augment": True,

@@ -24,11 +24,12 @@ _LOWER_IS_BETTER = (
 )  # fmt: skip
 
 
-def outputs_probabilities(model: keras.Model) -> bool:
-    """Whether the model ends in a softmax (else its outputs are logits)."""
-    layer = model.outputs[0]._keras_history.operation
+def outputs_probabilities(model: keras.Model, output: int = 0) -> bool:
+    """Whether output ``output`` of the model ends in a softmax (else it gives logits)."""
+    tensor = model.outputs[output]
+    layer = tensor._keras_history.operation
     if isinstance(layer, keras.Model):  # ends in a nested model: ask its own last layer
-        return outputs_probabilities(layer)
+        return outputs_probabilities(layer, tensor._keras_history.tensor_index)
     activation = getattr(layer, "activation", None)
     if isinstance(layer, keras.layers.Softmax):
         return True
@@ -153,6 +154,30 @@ def example_loss(model: keras.Model, loss: Any, loss_weights: Any = None) -> Cal
         return total
 
     return compute
+
+
+def distillation_kinds(model: keras.Model, loss: Any) -> list[str]:
+    """What each output is, for distillation: ``"probabilities"`` or ``"logits"`` for a
+    classifier output (trained with a categorical cross-entropy; no loss means the
+    default one), ``"match"`` for any other output."""
+    kinds = []
+    for index, item in enumerate(per_output(model, loss, "loss")):
+        if item is None and len(model.outputs) == 1:
+            item = loss_for(model)
+        if isinstance(item, str):
+            name = item
+        else:
+            name = getattr(item, "name", None) or getattr(item, "__name__", "") or type(item).__name__
+        classifier = "categorical_crossentropy" in name or "CategoricalCrossentropy" in type(item).__name__
+        classifier = classifier or isinstance(item, SmoothedSparseCrossentropy)
+        if not classifier:
+            kinds.append("match")
+            continue
+        from_logits = getattr(item, "from_logits", None)
+        if from_logits is None:
+            from_logits = not outputs_probabilities(model, index)
+        kinds.append("logits" if from_logits else "probabilities")
+    return kinds
 
 
 def lower_is_better(metric: str) -> bool:

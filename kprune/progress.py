@@ -7,6 +7,7 @@ They disappear on a non-interactive stream (CI logs) unless KPRUNE_PROGRESS=1.
 from __future__ import annotations
 
 import os
+import time
 from typing import Iterable, Iterator, TypeVar
 
 import keras
@@ -22,7 +23,7 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-console = Console(stderr=True)
+console = Console(stderr=True, log_path=False)  # no "progress.py:152" after every line
 
 
 def enabled() -> bool:
@@ -147,9 +148,13 @@ class PruneProgress:
             self._progress.update(self._overall, completed=100 * fraction, status=status)
 
     def log(self, text: str) -> None:
-        """A line above the bars (also printed when bars are off)."""
-        target = self._progress.console if self._progress is not None else console
-        target.log(text)
+        """A line above the bars (also printed when bars are off: then whole, unwrapped,
+        so that a log file keeps one line per event)."""
+        if self._progress is not None and not self._progress.disable:
+            self._progress.console.log(text)
+        else:
+            console.print(f"[{time.strftime('%H:%M:%S')}] {text}", highlight=False, soft_wrap=True,
+                          markup=False)
 
     def finetune_callback(self, description: str, steps: int) -> keras.callbacks.Callback | None:
         """A Keras callback that shows one fine-tune as its own bar."""

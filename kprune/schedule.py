@@ -1,11 +1,15 @@
 """`prune()`: rank → remove the globally weakest channels → fine-tune → repeat.
 
 Each step ranks the channels of the current model, removes the lowest
-``filters_per_step`` (see `kprune.selection`), fine-tunes for
-``finetune_steps`` batches and evaluates on validation data. The loop stops at
-the target (fraction of parameters or FLOPs removed, or filters removed) or
-when validation accuracy falls more than ``max_accuracy_drop`` points below
-the start; that last step is then rolled back. A final fine-tune follows.
+(``filters_per_step`` of them, or by default ``step_fraction`` of those that
+can still go; see `kprune.selection` and `kprune.recovery`), fine-tunes
+(optionally distilling from the unpruned model, `kprune.distill`) and
+evaluates on validation data. The loop stops at the target (fraction of
+parameters or FLOPs removed, or filters removed) or when validation accuracy
+falls more than ``max_accuracy_drop`` points below the start; that last step
+is then rolled back. A final fine-tune follows. When the end is more than
+``keep_within`` points below the start, the most-pruned model that stayed
+within it is kept too (``within-Npt.keras``) and the report says so.
 
 Every step draws its randomness from ``seed + step`` alone and ends with an
 atomic checkpoint, so a run killed at any point and resumed gives the same
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,6 +47,9 @@ from kprune.latency.profile import profile
 from kprune.latency.table import LatencyTable
 from kprune.targets import initial_size, make_target
 from kprune.determinism import deterministic, seed_everything
+from kprune.distill import Distillation
+from kprune import recovery
+from kprune.selection import removable_channels
 from kprune.training_setup import TrainingSetup, TrainSettings
 
 
@@ -57,12 +64,18 @@ class PruneResult:
         history: The removals, replayable on the original model.
         report: Per-step records and totals (what report.json holds).
         run_dir: Where checkpoints and reports were written, if anywhere.
+        within_budget: When the result ends more than ``keep_within`` points
+            below the start: the most-pruned step that stayed within it
+            (``step``, ``val_drop``, ``params_removed``, ``flops_removed`` and
+            ``file``, its model in ``run_dir``; replay the first ``step``
+            removals of ``history`` to rebuild it without a run dir). Else None.
     """
 
     model: keras.Model
     history: PruningHistory
     report: dict
     run_dir: Path | None = None
+    within_budget: dict | None = None
 
 
 @dataclass
@@ -73,6 +86,7 @@ class _State:
     records: list[dict] = field(default_factory=list)
     stop_reason: str | None = None  # why pruning stopped; None while it goes on
     finished: bool = False  # the final fine-tune is done
+    within: dict | None = None  # the most-pruned step within keep_within points
 
 
 def prune(
@@ -162,15 +176,25 @@ def prune(
         raise InvalidArgumentError("`resume=True` needs the `run_dir` of the run to continue.")
     strategy = strategy or tf.distribute.get_strategy()
     get_criterion(config.criterion)  # unknown names fail before any work
+    # The model's compiled optimizer (class, hyperparameters, learning rate) unless
+    # one is named or given; SGD at 0.01 for a model that is not compiled.
+    compiled = recovery.compiled_optimizer(model)
+    if config.optimizer is not None or objects.get("optimizer") is not None:
+        compiled = None
+    learning_rate = config.learning_rate or (
+        recovery.initial_learning_rate(compiled) if compiled is not None else recovery.DEFAULT_LEARNING_RATE
+    )
     settings = TrainSettings(
-        optimizer=config.optimizer, learning_rate=config.learning_rate,
+        optimizer=config.optimizer or recovery.DEFAULT_OPTIMIZER, learning_rate=learning_rate,
         weight_decay=config.weight_decay, warmup_epochs=0.0,
     )  # fmt: skip
     setup = setup or TrainingSetup.for_model(
         model, settings, loss=objects.get("loss", config.loss),
         metrics=objects.get("metrics", config.metrics), optimizer=objects.get("optimizer"),
-        monitor=config.monitor, finetune_fn=finetune,
+        monitor=config.monitor, finetune_fn=finetune, optimizer_template=compiled,
     )  # fmt: skip
+    if config.distill:
+        setup = replace(setup, distillation=Distillation(config.distill_temperature, config.distill_weight))
     writes = worker_dir(run_dir, strategy) if run_dir is not None else contextlib.nullcontext(None)
     with deterministic(config.deterministic), writes as write_dir:
         loop = _Loop(config, setup, model, train_data, val_data, run_dir, write_dir, strategy,
@@ -212,14 +236,22 @@ class _Loop:
         state = self._resume() if resume else self._start()
         if state.finished:
             return self._result(state)
+        self._plan_lengths()
+        if self.setup.distillation is not None:
+            self.setup = replace(self.setup, teacher=self._teacher())
         with PruneProgress(self.progress) as self.display:
             if self.progress:
                 self.display.log(self.setup.describe())
+                self.display.log(self.setup.describe_finetuning())
+                self.display.log(self._plan(state))
             self._show(state)
             while state.stop_reason is None:
                 self._step(state)
             self._final_finetune(state)
             self._show(state)
+            over = self._over_budget(state)
+            if over is not None and self.progress:
+                self.display.log(over_budget_message(over, self.write_dir))
         return self._result(state)
 
     def _step(self, state: _State) -> None:
@@ -238,7 +270,7 @@ class _Loop:
                 state.stop_reason = "nothing left to prune within min_filters_per_layer/round_to/ignore"
                 return
             candidate = remove_filters(state.model, removal, graph=graph)
-            candidate = self._finetune(candidate, step, config.finetune_steps, config.learning_rate)
+            candidate = self._finetune(candidate, step, self.finetune_steps, self.setup.settings.learning_rate)
         record = self._record(candidate, removal, started, step)
         drop = self._drop(state.records[0], record)
         if config.max_accuracy_drop is not None and drop > config.max_accuracy_drop:
@@ -256,20 +288,19 @@ class _Loop:
         state.history.append(removal)
         state.records.append(record)
         self._save_snapshots(state.model, previous, record[measure])
+        self._keep_within(state, drop)
         self._checkpoint(state)
         self._show(state)
 
     def _final_finetune(self, state: _State) -> None:
         config = self.config
         started = time.time()
-        if config.final_finetune_epochs > 0 and state.step > 0:
+        if self.final_steps > 0 and state.step > 0:
             step = state.step + 1
             seed_everything(config.seed + step)
-            # A dataset that cannot tell its length gets 100 batches per "epoch".
-            steps = batches_per_epoch(self.train_data, self._train_stream(step)) or 100
-            total = max(1, int(round(config.final_finetune_epochs * steps)))
+            total = self.final_steps
             with self.strategy.scope():
-                learning_rate = config.final_learning_rate or config.learning_rate
+                learning_rate = config.final_learning_rate or self.setup.settings.learning_rate
                 state.model = self._finetune(state.model, step, total, learning_rate,
                                              label="final fine-tune")  # fmt: skip
         final = self._record(state.model, {}, started, state.step)
@@ -289,12 +320,76 @@ class _Loop:
         )  # fmt: skip
 
     def _select(self, model, graph, scores) -> dict[str, list[int]]:
-        config, target = self.config, self.target
-        options = dict(min_per_group=config.min_filters_per_layer, round_to=config.round_to,
-                       ignore=tuple(config.ignore))  # fmt: skip
+        target = self.target
+        count = self._channels_per_step(graph)
         if target is None:
-            return select(graph, scores, config.filters_per_step, **options)
-        return target.choose(model, graph, scores, config.filters_per_step, **options)
+            return select(graph, scores, count, **self._select_options())
+        return target.choose(model, graph, scores, count, **self._select_options())
+
+    def _select_options(self) -> dict:
+        config = self.config
+        return dict(min_per_group=config.min_filters_per_layer, round_to=config.round_to,
+                    ignore=tuple(config.ignore))  # fmt: skip
+
+    def _channels_per_step(self, graph) -> int:
+        """``filters_per_step``, else ``step_fraction`` of the channels that can still go."""
+        if self.config.filters_per_step is not None:
+            return self.config.filters_per_step
+        removable = sum(removable_channels(graph, **self._select_options()).values())
+        return recovery.channels_per_step(removable, self.config.step_fraction)
+
+    def _plan_lengths(self) -> None:
+        """Fine-tune lengths: the config's, else scaled to the batches in an epoch."""
+        config = self.config
+        batches = batches_per_epoch(self.train_data, self._train_stream(0))
+        self.finetune_steps = (config.finetune_steps if config.finetune_steps is not None
+                               else recovery.finetune_steps(batches))  # fmt: skip
+        if config.final_finetune_epochs is not None:
+            epoch = batches or recovery.UNKNOWN_EPOCH
+            self.final_steps = int(round(config.final_finetune_epochs * epoch))
+            if config.final_finetune_epochs > 0:
+                self.final_steps = max(1, self.final_steps)
+        else:
+            self.final_steps = recovery.final_finetune_steps(batches)
+
+    def _plan(self, state: _State) -> str:
+        """The run's plan in one line: about how many steps, of how many channels."""
+        graph = analyze(state.model, unsupported=self.config.unsupported)
+        removable = removable_channels(graph, **self._select_options())
+        count = self._channels_per_step(graph)
+        if self.config.filters_per_step is None:
+            size = f"{count} channels ({100 * self.config.step_fraction:g}% of the {sum(removable.values())} that can still go)"
+        else:
+            size = f"{count} channels (--filters-per-step)"
+        total = sum(removable.values()) or 1
+        per_group = {index: count * n / total for index, n in removable.items()}
+        steps = "" if self.target is None else (
+            f"about {self.target.estimated_steps(state.model, graph, per_group)} more steps of ")
+        return (f"Plan: {steps}{size} each, {self.finetune_steps} fine-tune batches per step, "
+                f"{self.final_steps} in the final fine-tune.")  # fmt: skip
+
+    def _teacher(self) -> keras.Model:
+        """The unpruned model, frozen: a copy, so that the user's model is never touched."""
+        with self.strategy.scope():
+            flat = flatten_model(self.original)
+            teacher = keras.models.clone_model(flat)
+            teacher.set_weights(flat.get_weights())
+        teacher.trainable = False
+        return teacher
+
+    def _keep_within(self, state: _State, drop: float) -> None:
+        """Keeps the most-pruned model so far whose drop stays within ``keep_within``."""
+        limit = self.config.keep_within
+        if limit is None or drop > limit:
+            return
+        last = state.records[-1]
+        state.within = {"step": state.step, "val_drop": round(drop, 4),
+                        "params_removed": last["params_removed"], "flops_removed": last["flops_removed"],
+                        "file": None}  # fmt: skip
+        if self.write_dir is not None:
+            name = f"within-{limit:g}pt.keras"
+            save_model(state.model, self.write_dir / name)
+            state.within["file"] = name
 
     def _latency_table(self, model) -> LatencyTable:
         """The table a latency target predicts from: the given file, the run's own copy
@@ -384,7 +479,7 @@ class _Loop:
             return
         checkpoint.save(self.write_dir, state.model, {
             "step": state.step, "history": state.history.to_dict(), "records": state.records,
-            "stop_reason": state.stop_reason, "finished": state.finished,
+            "stop_reason": state.stop_reason, "finished": state.finished, "within": state.within,
             "config": self.config.model_dump(),
             "initial": self.initial,
         })  # fmt: skip
@@ -426,7 +521,7 @@ class _Loop:
             model=copy, step=saved_state["step"],
             history=PruningHistory.from_dict(saved_state["history"]),
             records=saved_state["records"], stop_reason=saved_state["stop_reason"],
-            finished=saved_state["finished"],
+            finished=saved_state["finished"], within=saved_state.get("within"),
         )  # fmt: skip
 
     def _report(self, state: _State) -> dict:
@@ -437,6 +532,7 @@ class _Loop:
             "steps": state.records,
             "stop_reason": state.stop_reason,
             "finished": state.finished,
+            "within_budget": self._over_budget(state),
             "wall_time_s": round(time.time() - self.started, 1),
             "environment": environment(),
         }
@@ -446,7 +542,19 @@ class _Loop:
         if self.write_dir is not None:
             save_model(state.model, self.write_dir / "pruned.keras")
             write_run_files(self.write_dir, report, state.history, plots=True)
-        return PruneResult(state.model, state.history, report, self.run_dir)
+        within = report.get("within_budget")
+        return PruneResult(state.model, state.history, report, self.run_dir, within)
+
+    def _over_budget(self, state: _State) -> dict | None:
+        """The kept within-budget step, when the end is more than ``keep_within`` points down."""
+        limit = self.config.keep_within
+        if limit is None or not state.finished or len(state.records) < 2:
+            return None
+        drop = self._drop(state.records[0], state.records[-1])
+        if drop <= limit:
+            return None
+        return {**(state.within or {"step": 0, "val_drop": 0.0, "file": None}),
+                "final_val_drop": round(drop, 4), "limit": limit}  # fmt: skip
 
     def _show(self, state: _State) -> None:
         last = state.records[-1]
@@ -462,3 +570,18 @@ class _Loop:
                 + (f"latency -{100 * last['latency_removed']:.1f}%  " if "latency_ms" in last else "")
                 + f"val {self.monitor} {last['val_monitor']:.4f}  ({last['seconds']:.0f} s)"
             )
+
+
+def over_budget_message(over: dict, run_dir: Path | None) -> str:
+    """What to say when the end is more than ``keep_within`` points below the start."""
+    limit = f"{over['limit']:g} point{'s' if over['limit'] != 1 else ''}"
+    head = (f"Reaching the target cost {over['final_val_drop']:.2f} points on validation, "
+            f"more than {limit}")
+    if not over.get("step"):
+        return f"{head}, and no pruning step stayed within {limit}: the input model is the one within it."
+    if over.get("file") and run_dir is not None:
+        return (f"{head}. The target's model: {Path(run_dir) / 'pruned.keras'}. The most-pruned "
+                f"model within {limit}: {Path(run_dir) / over['file']} (step {over['step']}, "
+                f"before the final fine-tune, val drop {over['val_drop']:.2f}).")
+    return (f"{head}. Step {over['step']} was the last within {limit} (val drop "
+            f"{over['val_drop']:.2f}): replay that many steps of the history to rebuild it.")

@@ -53,6 +53,17 @@ def group_units(scores: np.ndarray, group: int, min_keep: int, round_to: int | N
     return units
 
 
+def removable_channels(graph, *, min_per_group: int = 1, round_to: int | None = None,
+                       ignore: tuple[str, ...] = ()) -> dict[int, int]:  # fmt: skip
+    """{group index: how many of its channels can still be removed}, for the prunable groups
+    not in ``ignore``, each keeping ``min_per_group`` (a multiple of ``round_to``)."""
+    ignored = {graph.group_of(name).index for name in ignore}
+    step = round_to or 1
+    floor = -(-max(min_per_group, step) // step) * step
+    return {group.index: max(0, group.channels - floor) for group in graph.groups
+            if group.prunable and group.index not in ignored}  # fmt: skip
+
+
 def select(
     graph,
     scores: dict[int, np.ndarray],

@@ -19,6 +19,7 @@ import keras
 from kprune.graph import DependencyGraph, analyze
 from kprune.latency.predict import GroupLatency, predict_latency
 from kprune.latency.table import LatencyTable
+from kprune.recovery import estimated_steps
 from kprune.metrics import channel_flops, channel_params, count_flops, count_params
 from kprune.selection import select, select_for_latency
 
@@ -66,6 +67,16 @@ class Target:
             graph, scores, count, min_per_group=min_per_group, round_to=round_to, ignore=ignore,
             costs=self.channel_costs(graph), budget=self.remaining(model, graph),
         )  # fmt: skip
+
+    def estimated_steps(self, model: keras.Model, graph: DependencyGraph, per_step: Mapping[int, int]) -> int:
+        """About how many steps reach the goal when a step removes ``per_step``
+        ({group index: channels}) and later steps shrink the model by the same share."""
+        now = self.measure(model, graph)
+        if now <= 0:
+            return 0
+        costs = self.channel_costs(graph)
+        saved = sum(costs[index] * count for index, count in per_step.items())
+        return estimated_steps(self.remaining(model, graph) / now, min(1.0, saved / now))
 
     def remaining(self, model: keras.Model, graph: DependencyGraph | None = None) -> float:
         """How much more of the quantity to remove (≤ 0 once reached)."""
@@ -153,6 +164,11 @@ class LatencyTarget(Target):
                 group.channels - smaller, 1
             )
         return costs
+
+    def estimated_steps(self, model, graph, per_step):
+        """Steps of ``per_step`` of the start latency each (``per_step`` channels do not apply)."""
+        remaining = self.remaining(model, graph)
+        return int(-(-remaining // (self.per_step * self.initial))) if remaining > 0 else 0
 
     def choose(self, model, graph, scores, count, *, min_per_group=1, round_to=None, ignore=()):
         """Up to ``per_step`` of the start latency per step; ``count`` does not apply."""

@@ -25,10 +25,11 @@ import tensorflow as tf
 
 from kprune.data import as_dataset, batches_per_epoch
 from kprune.determinism import seed_everything
+from kprune.distill import Distillation, DistillingModel
 from kprune.distribute import fit_multi_worker, is_multi_worker
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.losses import (
-    example_loss, loss_for, lower_is_better, output_names, outputs_probabilities,
+    distillation_kinds, example_loss, loss_for, lower_is_better, output_names, outputs_probabilities,
 )  # fmt: skip
 from kprune.progress import EvaluateProgress, KerasProgress
 
@@ -80,8 +81,14 @@ class TrainingSetup:
         loss_weights: Weights of the outputs' losses (list or dict).
         metrics: What ``compile(metrics=...)`` takes; None: ``["accuracy"]``
             for a one-output model, none for several outputs.
-        optimizer: A ``keras.optimizers.Optimizer`` to use (a fresh copy per
-            fine-tune) instead of the one `TrainSettings` describes.
+        optimizer: A ``keras.optimizers.Optimizer`` to use as it is (a fresh
+            copy per fine-tune) instead of the one `TrainSettings` describes.
+        optimizer_template: A ``keras.optimizers.Optimizer`` whose class and
+            hyperparameters fine-tuning copies (e.g. the model's compiled
+            one), with the settings' learning rate and schedule.
+        distillation: Temperature and weight of distillation from ``teacher``
+            (`kprune.distill`); None: no distillation.
+        teacher: The frozen model that ``distillation`` learns from.
         monitor: The metric the accuracy budget watches (a key of
             `evaluate`'s result, e.g. ``accuracy`` or ``out_auc``); None: the
             first compiled metric, else ``loss``.
@@ -102,6 +109,9 @@ class TrainingSetup:
     monitor: str | None = None
     finetune_fn: Callable | None = None
     source: str = "default"
+    optimizer_template: Any = None
+    distillation: Distillation | None = None
+    teacher: Any = None
 
     @classmethod
     def for_model(cls, model: keras.Model, settings: TrainSettings | None = None, **given) -> TrainingSetup:
@@ -124,6 +134,21 @@ class TrainingSetup:
             return ("The model is not compiled: kprune uses sparse categorical cross-entropy "
                     "and accuracy (compile the model, or pass loss= and metrics=, to change that).")
         return f"Loss and metrics: the {self.source} ones ({_short(self.loss)}; metrics {_short(self.metrics)})."
+
+    def describe_finetuning(self) -> str:
+        """One line saying how fine-tuning trains: optimizer, learning rate, distillation."""
+        if self.finetune_fn is not None:
+            return "Fine-tuning: your finetune callable (kprune's optimizer and distillation are not used)."
+        if self.optimizer is not None:
+            optimizer = f"the given {type(keras.optimizers.get(self.optimizer)).__name__} as it is"
+        else:
+            name = (type(keras.optimizers.get(self.optimizer_template)).__name__ + " (the model's compiled optimizer)"
+                    if self.optimizer_template is not None else self.settings.optimizer.upper())  # fmt: skip
+            optimizer = f"{name}, learning rate {self.settings.learning_rate:g} with cosine decay"
+        distill = ("distillation from the unpruned model (temperature "
+                   f"{self.distillation.temperature:g}, weight {self.distillation.weight:g})"
+                   if self.distillation is not None else "no distillation")  # fmt: skip
+        return f"Fine-tuning: {optimizer}; {distill}."
 
     # --- the loss -------------------------------------------------------------
     def example_loss(self, model: keras.Model) -> Callable:
@@ -179,16 +204,11 @@ class TrainingSetup:
         if self.optimizer is not None:
             optimizer = keras.optimizers.get(self.optimizer)
             return type(optimizer).from_config(optimizer.get_config())  # one per model
+        schedule = self._schedule(total_steps)
+        if self.optimizer_template is not None:  # its class and hyperparameters, our schedule
+            template = keras.optimizers.get(self.optimizer_template)
+            return type(template).from_config({**template.get_config(), "learning_rate": schedule})
         settings = self.settings
-        warmup_steps = 0
-        if settings.warmup_epochs and total_steps > 1:
-            warmup_steps = min(total_steps - 1, int(settings.warmup_epochs * total_steps))
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=settings.learning_rate * (0.1 if warmup_steps else 1.0),
-            decay_steps=max(1, total_steps - warmup_steps),
-            warmup_target=settings.learning_rate if warmup_steps else None,
-            warmup_steps=warmup_steps,
-        )
         if settings.optimizer == "sgd":
             return keras.optimizers.SGD(
                 schedule, momentum=settings.momentum, nesterov=True,
@@ -197,6 +217,19 @@ class TrainingSetup:
         if settings.optimizer == "adam":
             return keras.optimizers.Adam(schedule)
         return keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay)
+
+    def _schedule(self, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+        """A linear warm-up over ``warmup_epochs``, then cosine decay to zero at the last step."""
+        settings = self.settings
+        warmup_steps = 0
+        if settings.warmup_epochs and total_steps > 1:
+            warmup_steps = min(total_steps - 1, int(settings.warmup_epochs * total_steps))
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=settings.learning_rate * (0.1 if warmup_steps else 1.0),
+            decay_steps=max(1, total_steps - warmup_steps),
+            warmup_target=settings.learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
 
     def fit(
         self,
@@ -245,6 +278,10 @@ class TrainingSetup:
         total_steps = max(1, int(round(epochs * steps_per_epoch)))
         whole_epochs = max(1, math.ceil(total_steps / steps_per_epoch))
         steps_per_epoch = min(steps_per_epoch, total_steps)
+        if self.distillation is not None and self.teacher is not None:
+            # The student's own layers in a graph whose loss adds the teacher's term.
+            kinds = distillation_kinds(model, self._loss(model))
+            model = DistillingModel(model, self.teacher, kinds, self.distillation)
         self.compile(model, total_steps)
 
         guard = _DivergenceGuard()

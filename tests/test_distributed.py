@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent(
     result = kprune.prune(
         mirrored, lambda seed: load("synthetic", "train", input_shape=shape, batch_size=32, seed=seed),
         val, target_filters=4, filters_per_step=2, finetune_steps=3, final_finetune_epochs=0.1,
-        rank_batches=2, strategy=strategy, progress=False,
+        rank_batches=2, strategy=strategy, progress=False, distill=True,
     )
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
@@ -75,6 +75,7 @@ PRUNE = [
     "prune", "--dataset", "synthetic", "--preprocess", "dataset", "--criterion", "taylor",
     "--target-filters", "6", "--filters-per-step", "3", "--rank-batches", "2",
     "--finetune-steps", "3", "--final-finetune-epochs", "0.3", "--lr", "0.05", "--no-chance-check",
+    "--distill",
 ]  # fmt: skip
 CLI = "from kprune.cli import main; main()"
 

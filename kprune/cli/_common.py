@@ -14,8 +14,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-out = Console()  # results, on stdout
-err = Console(stderr=True)  # errors and notes, on stderr
+def _console(stderr: bool = False) -> Console:
+    """A console whose tables keep their columns when piped or logged: rich would
+    squeeze them into 80 columns (4-character cells) without a terminal."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty()) and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=200 if piped else None)
+
+
+out = _console()  # results, on stdout
+err = _console(stderr=True)  # errors and notes, on stderr
 
 
 @dataclass

@@ -29,14 +29,16 @@ def prune(
     latency_runtime: Annotated[Optional[str], typer.Option("--latency-runtime", help="tflite or onnx, when the table is measured here.")] = None,
     latency_threads: Annotated[Optional[int], typer.Option("--latency-threads", help="Threads, when the table is measured here.")] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option("--max-accuracy-drop", help="Stop and roll back past this drop, in points.")] = None,
-    filters_per_step: Annotated[Optional[int], typer.Option("--filters-per-step")] = None,
-    finetune_steps: Annotated[Optional[int], typer.Option("--finetune-steps", help="Batches of fine-tuning per step.")] = None,
-    final_finetune_epochs: Annotated[Optional[float], typer.Option("--final-finetune-epochs")] = None,
+    filters_per_step: Annotated[Optional[int], typer.Option("--filters-per-step", help="Channels per step (default: --step-fraction of those that can still go).")] = None,
+    step_fraction: Annotated[Optional[float], typer.Option("--step-fraction", help="Share of the removable channels each step removes (default 0.05).")] = None,
+    finetune_steps: Annotated[Optional[int], typer.Option("--finetune-steps", help="Batches of fine-tuning per step (default: scaled to the data).")] = None,
+    final_finetune_epochs: Annotated[Optional[float], typer.Option("--final-finetune-epochs", help="Epochs of the final fine-tune (default: scaled to the data).")] = None,
     rank_batches: Annotated[Optional[int], typer.Option("--rank-batches", help="Batches to rank on per step.")] = None,
     round_to: Annotated[Optional[int], typer.Option("--round-to", help="Keep channel counts multiples of this.")] = None,
     min_filters: Annotated[Optional[int], typer.Option("--min-filters", help="Filters every layer keeps.")] = None,
     ignore: Annotated[Optional[str], typer.Option("--ignore", help="Comma-separated layers not to prune.")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning learning rate.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="sgd, adam or adamw (default: the model's compiled optimizer, else sgd).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning learning rate (default: the compiled optimizer's, else 0.01).")] = None,
     final_lr: Annotated[Optional[float], typer.Option("--final-lr", help="Learning rate of the final fine-tune.")] = None,
     snapshots: Annotated[Optional[str], typer.Option("--snapshots", help="Also save the model at these fractions of params removed (of FLOPs with --target-flops), e.g. 0.5,0.7.")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="none, mirrored or multiworker.")] = None,
@@ -46,6 +48,10 @@ def prune(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last step.")] = False,
     monitor: Annotated[Optional[str], typer.Option("--monitor", help="Metric the accuracy budget watches (default: the model's first metric).")] = None,
     loss: Annotated[Optional[str], typer.Option("--loss", help="A Keras loss name replacing the model's compiled loss.")] = None,
+    distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while fine-tuning.")] = None,
+    distill_temperature: Annotated[Optional[float], typer.Option("--distill-temperature", help="Softmax temperature of distillation (default 4).")] = None,
+    distill_weight: Annotated[Optional[float], typer.Option("--distill-weight", help="Weight of the teacher's term, 0..1 (default 0.5).")] = None,
+    keep_within: Annotated[Optional[float], typer.Option("--keep-within", help="Also keep the most-pruned model within this many points (default 1).")] = None,
     chance_check: Annotated[bool, typer.Option("--chance-check/--no-chance-check", help="Stop if the model scores near chance before pruning.")] = True,
     seed: Annotated[Optional[int], SeedOption] = None,
     data_dir: DataDirOption = None,
@@ -57,7 +63,7 @@ def prune(
     with user_errors():
         from kprune.card import command_line
         from kprune.config import QUICKSTART, TARGET_FIELDS, load_run_config
-        from kprune.runs import run_prune
+        from kprune.runs import default_run_dir, run_prune
 
         overrides = dict(
             criterion=criterion, model=model, dataset=dataset, target_params=target_params,
@@ -65,6 +71,9 @@ def prune(
             latency_ms=latency_ms, latency_table=latency_table, latency_runtime=latency_runtime,
             latency_threads=latency_threads,
             max_accuracy_drop=max_accuracy_drop, filters_per_step=filters_per_step,
+            step_fraction=step_fraction, optimizer=optimizer, distill=distill,
+            distill_temperature=distill_temperature, distill_weight=distill_weight,
+            keep_within=keep_within,
             finetune_steps=finetune_steps, final_finetune_epochs=final_finetune_epochs,
             rank_batches=rank_batches, round_to=round_to, min_filters_per_layer=min_filters,
             ignore=ignore.split(",") if ignore else None, learning_rate=lr,
@@ -78,8 +87,33 @@ def prune(
         else:
             base = QUICKSTART
         settings = load_run_config(config, overrides, defaults=None if config else base)
-        report = run_prune(settings, run_dir=out_dir, resume=resume, command=command_line(ctx))
+        # Named here (not in run_prune) so that a Ctrl-C can say where the run is.
+        run_dir = out_dir if out_dir or resume else str(default_run_dir(settings))
+        try:
+            report = run_prune(settings, run_dir=run_dir, resume=resume, command=command_line(ctx))
+        except KeyboardInterrupt:
+            _interrupted(run_dir, command_line(ctx), out_dir is None)
+            raise typer.Exit(code=130) from None
     _print_summary(report)
+
+
+def _interrupted(run_dir: str, command: str, add_out: bool) -> None:
+    """Says where a Ctrl-C left the run, and the command that continues it."""
+    import json
+    from pathlib import Path
+    from shlex import quote
+
+    from kprune.cli._common import err
+
+    state = Path(run_dir) / "checkpoint" / "state.json"
+    if not state.is_file():
+        err.print(f"Interrupted before the first checkpoint: nothing to resume in {run_dir}.", highlight=False)
+        return
+    step = json.loads(state.read_text()).get("step", 0)
+    resume = command + (f" --out {quote(run_dir)}" if add_out else "")
+    resume += "" if "--resume" in command.split() else " --resume"
+    err.print(f"Interrupted: the run in {run_dir} is saved at step {step}. Continue it with:\n  {resume}",
+              highlight=False, soft_wrap=True)
 
 
 def _fractions(text: str | None) -> list[float] | None:
@@ -113,6 +147,10 @@ def _print_summary(report: dict) -> None:
         table.add_row("latency (predicted)", f"{first['latency_ms']:.3f} ms", f"{last['latency_ms']:.3f} ms",
                       f"{100 * (last['latency_ms'] / first['latency_ms'] - 1):+.1f}%")  # fmt: skip
     out.print(table)
+    if report.get("within_budget"):
+        from kprune.schedule import over_budget_message
+
+        out.print(over_budget_message(report["within_budget"], report["run_dir"]), soft_wrap=True)
     out.print(f"Stopped: {report['stop_reason']}. {len([s for s in report['steps'] if s['step'] and not s.get('phase')])} "
               f"steps in {report['wall_time_s']:.0f} s. Results in {report['run_dir']}/")  # fmt: skip
 

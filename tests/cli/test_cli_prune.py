@@ -92,3 +92,55 @@ def test_nothing_is_written_on_a_bad_criterion(model_file, tmp_path):
 def test_report_of_a_folder_without_a_run_fails_clearly(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 1 and "holds no report.json" in result.output
+
+
+def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(model_file, tmp_path):
+    """SIGINT to a real `kprune prune` process once its first checkpoint exists."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-c", "from kprune.cli import main; main()", "prune", "--criterion", "l1",
+               "--model", str(model_file), "--dataset", "synthetic", "--target-filters", "15",
+               "--filters-per-step", "1", "--finetune-steps", "200", "--rank-batches", "1",
+               "--no-chance-check", "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "KPRUNE_PROGRESS": "0"})  # fmt: skip
+    state = out / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while not state.is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()[1][-2000:]
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    step = json.loads(state.read_text())["step"]
+    assert f"Interrupted: the run in {out} is saved at step {step}" in stderr
+    assert "--resume" in stderr and f"--out {out}" in stderr and "Traceback" not in stderr
+
+
+def test_log_lines_are_whole_and_name_no_source_file(capsys):
+    from kprune.progress import PruneProgress
+
+    text = "step 3: params -41.0%  FLOPs -30.2%  " + "x" * 150
+    with PruneProgress(False) as display:
+        display.log(text)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(text) and "progress.py" not in lines[0]
+
+
+def test_tables_keep_their_columns_when_piped(capsys):
+    from rich.table import Table
+
+    from kprune.cli._common import _console
+
+    table = Table()
+    for name in ("runtime", "threads", "median ms", "p90 ms", "speed-up", "parameters", "FLOPs", "file"):
+        table.add_column(name)
+    table.add_row("tflite fp32", "1", "0.463", "0.470", "3.74×", "217,671", "19.6 M", "model_int8.tflite")
+    _console().print(table)  # stdout is not a terminal under pytest, as in a pipe or a log
+    row = [line for line in capsys.readouterr().out.splitlines() if "tflite fp32" in line]
+    assert len(row) == 1 and "model_int8.tflite" in row[0]
