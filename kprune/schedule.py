@@ -358,13 +358,16 @@ class _Loop:
         removable = removable_channels(graph, **self._select_options())
         count = self._channels_per_step(graph)
         if self.config.filters_per_step is None:
-            size = f"{count} channels ({100 * self.config.step_fraction:g}% of the {sum(removable.values())} that can still go)"
+            size = (f"{count} channel{'s' * (count != 1)} ({100 * self.config.step_fraction:g}% of the "
+                    f"{sum(removable.values())} that can still go)")  # fmt: skip
         else:
-            size = f"{count} channels (--filters-per-step)"
+            size = f"{count} channel{'s' * (count != 1)} (filters_per_step)"
         total = sum(removable.values()) or 1
         per_group = {index: count * n / total for index, n in removable.items()}
         steps = "" if self.target is None else (
-            f"about {self.target.estimated_steps(state.model, graph, per_group)} more steps of ")
+            "about "
+            f"{self.target.estimated_steps(state.model, graph, per_group, self.config.filters_per_step is None)}"
+            " more steps of ")
         return (f"Plan: {steps}{size} each, {self.finetune_steps} fine-tune batches per step, "
                 f"{self.final_steps} in the final fine-tune.")  # fmt: skip
 

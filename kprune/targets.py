@@ -12,6 +12,7 @@ target means one more subclass and one more line in `make_target`.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import keras
@@ -68,15 +69,22 @@ class Target:
             costs=self.channel_costs(graph), budget=self.remaining(model, graph),
         )  # fmt: skip
 
-    def estimated_steps(self, model: keras.Model, graph: DependencyGraph, per_step: Mapping[int, int]) -> int:
+    def estimated_steps(self, model: keras.Model, graph: DependencyGraph, per_step: Mapping[int, int],
+                        shrinking: bool = True) -> int:  # fmt: skip
         """About how many steps reach the goal when a step removes ``per_step``
-        ({group index: channels}) and later steps shrink the model by the same share."""
+        ({group index: channels}): later steps save the same share of what is left
+        (``shrinking``: a step size relative to the model), or the same amount."""
         now = self.measure(model, graph)
-        if now <= 0:
+        remaining = self.remaining(model, graph)
+        if now <= 0 or remaining <= 0:
             return 0
         costs = self.channel_costs(graph)
         saved = sum(costs[index] * count for index, count in per_step.items())
-        return estimated_steps(self.remaining(model, graph) / now, min(1.0, saved / now))
+        if saved <= 0:
+            return 0
+        if not shrinking:
+            return math.ceil(remaining / saved)
+        return estimated_steps(remaining / now, min(1.0, saved / now))
 
     def remaining(self, model: keras.Model, graph: DependencyGraph | None = None) -> float:
         """How much more of the quantity to remove (≤ 0 once reached)."""
@@ -165,7 +173,7 @@ class LatencyTarget(Target):
             )
         return costs
 
-    def estimated_steps(self, model, graph, per_step):
+    def estimated_steps(self, model, graph, per_step, shrinking=True):
         """Steps of ``per_step`` of the start latency each (``per_step`` channels do not apply)."""
         remaining = self.remaining(model, graph)
         return int(-(-remaining // (self.per_step * self.initial))) if remaining > 0 else 0

@@ -29,6 +29,7 @@ models and checkpoints stay under runs/bench_defaults/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -199,6 +200,124 @@ def run_one(run: dict) -> dict | None:
     return report
 
 
+def distillation_cost(model_path: str, dataset: str, steps: int = 150, repeats: int = 3) -> dict:
+    """Seconds of ``steps`` fine-tune batches with and without the teacher, on the model with
+    half of its removable channels gone (lowest L1 norm), alternated ``repeats`` times after
+    one untimed warm-up each (tracing)."""
+    import keras
+
+    from kprune.data import choose_preprocessing, load
+    from kprune.distill import Distillation
+    from kprune.graph import analyze
+    from kprune.modelio import load_model, resolve_model_path
+    from kprune.ranking import rank_groups
+    from kprune.selection import removable_channels, select
+    from kprune.surgery import flatten_model, remove_filters
+    from kprune.training_setup import TrainingSetup, TrainSettings
+
+    path = resolve_model_path(model_path)
+    model = load_model(path)
+    shape = tuple(model.input_shape[1:])
+    chosen = choose_preprocessing(None, path, shape)
+    data = load(dataset, "train", input_shape=shape, batch_size=64, preprocessing=chosen.preprocessing)
+    teacher = flatten_model(model)
+    graph = analyze(teacher)
+    scores = rank_groups(teacher, data, "l1", graph=graph, num_batches=1)
+    student = remove_filters(teacher, select(graph, scores, sum(removable_channels(graph).values()) // 2),
+                             graph=graph)  # fmt: skip
+    frozen = keras.models.clone_model(teacher)
+    frozen.set_weights(teacher.get_weights())
+    frozen.trainable = False
+    plain = TrainingSetup.for_model(model, TrainSettings(optimizer="sgd", learning_rate=1e-3, warmup_epochs=0))
+    distilled = dataclasses.replace(plain, distillation=Distillation(), teacher=frozen)
+    times = {"plain": [], "distill": []}
+    for setup in (plain, distilled):  # warm-up: tracing
+        setup.finetune(student, data, 5)
+    for _ in range(repeats):
+        for name, setup in (("plain", plain), ("distill", distilled)):
+            started = time.perf_counter()
+            setup.finetune(student, data, steps)
+            times[name].append(time.perf_counter() - started)
+    best = {name: min(values) for name, values in times.items()}
+    return {"steps": steps, "seconds": times, "ratio": best["distill"] / best["plain"]}
+
+
+MODEL_LABELS = {
+    "cnn": "(a) small CNN, image folder, 4 classes, 40×40 RGB (1,700 training images)",
+    "mobilenet": "(b) MobileNetV2 α=0.35 nested backbone, Fashion-MNIST 32×32 RGB",
+    "squeezenet90": "(c) shipped SqueezeNet 1.1, Fashion-MNIST",
+    "squeezenet95": "(c) shipped SqueezeNet 1.1, Fashion-MNIST",
+}
+TARGET_LABELS = {"cnn": "50% FLOPs", "mobilenet": "50% FLOPs", "squeezenet90": "90% params",
+                 "squeezenet95": "95% params"}  # fmt: skip
+SETTING_LABELS = {"old": "old defaults", "new": "new defaults", "distill": "new + distillation"}
+
+
+def summarize(evidence: Path = EVIDENCE) -> dict:
+    """{model: {setting: {seed: facts}}} from the evidence files."""
+    found: dict = {}
+    for path in sorted(evidence.glob("*/*-seed*.json")):
+        setting, seed = path.stem.rsplit("-seed", 1)
+        report = json.loads(path.read_text())
+        before, after = report["test_before"]["accuracy"], report["test_after"]["accuracy"]
+        steps = [s for s in report["steps"] if s["step"] and not s.get("phase")]
+        found.setdefault(path.parent.name, {}).setdefault(setting, {})[int(seed)] = {
+            "before": 100 * before, "after": 100 * after, "drop": 100 * (before - after),
+            "steps": len(steps), "wall_s": report["wall_time_s"],
+            "params_removed": 1 - report["test_after"]["params"] / report["test_before"]["params"],
+            "flops_removed": 1 - report["test_after"]["flops"] / report["test_before"]["flops"],
+        }
+    return found
+
+
+def _cell(runs: dict) -> str:
+    drops = [run["drop"] for run in runs.values()]
+    mean = sum(drops) / len(drops)
+    after = sum(run["after"] for run in runs.values()) / len(runs)
+    spread = ""
+    if len(drops) > 1:
+        spread = f" ± {(sum((d - mean) ** 2 for d in drops) / (len(drops) - 1)) ** 0.5:.2f}"
+    steps = sum(run["steps"] for run in runs.values()) / len(runs)
+    minutes = sum(run["wall_s"] for run in runs.values()) / len(runs) / 60
+    return f"{after:.2f}% (−{mean:.2f}{spread}; n={len(drops)}; {steps:.0f} steps, {minutes:.1f} min)"
+
+
+def report_table(found: dict) -> str:
+    lines = ["| model | target | unpruned | " + " | ".join(SETTING_LABELS.values()) + " |",
+             "| --- | --- | --: | " + " | ".join("--:" for _ in SETTING_LABELS) + " |"]  # fmt: skip
+    for model, label in MODEL_LABELS.items():
+        if model not in found:
+            continue
+        by_setting = found[model]
+        before = next(iter(next(iter(by_setting.values())).values()))["before"]
+        cells = [_cell(by_setting[s]) if s in by_setting else "not run" for s in SETTING_LABELS]
+        lines.append(f"| {label} | {TARGET_LABELS[model]} | {before:.2f}% | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(found: dict, doc: Path = ROOT / "docs" / "RESULTS.md") -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from doc_sections import replace_section
+
+    cost_path = EVIDENCE / "distillation_cost.json"
+    costs = json.loads(cost_path.read_text()) if cost_path.is_file() else {}
+    cost_line = ", ".join(f"{name} {value['ratio']:.2f}×" for name, value in costs.items()) or "not measured"
+    text = "\n".join([
+        "Test top-1 after `kprune prune --criterion taylor` with nothing but a target; cell: "
+        "accuracy (drop in points, mean ± sample std over n seeds; steps; wall time per run). "
+        "Generated by `python scripts/bench_defaults.py --report` from docs/results/defaults/ "
+        "(the runs: `python scripts/bench_defaults.py`). Host: 2-core x86-64 sandbox, "
+        "shared with other work while the runs went on (wall times are not benchmarks).",
+        "",
+        report_table(found),
+        "",
+        f"Distillation's extra fine-tune time (teacher forward pass per batch; best of 3 "
+        f"alternated passes of 150 batches, on each model with half its removable channels gone; "
+        f"`python scripts/bench_defaults.py --cost`): {cost_line}.",
+    ])  # fmt: skip
+    replace_section(doc, "defaults", "Default settings on models that are not ours", text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="cnn,mobilenet,squeezenet90,squeezenet95",
@@ -206,14 +325,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="old,new,distill")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--prepare-only", action="store_true", help="Only build the data and models.")
+    parser.add_argument("--report", action="store_true",
+                        help="Only write the RESULTS section from the evidence.")  # fmt: skip
+    parser.add_argument("--cost", action="store_true",
+                        help="Only measure distillation's extra fine-tune time on each model.")  # fmt: skip
     args = parser.parse_args(argv)
     wanted, settings = args.only.split(","), args.settings.split(",")
+    if args.report:
+        found = summarize()
+        write_results(found)
+        print(report_table(found))
+        return 0
     if "cnn" in wanted:
         image_folder(RUNS / "cnn_data")
         train_cnn(RUNS / "cnn_data", RUNS / "models" / "my_cnn.keras")
     if "mobilenet" in wanted:
         train_mobilenet(RUNS / "models" / "my_mobilenet.keras")
     if args.prepare_only:
+        return 0
+    if args.cost:
+        sources = {"cnn": (str(RUNS / "models" / "my_cnn.keras"), f"folder:{RUNS / 'cnn_data'}"),
+                   "mobilenet": (str(RUNS / "models" / "my_mobilenet.keras"), "fashion_mnist"),
+                   "squeezenet90": ("models/squeezenet1_1_fmnist_sgd.keras", "fashion_mnist")}  # fmt: skip
+        costs = {name: distillation_cost(*source) for name, source in sources.items() if name in wanted}
+        EVIDENCE.mkdir(parents=True, exist_ok=True)
+        (EVIDENCE / "distillation_cost.json").write_text(json.dumps(costs, indent=1) + "\n")
+        print(json.dumps({name: round(cost["ratio"], 3) for name, cost in costs.items()}))
         return 0
     seeds = [int(s) for s in args.seeds.split(",")]
     for run in experiments(seeds):

@@ -91,10 +91,22 @@ def prune(
         run_dir = out_dir if out_dir or resume else str(default_run_dir(settings))
         try:
             report = run_prune(settings, run_dir=run_dir, resume=resume, command=command_line(ctx))
-        except KeyboardInterrupt:
+        except BaseException as error:  # Ctrl-C, also when TensorFlow wrapped it (e.g. while tracing)
+            if not _interrupt_in(error):
+                raise
             _interrupted(run_dir, command_line(ctx), out_dir is None)
             raise typer.Exit(code=130) from None
     _print_summary(report)
+
+
+def _interrupt_in(error: BaseException | None) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _interrupted(run_dir: str, command: str, add_out: bool) -> None:
