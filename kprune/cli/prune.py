@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated, Optional
 
 import typer
@@ -89,24 +90,37 @@ def prune(
         settings = load_run_config(config, overrides, defaults=None if config else base)
         # Named here (not in run_prune) so that a Ctrl-C can say where the run is.
         run_dir = out_dir if out_dir or resume else str(default_run_dir(settings))
+        previous = signal.signal(signal.SIGTERM, _terminate)  # restored below
         try:
             report = run_prune(settings, run_dir=run_dir, resume=resume, command=command_line(ctx))
         except BaseException as error:  # Ctrl-C, also when TensorFlow wrapped it (e.g. while tracing)
-            if not _interrupt_in(error):
+            interrupt = _interrupt_in(error)
+            if interrupt is None:
                 raise
             _interrupted(run_dir, command_line(ctx), out_dir is None)
-            raise typer.Exit(code=130) from None
+            raise typer.Exit(code=143 if isinstance(interrupt, _Terminated) else 130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     _print_summary(report)
 
 
-def _interrupt_in(error: BaseException | None) -> bool:
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (the run stops where it is; its checkpoint stays)."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
+def _interrupt_in(error: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM behind ``error`` (itself, or what it was raised from), if any."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, KeyboardInterrupt):
-            return True
+            return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def _interrupted(run_dir: str, command: str, add_out: bool) -> None:

@@ -94,8 +94,9 @@ def test_report_of_a_folder_without_a_run_fails_clearly(tmp_path):
     assert result.exit_code == 1 and "holds no report.json" in result.output
 
 
-def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(model_file, tmp_path):
-    """SIGINT to a real `kprune prune` process once its first checkpoint exists."""
+@pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(model_file, tmp_path, signal_name, code):
+    """SIGINT (Ctrl-C) or SIGTERM to a real `kprune prune` process once step 1 is saved."""
     import os
     import signal
     import subprocess
@@ -122,13 +123,13 @@ def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(model_file, tmp_pat
     # Python drops a KeyboardInterrupt raised inside a __del__ (TensorFlow's iterators have
     # them): as a user would, press Ctrl-C again when the first one was lost.
     for _ in range(6):
-        process.send_signal(signal.SIGINT)
+        process.send_signal(getattr(signal, signal_name))
         try:
             _, stderr = process.communicate(timeout=20)
             break
         except subprocess.TimeoutExpired:
             continue
-    assert process.returncode == 130, stderr[-2000:]
+    assert process.returncode == code, stderr[-2000:]
     step = json.loads(state.read_text())["step"]
     assert f"Interrupted: the run in {out} is saved at step {step}" in stderr
     assert "about 15 more steps of 1 channel " in stderr  # the plan: 15 of 16 filters, one per step
