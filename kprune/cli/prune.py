@@ -49,7 +49,7 @@ def prune(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last step.")] = False,
     monitor: Annotated[Optional[str], typer.Option("--monitor", help="Metric the accuracy budget watches (default: the model's first metric).")] = None,
     loss: Annotated[Optional[str], typer.Option("--loss", help="A Keras loss name replacing the model's compiled loss.")] = None,
-    distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while fine-tuning.")] = None,
+    distill: Annotated[Optional[bool], typer.Option("--distill/--no-distill", help="Distill from the unpruned model while fine-tuning (default: on).")] = None,
     distill_temperature: Annotated[Optional[float], typer.Option("--distill-temperature", help="Softmax temperature of distillation (default 4).")] = None,
     distill_weight: Annotated[Optional[float], typer.Option("--distill-weight", help="Weight of the teacher's term, 0..1 (default 0.5).")] = None,
     keep_within: Annotated[Optional[float], typer.Option("--keep-within", help="Also keep the most-pruned model within this many points (default 1).")] = None,
