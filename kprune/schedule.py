@@ -35,6 +35,7 @@ from kprune.criteria import get as get_criterion
 from kprune.data import as_dataset, batches_per_epoch
 from kprune.distribute import worker_dir
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
+from kprune.finite import check_data
 from kprune.graph import analyze
 from kprune.modelio import save_model
 from kprune.progress import PruneProgress
@@ -463,6 +464,7 @@ class _Loop:
     def _start(self) -> _State:
         seed_everything(self.config.seed)
         self.setup.check(self.original, self._train_stream(0))
+        check_data(as_dataset(self.val_data), "validation")
         with self.strategy.scope():
             model = flatten_model(self.original)  # nested sub-models inlined, once
             if model is self.original:

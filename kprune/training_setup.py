@@ -28,6 +28,7 @@ from kprune.determinism import seed_everything
 from kprune.distill import Distillation, DistillingModel
 from kprune.distribute import fit_multi_worker, is_multi_worker
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
+from kprune.finite import check_data, non_finite_weights
 from kprune.losses import (
     distillation_kinds, example_loss, loss_for, lower_is_better, output_names, outputs_probabilities,
 )  # fmt: skip
@@ -314,6 +315,13 @@ class TrainingSetup:
                 f"The training loss became {guard.loss} at step {guard.diverged_at}. "
                 "Fix: lower the learning rate (--lr) or check the input data."
             )
+        broken = non_finite_weights(model)
+        if broken:
+            raise TrainingDivergedError(
+                f"Training left NaN or infinite weights in layer(s) {', '.join(broken[:5])} while the "
+                "loss stayed finite: the training data holds NaN or infinite values (ReLU hides them "
+                "from the loss). Fix: clean the data, or lower the learning rate (--lr)."
+            )
         return history
 
     def finetune(
@@ -383,7 +391,8 @@ class TrainingSetup:
         )
 
     def check(self, model: keras.Model, data: Any) -> None:
-        """Runs the model and the per-example loss on one batch of ``data``.
+        """Runs the model and the per-example loss on one batch of ``data``, and checks
+        that its first batches hold finite values (`kprune.finite.check_data`).
 
         Raises:
             InvalidArgumentError: Naming the problem and the fix, if the loss
@@ -392,6 +401,7 @@ class TrainingSetup:
         batch = next(iter(as_dataset(data).take(1)), None)
         if batch is None:
             raise InvalidArgumentError("The data is empty: no batch to rank or fine-tune on.")
+        check_data(as_dataset(data), "training")
         x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         if labels is None:
             raise InvalidArgumentError(
