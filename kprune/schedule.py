@@ -35,7 +35,7 @@ from kprune.criteria import get as get_criterion
 from kprune.data import as_dataset, batches_per_epoch
 from kprune.distribute import worker_dir
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.finite import check_data
+from kprune.checks import check_data
 from kprune.graph import analyze
 from kprune.modelio import save_model
 from kprune.progress import PruneProgress

@@ -28,7 +28,7 @@ from kprune.determinism import seed_everything
 from kprune.distill import Distillation, DistillingModel
 from kprune.distribute import fit_multi_worker, is_multi_worker
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.finite import check_data, non_finite_weights
+from kprune.checks import check_batch, check_data, non_finite_weights
 from kprune.losses import (
     distillation_kinds, example_loss, loss_for, lower_is_better, output_names, outputs_probabilities,
 )  # fmt: skip
@@ -392,7 +392,7 @@ class TrainingSetup:
 
     def check(self, model: keras.Model, data: Any) -> None:
         """Runs the model and the per-example loss on one batch of ``data``, and checks
-        that its first batches hold finite values (`kprune.finite.check_data`).
+        that its first batches hold finite values (`kprune.checks.check_data`).
 
         Raises:
             InvalidArgumentError: Naming the problem and the fix, if the loss
@@ -407,6 +407,7 @@ class TrainingSetup:
             raise InvalidArgumentError(
                 "The data gives no labels: kprune needs (x, y) batches to compute the loss."
             )
+        check_batch(model, batch, distillation_kinds(model, self._loss(model)))
         outputs = keras.tree.flatten(model(x, training=False))
         try:
             values = self.example_loss(model)(labels, outputs, sample_weight)
