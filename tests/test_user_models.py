@@ -382,7 +382,8 @@ def test_model_near_chance_stops_before_pruning(tmp_path):
 @pytest.mark.parametrize(
     "loss, labels, message",
     [
-        ("sparse_categorical_crossentropy", np.zeros((48, 5)), r"cannot be computed on the outputs"),
+        ("sparse_categorical_crossentropy", np.zeros((48, 5)), r"one-hot vectors of width 5"),
+        ("mse", np.zeros((48, 7)), r"cannot be computed on the outputs"),
         (lambda y_true, y_pred: ops.sum(y_pred), None, r"not one value per example"),
     ],
 )
