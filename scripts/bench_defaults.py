@@ -50,7 +50,10 @@ CNN_PER_CLASS = {"train": 425, "val": 100, "test": 250}
 # The flags that reproduce `kprune prune --target-…`'s defaults before issue 27.
 OLD_FLAGS = ["--filters-per-step", "128", "--finetune-steps", "60", "--final-finetune-epochs", "1",
              "--optimizer", "sgd", "--lr", "0.01", "--no-distill"]
-SETTINGS = {"old": OLD_FLAGS, "new": ["--no-distill"], "distill": ["--distill"]}
+SETTINGS = {"old": OLD_FLAGS, "new": ["--no-distill"], "distill": ["--distill"],
+            # the step-size choice (5%), against half and twice it, with distillation
+            "step2.5": ["--distill", "--step-fraction", "0.025"],
+            "step10": ["--distill", "--step-fraction", "0.1"]}
 
 
 def image_folder(root: Path) -> Path:
@@ -296,6 +299,32 @@ def report_table(found: dict) -> str:
     return "\n".join(lines)
 
 
+SHORT_LABELS = {"cnn": "small CNN, image folder (1,700 images)", "mobilenet": "MobileNetV2 α=0.35 backbone",
+                "squeezenet90": "shipped SqueezeNet 1.1", "squeezenet95": "shipped SqueezeNet 1.1"}  # fmt: skip
+
+
+def readme_table(found: dict) -> str:
+    """The README's short table: the change in test top-1 (points) per setting."""
+    lines = ["| your model (test top-1 before) | target | " + " | ".join(SETTING_LABELS.values()) + " |",
+             "| --- | --- | " + " | ".join("--:" for _ in SETTING_LABELS) + " |"]  # fmt: skip
+    for model in MODEL_LABELS:
+        if model not in found:
+            continue
+        by_setting = found[model]
+        before = next(iter(next(iter(by_setting.values())).values()))["before"]
+        cells = []
+        for setting in SETTING_LABELS:
+            runs = by_setting.get(setting)
+            if not runs:
+                cells.append("not run")
+                continue
+            mean = sum(-run["drop"] for run in runs.values()) / len(runs)
+            cells.append(f"{mean:+.2f}".replace("-", "−") + (f" ({len(runs)} seeds)" if len(runs) > 1 else ""))
+        lines.append(f"| {SHORT_LABELS[model]} ({before:.2f}%) | {TARGET_LABELS[model]} removed | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def write_results(found: dict, doc: Path = ROOT / "docs" / "RESULTS.md") -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from doc_sections import replace_section
@@ -303,6 +332,13 @@ def write_results(found: dict, doc: Path = ROOT / "docs" / "RESULTS.md") -> None
     cost_path = EVIDENCE / "distillation_cost.json"
     costs = json.loads(cost_path.read_text()) if cost_path.is_file() else {}
     cost_line = ", ".join(f"{name} {value['ratio']:.2f}×" for name, value in costs.items()) or "not measured"
+    ablation = ""
+    cnn = found.get("cnn", {})
+    if {"step2.5", "step10"} & set(cnn) and "distill" in cnn:
+        parts = [f"{label}: {_cell(cnn[key])}" for key, label in
+                 (("step2.5", "2.5%"), ("distill", "5% (the default)"), ("step10", "10%")) if key in cnn]  # fmt: skip
+        ablation = ("Step size, on the small CNN with distillation (share of the removable channels per "
+                    "step; `--settings step2.5,step10`): " + "; ".join(parts) + ".")
     text = "\n".join([
         "Test top-1 after `kprune prune --criterion taylor` with nothing but a target; cell: "
         "accuracy (change in points against the unpruned model, mean ± sample std over n seeds; "
@@ -316,8 +352,11 @@ def write_results(found: dict, doc: Path = ROOT / "docs" / "RESULTS.md") -> None
         f"Distillation's extra fine-tune time (teacher forward pass per batch; best of 3 "
         f"alternated passes of 150 batches, on each model with half its removable channels gone; "
         f"`python scripts/bench_defaults.py --cost`): {cost_line}.",
+        "",
+        ablation,
     ])  # fmt: skip
     replace_section(doc, "defaults", "Default settings on models that are not ours", text)
+    replace_section(ROOT / "README.md", "defaults", "Your own model, default settings", readme_table(found))
 
 
 def main(argv: list[str] | None = None) -> int:
