@@ -17,29 +17,31 @@ fine-tune (`non_finite_weights`), besides the loss of every batch.
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from typing import Any, Iterable
 
 import keras
 import numpy as np
 
 from kprune.errors import InvalidArgumentError
-from kprune.losses import output_names
+from kprune.losses import output_names, per_output
 
 CHECKED_BATCHES = 4  # the cheap pass over the start of the data
 
 
-def check_data(data: Any, what: str, batches: int = CHECKED_BATCHES) -> None:
+def check_data(data: Iterable, what: str, batches: int = CHECKED_BATCHES) -> None:
     """Refuses NaN or infinite values in the first ``batches`` batches of ``data``.
 
     Args:
-        data: A tf.data dataset of ``(x, y[, sample_weight])`` batches.
+        data: ``(x, y[, sample_weight])`` batches: a tf.data dataset, or batches
+            already read.
         what: Which data it is, for the message (e.g. ``"training"``).
 
     Raises:
         InvalidArgumentError: Naming the part (inputs, labels, sample weights),
             the batch and the count of bad values, and the fix.
     """
-    for number, batch in enumerate(data.take(batches), start=1):
+    for number, batch in enumerate(itertools.islice(data, batches), start=1):
         parts = keras.utils.unpack_x_y_sample_weight(batch)
         for part, name in zip(parts, ("inputs", "labels", "sample weights")):
             for array in keras.tree.flatten(part) if part is not None else []:
@@ -96,11 +98,7 @@ def check_batch(model: keras.Model, batch: Any, kinds: list[str]) -> None:
                 f"The labels name outputs {unknown} that model {model.name!r} does not have; its "
                 f"outputs: {outputs}. Fix: key the labels by these output names."
             )
-        labels = [y.get(name) for name in outputs]
-    elif len(outputs) > 1 and isinstance(y, (list, tuple)):
-        labels = list(y)
-    else:
-        labels = [y] * len(outputs)
+    labels = per_output(model, y, "labels")
     for tensor, name, kind, values in zip(model.outputs, outputs, kinds, labels):
         if values is None or kind == "match":
             continue

@@ -65,7 +65,8 @@ def compiled_optimizer(model: keras.Model) -> keras.optimizers.Optimizer | None:
 
 
 def initial_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
-    """The learning rate an optimizer starts from (a schedule's initial one)."""
+    """The learning rate an optimizer trains at: a float as it is, a schedule's peak
+    (its warm-up target, else its initial rate)."""
     rate = optimizer.get_config()["learning_rate"]
     if isinstance(rate, dict):  # a serialized schedule
         rate = keras.optimizers.schedules.deserialize(rate)

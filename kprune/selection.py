@@ -31,13 +31,17 @@ class Unit:
     score: float
 
 
+def kept_at_least(min_keep: int, round_to: int | None) -> int:
+    """Channels a group always keeps: ``min_keep`` rounded up to a multiple of ``round_to``."""
+    step = round_to or 1
+    return -(-max(min_keep, step) // step) * step
+
+
 def group_units(scores: np.ndarray, group: int, min_keep: int, round_to: int | None) -> list[Unit]:
     """The removable units of one group, lowest score first."""
     step = round_to or 1
     size = len(scores)
-    floor = max(min_keep, step)
-    floor = -(-floor // step) * step  # keep a multiple of round_to
-    removable = size - floor
+    removable = size - kept_at_least(min_keep, round_to)
     if removable <= 0:
         return []
     order = np.argsort(scores, kind="stable")
@@ -58,8 +62,7 @@ def removable_channels(graph, *, min_per_group: int = 1, round_to: int | None = 
     """{group index: how many of its channels can still be removed}, for the prunable groups
     not in ``ignore``, each keeping ``min_per_group`` (a multiple of ``round_to``)."""
     ignored = {graph.group_of(name).index for name in ignore}
-    step = round_to or 1
-    floor = -(-max(min_per_group, step) // step) * step
+    floor = kept_at_least(min_per_group, round_to)
     return {group.index: max(0, group.channels - floor) for group in graph.groups
             if group.prunable and group.index not in ignored}  # fmt: skip
 

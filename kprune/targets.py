@@ -176,7 +176,7 @@ class LatencyTarget(Target):
     def estimated_steps(self, model, graph, per_step, shrinking=True):
         """Steps of ``per_step`` of the start latency each (``per_step`` channels do not apply)."""
         remaining = self.remaining(model, graph)
-        return int(-(-remaining // (self.per_step * self.initial))) if remaining > 0 else 0
+        return math.ceil(remaining / (self.per_step * self.initial)) if remaining > 0 else 0
 
     def choose(self, model, graph, scores, count, *, min_per_group=1, round_to=None, ignore=()):
         """Up to ``per_step`` of the start latency per step; ``count`` does not apply."""

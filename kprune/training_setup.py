@@ -28,7 +28,7 @@ from kprune.determinism import seed_everything
 from kprune.distill import Distillation, DistillingModel
 from kprune.distribute import fit_multi_worker, is_multi_worker
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.checks import check_batch, check_data, non_finite_weights
+from kprune.checks import CHECKED_BATCHES, check_batch, check_data, non_finite_weights
 from kprune.losses import (
     distillation_kinds, example_loss, loss_for, lower_is_better, output_names, outputs_probabilities,
 )  # fmt: skip
@@ -398,10 +398,11 @@ class TrainingSetup:
             InvalidArgumentError: Naming the problem and the fix, if the loss
                 cannot be computed on the model's outputs and the data's labels.
         """
-        batch = next(iter(as_dataset(data).take(1)), None)
-        if batch is None:
+        first = list(as_dataset(data).take(CHECKED_BATCHES))  # read once, checked twice
+        if not first:
             raise InvalidArgumentError("The data is empty: no batch to rank or fine-tune on.")
-        check_data(as_dataset(data), "training")
+        batch = first[0]
+        check_data(first, "training")
         x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         if labels is None:
             raise InvalidArgumentError(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import signal
+from pathlib import Path
+from shlex import quote
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from kprune.cli._common import (
-    DataDirOption, LimitOption, PreprocessOption, SeedOption, format_count, out, quiet_import,
+    DataDirOption, LimitOption, PreprocessOption, SeedOption, err, format_count, out, quiet_import,
     user_errors,
 )  # fmt: skip
 
@@ -125,11 +128,6 @@ def _interrupt_in(error: BaseException | None) -> KeyboardInterrupt | None:
 
 def _interrupted(run_dir: str, command: str, add_out: bool) -> None:
     """Says where a Ctrl-C left the run, and the command that continues it."""
-    import json
-    from pathlib import Path
-    from shlex import quote
-
-    from kprune.cli._common import err
 
     state = Path(run_dir) / "checkpoint" / "state.json"
     if not state.is_file():
