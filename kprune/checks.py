@@ -41,6 +41,21 @@ def check_data(data: Iterable, what: str, batches: int = CHECKED_BATCHES) -> Non
         InvalidArgumentError: Naming the part (inputs, labels, sample weights),
             the batch and the count of bad values, and the fix.
     """
+    found = first_non_finite(data, what, batches)
+    if found:
+        raise InvalidArgumentError(f"{found}. Fix: {CLEAN_DATA}.")
+
+
+CLEAN_DATA = "clean the data (e.g. drop those examples, or np.nan_to_num) before pruning"
+
+
+def first_non_finite(data: Iterable, what: str, batches: int) -> str | None:
+    """Where the first NaN or infinite value of the first ``batches`` batches is, or None.
+
+    Example:
+        >>> first_non_finite(dataset, "training", 100)
+        'NaN in the training inputs: batch 3 has 12 of 768 values not finite'
+    """
     for number, batch in enumerate(itertools.islice(data, batches), start=1):
         parts = keras.utils.unpack_x_y_sample_weight(batch)
         for part, name in zip(parts, ("inputs", "labels", "sample weights")):
@@ -51,19 +66,18 @@ def check_data(data: Iterable, what: str, batches: int = CHECKED_BATCHES) -> Non
                 bad = int(values.size - np.count_nonzero(np.isfinite(values)))
                 if bad:
                     kind = "NaN" if np.isnan(values).any() else "Infinite values"
-                    raise InvalidArgumentError(
-                        f"{kind} in the {what} {name}: "
-                        f"batch {number} has {bad:,} of {values.size:,} values not finite. Fix: clean "
-                        "the data (e.g. drop those examples, or np.nan_to_num) before pruning."
-                    )
+                    return (f"{kind} in the {what} {name}: batch {number} has {bad:,} of "
+                            f"{values.size:,} values not finite")  # fmt: skip
+    return None
 
 
-def check_batch(model: keras.Model, batch: Any, kinds: list[str]) -> None:
+def check_batch(model: keras.Model, batch: Any, kinds: list[str], what: str = "training") -> None:
     """Checks one ``(x, y[, sample_weight])`` batch against ``model``.
 
     Args:
         kinds: What each output is (`kprune.losses.distillation_kinds`): the
             class range and one-hot width are checked for classifier outputs.
+        what: Which data it is, for the message (e.g. ``"test"``).
 
     Raises:
         InvalidArgumentError: One line naming the mismatch, both sides, and the fix.
@@ -79,13 +93,13 @@ def check_batch(model: keras.Model, batch: Any, kinds: list[str]) -> None:
         fits = len(expected) == len(actual) and all(e is None or e == a for e, a in zip(expected, actual))
         if not fits:
             raise InvalidArgumentError(
-                f"The training inputs have shape {actual} per example (batch 1: {tuple(np.shape(values))}), "
+                f"The {what} inputs have shape {actual} per example (batch 1: {tuple(np.shape(values))}), "
                 f"but model {model.name!r} takes {expected} (input {name!r}). Fix: resize the data to the "
                 "model's input, or give the model that fits the data."
             )
         if not np.issubdtype(np.asarray(values).dtype, np.number):
             raise InvalidArgumentError(
-                f"The training inputs are {np.asarray(values).dtype}, but model {model.name!r} takes "
+                f"The {what} inputs are {np.asarray(values).dtype}, but model {model.name!r} takes "
                 f"numbers (input {name!r}, {tensor.dtype}). Fix: decode the data to numbers first."
             )
     if y is None:

@@ -12,16 +12,18 @@ Three levels, from the user's view down:
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kprune.checks import CLEAN_DATA, first_non_finite
 from kprune.criteria import get, needs_data
 from kprune.criteria.scores import group_scores, normalize_layerwise
+from kprune.data import as_dataset
 from kprune.errors import InvalidArgumentError
+from kprune.files import write_atomically
 from kprune.graph import DependencyGraph, analyze
 from kprune.metrics import channel_flops
 from kprune.surgery import flatten_model
@@ -122,6 +124,7 @@ def rank_groups(
         scored_model = flatten_model(model, graph)
         scored_graph = analyze(scored_model, unsupported="freeze")
     per_group = group_scores(graph, scorer(scored_model, data, scored_graph, **options))
+    _check_finite(per_group, graph, criterion, data, options.get("num_batches"))
     costs = channel_flops(graph) if flops_weight else {}
     largest = max(costs.values(), default=0.0) or 1.0
     for index, values in per_group.items():
@@ -132,11 +135,27 @@ def rank_groups(
     return per_group
 
 
+def _check_finite(per_group: dict[int, np.ndarray], graph: DependencyGraph, criterion: str,
+                  data: Any, num_batches: int | None) -> None:  # fmt: skip
+    """Refuses NaN or infinite scores, naming their layers and where they came from."""
+    broken = [index for index, values in per_group.items() if not np.isfinite(values).all()]
+    if not broken:
+        return
+    layers = ", ".join(name for index in broken[:3] for name in graph.groups[index].producers)
+    found = None if data is None else first_non_finite(as_dataset(data), "ranking", num_batches or 100)
+    if found:
+        raise InvalidArgumentError(f"The {criterion} scores of {layers} are not finite: {found}. Fix: {CLEAN_DATA}.")
+    raise InvalidArgumentError(
+        f"The {criterion} scores of {layers} are not finite on finite data: the model's activations "
+        "or the loss's gradients are NaN or infinite. Fix: check the loss, the input scale "
+        "(--preprocess) and the model's weights."
+    )
+
+
 def save_scores(path, scores: dict[str, np.ndarray], **facts) -> None:
     """Writes scores as JSON: ``{**facts, "scores": {layer: [floats]}}``."""
     payload = {**facts, "scores": {name: [float(v) for v in values] for name, values in scores.items()}}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=1) + "\n")
+    write_atomically(path, (json.dumps(payload, indent=1) + "\n").encode())
 
 
 def weakest(scores: dict[str, np.ndarray], count: int) -> dict[str, list[tuple[int, float]]]:

@@ -35,7 +35,7 @@ from kprune.criteria import get as get_criterion
 from kprune.data import as_dataset, batches_per_epoch
 from kprune.distribute import worker_dir
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.checks import check_data
+from kprune.checks import check_data, non_finite_weights
 from kprune.graph import analyze
 from kprune.modelio import save_model
 from kprune.progress import PruneProgress
@@ -431,7 +431,7 @@ class _Loop:
         except TrainingDivergedError as error:
             where = f" The last good checkpoint is in {self.run_dir}." if self.run_dir else ""
             raise TrainingDivergedError(
-                f"Fine-tuning diverged at pruning step {step}: {error}{where}"
+                f"Fine-tuning stopped at pruning step {step}: {error}{where}"
             ) from None
 
     def _evaluate(self, model) -> dict:
@@ -463,6 +463,12 @@ class _Loop:
     # --- persistence and display ------------------------------------------------
     def _start(self) -> _State:
         seed_everything(self.config.seed)
+        broken = non_finite_weights(self.original)
+        if broken:
+            raise InvalidArgumentError(
+                f"Model {self.original.name!r} holds NaN or infinite weights (layer(s) {', '.join(broken[:5])}): "
+                "there is nothing to prune. Fix: give the model from before its training diverged."
+            )
         self.setup.check(self.original, self._train_stream(0))
         check_data(as_dataset(self.val_data), "validation")
         with self.strategy.scope():

@@ -23,12 +23,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kprune.accuracy import finite_accuracies
+from kprune.checks import (
+    CHECKED_BATCHES, CLEAN_DATA, check_batch, check_data, first_non_finite, non_finite_weights,
+)  # fmt: skip
 from kprune.data import as_dataset, batches_per_epoch
 from kprune.determinism import seed_everything
 from kprune.distill import Distillation, DistillingModel
 from kprune.distribute import fit_multi_worker, is_multi_worker
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.checks import CHECKED_BATCHES, check_batch, check_data, non_finite_weights
 from kprune.losses import (
     distillation_kinds, example_loss, loss_for, lower_is_better, output_names, outputs_probabilities,
 )  # fmt: skip
@@ -267,7 +270,9 @@ class TrainingSetup:
             The Keras ``History``.
 
         Raises:
-            TrainingDivergedError: If the loss becomes NaN or infinite.
+            TrainingDivergedError: At the first batch whose loss or updated
+                weights are NaN or infinite, naming the cause: NaN in the data
+                (one pass over it is searched), the loss, or the gradients.
         """
         dataset = as_dataset(train_data)
         if steps_per_epoch is None:
@@ -285,7 +290,7 @@ class TrainingSetup:
             model = DistillingModel(model, self.teacher, kinds, self.distillation)
         self.compile(model, total_steps)
 
-        guard = _DivergenceGuard()
+        guard = _FiniteGuard()
         all_callbacks = [guard, *callbacks]
         if progress:
             all_callbacks.append(KerasProgress(description))
@@ -310,18 +315,8 @@ class TrainingSetup:
                 shuffle=False,  # the pipeline shuffles; Keras would only warn that it cannot
                 verbose=0,
             )
-        if guard.diverged_at is not None:
-            raise TrainingDivergedError(
-                f"The training loss became {guard.loss} at step {guard.diverged_at}. "
-                "Fix: lower the learning rate (--lr) or check the input data."
-            )
-        broken = non_finite_weights(model)
-        if broken:
-            raise TrainingDivergedError(
-                f"Training left NaN or infinite weights in layer(s) {', '.join(broken[:5])} while the "
-                "loss stayed finite: the training data holds NaN or infinite values (ReLU hides them "
-                "from the loss). Fix: clean the data, or lower the learning rate (--lr)."
-            )
+        if guard.stopped_at is not None:
+            raise guard.error(model, dataset, steps_per_epoch)
         return history
 
     def finetune(
@@ -343,6 +338,12 @@ class TrainingSetup:
                     f"The finetune callable must return the fine-tuned keras.Model. "
                     f"Received {type(tuned).__name__}."
                 )
+            broken = non_finite_weights(tuned)
+            if broken:
+                raise TrainingDivergedError(
+                    f"The finetune callable left NaN or infinite weights in layer(s) {', '.join(broken[:5])}. "
+                    "Fix: check its data and learning rate."
+                )
             return tuned
         setup = self
         if learning_rate is not None:
@@ -355,6 +356,9 @@ class TrainingSetup:
         """The loss and every metric of ``model`` on ``data`` (one pass), by Keras' own
         ``evaluate``, and ``examples``: how many examples that pass saw.
 
+        Accuracies count a NaN or infinite prediction as wrong
+        (`kprune.accuracy.FiniteAccuracy`), never as the argmax of NaN.
+
         The model is used as is: a new graph over the same layers is compiled,
         so the model's own compile state does not change.
         """
@@ -362,7 +366,8 @@ class TrainingSetup:
         view = keras.Model(model.inputs, model.outputs, name=model.name)
         loss = self._loss(model)
         view.compile(loss=loss if loss is not None else loss_for(model),  # no label smoothing
-                     loss_weights=self.loss_weights, metrics=_fresh(self._metrics(model)))  # fmt: skip
+                     loss_weights=self.loss_weights,
+                     metrics=finite_accuracies(_fresh(self._metrics(model))))  # fmt: skip
         callbacks = [EvaluateProgress(batches_per_epoch(data, dataset))] if progress else []
         examples = tf.Variable(0, dtype=tf.int64, trainable=False)
 
@@ -390,9 +395,10 @@ class TrainingSetup:
             "and the labels, or pass check_chance=False (--no-chance-check) to prune anyway."
         )
 
-    def check(self, model: keras.Model, data: Any) -> None:
+    def check(self, model: keras.Model, data: Any, what: str = "training") -> None:
         """Runs the model and the per-example loss on one batch of ``data``, and checks
         that its first batches hold finite values (`kprune.checks.check_data`).
+        ``what`` names the data in messages (``"training"``, ``"test"``…).
 
         Raises:
             InvalidArgumentError: Naming the problem and the fix, if the loss
@@ -402,13 +408,13 @@ class TrainingSetup:
         if not first:
             raise InvalidArgumentError("The data is empty: no batch to rank or fine-tune on.")
         batch = first[0]
-        check_data(first, "training")
+        check_data(first, what)
         x, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         if labels is None:
             raise InvalidArgumentError(
                 "The data gives no labels: kprune needs (x, y) batches to compute the loss."
             )
-        check_batch(model, batch, distillation_kinds(model, self._loss(model)))
+        check_batch(model, batch, distillation_kinds(model, self._loss(model)), what)
         outputs = keras.tree.flatten(model(x, training=False))
         try:
             values = self.example_loss(model)(labels, outputs, sample_weight)
@@ -473,16 +479,57 @@ def _first_line(error: Exception) -> str:
     return (text.splitlines()[0] if text else type(error).__name__).rstrip(".") + "."
 
 
-class _DivergenceGuard(keras.callbacks.Callback):
+class _FiniteGuard(keras.callbacks.Callback):
+    """Stops ``fit`` at the first batch whose loss or updated weights are not finite.
+
+    The weights are checked besides the loss because NaN inputs need not show in
+    the loss (see `kprune.checks`): their gradients are NaN and the weights turn
+    NaN under a finite loss. One sum of every trainable weight times 0 is NaN
+    exactly when one of them is NaN or infinite: a single cheap op per batch.
+    """
+
     def __init__(self):
         super().__init__()
-        self.diverged_at = None
-        self.loss = None
+        self.stopped_at: int | None = None  # the training batch (1-based) that turned non-finite
+        self.loss: float | None = None
         self._step = 0
+        self._weights_finite = None
+
+    def on_train_begin(self, logs=None):
+        weights = self.model.trainable_weights
+
+        @tf.function
+        def weights_finite():
+            sums = [tf.reduce_sum(tf.cast(weight.value, tf.float32) * 0.0) for weight in weights]
+            return tf.math.is_finite(tf.add_n(sums)) if sums else tf.constant(True)
+
+        self._weights_finite = weights_finite
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
-            self.diverged_at, self.loss = self._step, float(loss)
+        if (loss is not None and not np.isfinite(loss)) or not bool(self._weights_finite()):
+            self.stopped_at, self.loss = self._step, None if loss is None else float(loss)
             self.model.stop_training = True
+
+    def error(self, model: keras.Model, dataset: Any, batches: int) -> TrainingDivergedError:
+        """Why training stopped: NaN in the data (one pass over it is searched),
+        a non-finite loss, or non-finite gradients under a finite loss."""
+        loss_broken = self.loss is not None and not np.isfinite(self.loss)
+        what = f"the loss became {self.loss}" if loss_broken else "the weights turned NaN or infinite"
+        found = first_non_finite(dataset, "training", batches)
+        if found:
+            return TrainingDivergedError(
+                f"{found} (searched after {what} at training batch {self.stopped_at}). Fix: {CLEAN_DATA}."
+            )
+        if loss_broken:
+            return TrainingDivergedError(
+                f"The training loss became {self.loss} at step {self.stopped_at} on finite data: "
+                "the training diverged. Fix: lower the learning rate (--lr)."
+            )
+        layers = ", ".join(non_finite_weights(model)[:5])
+        return TrainingDivergedError(
+            f"The weights of layer(s) {layers} turned NaN or infinite at step {self.stopped_at} under a "
+            "finite loss, on finite data (non-finite gradients): the training diverged. "
+            "Fix: lower the learning rate (--lr)."
+        )

@@ -67,8 +67,8 @@ def test_nan_layer_stops_training(synthetic_splits):
         def on_train_batch_end(self, batch, logs=None):
             steps.append(batch)
 
-    with pytest.raises(TrainingDivergedError, match=r"The training loss became nan at step 1\. "
-                       r"Fix: lower the learning rate \(--lr\)"):  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match=r"The training loss became nan at step 1 on finite data: the "
+                       r"training diverged\. Fix: lower the learning rate \(--lr\)"):  # fmt: skip
         TrainingSetup(FAST).fit(keras.Model(inputs, outputs), train, epochs=3,
                                 callbacks=[CountSteps()], progress=False)  # fmt: skip
     assert len(steps) == 1  # stopped at once, not after three epochs

@@ -55,3 +55,26 @@ def test_one_hot_labels_of_the_wrong_width_are_named():
 def test_label_dicts_must_use_the_output_names():
     _refused(_model(), _images(), {"classes": rng.integers(0, 3, 64)},
              r"^The labels name outputs \['classes'\] that model 'small' does not have; its outputs: \['probs'\]")
+
+
+@pytest.mark.parametrize("command", ["prune", "eval"])
+def test_the_cli_names_labels_beyond_the_classes_in_one_line(tmp_path, command):
+    """The synthetic dataset has 10 classes; the model 3. Before, `kprune prune` and
+    `kprune eval` died in TensorFlow's sparse cross-entropy with its internals."""
+    from typer.testing import CliRunner
+
+    from kprune.cli import app
+
+    model_file = tmp_path / "small.keras"
+    _model(3).save(model_file)
+    original = model_file.read_bytes()
+    out = tmp_path / "run"
+    arguments = {"prune": ["prune", "--model", str(model_file), "--target-params", "0.5", "--out", str(out)],
+                 "eval": ["eval", str(model_file)]}[command]  # fmt: skip
+    result = CliRunner().invoke(app, [*arguments, "--dataset", "synthetic"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0])
+    assert errors[0].startswith("Error: The labels run from 0 to 9, but output 'probs' has 3 classes (labels 0..2).")
+    assert "function_node" not in result.stderr and "Traceback" not in result.stderr
+    assert model_file.read_bytes() == original and not (out / "checkpoint").exists() and not (out / "pruned.keras").exists()

@@ -17,11 +17,11 @@ OPTIONS = dict(target_filters=2, filters_per_step=1, finetune_steps=3, final_fin
                rank_batches=1, progress=False, check_chance=False)  # fmt: skip
 
 
-def _model() -> keras.Model:
+def _model(classes: int = 3) -> keras.Model:
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 3))
     h = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
-    outputs = keras.layers.Dense(3, activation="softmax", name="probs")(keras.layers.GlobalAveragePooling2D()(h))
+    outputs = keras.layers.Dense(classes, activation="softmax", name="probs")(keras.layers.GlobalAveragePooling2D()(h))
     return keras.Model(inputs, outputs)
 
 
@@ -60,12 +60,15 @@ def test_infinite_labels_and_nan_validation_data_are_named():
 
 def test_weights_made_non_finite_by_later_bad_data_are_rolled_back(tmp_path):
     """NaN only past the checked batches: the loss stays finite (ReLU hides NaN), the
-    first convolution's kernel turns NaN; the step is refused and the checkpoint stays."""
+    first convolution's kernel turns NaN at that batch; the step is refused, the data
+    named, and the checkpoint stays."""
     model = _model()
     weights = [w.copy() for w in model.get_weights()]
     data = (_with_nan(X, start=4 * 64), Y)  # arrays are cut into batches of 64: the checked 4 are clean
-    with pytest.raises(TrainingDivergedError, match="NaN or infinite weights in layer.*conv.*pruning step 1"
-                                                    "|pruning step 1.*NaN or infinite weights in layer.*conv"):
+    # the weights turn NaN at the first bad batch (the 5th); the search over the data names it
+    with pytest.raises(TrainingDivergedError, match=r"^Fine-tuning stopped at pruning step 1: NaN in the training "
+                       r"inputs: batch 5 has .* \(searched after the weights turned NaN or infinite at training "
+                       r"batch 5\)\. Fix: clean the data"):  # fmt: skip
         kprune.prune(model, data, (X[:64], Y[:64]), run_dir=tmp_path, finetune_steps=20, **{
             k: v for k, v in OPTIONS.items() if k != "finetune_steps"})  # fmt: skip
     saved, state = kprune.checkpoint.load(tmp_path)
@@ -73,3 +76,94 @@ def test_weights_made_non_finite_by_later_bad_data_are_rolled_back(tmp_path):
     assert all(np.isfinite(w).all() for w in saved.get_weights())
     _assert_untouched(model, weights)
     assert json.loads((tmp_path / "report.json").read_text())["finished"] is False
+
+
+def _nan_gradient_loss(labels, outputs):
+    """Cross-entropy whose value is finite and whose gradient is NaN."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def nan_gradient(values):
+        return tf.identity(values), lambda upstream: upstream * np.nan
+
+    return keras.losses.sparse_categorical_crossentropy(labels, nan_gradient(outputs))
+
+
+def test_nan_gradients_under_a_finite_loss_are_named(tmp_path):
+    model = _model()
+    weights = [w.copy() for w in model.get_weights()]
+    with pytest.raises(TrainingDivergedError) as error:
+        kprune.prune(model, (X, Y), (X[:64], Y[:64]), run_dir=tmp_path, loss=_nan_gradient_loss,
+                     **{**OPTIONS, "criterion": "l1"})  # Taylor's scores would be NaN first
+    message = str(error.value)
+    assert message.startswith("Fine-tuning stopped at pruning step 1: The weights of layer(s) ")
+    assert "turned NaN or infinite at step 1 under a finite loss, on finite data (non-finite gradients)" in message
+    assert "Fix: lower the learning rate" in message and "\n" not in message
+    _, state = kprune.checkpoint.load(tmp_path)
+    assert state["step"] == 0 and not (tmp_path / "pruned.keras").exists()
+    _assert_untouched(model, weights)
+
+
+def test_a_loss_that_turns_nan_midway_stops_at_that_batch(tmp_path):
+    import tensorflow as tf
+
+    calls = tf.Variable(0)
+
+    def loss(labels, outputs):  # NaN from its 8th call on (during fine-tuning); finite gradients
+        calls.assign_add(1)
+        return keras.losses.sparse_categorical_crossentropy(labels, outputs) + tf.where(calls >= 8, np.nan, 0.0)
+
+    model = _model()
+    weights = [w.copy() for w in model.get_weights()]
+    with pytest.raises(TrainingDivergedError, match=r"^Fine-tuning stopped at pruning step \d+: The training loss "
+                       r"became nan at step \d+ on finite data: the training diverged\. Fix: lower the learning "
+                       r"rate \(--lr\)\. The last good checkpoint is in "):  # fmt: skip
+        kprune.prune(model, (X, Y), (X[:64], Y[:64]), run_dir=tmp_path, loss=loss,
+                     **{**OPTIONS, "finetune_steps": 10, "criterion": "l1"})  # fmt: skip
+    saved, state = kprune.checkpoint.load(tmp_path)
+    assert all(np.isfinite(w).all() for w in saved.get_weights()) and not (tmp_path / "pruned.keras").exists()
+    _assert_untouched(model, weights)
+
+
+def test_nan_ranking_scores_name_the_layer_and_the_batch():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(8, 3, name="conv")(inputs)  # no ReLU: NaN inputs give NaN activations
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h)))
+    data = (_with_nan(X[:6 * 64], start=4 * 64), Y[:6 * 64])  # the checked 4 batches are clean
+    with pytest.raises(InvalidArgumentError, match=r"^The taylor scores of conv are not finite: NaN in the "
+                       r"ranking inputs: batch 5 has [\d,]+ of [\d,]+ values not finite\. Fix: clean the data"):  # fmt: skip
+        kprune.rank(model, data, "taylor", num_batches=6)
+
+
+def test_a_model_with_nan_weights_is_refused_before_any_work(tmp_path):
+    model = _model()
+    kernel, bias = model.get_layer("conv").get_weights()
+    kernel[0, 0, 0, 0] = np.inf
+    model.get_layer("conv").set_weights([kernel, bias])
+    with pytest.raises(InvalidArgumentError, match=r"^Model '.*' holds NaN or infinite weights \(layer\(s\) conv\)"):
+        kprune.prune(model, (X, Y), (X[:64], Y[:64]), run_dir=tmp_path / "run", **OPTIONS)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_diverging_cli_run_ends_in_one_line_and_keeps_its_checkpoint(tmp_path):
+    from typer.testing import CliRunner
+
+    from kprune.cli import app
+
+    model_file = tmp_path / "model.keras"
+    _model(classes=10).save(model_file)  # the synthetic dataset's 10 classes
+    original = model_file.read_bytes()
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "prune", "--model", str(model_file), "--dataset", "synthetic", "--target-params", "0.5",
+        "--filters-per-step", "1", "--finetune-steps", "5", "--rank-batches", "1", "--lr", "1e12",
+        "--optimizer", "sgd", "--no-chance-check", "--no-distill", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and result.stderr.strip().endswith(lines[0]) and lines[0].startswith("Error: Fine-tuning stopped at pruning step 1: The training loss "
+                                                   "became"), result.stderr  # fmt: skip
+    assert "Traceback" not in result.output
+    _, state = kprune.checkpoint.load(out)
+    assert state["step"] == 0 and not (out / "pruned.keras").exists()
+    assert not list(out.rglob(".tmp-*")) and model_file.read_bytes() == original
