@@ -10,6 +10,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from kprune.files import write_atomically
+
 LIBRARIES = (
     "kprune", "tensorflow", "keras", "numpy", "tf2onnx", "onnx", "onnxruntime",
     "ai-edge-litert", "tensorflow-datasets",
@@ -78,8 +80,8 @@ def card_paths(model_path: str | os.PathLike) -> tuple[Path, Path]:
 def write_card(model_path: str | os.PathLike, card: dict) -> tuple[Path, Path]:
     """Writes the card beside the model, as JSON and as Markdown."""
     json_path, md_path = card_paths(model_path)
-    json_path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    md_path.write_text(_markdown(Path(model_path).name, card))
+    write_atomically(json_path, (json.dumps(card, indent=2, sort_keys=False) + "\n").encode())
+    write_atomically(md_path, _markdown(Path(model_path).name, card).encode())
     return json_path, md_path
 
 

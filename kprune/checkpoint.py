@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 
 from kprune.errors import ModelFileError
-from kprune.files import write_atomically
+from kprune.files import missing_folders, remove_empty_folders, write_atomically
 from kprune.modelio import save_model
 
 FOLDER = "checkpoint"
@@ -23,12 +23,29 @@ STATE = "state.json"
 
 
 def save(run_dir: str | Path, model: keras.Model, state: dict) -> Path:
-    """Writes ``model`` and ``state`` as the run's latest checkpoint."""
+    """Writes ``model`` and ``state`` as the run's latest checkpoint.
+
+    The model never replaces the file that the current state.json names (a
+    second checkpoint of the same step, after the final fine-tune, goes to
+    ``step-NNNN-b.keras``), so a failure at any point leaves the previous
+    checkpoint whole.
+
+    Raises:
+        FileWriteError: If the disk is full or the run dir is not writable; the
+            previous checkpoint stays as it was.
+    """
     folder = Path(run_dir) / FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    model_file = f"step-{int(state['step']):04d}.keras"
+    created = missing_folders(folder)
+    current = _current_model_file(folder)
+    step = f"step-{int(state['step']):04d}"
+    model_file = f"{step}.keras" if current != f"{step}.keras" else f"{step}-b.keras"
     save_model(model, folder / model_file)
-    write_json_atomically(folder / STATE, {**state, "model_file": model_file})
+    try:
+        write_json_atomically(folder / STATE, {**state, "model_file": model_file})
+    except BaseException:
+        (folder / model_file).unlink(missing_ok=True)  # no state names it
+        remove_empty_folders(created)
+        raise
     for old in folder.glob("step-*.keras"):
         if old.name != model_file:
             old.unlink()
@@ -55,6 +72,13 @@ def load(run_dir: str | Path) -> tuple[keras.Model, dict] | None:
             f"Fix: delete {folder} to restart the run from the beginning."
         ) from error
     return model, state
+
+
+def _current_model_file(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / STATE).read_text()).get("model_file")
+    except (OSError, ValueError):  # no checkpoint yet
+        return None
 
 
 def write_json_atomically(path: str | Path, payload: dict) -> None:

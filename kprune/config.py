@@ -134,6 +134,8 @@ class RunConfig(PruneConfig):
     ``preprocess`` is the input transform (see `kprune.data.choose_preprocessing`):
     None for the rule — the model card's, else raw pixels 0..255 as Keras'
     loaders give —, or ``raw``, ``card``, ``dataset``, ``scale=S,mean=M,std=D``.
+    ``strict_data`` refuses a ``folder:PATH`` file that cannot be decoded
+    instead of skipping it with a note.
     """
 
     model: str = baselines.DEFAULT  # the shipped baseline, found from any folder
@@ -143,6 +145,7 @@ class RunConfig(PruneConfig):
     augment: bool = True
     limit: Optional[int] = Field(None, ge=1)
     preprocess: Optional[str] = None
+    strict_data: bool = False
     out: Optional[str] = None
     strategy: Literal["none", "mirrored", "multiworker"] = "none"
 

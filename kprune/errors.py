@@ -26,6 +26,15 @@ class ModelFileError(KpruneError, OSError):
     """A model file is missing, unreadable or corrupt."""
 
 
+class FileWriteError(KpruneError, OSError):
+    """The system refused to write a file: its disk is full or read-only, or permission is
+    denied. The message names the file and the space (or the permission) it needs."""
+
+
+class RunDirInUseError(KpruneError):
+    """Another live kprune run holds the run directory's lock."""
+
+
 class VerificationError(KpruneError):
     """An exported artifact disagrees with the Keras model beyond tolerance."""
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from kprune import baselines
 from kprune.errors import InvalidArgumentError, ModelFileError
@@ -88,13 +90,15 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
 
     Raises:
         InvalidArgumentError: If the path does not end in ``.keras``.
+        FileWriteError: If the disk is full or the folder not writable.
     """
     path = Path(path)
     if path.suffix != ".keras":
         raise InvalidArgumentError(
             f"`path` must end in .keras (Keras 3 format). Received path={str(path)!r}."
         )
-    with replaced_atomically(path) as temporary:
+    weight_bytes = sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in model.weights)
+    with replaced_atomically(path, expected_bytes=weight_bytes) as temporary:
         _without_training_state(model).save(temporary)
     return path
 

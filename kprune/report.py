@@ -15,6 +15,7 @@ from typing import Sequence
 
 from kprune.checkpoint import write_json_atomically
 from kprune.errors import InvalidArgumentError
+from kprune.files import replaced_atomically
 from kprune.metrics import count_flops, count_params
 
 REPORT = "report.json"
@@ -65,7 +66,6 @@ def monitor_name(report: dict) -> str:
 def write_run_files(run_dir: str | Path, report: dict, history, plots: bool = False) -> None:
     """Writes report.json and history.json (atomically), and the plots if asked."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomically(run_dir / REPORT, report)
     write_json_atomically(run_dir / HISTORY, history.to_dict())
     if plots:
@@ -94,10 +94,7 @@ def draw(run_dir: str | Path) -> list[Path]:
     paths = []
     for name, painter in zip(PLOTS, (_accuracy, _filters, _timeline)):
         figure = painter(plt, report, run_dir.name)
-        path = run_dir / name
-        figure.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(figure)
-        paths.append(path)
+        paths.append(_save_figure(plt, figure, run_dir / name))
     return paths
 
 
@@ -120,11 +117,16 @@ def overlay(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     axes.set_title("Accuracy while pruning (★ the final model)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return out
+    return _save_figure(plt, figure, Path(out))
+
+
+def _save_figure(plt, figure, path: Path) -> Path:
+    try:
+        with replaced_atomically(path) as temporary:  # the temporary keeps .png: the format
+            figure.savefig(temporary, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return path
 
 
 def _pyplot():

@@ -3,22 +3,28 @@ measure the start, prune, measure the end, write everything into the run dir.
 
 Run dir contents: pruned.keras with pruned.card.json/.md, config.yaml (the
 resolved config), report.json (per step, plus ``before``/``after`` on the test
-split), history.json (replayable), the PNG plots, and checkpoint/.
+split), history.json (replayable), the PNG plots, and checkpoint/;
+while a run holds it, .kprune.lock (`kprune.runlock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from shlex import quote
 
-from kprune import card
+from kprune import card, checkpoint, runlock
 from kprune.config import RunConfig, dump_config
 from kprune.criteria import get as get_criterion
 from kprune.data import choose_preprocessing, load
-from kprune.distribute import make_strategy, worker_dir
-from kprune.errors import InvalidArgumentError
+from kprune.distribute import is_chief, make_strategy, worker_dir
+from kprune.errors import FileWriteError, InvalidArgumentError
+from kprune.files import missing_folders, remove_empty_folders, replaced_atomically
 from kprune.metrics import count_flops, count_params
 from kprune.modelio import load_model, resolve_model_path
 from kprune.report import write_run_files
@@ -39,9 +45,17 @@ def run_prune(
     ``command`` is recorded as the command that reproduces the run (default:
     this process's command line).
 
+    The chief holds the run dir's lock (`kprune.runlock`) while it runs. A run
+    that fails before its first checkpoint removes what it created in the run
+    dir (never what was there before); a later failure keeps the last checkpoint
+    for ``resume``.
+
     Raises:
         InvalidArgumentError, ModelFileError, DatasetNotFoundError: On bad input,
             before anything is written.
+        RunDirInUseError: If another live run holds the run dir.
+        FileWriteError: If the disk is full or the run dir not writable; the
+            message says how to continue.
     """
     started = time.time()
     get_criterion(config.criterion)  # every check before anything is written
@@ -58,12 +72,72 @@ def run_prune(
         raise InvalidArgumentError(
             f"The run dir {run_dir} holds the input model; pick another --out so it is never overwritten."
         )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InvalidArgumentError(f"The run dir {run_dir} is a file. Fix: give a folder as --out.")
     strategy = make_strategy(config.strategy)
-    # Every worker runs the same loop; only the chief keeps what it writes.
-    with worker_dir(run_dir, strategy) as write_dir:
-        report = _run(config, model_path, run_dir, write_dir, resume, strategy, started, command)
+    # Every worker runs the same loop; only the chief keeps what it writes, and locks.
+    claim = _claimed(run_dir) if is_chief(strategy) else contextlib.nullcontext()
+    with claim, worker_dir(run_dir, strategy) as write_dir:
+        try:
+            report = _run(config, model_path, run_dir, write_dir, resume, strategy, started, command)
+        except FileWriteError as error:
+            raise FileWriteError(f"{error} {_how_to_continue(run_dir, command)}") from error
     report["run_dir"] = str(run_dir)
     return report
+
+
+@contextlib.contextmanager
+def _claimed(run_dir: Path) -> Iterator[None]:
+    """Holds the run dir's lock; on a failure before the first checkpoint, removes
+    what this run created there, then the lock, then the folders it created."""
+    created = missing_folders(run_dir)
+    before = set() if created else {entry.name for entry in run_dir.iterdir()}
+    try:
+        lock = runlock.acquire(run_dir)
+    except BaseException:  # in use, or the disk refused the lock file
+        remove_empty_folders(created)
+        raise
+    try:
+        yield
+    except BaseException:
+        if _saved_step(run_dir) is None:  # nothing to resume: take back what this run wrote
+            for entry in run_dir.iterdir():
+                if entry.name not in before and entry.name != runlock.LOCK_NAME:
+                    _remove(entry)
+            lock.release()
+            remove_empty_folders(created)
+        raise
+    finally:
+        lock.release()
+
+
+def _saved_step(run_dir: Path) -> int | None:
+    """The step of the run dir's checkpoint, None without one."""
+    try:
+        return json.loads((run_dir / checkpoint.FOLDER / checkpoint.STATE).read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            entry.unlink()
+
+
+def _how_to_continue(run_dir: Path, command: str | None) -> str:
+    """After a refused write: from where, and with which command, the run goes on."""
+    step = _saved_step(run_dir)
+    if step is None:
+        return "Nothing of the run was kept (no step was saved); once that is fixed, run it again."
+    if command is None:
+        return f"The run is saved at step {step}; once that is fixed, continue it with resume=True."
+    words = command.split()
+    again = command + ("" if {"--out", "-o"} & set(words) else f" --out {quote(str(run_dir))}")
+    again += "" if "--resume" in words else " --resume"
+    return f"The run is saved at step {step}; once that is fixed, continue it with: {again}"
 
 
 def _run(config, model_path, run_dir, write_dir, resume, strategy, started, command) -> dict:
@@ -74,7 +148,7 @@ def _run(config, model_path, run_dir, write_dir, resume, strategy, started, comm
     # The model's own input transform: --preprocess, else its card's, else raw pixels.
     chosen = choose_preprocessing(config.preprocess, model_path, shape)
     common = dict(input_shape=shape, data_dir=config.data_dir, limit=config.limit,
-                  preprocessing=chosen.preprocessing)  # fmt: skip
+                  preprocessing=chosen.preprocessing, strict_data=config.strict_data)  # fmt: skip
 
     def train_stream(seed: int):
         return load(config.dataset, "train", batch_size=config.batch_size, augment=config.augment,
@@ -82,10 +156,12 @@ def _run(config, model_path, run_dir, write_dir, resume, strategy, started, comm
 
     val = load(config.dataset, "val", batch_size=256, **common)
     test = load(config.dataset, "test", batch_size=256, **common)
-    write_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, write_dir / "config.yaml")
+    setup = TrainingSetup.for_model(model)
+    setup.check(model, test, what="test")  # the data against the model, before anything is written
+    with replaced_atomically(write_dir / "config.yaml") as temporary:
+        dump_config(config, temporary)
 
-    evaluate = TrainingSetup.for_model(model).evaluate
+    evaluate = setup.evaluate
     before = {**evaluate(model, test), "params": count_params(model), "flops": count_flops(model),
               "file_bytes": _file_size(model_path)}  # fmt: skip
     result = prune(model, train_stream, val, config.prune_config(), run_dir=run_dir,

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from kprune.errors import InvalidArgumentError, UnsupportedModelError
+from kprune.files import write_atomically
 from kprune.graph import DependencyGraph, analyze
 
 HISTORY_FORMAT = "kprune.history/1"
@@ -53,7 +54,7 @@ class PruningHistory:
         return cls(steps=[dict(step) for step in data["steps"]], model_name=data.get("model"))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        write_atomically(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
 
     @classmethod
     def load(cls, path: str | Path) -> PruningHistory:

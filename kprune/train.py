@@ -18,7 +18,7 @@ from kprune.data import dataset_info, load
 from kprune.metrics import count_flops, count_params
 from kprune.determinism import deterministic, seed_everything
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.files import write_atomically
+from kprune.files import named_write_errors, write_atomically
 from kprune.modelio import load_model, resolve_model_path, save_model
 from kprune.models import build
 from kprune.training_setup import TrainingSetup, TrainSettings
@@ -41,6 +41,7 @@ def train_and_save(
     progress: bool = True,
     command: str | None = None,
     resume: bool = False,
+    strict_data: bool = False,
 ) -> dict:
     """Trains a model on a dataset, saves it and its model card; returns the card.
 
@@ -56,12 +57,14 @@ def train_and_save(
     training is continued from its last finished epoch with ``resume=True``
     (``kprune train --resume``), given the same arguments; the batches of the
     finished epochs are drawn again and dropped, so the resumed epochs see the
-    data the uninterrupted training would.
+    data the uninterrupted training would. ``strict_data`` refuses a
+    ``folder:PATH`` file that cannot be decoded instead of skipping it (see
+    `kprune.data.load`).
     """
     with deterministic():
         return _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, seed,
                                data_dir, limit, model_options, input_shape, progress, command,
-                               resume)  # fmt: skip
+                               resume, strict_data)  # fmt: skip
 
 
 def training_backup_dir(out: str | Path) -> Path:
@@ -71,7 +74,8 @@ def training_backup_dir(out: str | Path) -> Path:
 
 
 def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, seed, data_dir,
-                    limit, model_options, input_shape, progress, command, resume) -> dict:  # fmt: skip
+                    limit, model_options, input_shape, progress, command, resume,
+                    strict_data) -> dict:  # fmt: skip
     started = time.time()
     if Path(out).suffix != ".keras":  # checked now, not after hours of training
         raise InvalidArgumentError(
@@ -101,7 +105,7 @@ def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, 
         if isinstance(model, str):  # a saved model continues its history: keep its card
             source_card = read_card(resolve_model_path(model))
     input_shape = tuple(network.input_shape[1:])
-    common = dict(input_shape=input_shape, data_dir=data_dir, seed=seed, limit=limit)
+    common = dict(input_shape=input_shape, data_dir=data_dir, seed=seed, limit=limit, strict_data=strict_data)
     train_split = load(dataset, "train", batch_size=batch_size, augment=augment, **common)
     val_split = load(dataset, "val", batch_size=256, **common)
     test_split = load(dataset, "test", batch_size=256, **common)
@@ -177,7 +181,8 @@ class EpochBackup(keras.callbacks.BackupAndRestore):
         return Path(self.backup_dir) / f"random_states-{epoch}.npz"
 
     def _save_model(self):
-        super()._save_model()
+        with named_write_errors(self.backup_dir):  # Keras' own writes: one line when the disk is full
+            super()._save_model()
         buffer = io.BytesIO()
         np.savez(buffer, *[v.numpy() for v in self._random_states()])
         write_atomically(self._states_file(self._current_epoch), buffer.getvalue())
@@ -222,7 +227,8 @@ def _prepare_backup(backup: Path, arguments: dict, resume: bool) -> int:
                 "Fix: rerun with that run's arguments, or delete the folder to start over."
             )
         return saved_epoch
-    backup.mkdir(parents=True)
+    with named_write_errors(backup):
+        backup.mkdir(parents=True)
     write_atomically(settings_file, json.dumps(arguments, indent=2).encode())
     return 0
 

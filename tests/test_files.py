@@ -1,11 +1,15 @@
-"""kprune.files: atomic replacement, and the permissions a temporary gets before its rename."""
+"""kprune.files: atomic replacement, the permissions a temporary gets before its rename, and
+one-line errors when the system refuses a write."""
 
+import errno
 import os
+import re
 import stat
 import tempfile
 
 import pytest
 
+from kprune.errors import FileWriteError, KpruneError
 from kprune.files import replaced_atomically, usual_permissions, write_atomically
 
 
@@ -71,3 +75,59 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
 
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["model.keras"]
+
+
+def refuse_replace(monkeypatch, code):
+    def replace(source, destination, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(destination))
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_the_space(tmp_path, monkeypatch):
+    path = tmp_path / "new" / "deeper" / "report.json"
+    refuse_replace(monkeypatch, errno.ENOSPC)
+
+    with pytest.raises(FileWriteError) as caught:
+        write_atomically(path, b"x" * 5000)
+
+    message = str(caught.value)
+    assert re.fullmatch(
+        rf"No space left on the disk to write {re.escape(str(path))}: it needs at least 5\.0 kB, and "
+        r"\d+(\.\d)? [kMG]?B are free there\. Fix: free space on that disk, or write somewhere else\.", message
+    ), message
+    assert caught.value.errno == errno.ENOSPC and isinstance(caught.value, (OSError, KpruneError))
+    assert os.listdir(tmp_path) == []  # no temporary, and the folders it made are gone
+
+
+def test_no_permission_names_the_folder_to_fix(tmp_path, monkeypatch):
+    path = tmp_path / "run" / "model.keras"
+    path.parent.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    expected = (rf"^No permission to write {re.escape(str(path))} \(as user .+\)\. "
+                rf"Fix: make {re.escape(str(path.parent))} writable")  # fmt: skip
+    with pytest.raises(FileWriteError, match=expected), replaced_atomically(path):
+        pass
+    assert os.listdir(tmp_path) == ["run"]  # the folder was there before: it stays
+
+
+def test_a_refusal_behind_another_error_is_found_and_ctrl_c_stays_ctrl_c(tmp_path):
+    def keras_like_failure():  # a library that fails again while cleaning up after the full disk
+        try:
+            raise OSError(errno.EROFS, "Read-only file system")
+        except OSError as error:
+            raise ValueError("could not close the archive") from error
+
+    with pytest.raises(FileWriteError, match="its file system is read-only"), \
+            replaced_atomically(tmp_path / "model.keras"):
+        keras_like_failure()
+    with pytest.raises(KeyboardInterrupt), replaced_atomically(tmp_path / "model.keras"):
+        try:
+            keras_like_failure()
+        except ValueError:
+            raise KeyboardInterrupt from None
+    assert os.listdir(tmp_path) == []

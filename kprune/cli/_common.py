@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Annotated, Optional
@@ -101,6 +102,30 @@ def user_errors():
         # escape: a message such as "pip install 'kprune[cifar10]'" is text, not rich markup
         err.print(f"[bold red]Error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
+    except Exception as error:
+        # TensorFlow's own refusals (a file it cannot decode, a shape it cannot take) that no
+        # kprune check caught: their first line, not a page of graph internals.
+        if state.debug or not _is_tensorflow_error(error):
+            raise
+        err.print(f"[bold red]Error:[/] TensorFlow stopped: {escape(_tensorflow_reason(error))} "
+                  "Fix: check the data and the model named above; --debug shows the traceback.",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(code=1) from None
+
+
+def _is_tensorflow_error(error: BaseException) -> bool:
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(error, tf.errors.OpError)
+
+
+def _tensorflow_reason(error: BaseException) -> str:
+    """The op error's message without its graph decorations ({{function_node …}},
+    [[node …]], [Op:…]), on one line."""
+    text = getattr(error, "message", None) or str(error)
+    text = re.sub(r"\{\{[^}]*\}\}|\[\[.*?\]\]|\[Op:[^\]]*\].*", " ", text, flags=re.DOTALL)
+    text = re.sub(r"Error in user-defined function .*?Iterator::\S+:\s*", "", text, flags=re.DOTALL)
+    reason = " ".join(text.split()) or type(error).__name__
+    return reason.rstrip(".") + "."
 
 
 # Options shared by several commands, defined once.
@@ -125,6 +150,14 @@ PreprocessOption = Annotated[
         "card (the model card's), dataset (the dataset's mean/std) or scale=S,mean=M,std=D, "
         "e.g. scale=1/255,mean=0.5,std=0.5 (per-channel: mean=0.485:0.456:0.406). "
         "Default: the model card's, else raw.",
+    ),
+]  # fmt: skip
+StrictDataOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict-data",
+        help="Stop on the first file of a folder:PATH dataset that cannot be decoded (not an image, "
+        "empty, truncated, unreadable). Default: skip such files and name them in a note.",
     ),
 ]  # fmt: skip
 LimitOption = Annotated[

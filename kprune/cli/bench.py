@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -79,8 +78,10 @@ def bench(
         )  # fmt: skip
     result = report.to_dict()
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(result, indent=2) + "\n")
+        with user_errors():
+            from kprune.files import write_atomically
+
+            write_atomically(output, (json.dumps(result, indent=2) + "\n").encode())
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

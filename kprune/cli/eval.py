@@ -8,7 +8,7 @@ import typer
 
 from kprune.cli._common import (
     BatchSizeOption, DataDirOption, DatasetOption, LimitOption, ModelArgument,
-    PreprocessOption, out, quiet_import, user_errors,
+    PreprocessOption, out, quiet_import, StrictDataOption, user_errors,
 )  # fmt: skip
 
 
@@ -20,6 +20,7 @@ def evaluate(
     data_dir: DataDirOption = None,
     limit: LimitOption = None,
     preprocess: PreprocessOption = None,
+    strict_data: StrictDataOption = False,
 ):
     """Evaluate a .keras model: top-1 accuracy and loss on a dataset split.
 
@@ -37,9 +38,11 @@ def evaluate(
         chosen = choose_preprocessing(preprocess, model, shape)
         data = load(
             dataset, split, input_shape=shape, batch_size=batch_size, data_dir=data_dir,
-            limit=limit, preprocessing=chosen.preprocessing,
+            limit=limit, preprocessing=chosen.preprocessing, strict_data=strict_data,
         )  # fmt: skip
-        result = TrainingSetup().evaluate(network, data, progress=True)
+        setup = TrainingSetup()
+        setup.check(network, data, what=split)  # one line on mismatched data, not TensorFlow's
+        result = setup.evaluate(network, data, progress=True)
     out.print(
         f"{model} on {dataset} {split} ({result['examples']} images): "
         f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}",

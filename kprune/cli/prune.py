@@ -13,7 +13,7 @@ from rich.table import Table
 
 from kprune.cli._common import (
     DataDirOption, LimitOption, PreprocessOption, SeedOption, err, format_count, out, quiet_import,
-    user_errors,
+    StrictDataOption, user_errors,
 )  # fmt: skip
 
 CRITERIA = "taylor, l2, combined, l1, l2_weight, bn_gamma, apoz or random"
@@ -61,6 +61,7 @@ def prune(
     data_dir: DataDirOption = None,
     limit: LimitOption = None,
     preprocess: PreprocessOption = None,
+    strict_data: StrictDataOption = False,
 ):
     """Prune a model step by step to a target; with only --criterion, the quickstart."""
     quiet_import()
@@ -84,7 +85,7 @@ def prune(
             final_learning_rate=final_lr, snapshots=_fractions(snapshots), strategy=strategy,
             unsupported=unsupported, seed=seed, data_dir=data_dir, limit=limit,
             monitor=monitor, loss=loss, check_chance=None if chance_check else False,
-            preprocess=preprocess,
+            preprocess=preprocess, strict_data=strict_data or None,  # absent: the config file's
         )  # fmt: skip
         if any(overrides[t] is not None for t in TARGET_FIELDS):
             base = {k: v for k, v in QUICKSTART.items() if not k.startswith("target_")}

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from kprune.cli._common import (
     BatchSizeOption, DataDirOption, DatasetOption, ModelArgument, PreprocessOption,
-    SeedOption, out, quiet_import, user_errors,
+    SeedOption, out, quiet_import, StrictDataOption, user_errors,
 )  # fmt: skip
 
 
@@ -29,6 +29,7 @@ def rank(
     seed: SeedOption = 0,
     data_dir: DataDirOption = None,
     preprocess: PreprocessOption = None,
+    strict_data: StrictDataOption = False,
 ):
     """Rank the filters of MODEL with a criterion; print the weakest per layer."""
     quiet_import()
@@ -48,6 +49,7 @@ def rank(
                 dataset, split, input_shape=shape, batch_size=batch_size, shuffle=False,
                 data_dir=data_dir, limit=None if batches is None else batches * batch_size,
                 preprocessing=choose_preprocessing(preprocess, model, shape).preprocessing,
+                strict_data=strict_data,
             )  # fmt: skip
         scores = rank_filters(
             network, data, criterion, num_batches=batches, normalize=normalize,

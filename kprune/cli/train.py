@@ -8,7 +8,7 @@ import typer
 
 from kprune.cli._common import (
     BatchSizeOption, DataDirOption, DatasetOption, LimitOption, SeedOption,
-    format_count, out, parse_input_shape, quiet_import, user_errors,
+    format_count, out, parse_input_shape, quiet_import, StrictDataOption, user_errors,
 )  # fmt: skip
 
 
@@ -36,6 +36,7 @@ def train(
     seed: SeedOption = 0,
     data_dir: DataDirOption = None,
     limit: LimitOption = None,
+    strict_data: StrictDataOption = False,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Continue a killed training of --out from its last finished epoch "
@@ -57,7 +58,7 @@ def train(
             model, dataset, out_path, epochs=epochs, batch_size=batch_size,
             settings=settings, augment=augment, seed=seed, data_dir=data_dir,
             limit=limit, model_options=options, input_shape=parse_input_shape(input_shape),
-            command=command_line(ctx), resume=resume,
+            command=command_line(ctx), resume=resume, strict_data=strict_data,
         )  # fmt: skip
     out.print(
         f"Saved {out_path}: test accuracy {card['test_accuracy']:.4f} on "

@@ -40,6 +40,7 @@ def load(
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
     preprocessing: str | Preprocessing = "dataset",
+    strict_data: bool = False,
 ) -> Split:
     """Loads one split of a dataset as batches ready for a model.
 
@@ -66,12 +67,16 @@ def load(
             pixels as Keras' image loaders give them (float32 0..255); a
             `Preprocessing` applies its scale, mean and std. For a model file,
             `choose_preprocessing` picks one (its card, else raw).
+        strict_data: For ``folder:PATH``, refuse a file that TensorFlow cannot
+            decode (not an image, empty, truncated, unreadable) instead of
+            skipping it with a note naming it.
 
     Returns:
         A `Split`: ``.dataset`` yields ``(float32 images NHWC, int32 labels)``.
 
     Raises:
-        InvalidArgumentError: On an unknown name or split or a bad argument.
+        InvalidArgumentError: On an unknown name or split, a bad argument, or
+            (``strict_data``) an image file that cannot be decoded.
         DatasetNotFoundError: If the data is absent and cannot be downloaded.
 
     Example:
@@ -94,7 +99,7 @@ def load(
     note = ""
     if name.startswith("folder:"):
         examples, count, info, note = folder.load(
-            name.removeprefix("folder:"), split, input_shape, val_fraction, SPLIT_SEED
+            name.removeprefix("folder:"), split, input_shape, val_fraction, SPLIT_SEED, strict_data
         )
     else:
         arrays, info = _load_arrays(name, input_shape, data_dir, download)
@@ -147,7 +152,7 @@ def _input_shape(input_shape, preprocessing) -> tuple[int, int, int] | None:
 def dataset_info(name: str, data_dir=None, download: bool = True) -> DatasetInfo:
     """The `DatasetInfo` of a dataset, without building a pipeline."""
     if name.startswith("folder:"):
-        return folder.load(name.removeprefix("folder:"), "train", None, 0.1, SPLIT_SEED)[2]
+        return folder.info(name.removeprefix("folder:"))
     return _load_arrays(name, None, data_dir, download)[1]
 
 

@@ -50,7 +50,7 @@ from kprune.export.verify import (
     DEFAULT_SAMPLES,
     verify_export,
 )
-from kprune.files import usual_permissions
+from kprune.files import named_write_errors, usual_permissions, write_atomically
 from kprune.metrics import count_flops, count_params
 from kprune.training_setup import outputs_probabilities
 
@@ -212,8 +212,9 @@ def write_bundle(
         load(context.dataset, "train", limit=calibration_samples, **common) if int8 else None
     )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
+    with named_write_errors(out_dir):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
     try:
         with progress_steps(progress, 5 if int8 else 4) as step:
             artifacts = _export(
@@ -229,10 +230,10 @@ def write_bundle(
             manifest["files"] = {
                 path.name: sha256_of(path) for path in sorted(staging.iterdir()) if path.is_file()
             }
-            text = json.dumps(manifest, indent=2) + "\n"
-            (staging / MANIFEST_NAME).write_text(text, encoding="utf-8")
+            write_atomically(staging / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
             step("manifest.json")
-        _move_into_place(staging, out_dir)
+        with named_write_errors(out_dir):
+            _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -254,10 +255,10 @@ def _export(network, staging, calibration_data, calibration_samples, opset, step
 
 
 def _copy_programs(staging: Path, class_names: list[str]) -> None:
-    (staging / LABELS_NAME).write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    write_atomically(staging / LABELS_NAME, ("\n".join(class_names) + "\n").encode())
     for name in TEMPLATES:
         source = resources.files("kprune.export.templates").joinpath(name)
-        (staging / name).write_bytes(source.read_bytes())
+        write_atomically(staging / name, source.read_bytes())
 
 
 def _manifest(network, model_path, context, artifacts, report, split) -> dict:

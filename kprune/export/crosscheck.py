@@ -26,6 +26,7 @@ import numpy as np
 
 from kprune.data import fashion_mnist
 from kprune.errors import InvalidArgumentError, KpruneError
+from kprune.files import replaced_atomically, write_atomically
 from kprune.latency.table import LatencyTable
 
 PROGRAMS = ("run_bundle", "rtmaps")
@@ -247,9 +248,10 @@ def write_images(out_dir: str | os.PathLike, samples: int, data_dir: str | None 
     names = {}
     for index in range(samples):
         name = f"test_{index:05d}.png"
-        Image.fromarray(images[index].squeeze(-1)).save(out_dir / name)
+        with replaced_atomically(out_dir / name) as temporary:  # keeps .png: the format
+            Image.fromarray(images[index].squeeze(-1)).save(temporary)
         names[name] = int(labels[index])
-    (out_dir / "labels.json").write_text(json.dumps(names, indent=0), encoding="utf-8")
+    write_atomically(out_dir / "labels.json", json.dumps(names, indent=0).encode())
     return samples
 
 
@@ -283,7 +285,7 @@ def _compare_command(arguments) -> int:
                    if summary["status"] != "ran"]  # fmt: skip
         rows["profiler"] = profiles
     if arguments.json:
-        Path(arguments.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        write_atomically(arguments.json, json.dumps(rows, indent=1).encode())
     if failed:
         print(f"Error: aarch64 disagrees with x86 beyond the bundle's thresholds: "
               f"{'; '.join(failed)}.", file=sys.stderr)  # fmt: skip
@@ -300,7 +302,7 @@ def prepare(
     texts = {core: cpuinfo_text(core) for core in cores}  # unknown cores fail before any work
     write_images(Path(out_dir) / "images", samples, data_dir)
     for core, text in texts.items():
-        (Path(out_dir) / f"cpuinfo-{core}").write_text(text, encoding="utf-8")
+        write_atomically(Path(out_dir) / f"cpuinfo-{core}", text.encode())
     return board_requirements(bundle_dir, manifest)
 
 

@@ -38,6 +38,7 @@ from kprune.export.verify import (
     VerificationReport,
     verify_export,
 )
+from kprune.files import named_write_errors, write_atomically
 
 FORMATS = ("tflite", "onnx")
 _NAMED_DATASET = "Verification and calibration on a named dataset (--dataset)"
@@ -137,8 +138,9 @@ def export_model(
     stem = model_path.stem if model_path is not None else network.name
     out_dir = Path(out_dir)
     created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir))
+    with named_write_errors(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir))
     steps = len(quantize) * ("tflite" in formats) + ("onnx" in formats) + verify
     try:
         with progress_steps(progress, steps, "export") as step:
@@ -162,9 +164,10 @@ def export_model(
                     max_abs_diff=max_abs_diff, min_agreement=min_agreement,
                 )  # fmt: skip
                 step("verified")
-        moved = tuple(_move(artifact, out_dir) for artifact in artifacts)
+        with named_write_errors(out_dir):
+            moved = tuple(_move(artifact, out_dir) for artifact in artifacts)
         result = ExportResult(moved, report, out_dir / f"{stem}.export.json")
-        result.report_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_atomically(result.report_path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created:  # leave no empty folder behind either

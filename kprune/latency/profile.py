@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kprune.errors import InvalidArgumentError
+from kprune.errors import FileWriteError, InvalidArgumentError
 from kprune.export.onnx import export_onnx
 from kprune.export.templates import kprune_profile
 from kprune.export.tflite import convert_small_model
@@ -177,6 +177,8 @@ def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep
                 warnings.simplefilter("ignore")
                 single = single_layer_model(flat, builder, cin, cout)
                 name = export(single, f"e{index}")
+        except FileWriteError:
+            raise  # the disk, not the layer
         except Exception:  # noqa: BLE001 — any layer that cannot stand alone is timed in the constant
             unbuildable.append(key)
             continue
@@ -295,7 +297,7 @@ class _Exporter:
                 for t in network.inputs
             ]
         name = f"{stem}.tflite"
-        (self.folder / name).write_bytes(convert_small_model(network, self.quantize, calibration))
+        write_atomically(self.folder / name, convert_small_model(network, self.quantize, calibration))
         return name
 
 

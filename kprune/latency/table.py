@@ -259,7 +259,6 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, (json.dumps(self.data, indent=1) + "\n").encode())
         return path
 

@@ -120,7 +120,7 @@ def test_a_loss_that_turns_nan_midway_stops_at_that_batch(tmp_path):
                        r"rate \(--lr\)\. The last good checkpoint is in "):  # fmt: skip
         kprune.prune(model, (X, Y), (X[:64], Y[:64]), run_dir=tmp_path, loss=loss,
                      **{**OPTIONS, "finetune_steps": 10, "criterion": "l1"})  # fmt: skip
-    saved, state = kprune.checkpoint.load(tmp_path)
+    saved, _ = kprune.checkpoint.load(tmp_path)
     assert all(np.isfinite(w).all() for w in saved.get_weights()) and not (tmp_path / "pruned.keras").exists()
     _assert_untouched(model, weights)
 
