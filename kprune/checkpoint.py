@@ -36,7 +36,7 @@ def save(run_dir: str | Path, model: keras.Model, state: dict) -> Path:
     """
     folder = Path(run_dir) / FOLDER
     created = missing_folders(folder)
-    current = _current_model_file(folder)
+    current = (saved_state(run_dir) or {}).get("model_file")
     step = f"step-{int(state['step']):04d}"
     model_file = f"{step}.keras" if current != f"{step}.keras" else f"{step}-b.keras"
     save_model(model, folder / model_file)
@@ -74,10 +74,11 @@ def load(run_dir: str | Path) -> tuple[keras.Model, dict] | None:
     return model, state
 
 
-def _current_model_file(folder: Path) -> str | None:
+def saved_state(run_dir: str | Path) -> dict | None:
+    """The run dir's checkpoint state (its step, model file…), None without a readable one."""
     try:
-        return json.loads((folder / STATE).read_text()).get("model_file")
-    except (OSError, ValueError):  # no checkpoint yet
+        return json.loads((Path(run_dir) / FOLDER / STATE).read_text())
+    except (OSError, ValueError):
         return None
 
 

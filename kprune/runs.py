@@ -10,7 +10,6 @@ while a run holds it, .kprune.lock (`kprune.runlock`).
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -113,10 +112,7 @@ def _claimed(run_dir: Path) -> Iterator[None]:
 
 def _saved_step(run_dir: Path) -> int | None:
     """The step of the run dir's checkpoint, None without one."""
-    try:
-        return json.loads((run_dir / checkpoint.FOLDER / checkpoint.STATE).read_text())["step"]
-    except (OSError, ValueError, KeyError):
-        return None
+    return (checkpoint.saved_state(run_dir) or {}).get("step")
 
 
 def _remove(entry: Path) -> None:

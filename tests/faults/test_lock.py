@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import pytest
 from typer.testing import CliRunner
 
@@ -27,18 +26,6 @@ QUICK = ["--criterion", "l1", "--dataset", "synthetic", "--target-filters", "2",
          "--finetune-steps", "2", "--final-finetune-epochs", "0.1", "--rank-batches", "1",
          "--no-chance-check"]  # fmt: skip
 HOLD = "import sys, time\nfrom kprune.runlock import held\nwith held(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(inputs)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="probs")(x))
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model.save(path)
-    return path
 
 
 @pytest.fixture

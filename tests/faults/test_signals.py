@@ -21,18 +21,6 @@ RUN = ["prune", "--criterion", "l1", "--dataset", "synthetic", "--target-filters
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="conv_a")(inputs)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="probs")(x))
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(model_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "whole"
     result = CliRunner().invoke(app, [*RUN, "--model", str(model_file), "--out", str(out)])
