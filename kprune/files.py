@@ -139,6 +139,10 @@ def remove_empty_folders(folders: list[Path]) -> None:
             pass
 
 
+# TensorFlow's file ops report the system's refusal in their message only (an OpError).
+_TENSORFLOW_REFUSALS = {os.strerror(code): code for code in (*NO_SPACE, *NO_PERMISSION, *READ_ONLY)}
+
+
 def _refusal_code(error: BaseException | None) -> int | None:
     """The errno of the refusal behind ``error``: Keras and zipfile may raise
     another error while cleaning up after the disk filled."""
@@ -147,6 +151,10 @@ def _refusal_code(error: BaseException | None) -> int | None:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in (*NO_SPACE, *NO_PERMISSION, *READ_ONLY):
             return error.errno
+        if type(error).__module__.startswith("tensorflow."):
+            for reason, code in _TENSORFLOW_REFUSALS.items():
+                if reason in str(error):
+                    return code
         error = error.__cause__ or error.__context__
     return None
 

@@ -8,6 +8,10 @@ in a note and takes it over. A live holder is found by the ``flock`` or, where
 the file system has none, by its process id on this host (with the process's
 start time, so that a recycled id is not mistaken for it). A lock from another
 host whose ``flock`` is free cannot be checked and is refused with the fix.
+
+`claimed` is how a pruning run holds it (`kprune prune`, and `kprune.prune`
+given a ``run_dir``): a run that fails before its first checkpoint also takes
+back what it wrote there.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ import errno
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from kprune import checkpoint
 from kprune.errors import RunDirInUseError
-from kprune.files import named_write_errors
+from kprune.files import missing_folders, named_write_errors, remove_empty_folders
 
 try:
     import fcntl
@@ -33,6 +40,7 @@ except ImportError:  # Windows: process ids only
 
 LOCK_NAME = ".kprune.lock"
 notes = logging.getLogger("kprune")
+_HELD: dict[Path, int] = {}  # the lock files this process holds → the thread that took each
 
 
 class RunLock:
@@ -40,11 +48,13 @@ class RunLock:
 
     def __init__(self, path: Path, handle: int):
         self.path, self._handle = path, handle
+        _HELD[path.resolve()] = threading.get_ident()
 
     def release(self) -> None:
         """Removes the lock file (while still holding it) and closes it; idempotent."""
         if self._handle is None:
             return
+        _HELD.pop(self.path.resolve(), None)
         try:
             self.path.unlink(missing_ok=True)
         except OSError:  # a folder made read-only meanwhile: the file stays, stale once we exit
@@ -71,6 +81,47 @@ def held(run_dir: str | os.PathLike) -> Iterator[RunLock]:
         yield lock
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def claimed(run_dir: str | os.PathLike) -> Iterator[RunLock]:
+    """Holds ``run_dir``'s lock for a pruning run. On a failure before the run's
+    first checkpoint, nothing is left to resume: what the run created there is
+    removed, then the lock, then the folders it created (never the user's)."""
+    run_dir = Path(run_dir)
+    created = missing_folders(run_dir)
+    before = set() if created else {entry.name for entry in run_dir.iterdir()}
+    try:
+        lock = acquire(run_dir)
+    except BaseException:  # in use, or the disk refused the lock file
+        remove_empty_folders(created)
+        raise
+    try:
+        yield lock
+    except BaseException:
+        if checkpoint.saved_state(run_dir) is None:
+            for entry in run_dir.iterdir():
+                if entry.name not in before and entry.name != LOCK_NAME:
+                    _remove(entry)
+            lock.release()
+            remove_empty_folders(created)
+        raise
+    finally:
+        lock.release()
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            entry.unlink()
+
+
+def held_by_this_thread(run_dir: str | os.PathLike) -> bool:
+    """Whether this thread already holds ``run_dir``'s lock (as `kprune prune` does
+    around the `kprune.prune` it calls)."""
+    return _HELD.get((Path(run_dir) / LOCK_NAME).resolve()) == threading.get_ident()
 
 
 def acquire(run_dir: str | os.PathLike) -> RunLock:

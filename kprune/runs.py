@@ -10,9 +10,7 @@ while a run holds it, .kprune.lock (`kprune.runlock`).
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from shlex import quote
@@ -23,7 +21,7 @@ from kprune.criteria import get as get_criterion
 from kprune.data import choose_preprocessing, load
 from kprune.distribute import is_chief, make_strategy, worker_dir
 from kprune.errors import FileWriteError, InvalidArgumentError
-from kprune.files import missing_folders, remove_empty_folders, replaced_atomically
+from kprune.files import replaced_atomically
 from kprune.metrics import count_flops, count_params
 from kprune.modelio import load_model, resolve_model_path
 from kprune.report import write_run_files
@@ -75,7 +73,7 @@ def run_prune(
         raise InvalidArgumentError(f"The run dir {run_dir} is a file. Fix: give a folder as --out.")
     strategy = make_strategy(config.strategy)
     # Every worker runs the same loop; only the chief keeps what it writes, and locks.
-    claim = _claimed(run_dir) if is_chief(strategy) else contextlib.nullcontext()
+    claim = runlock.claimed(run_dir) if is_chief(strategy) else contextlib.nullcontext()
     with claim, worker_dir(run_dir, strategy) as write_dir:
         try:
             report = _run(config, model_path, run_dir, write_dir, resume, strategy, started, command)
@@ -85,47 +83,9 @@ def run_prune(
     return report
 
 
-@contextlib.contextmanager
-def _claimed(run_dir: Path) -> Iterator[None]:
-    """Holds the run dir's lock; on a failure before the first checkpoint, removes
-    what this run created there, then the lock, then the folders it created."""
-    created = missing_folders(run_dir)
-    before = set() if created else {entry.name for entry in run_dir.iterdir()}
-    try:
-        lock = runlock.acquire(run_dir)
-    except BaseException:  # in use, or the disk refused the lock file
-        remove_empty_folders(created)
-        raise
-    try:
-        yield
-    except BaseException:
-        if _saved_step(run_dir) is None:  # nothing to resume: take back what this run wrote
-            for entry in run_dir.iterdir():
-                if entry.name not in before and entry.name != runlock.LOCK_NAME:
-                    _remove(entry)
-            lock.release()
-            remove_empty_folders(created)
-        raise
-    finally:
-        lock.release()
-
-
-def _saved_step(run_dir: Path) -> int | None:
-    """The step of the run dir's checkpoint, None without one."""
-    return (checkpoint.saved_state(run_dir) or {}).get("step")
-
-
-def _remove(entry: Path) -> None:
-    if entry.is_dir() and not entry.is_symlink():
-        shutil.rmtree(entry, ignore_errors=True)
-    else:
-        with contextlib.suppress(OSError):
-            entry.unlink()
-
-
 def _how_to_continue(run_dir: Path, command: str | None) -> str:
     """After a refused write: from where, and with which command, the run goes on."""
-    step = _saved_step(run_dir)
+    step = (checkpoint.saved_state(run_dir) or {}).get("step")
     if step is None:
         return "Nothing of the run was kept (no step was saved); once that is fixed, run it again."
     if command is None:

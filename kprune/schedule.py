@@ -28,12 +28,12 @@ from typing import Any, Callable, Sequence
 import keras
 import tensorflow as tf
 
-from kprune import checkpoint
+from kprune import checkpoint, interrupts, runlock
 from kprune.card import environment
 from kprune.config import PruneConfig, make_config
 from kprune.criteria import get as get_criterion
 from kprune.data import as_dataset, batches_per_epoch
-from kprune.distribute import worker_dir
+from kprune.distribute import is_chief, worker_dir
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.checks import check_data, non_finite_weights
 from kprune.graph import analyze
@@ -128,6 +128,7 @@ def prune(
         run_dir: Folder for checkpoints, report.json, history.json, plots.
             Under a multi-worker strategy only the chief writes there; the
             other workers write to a temporary folder, removed at the end.
+            The run holds its lock, ``run_dir/.kprune.lock`` (`kprune.runlock`).
         resume: Continue the run saved in ``run_dir`` from its last complete
             step (every worker reads it there).
         strategy: A ``tf.distribute`` strategy for ranking and fine-tuning
@@ -154,6 +155,7 @@ def prune(
             without a checkpoint.
         TrainingDivergedError: A NaN or infinite loss; the last good
             checkpoint stays in ``run_dir``.
+        RunDirInUseError: Another live run holds ``run_dir``.
 
     Example:
         >>> result = kprune.prune(model, train, val, criterion="taylor", target_params=0.7)
@@ -197,10 +199,17 @@ def prune(
     if config.distill:
         setup = replace(setup, distillation=Distillation(config.distill_temperature, config.distill_weight))
     writes = worker_dir(run_dir, strategy) if run_dir is not None else contextlib.nullcontext(None)
-    with deterministic(config.deterministic), writes as write_dir:
+    with _run_dir_lock(run_dir, strategy), deterministic(config.deterministic), writes as write_dir:
         loop = _Loop(config, setup, model, train_data, val_data, run_dir, write_dir, strategy,
                      callbacks, progress)  # fmt: skip
         return loop.run(resume)
+
+
+def _run_dir_lock(run_dir: Path | None, strategy) -> contextlib.AbstractContextManager:
+    """The run dir's lock, held by the chief for the run (`kprune prune` already holds it)."""
+    if run_dir is None or not is_chief(strategy) or runlock.held_by_this_thread(run_dir):
+        return contextlib.nullcontext()
+    return runlock.claimed(run_dir)
 
 
 def _names(value: Any) -> bool:
@@ -247,6 +256,7 @@ class _Loop:
                 self.display.log(self._plan(state))
             self._show(state)
             while state.stop_reason is None:
+                interrupts.check()
                 self._step(state)
             self._final_finetune(state)
             self._show(state)
@@ -294,9 +304,12 @@ class _Loop:
         self._show(state)
 
     def _final_finetune(self, state: _State) -> None:
+        """The last, longer fine-tune; its model is kept only if validation did not get worse."""
         config = self.config
         started = time.time()
+        before, weights_before = state.model, None
         if self.final_steps > 0 and state.step > 0:
+            weights_before = before.get_weights()  # fine-tuning trains the model in place
             step = state.step + 1
             seed_everything(config.seed + step)
             total = self.final_steps
@@ -305,6 +318,15 @@ class _Loop:
                 state.model = self._finetune(state.model, step, total, learning_rate,
                                              label="final fine-tune")  # fmt: skip
         final = self._record(state.model, {}, started, state.step)
+        last = next(record for record in reversed(state.records) if not record.get("rolled_back"))
+        if weights_before is not None and self._drop(last, final) > 0:
+            self.display.log(
+                f"The final fine-tune lowered validation {last['monitor']} from {last['val_monitor']:.4f} to "
+                f"{final['val_monitor']:.4f}: kept the model from before it."
+            )
+            before.set_weights(weights_before)
+            state.model = before
+            final = {**self._record(before, {}, started, state.step), "final_finetune_discarded": True}
         final["phase"] = "final"
         state.records.append(final)
         state.finished = True

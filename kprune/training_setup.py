@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from kprune.accuracy import finite_accuracies
+from kprune.interrupts import CheckInterrupts
 from kprune.checks import (
     CHECKED_BATCHES, CLEAN_DATA, check_batch, check_data, first_non_finite, non_finite_weights,
 )  # fmt: skip
@@ -291,7 +292,7 @@ class TrainingSetup:
         self.compile(model, total_steps)
 
         guard = _FiniteGuard()
-        all_callbacks = [guard, *callbacks]
+        all_callbacks = [guard, CheckInterrupts(), *callbacks]
         if progress:
             all_callbacks.append(KerasProgress(description))
         strategy = tf.distribute.get_strategy()
@@ -368,7 +369,7 @@ class TrainingSetup:
         view.compile(loss=loss if loss is not None else loss_for(model),  # no label smoothing
                      loss_weights=self.loss_weights,
                      metrics=finite_accuracies(_fresh(self._metrics(model))))  # fmt: skip
-        callbacks = [EvaluateProgress(batches_per_epoch(data, dataset))] if progress else []
+        callbacks = [CheckInterrupts(), *([EvaluateProgress(batches_per_epoch(data, dataset))] if progress else [])]
         examples = tf.Variable(0, dtype=tf.int64, trainable=False)
 
         def count(*batch):

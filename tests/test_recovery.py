@@ -193,9 +193,9 @@ def test_the_model_within_one_point_is_kept_when_the_target_costs_more(val, tmp_
     model.fit(train_stream(0).dataset, epochs=3, verbose=0)
     fits = []
 
-    def finetune(candidate, data, steps):  # the final fine-tune breaks the model
+    def finetune(candidate, data, steps):  # the last step's fine-tune breaks the model
         fits.append(steps)
-        if steps == 50:
+        if len(fits) == 2:
             candidate.set_weights([np.zeros_like(w) for w in candidate.get_weights()])
         return candidate
 
@@ -215,3 +215,31 @@ def test_the_model_within_one_point_is_kept_when_the_target_costs_more(val, tmp_
 
 def val_batches_of_train() -> int:
     return train_stream(0).num_batches
+
+
+def test_a_final_fine_tune_that_lowers_validation_is_discarded(val, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _cnn(8, "cnn")
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])  # fmt: skip
+    model.fit(train_stream(0).dataset, epochs=3, verbose=0)
+    fits = []
+
+    def finetune(candidate, data, steps):  # the final fine-tune (50 batches) breaks the model
+        fits.append(steps)
+        if steps == 50:
+            candidate.set_weights([np.zeros_like(w) for w in candidate.get_weights()])
+        return candidate
+
+    result = kprune.prune(model, train_stream, val, target_filters=2, filters_per_step=1, criterion="l2_weight",
+                          finetune_steps=1, final_finetune_epochs=50 / val_batches_of_train(), rank_batches=1,
+                          progress=False, run_dir=tmp_path, finetune=finetune)  # fmt: skip
+    assert fits[-1] == 50
+    *_, last_step, final = result.report["steps"]
+    assert final["phase"] == "final" and final["final_finetune_discarded"] is True
+    assert final["val_accuracy"] == last_step["val_accuracy"] > 0.2  # the zeroed model scores 0.1
+    assert any(np.any(w != 0) for w in result.model.get_weights())
+    saved = keras.models.load_model(tmp_path / "checkpoint" / json.loads(
+        (tmp_path / "checkpoint" / "state.json").read_text())["model_file"])  # fmt: skip
+    for kept, returned in zip(saved.get_weights(), result.model.get_weights()):
+        np.testing.assert_array_equal(kept, returned)

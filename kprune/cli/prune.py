@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from shlex import quote
 from typing import Annotated, Optional
@@ -66,6 +65,7 @@ def prune(
     """Prune a model step by step to a target; with only --criterion, the quickstart."""
     quiet_import()
     with user_errors():
+        from kprune import interrupts
         from kprune.card import command_line
         from kprune.config import QUICKSTART, TARGET_FIELDS, load_run_config
         from kprune.runs import default_run_dir, run_prune
@@ -94,26 +94,16 @@ def prune(
         settings = load_run_config(config, overrides, defaults=None if config else base)
         # Named here (not in run_prune) so that a Ctrl-C can say where the run is.
         run_dir = out_dir if out_dir or resume else str(default_run_dir(settings))
-        previous = signal.signal(signal.SIGTERM, _terminate)  # restored below
         try:
-            report = run_prune(settings, run_dir=run_dir, resume=resume, command=command_line(ctx))
-        except BaseException as error:  # Ctrl-C, also when TensorFlow wrapped it (e.g. while tracing)
+            with interrupts.deferred():  # Ctrl-C and SIGTERM stop the run at its next batch
+                report = run_prune(settings, run_dir=run_dir, resume=resume, command=command_line(ctx))
+        except BaseException as error:  # Ctrl-C, also when TensorFlow wrapped it (a third one, at once)
             interrupt = _interrupt_in(error)
             if interrupt is None:
                 raise
             _interrupted(run_dir, command_line(ctx), out_dir is None)
-            raise typer.Exit(code=143 if isinstance(interrupt, _Terminated) else 130) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+            raise typer.Exit(code=143 if isinstance(interrupt, interrupts.Terminated) else 130) from None
     _print_summary(report)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is (the run stops where it is; its checkpoint stays)."""
-
-
-def _terminate(signum, frame):
-    raise _Terminated()
 
 
 def _interrupt_in(error: BaseException | None) -> KeyboardInterrupt | None:

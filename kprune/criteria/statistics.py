@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kprune import interrupts
 from kprune.data import as_dataset
 from kprune.distribute import distribute_dataset
 from kprune.errors import InvalidArgumentError
@@ -149,6 +150,7 @@ def collect_statistics(
         total = num_batches if num_batches is not None else getattr(data, "num_batches", None)
         iterator = track(dataset, "rank", total=total)
     for batch in iterator:
+        interrupts.check()
         step(batch)
     examples = float(count.read_value())
     if examples == 0:

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import keras
 import numpy as np
 
-from kprune.errors import InvalidArgumentError, ModelFileError, UnsupportedModelError
+from kprune.errors import FileWriteError, InvalidArgumentError, ModelFileError, UnsupportedModelError
 from kprune.export.artifact import (
     ExportedArtifact,
     QUANTIZE_MODES,
@@ -27,7 +27,7 @@ from kprune.export.artifact import (
     resolve_model,
 )
 from kprune.export.examples import collect_inputs
-from kprune.files import write_atomically
+from kprune.files import refused_write, write_atomically
 from kprune.surgery import for_inference
 
 DEFAULT_REPRESENTATIVE_SAMPLES = 300
@@ -133,7 +133,16 @@ def _convert(
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="kprune-savedmodel-") as saved_model:
-        network.export(saved_model, format="tf_saved_model", verbose=False)
+        try:
+            network.export(saved_model, format="tf_saved_model", verbose=False)
+        except Exception as error:
+            refusal = refused_write(error, Path(saved_model))  # the graph's size is unknown here
+            if refusal is None:
+                raise
+            raise FileWriteError(
+                f"{refusal} (TFLite conversion first writes the model as a SavedModel under the system's "
+                "temporary folder; TMPDIR=FOLDER moves it.)"
+            ) from error
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         _configure(converter, quantize, calibration, int8_io, allow_flex_ops)
         try:

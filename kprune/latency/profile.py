@@ -32,6 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kprune import interrupts
 from kprune.errors import FileWriteError, InvalidArgumentError
 from kprune.export.onnx import export_onnx
 from kprune.export.templates import kprune_profile
@@ -160,7 +161,11 @@ def write_plan(
     total = len(jobs) + len(sweep_jobs) + len(calibration)
     with make_progress() as bar:
         task = bar.add_task("profile: build", total=total, status="", visible=progress)
-        tick = lambda: bar.advance(task)  # noqa: E731
+
+        def tick() -> None:  # one model built: progress, and a safe point for Ctrl-C
+            bar.advance(task)
+            interrupts.check()
+
         plan = _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep_jobs,
                             calibration, tick, runtime, quantize)  # fmt: skip
     write_atomically(folder / kprune_profile.PLAN_NAME, (json.dumps(plan, indent=1) + "\n").encode())

@@ -13,11 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 from typer.testing import CliRunner
 
+import kprune
 from kprune import checkpoint
 from kprune.cli import app
+from kprune.data import load
 from kprune.errors import RunDirInUseError
 from kprune.runlock import LOCK_NAME, acquire, held
 
@@ -132,12 +135,41 @@ def test_the_lock_is_released_on_ctrl_c_and_the_run_resumes(model_file, tmp_path
         return real_save(run_dir, model, state)
 
     monkeypatch.setattr(checkpoint, "save", interrupted_after_step_0)
-    result = prune(model_file, out)
+    result = prune(model_file, out, "--target-filters", "1")
     assert result.exit_code == 130, result.output
     assert "Interrupted: the run in" in result.output and "saved at step 0" in result.output
     assert not (out / LOCK_NAME).exists()
 
     monkeypatch.undo()
-    result = prune(model_file, out, "--resume")
+    result = prune(model_file, out, "--target-filters", "1", "--resume")
     assert result.exit_code == 0, result.output
     assert "Took over" not in result.output and not (out / LOCK_NAME).exists()
+
+
+def test_the_python_api_holds_the_lock_for_its_run(model_file, tmp_path, sleeper):
+    """`kprune.prune(run_dir=…)` is refused in a run dir a live run holds, and holds the lock while it runs."""
+    out = tmp_path / "run"
+    model = keras.models.load_model(model_file)
+    val = load("synthetic", "val", input_shape=(16, 16, 3), batch_size=64)
+
+    def train(seed):
+        return load("synthetic", "train", input_shape=(16, 16, 3), batch_size=32, seed=seed)
+
+    options = {"criterion": "l1", "target_filters": 1, "finetune_steps": 2, "final_finetune_epochs": 0,
+               "rank_batches": 1, "distill": False, "check_chance": False, "progress": False}  # fmt: skip
+    write_lock(out, pid=sleeper.pid)
+    with pytest.raises(RunDirInUseError, match=rf"process {sleeper.pid} on "):
+        kprune.prune(model, train, val, run_dir=out, **options)
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+    (out / LOCK_NAME).unlink()
+
+    refusals = []
+
+    class TryToTakeTheLock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            with pytest.raises(RunDirInUseError, match=rf"process {os.getpid()} on ") as refused:
+                acquire(out)
+            refusals.append(refused.value)
+
+    kprune.prune(model, train, val, run_dir=out, callbacks=[TryToTakeTheLock()], **options)
+    assert refusals and not (out / LOCK_NAME).exists()
