@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from kprune.version import __version__ as __version__  # noqa: PLC0414 (the re-export)
 
 # public name → module that defines it
 _EXPORTS = {
@@ -30,19 +30,19 @@ _EXPORTS = {
     "benchmark": "kprune.bench",
     "check_bundle": "kprune.export.bundle",
     "DependencyGraph": "kprune.graph",
-    "PruningHistory": "kprune.surgery",
+    "PruningHistory": "kprune.history",
     "analyze": "kprune.graph",
     "PruneConfig": "kprune.config",
-    "PruneResult": "kprune.schedule",
-    "prune": "kprune.schedule",
+    "PruneResult": "kprune.pruning.loop",
+    "prune": "kprune.pruning.loop",
     "profile": "kprune.latency.profile",
     "predict_latency": "kprune.latency.predict",
     "LatencyTable": "kprune.latency.table",
-    "rank": "kprune.ranking",
-    "rank_groups": "kprune.ranking",
-    "select": "kprune.selection",
-    "TrainingSetup": "kprune.training_setup",
-    "TrainSettings": "kprune.training_setup",
+    "rank": "kprune.pruning.ranking",
+    "rank_groups": "kprune.pruning.ranking",
+    "select": "kprune.pruning.selection",
+    "TrainingSetup": "kprune.training.setup",
+    "TrainSettings": "kprune.training.setup",
     "register_criterion": "kprune.criteria",
     "register_handler": "kprune.graph",
     "remove_filters": "kprune.surgery",
@@ -60,14 +60,23 @@ _EXPORTS = {
     "verify_files": "kprune.export.pipeline",
     "write_bundle": "kprune.export.bundle",
 }
-_SUBMODULES = ("checkpoint", "criteria", "data", "graph", "models", "train")
+# Submodules reachable as attributes (``kprune.data``); two keep their names from
+# before they moved into pruning/ and training/.
+_SUBMODULES = {
+    "checkpoint": "kprune.pruning.checkpoint",
+    "criteria": "kprune.criteria",
+    "data": "kprune.data",
+    "graph": "kprune.graph",
+    "models": "kprune.models",
+    "train": "kprune.training.train",
+}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        return importlib.import_module(f"kprune.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value

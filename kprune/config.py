@@ -78,7 +78,7 @@ class PruneConfig(BaseModel):
     round_to: Optional[int] = Field(None, ge=1)
     ignore: list[str] = Field(default_factory=list)
     unsupported: Literal["error", "freeze"] = "error"
-    # None: scaled to the data (kprune.recovery): batches per step, epochs at the end.
+    # None: scaled to the data (kprune.training.recovery): batches per step, epochs at the end.
     finetune_steps: Optional[int] = Field(None, ge=0)
     final_finetune_epochs: Optional[float] = Field(None, ge=0)
     val_batches: Optional[int] = Field(None, ge=1)

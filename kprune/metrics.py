@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from kprune import keras_internals
 from kprune.errors import InvalidArgumentError
 
 
@@ -71,11 +72,11 @@ def layer_table(model: keras.Model) -> list[LayerFacts]:
 
 
 def _table(model: keras.Model, calls: int) -> list[LayerFacts]:
-    graph_nodes = _graph_nodes(model)
+    graph_nodes = keras_internals.graph_nodes(model)
     rows = []
     for layer in model.layers:
         if graph_nodes is None:
-            nodes = list(getattr(layer, "_inbound_nodes", []))
+            nodes = keras_internals.inbound_nodes(layer)
         else:
             nodes = [node for node in graph_nodes if node.operation is layer]
         if isinstance(layer, keras.Model):
@@ -99,13 +100,6 @@ def file_size(path: str | os.PathLike) -> int:
     return os.path.getsize(path)
 
 
-def _graph_nodes(model: keras.Model) -> list | None:
-    """The call nodes of ``model``'s graph; None for a subclassed model."""
-    graph = getattr(model, "_functional", None) or model  # a Sequential keeps its graph there
-    nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
-    if nodes_by_depth is None:
-        return None
-    return [node for nodes in nodes_by_depth.values() for node in nodes]
 
 
 def _output_shape(layer, nodes: list) -> tuple:

@@ -4,7 +4,7 @@ measure the start, prune, measure the end, write everything into the run dir.
 Run dir contents: pruned.keras with pruned.card.json/.md, config.yaml (the
 resolved config), report.json (per step, plus ``before``/``after`` on the test
 split), history.json (replayable), the PNG plots, and checkpoint/;
-while a run holds it, .kprune.lock (`kprune.runlock`).
+while a run holds it, .kprune.lock (`kprune.pruning.runlock`).
 """
 
 from __future__ import annotations
@@ -15,18 +15,19 @@ from datetime import datetime
 from pathlib import Path
 from shlex import quote
 
-from kprune import card, checkpoint, runlock
+from kprune import card
+from kprune.pruning import checkpoint, runlock
 from kprune.config import RunConfig, dump_config
 from kprune.criteria import get as get_criterion
 from kprune.data import choose_preprocessing, load
-from kprune.distribute import is_chief, make_strategy, worker_dir
+from kprune.training.distribute import is_chief, make_strategy, worker_dir
 from kprune.errors import FileWriteError, InvalidArgumentError
 from kprune.files import replaced_atomically
 from kprune.metrics import count_flops, count_params
 from kprune.modelio import load_model, resolve_model_path
-from kprune.report import write_run_files
-from kprune.schedule import prune
-from kprune.training_setup import TrainingSetup
+from kprune.pruning.report import write_run_files
+from kprune.pruning.loop import prune
+from kprune.training.setup import TrainingSetup
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -42,7 +43,7 @@ def run_prune(
     ``command`` is recorded as the command that reproduces the run (default:
     this process's command line).
 
-    The chief holds the run dir's lock (`kprune.runlock`) while it runs. A run
+    The chief holds the run dir's lock (`kprune.pruning.runlock`) while it runs. A run
     that fails before its first checkpoint removes what it created in the run
     dir (never what was there before); a later failure keeps the last checkpoint
     for ``resume``.

@@ -1,4 +1,5 @@
-"""`remove_filters()`: a new, smaller functional model; the only place that builds one.
+"""`remove_filters()` and `replay()`: a new, smaller functional model (built by
+`kprune.graph.rebuild`, the one engine that builds models).
 
 Removing channel k of a producer removes group channel k of its whole group
 (coupled producers, e.g. the branches of an Add, lose the same channel), the
@@ -11,54 +12,15 @@ and loads with plain ``keras.models.load_model``.
 
 from __future__ import annotations
 
-import copy
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Mapping
 
 import keras
 import numpy as np
 
-from kprune.errors import InvalidArgumentError, UnsupportedModelError
-from kprune.files import write_atomically
+from kprune.errors import InvalidArgumentError
 from kprune.graph import DependencyGraph, analyze
-
-HISTORY_FORMAT = "kprune.history/1"
-
-
-@dataclass
-class PruningHistory:
-    """What was removed, step by step, as JSON-serialisable data.
-
-    Each step maps producer names to the channel indices removed, numbered as
-    in the model *before* that step. `replay()` re-applies the steps.
-    """
-
-    steps: list[dict[str, list[int]]] = field(default_factory=list)
-    model_name: str | None = None
-
-    def append(self, removed: Mapping[str, Iterable[int]]) -> None:
-        self.steps.append({name: sorted(int(i) for i in idx) for name, idx in removed.items()})
-
-    def to_dict(self) -> dict:
-        return {"format": HISTORY_FORMAT, "model": self.model_name, "steps": self.steps}
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> PruningHistory:
-        if data.get("format") != HISTORY_FORMAT:
-            raise InvalidArgumentError(
-                f"Not a kprune pruning history (format {data.get('format')!r}, "
-                f"expected {HISTORY_FORMAT!r})."
-            )
-        return cls(steps=[dict(step) for step in data["steps"]], model_name=data.get("model"))
-
-    def save(self, path: str | Path) -> None:
-        write_atomically(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
-
-    @classmethod
-    def load(cls, path: str | Path) -> PruningHistory:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+from kprune.graph.rebuild import keep_masks, rebuild
+from kprune.history import PruningHistory
 
 
 def remove_filters(
@@ -95,46 +57,11 @@ def remove_filters(
     """
     graph = graph or analyze(model, unsupported=unsupported)
     removed_roots = _removed_roots(graph, filters)
-    keep = _keep_masks(graph, removed_roots)
-    pruned = _rebuild(graph, keep)
+    pruned = rebuild(graph, keep_masks(graph, removed_roots))
     if history is not None:
         history.model_name = history.model_name or model.name
         history.append(filters)
     return pruned
-
-
-def flatten_model(model: keras.Model, graph: DependencyGraph | None = None) -> keras.Model:
-    """A flat functional copy of ``model``: nested sub-models inlined, the same
-    layer names, weights and ``trainable`` flags (``model`` itself when it has
-    no sub-models). ``model`` is not modified."""
-    graph = graph or analyze(model, unsupported="freeze")
-    if not graph.flat.nested:
-        return model
-    return _rebuild(graph, _keep_masks(graph, np.zeros(len(graph.roots), dtype=bool)))
-
-
-# Augmentation layers that do nothing at inference ("at inference time, the layer
-# does nothing") yet leave random ops (not in TFLite's builtins) in an exported graph.
-TRAINING_ONLY = tuple(getattr(keras.layers, name) for name in (
-    "RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom", "RandomContrast",
-    "RandomBrightness", "RandomShear", "RandomHue", "RandomSaturation", "RandomColorJitter",
-    "RandomColorDegeneration", "RandomSharpness", "RandomGrayscale", "RandomPosterization",
-    "RandomInvert", "RandomErasing", "RandomGaussianBlur", "RandomPerspective",
-    "RandomElasticTransform", "AugMix", "RandAugment", "MixUp", "CutMix",
-) if hasattr(keras.layers, name))  # fmt: skip
-
-
-def for_inference(model: keras.Model) -> keras.Model:
-    """``model`` without its training-only augmentation layers (`TRAINING_ONLY`),
-    as exported files run it; ``model`` itself when it has none."""
-    try:
-        graph = analyze(model, unsupported="freeze")
-    except UnsupportedModelError:  # e.g. subclassed: exported as it is
-        return model
-    if not any(isinstance(call.layer, TRAINING_ONLY) for call in graph.flat.calls):
-        return model
-    keep = _keep_masks(graph, np.zeros(len(graph.roots), dtype=bool))
-    return _rebuild(graph, keep, skip=TRAINING_ONLY)
 
 
 def replay(model: keras.Model, history: PruningHistory | Mapping) -> keras.Model:
@@ -197,139 +124,3 @@ def _checked_indices(layer: str, indices: Iterable[int], size: int) -> np.ndarra
             f"Channel index {int(unique[counts > 1][0])} of {layer!r} is listed twice."
         )
     return values
-
-
-def _keep_masks(graph: DependencyGraph, removed_roots: np.ndarray) -> dict[int, np.ndarray | None]:
-    """Canonical tensor id → boolean mask of the channels it keeps (None: all)."""
-    masks = {}
-    for tensor_id, ids in graph.tensor_ids.items():
-        masks[tensor_id] = None if ids is None else ~removed_roots[graph.roots[ids]]
-    return masks
-
-
-def _rebuild(
-    graph: DependencyGraph, keep: dict[int, np.ndarray | None], skip: tuple[type, ...] = ()
-) -> keras.Model:
-    flat = graph.flat
-    values: dict[int, keras.KerasTensor] = {}  # canonical id → new tensor
-    new_inputs = []
-    for tensor in flat.inputs:
-        layer = tensor._keras_history.operation
-        new_input = keras.Input(
-            shape=tensor.shape[1:], batch_size=tensor.shape[0], dtype=tensor.dtype,
-            name=layer.name,
-        )  # fmt: skip
-        values[id(tensor)] = new_input
-        new_inputs.append(new_input)
-
-    new_layers: dict[str, keras.Operation] = {}
-    for call in flat.calls:
-        if skip and isinstance(call.layer, skip) and len(call.inputs) == len(call.outputs) == 1:
-            values[call.outputs[0]] = values[call.inputs[0]]  # the layer is left out
-            continue
-        arguments = {id(t): values[flat.canonical(id(t))] for t in call.node.input_tensors}
-        args, kwargs = call.node.arguments.fill_in(arguments)
-        if call.name not in new_layers:
-            new_layers[call.name] = _new_layer(graph, call, keep)
-        layer = new_layers[call.name]
-        outputs = keras.tree.flatten(layer(*args, **kwargs))
-        for tensor_id, output in zip(call.outputs, outputs):
-            values[tensor_id] = output
-        _set_weights(graph, call, layer, keep)
-        _restore_initializers(call.layer, layer)
-
-    outputs = [values[tensor_id] for tensor_id in flat.outputs]
-    return keras.Model(
-        _packed(graph.model, "_inputs_struct", new_inputs),
-        _packed(graph.model, "_outputs_struct", outputs),
-        name=graph.model.name,
-    )
-
-
-def _packed(model, attribute: str, tensors: list):
-    """Tensors in the model's own input/output structure (single, list or dict)."""
-    functional = getattr(model, "_functional", model)  # a Sequential wraps a functional
-    structure = getattr(functional, attribute, None)
-    if structure is None:
-        return tensors[0] if len(tensors) == 1 else tensors
-    return keras.tree.pack_sequence_as(structure, tensors)
-
-
-def _masks_of(call, keep) -> tuple[np.ndarray | None, np.ndarray | None]:
-    in_keep = keep.get(call.inputs[0]) if call.inputs else None
-    out_keep = keep.get(call.outputs[0]) if call.outputs else None
-    return in_keep, out_keep
-
-
-def _new_layer(graph: DependencyGraph, call, keep) -> keras.Operation:
-    layer = call.layer
-    handler = graph.handlers[call.name]
-    _, out_keep = _masks_of(call, keep)
-    if not isinstance(layer, keras.layers.Layer):
-        # A stateless keras.ops operation: reused, unless its arguments count the
-        # channels (`ops.reshape(x, (-1, 1, 1, c))`).
-        if out_keep is None:
-            return layer
-        config = layer.get_config()
-        resized = handler.slice_config(layer, config, out_keep)
-        return layer if resized == config else type(layer).from_config(resized)
-    config = layer.get_config()
-    config["name"] = call.name
-    if out_keep is not None:
-        config = handler.slice_config(layer, config, out_keep)
-    return type(layer).from_config(_zeros_initializers(layer, config))
-
-
-# Every weight of a rebuilt layer is overwritten right after its build, so it is
-# built with Zeros: drawing random initial values costs seconds on big models.
-_ZEROS = keras.initializers.serialize(keras.initializers.Zeros())
-
-
-def _initializer_keys(layer) -> list[str]:
-    """Config keys of the initializers that ``layer`` keeps as attributes of the same name."""
-    config = layer.get_config()
-    return [
-        key for key in config
-        if key.endswith("_initializer")
-        and isinstance(getattr(layer, key, None), keras.initializers.Initializer)
-    ]  # fmt: skip
-
-
-def _zeros_initializers(layer, config: dict) -> dict:
-    return {**config, **{key: _ZEROS for key in _initializer_keys(layer) if key in config}}
-
-
-def _restore_initializers(original, new_layer) -> None:
-    """The original's initializers back on the rebuilt layer (its config and a re-init use them)."""
-    if isinstance(original, keras.layers.Layer):
-        for key in _initializer_keys(original):
-            setattr(new_layer, key, copy.deepcopy(getattr(original, key)))
-
-
-def _set_weights(graph: DependencyGraph, call, new_layer, keep) -> None:
-    layer = call.layer
-    if not isinstance(layer, keras.layers.Layer) or not layer.weights:
-        return
-    handler = graph.handlers[call.name]
-    keys = _weight_keys(layer, set(handler.weight_axes(layer)))
-    if len(set(keys)) != len(keys):
-        raise InvalidArgumentError(
-            f"Layer {call.name!r} has weights with repeated names {keys}; kprune "
-            "cannot tell them apart. Fix: give its weights distinct names."
-        )
-    in_keep, out_keep = _masks_of(call, keep)
-    sliced = handler.slice_weights(layer, dict(zip(keys, layer.get_weights())), in_keep, out_keep)
-    # Same class and config: the new layer lists its weights in the same order.
-    new_layer.set_weights([sliced[key] for key in keys])
-    if hasattr(new_layer, "finalize_state"):  # Normalization derives its statistics here
-        new_layer.finalize_state()  # (Keras' own weight loaders call it too)
-
-
-def _weight_keys(layer, known: set[str]) -> list[str]:
-    """A name per weight: the one its handler knows (variable or attribute name)."""
-    attributes = {id(v): a.lstrip("_") for a, v in vars(layer).items() if hasattr(v, "path")}
-    keys = []
-    for weight in layer.weights:
-        attribute = attributes.get(id(weight))
-        keys.append(attribute if weight.name not in known and attribute in known else weight.name)
-    return keys

@@ -212,13 +212,14 @@ def distillation_cost(model_path: str, dataset: str, steps: int = 150, repeats: 
     import keras
 
     from kprune.data import choose_preprocessing, load
-    from kprune.distill import Distillation
+    from kprune.training.distill import Distillation
     from kprune.graph import analyze
     from kprune.modelio import load_model, resolve_model_path
-    from kprune.ranking import rank_groups
-    from kprune.selection import removable_channels, select
-    from kprune.surgery import flatten_model, remove_filters
-    from kprune.training_setup import TrainingSetup, TrainSettings
+    from kprune.pruning.ranking import rank_groups
+    from kprune.pruning.selection import removable_channels, select
+    from kprune.graph.rebuild import flatten_model
+    from kprune.surgery import remove_filters
+    from kprune.training.setup import TrainingSetup, TrainSettings
 
     path = resolve_model_path(model_path)
     model = load_model(path)

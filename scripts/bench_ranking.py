@@ -48,7 +48,7 @@ def _time_rank(model, data, batches: int) -> float:
 def _time_train(model, data, steps: int) -> float:
     import keras
 
-    from kprune.training_setup import TrainingSetup
+    from kprune.training.setup import TrainingSetup
 
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())

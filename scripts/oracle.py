@@ -35,7 +35,7 @@ def oracle_changes(model, images, labels, layers, per_layer, seed):
     """{layer: (sampled filter indices, ΔL of removing each one alone)}."""
     import tensorflow as tf
 
-    from kprune.training_setup import loss_for
+    from kprune.training.losses import loss_for
 
     loss_fn = loss_for(model)
 

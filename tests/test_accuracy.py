@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from kprune.accuracy import FiniteAccuracy, finite_accuracies
-from kprune.training_setup import TrainingSetup
+from kprune.training.accuracy import FiniteAccuracy, finite_accuracies
+from kprune.training.setup import TrainingSetup
 
 rng = np.random.default_rng(0)
 CLASSES = 4

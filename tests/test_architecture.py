@@ -8,6 +8,7 @@ by a function-level import is found too. See docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import kprune
@@ -140,3 +141,100 @@ def test_only_the_top_layer_imports_kprune_inside_functions():
         if module not in TOP_LAYER and not module.startswith("kprune.cli.")
     }
     assert outside == {}
+
+
+# --- the layer table of docs/ARCHITECTURE.md -------------------------------------
+ARCHITECTURE = PACKAGE.parent / "docs" / "ARCHITECTURE.md"
+
+
+def _layer_table() -> list[tuple[str, list[str]]]:
+    """(layer, its entries: `module.py` files and `package/` folders), top layer first."""
+    text = ARCHITECTURE.read_text()
+    section = text.split("## Layers of modules", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    return [
+        (cells[0], re.findall(r"`([\w./]+(?:\.py|/))`", cells[1]))
+        for cells in ([cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:])
+    ]
+
+
+def _layer_of(module: str, table: list[tuple[str, list[str]]]) -> int | None:
+    """The index of the layer whose entry holds ``module`` (the longest entry wins)."""
+    path = module.replace(".", "/").removeprefix("kprune").lstrip("/") or "__init__"
+    best = None
+    for index, (_, entries) in enumerate(table):
+        for entry in entries:
+            hit = path + ".py" == entry or (entry.endswith("/") and (path + "/").startswith(entry))
+            hit = hit or (entry.endswith("/") and path == entry.rstrip("/"))  # the package's __init__
+            if hit and (best is None or len(entry) > best[1]):
+                best = (index, len(entry))
+    return None if best is None else best[0]
+
+
+def test_every_module_has_a_layer_in_architecture_md():
+    table = _layer_table()
+    assert len(table) >= 8 and all(entries for _, entries in table), table
+    missing = [name for name in _modules() if _layer_of(name, table) is None]
+    assert missing == [], f"modules that docs/ARCHITECTURE.md's layer table does not place: {missing}"
+
+
+def test_imports_only_point_down_the_layer_table():
+    table = _layer_table()
+    edges, _ = _graph()
+    layer = {name: _layer_of(name, table) for name in {*edges, *(t for targets in edges.values() for t in targets)}}
+    upward = [
+        f"{source} ({table[layer[source]][0]}) imports {target} ({table[layer[target]][0]})"
+        for source, targets in edges.items()
+        for target in targets
+        if None not in (layer[source], layer[target]) and layer[target] < layer[source]
+    ]
+    assert upward == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    table = [("top", ["runs.py"]), ("bottom", ["files.py", "graph/"])]
+    assert _layer_of("kprune.runs", table) == 0 and _layer_of("kprune.graph.flatten", table) == 1
+    assert _layer_of("kprune.graph", table) == 1 and _layer_of("kprune.surgery", table) is None
+
+
+# --- the one door to Keras internals ----------------------------------------------
+KERAS_INTERNALS = PACKAGE / "keras_internals.py"
+PRIVATE_NAMES = {
+    "_keras_history", "_inbound_nodes", "_outbound_nodes", "_nodes_by_depth", "_compile_config",
+    "_inputs_struct", "_outputs_struct", "_functional", "fill_in",
+}  # fmt: skip
+
+
+def _keras_internals_used(path: Path) -> list[tuple[str, int]]:
+    """(what, line) for each ``keras.src`` import and private Keras name (an attribute,
+    or a string as ``getattr`` takes it) in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names if alias.name.startswith("keras.src")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras.src"):
+            found.append((node.module, node.lineno))
+        elif isinstance(node, ast.Attribute) and node.attr in PRIVATE_NAMES:
+            found.append((node.attr, node.lineno))
+        elif isinstance(node, ast.Constant) and node.value in PRIVATE_NAMES:
+            found.append((repr(node.value), node.lineno))
+    return sorted(found, key=lambda item: item[1])
+
+
+def test_only_keras_internals_touches_keras_private_parts():
+    users = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: {what}"
+        for path in _modules().values() if path != KERAS_INTERNALS
+        for what, line in _keras_internals_used(path)
+    ]  # fmt: skip
+    assert users == [], "use kprune.keras_internals instead"
+    assert _keras_internals_used(KERAS_INTERNALS)  # the finder sees what the door holds
+
+
+def test_the_internals_finder_sees_each_kind_of_use(tmp_path):
+    source = tmp_path / "example.py"
+    source.write_text("from keras.src.ops import nn\nimport keras.src.utils\n"
+                      "x = t._keras_history\ny = getattr(m, '_compile_config', None)\n")  # fmt: skip
+    assert _keras_internals_used(source) == [
+        ("keras.src.ops", 1), ("keras.src.utils", 2), ("_keras_history", 3), ("'_compile_config'", 4),
+    ]  # fmt: skip

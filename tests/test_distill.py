@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune.distill import Distillation, DistillingModel
+from kprune.training.distill import Distillation, DistillingModel
 from kprune.errors import InvalidArgumentError
-from kprune.losses import distillation_kinds
+from kprune.training.losses import distillation_kinds
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(6, 5)).astype("float32")

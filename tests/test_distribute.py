@@ -1,11 +1,11 @@
-"""`kprune.distribute`: which strategy, who writes, what a TF_CONFIG must say."""
+"""`kprune.training.distribute`: which strategy, who writes, what a TF_CONFIG must say."""
 
 from types import SimpleNamespace
 
 import pytest
 
 from kprune.config import RunConfig
-from kprune.distribute import check_tf_config, is_chief, make_strategy
+from kprune.training.distribute import check_tf_config, is_chief, make_strategy
 from kprune.errors import InvalidArgumentError
 from kprune.runs import run_prune
 

@@ -12,7 +12,7 @@ from kprune import baselines
 from kprune.card import read_card
 from kprune.errors import InvalidArgumentError, ModelFileError
 from kprune.modelio import load_model, resolve_model_path, save_model
-from kprune.training_setup import TrainingSetup, TrainSettings
+from kprune.training.setup import TrainingSetup, TrainSettings
 
 
 def test_round_trip(tmp_path, tiny_cnn, tiny_arrays):

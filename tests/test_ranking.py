@@ -16,7 +16,7 @@ from kprune.errors import InvalidArgumentError
 from kprune.graph import analyze
 from kprune.metrics import channel_flops
 from kprune.criteria.statistics import collect_statistics, observation_points
-from kprune.ranking import rank
+from kprune.pruning.ranking import rank
 
 EPS = 1e-3  # BatchNormalization epsilon
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import recovery
+from kprune.training import recovery
 from kprune.data import load
 from tests.test_schedule import SHAPE, _Kill, train_stream
 
@@ -209,7 +209,7 @@ def test_the_model_within_one_point_is_kept_when_the_target_costs_more(val, tmp_
         assert within["val_drop"] <= 1.0
         kept = keras.models.load_model(tmp_path / within["file"])
         assert kept.count_params() == result.report["steps"][within["step"]]["params"]
-    message = kprune.schedule.over_budget_message(within, tmp_path)
+    message = kprune.pruning.loop.over_budget_message(within, tmp_path)
     assert "more than 1 point" in message
 
 

@@ -10,7 +10,7 @@ import kprune
 from kprune.data import load
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.surgery import replay
-from kprune.training_setup import TrainingSetup, TrainSettings
+from kprune.training.setup import TrainingSetup, TrainSettings
 
 SHAPE = (16, 16, 3)
 
@@ -167,7 +167,7 @@ def test_diverging_finetune_keeps_the_last_good_checkpoint(trained, val, tmp_pat
     with pytest.raises(TrainingDivergedError, match=f"pruning step 1.*last good checkpoint is in {tmp_path}"):
         kprune.prune(trained, train_stream, val, run_dir=tmp_path, target_params=0.5,
                      learning_rate=1e12, **QUICK)  # fmt: skip
-    model, state = kprune.checkpoint.load(tmp_path)
+    model, state = kprune.pruning.checkpoint.load(tmp_path)
     assert state["step"] == 0
     assert model.count_params() == trained.count_params()
 

@@ -3,7 +3,7 @@ import pytest
 
 from kprune.errors import InvalidArgumentError
 from kprune.graph import analyze
-from kprune.selection import group_units, select
+from kprune.pruning.selection import group_units, select
 from tests.graph.conftest import mixed_graph
 
 

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from kprune.errors import InvalidArgumentError
 from kprune.graph import analyze
-from kprune.surgery import PruningHistory, remove_filters, replay
+from kprune.history import PruningHistory
+from kprune.surgery import remove_filters, replay
 from tests.graph.conftest import mixed_graph
 from tests.graph.oracle import zeroed_copy
 

@@ -6,7 +6,7 @@ import pytest
 from kprune.config import PruneConfig
 from kprune.graph import analyze
 from kprune.surgery import remove_filters
-from kprune.targets import FiltersTarget, FlopsTarget, ParamsTarget, initial_size, make_target
+from kprune.pruning.targets import FiltersTarget, FlopsTarget, ParamsTarget, initial_size, make_target
 
 
 def _coupled_model():

@@ -6,9 +6,9 @@ import pytest
 
 from kprune.data import as_dataset, load
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.determinism import deterministic
+from kprune.training.determinism import deterministic
 from kprune.models import squeezenet
-from kprune.training_setup import (
+from kprune.training.setup import (
     TrainingSetup, TrainSettings, loss_for, outputs_probabilities, predict_labels, seed_everything,
 )  # fmt: skip
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from kprune.errors import InvalidArgumentError
-from kprune.train import EpochBackup, train_and_save, training_backup_dir
-from kprune.training_setup import TrainSettings
+from kprune.training.train import EpochBackup, train_and_save, training_backup_dir
+from kprune.training.setup import TrainSettings
 
 
 def position_model():
@@ -41,7 +41,7 @@ def test_a_killed_training_resumes_to_the_uninterrupted_result(tmp_path, monkeyp
 
     out = tmp_path / "killed.keras"
     with monkeypatch.context() as patch:
-        patch.setattr("kprune.train.EpochBackup", KilledAfterFirstEpoch)
+        patch.setattr("kprune.training.train.EpochBackup", KilledAfterFirstEpoch)
         with pytest.raises(KeyboardInterrupt):
             run(out)
     backup = training_backup_dir(out)

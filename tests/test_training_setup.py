@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kprune.data import as_dataset, batches_per_epoch
-from kprune.training_setup import TrainingSetup, TrainSettings
+from kprune.training.setup import TrainingSetup, TrainSettings
 
 
 def _model(softmax=True):

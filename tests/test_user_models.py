@@ -17,7 +17,7 @@ from tensorflow.python.framework import config as tf_config
 
 import kprune
 from kprune.errors import InvalidArgumentError
-from kprune.surgery import flatten_model
+from kprune.graph.rebuild import flatten_model
 
 CLASSES = 3
 

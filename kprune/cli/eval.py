@@ -31,7 +31,7 @@ def evaluate(
     with user_errors():
         from kprune.data import choose_preprocessing, load
         from kprune.modelio import load_model
-        from kprune.training_setup import TrainingSetup
+        from kprune.training.setup import TrainingSetup
 
         network = load_model(model)
         shape = tuple(network.input_shape[1:])

@@ -163,7 +163,7 @@ def _print_summary(report: dict) -> None:
                       f"{100 * (last['latency_ms'] / first['latency_ms'] - 1):+.1f}%")  # fmt: skip
     out.print(table)
     if report.get("within_budget"):
-        from kprune.schedule import over_budget_message
+        from kprune.pruning.loop import over_budget_message
 
         out.print(over_budget_message(report["within_budget"], report["run_dir"]), soft_wrap=True)
     out.print(f"Stopped: {report['stop_reason']}. {len([s for s in report['steps'] if s['step'] and not s.get('phase')])} "

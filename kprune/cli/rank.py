@@ -37,8 +37,8 @@ def rank(
         from kprune.criteria.registry import get, needs_data
         from kprune.data import choose_preprocessing, load
         from kprune.modelio import load_model
-        from kprune.ranking import rank as rank_filters
-        from kprune.ranking import save_scores, weakest
+        from kprune.pruning.ranking import rank as rank_filters
+        from kprune.pruning.ranking import save_scores, weakest
 
         get(criterion)  # unknown names fail before the model and data load
         network = load_model(model)

@@ -20,7 +20,7 @@ def report(
     """Redraw each run's plots; with several runs, overlay their accuracy curves."""
     quiet_import()
     with user_errors():
-        from kprune.report import draw, monitor_name, monitored, overlay, read_report
+        from kprune.pruning.report import draw, monitor_name, monitored, overlay, read_report
 
         reports = {run_dir: read_report(run_dir) for run_dir in run_dirs}
         drawn = [path for run_dir in run_dirs for path in draw(run_dir)]

@@ -47,7 +47,7 @@ def train(
     quiet_import()
     with user_errors():
         from kprune.card import command_line
-        from kprune.train import TrainSettings, train_and_save
+        from kprune.training.train import TrainSettings, train_and_save
 
         settings = TrainSettings(
             optimizer=optimizer, learning_rate=lr, weight_decay=weight_decay,

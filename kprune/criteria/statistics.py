@@ -27,11 +27,11 @@ import tensorflow as tf
 
 from kprune import interrupts
 from kprune.data import as_dataset
-from kprune.distribute import distribute_dataset
+from kprune.training.distribute import distribute_dataset
 from kprune.errors import InvalidArgumentError
 from kprune.graph import DependencyGraph, analyze
 from kprune.progress import track
-from kprune.training_setup import TrainingSetup
+from kprune.training.setup import TrainingSetup
 
 STATISTICS = ("taylor", "l2", "apoz")
 

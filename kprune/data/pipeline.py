@@ -10,8 +10,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.trainers import data_adapters as adapters  # the adapters model.fit uses
 
+from kprune import keras_internals
 from kprune.data import cifar10, fashion_mnist, folder, synthetic
 from kprune.data.info import DatasetInfo, Preprocessing, Split
 from kprune.errors import InvalidArgumentError
@@ -177,9 +177,9 @@ def as_dataset(data: Any, batch_size: int = 64) -> tf.data.Dataset:
         return data
     if isinstance(data, tuple) and len(data) in (2, 3):
         x, y, sample_weight = (*data, None)[:3]
-        return _from_adapter(adapters.get_data_adapter(x, y, sample_weight, batch_size=batch_size))
+        return _from_adapter(keras_internals.data_adapters.get_data_adapter(x, y, sample_weight, batch_size=batch_size))
     if isinstance(data, keras.utils.PyDataset) or inspect.isgenerator(data):
-        return _from_adapter(adapters.get_data_adapter(data))
+        return _from_adapter(keras_internals.data_adapters.get_data_adapter(data))
     raise InvalidArgumentError(
         "Data must be a kprune.data.Split, a tf.data.Dataset of (x, y) batches, "
         "an (x, y) or (x, y, sample_weight) tuple of arrays, a keras.utils.PyDataset "

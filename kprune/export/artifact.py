@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import keras
 
 from kprune.errors import InvalidArgumentError, UnsupportedModelError
-from kprune.losses import output_names
+from kprune.training.losses import output_names
 from kprune.modelio import load_model, resolve_model_path
 from kprune.progress import make_progress
 

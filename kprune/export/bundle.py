@@ -37,7 +37,6 @@ from pathlib import Path
 
 import keras
 
-from kprune import __version__
 from kprune.card import read_card
 from kprune.data import Preprocessing, choose_preprocessing, dataset_info, load
 from kprune.errors import InvalidArgumentError, VerificationError
@@ -52,7 +51,8 @@ from kprune.export.verify import (
 )
 from kprune.files import named_write_errors, usual_permissions, write_atomically
 from kprune.metrics import count_flops, count_params
-from kprune.training_setup import outputs_probabilities
+from kprune.training.losses import outputs_probabilities
+from kprune.version import __version__
 
 TEMPLATES = (
     "kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py", "kprune_profile.py",

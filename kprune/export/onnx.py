@@ -28,7 +28,7 @@ from kprune.export.artifact import (
     structured_inputs,
 )
 from kprune.files import write_atomically
-from kprune.surgery import for_inference
+from kprune.graph.rebuild import for_inference
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

@@ -28,7 +28,7 @@ from kprune.export.artifact import (
 )
 from kprune.export.examples import collect_inputs
 from kprune.files import refused_write, write_atomically
-from kprune.surgery import for_inference
+from kprune.graph.rebuild import for_inference
 
 DEFAULT_REPRESENTATIVE_SAMPLES = 300
 # Layers whose input activation and weights tell how a model was quantized.

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from kprune import keras_internals
 from kprune.errors import InvalidArgumentError, ModelFileError, VerificationError
 from kprune.export.artifact import (
     ExportedArtifact,
@@ -296,9 +297,9 @@ def classifier_outputs(network: keras.Model) -> list[bool]:
 
 
 def _ends_in_softmax(tensor) -> bool:
-    layer = tensor._keras_history.operation
+    layer, _, _ = keras_internals.producer(tensor)
     while isinstance(layer, keras.Model):  # a nested model: ask its own last layer
-        layer = layer.outputs[0]._keras_history.operation
+        layer, _, _ = keras_internals.producer(layer.outputs[0])
     if isinstance(layer, keras.layers.Softmax):
         return True
     return getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"

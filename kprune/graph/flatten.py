@@ -1,8 +1,7 @@
 """A Keras model → its calls in topological order, nested models inlined.
 
-This is the only module that reads Keras' private graph structures
-(``KerasTensor._keras_history``, ``Operation._inbound_nodes``,
-``Node.arguments``); a Keras upgrade that changes them is mended here.
+Keras' private graph structures (a tensor's producing call, an operation's
+call nodes, a node's arguments) are read through `kprune.keras_internals`.
 
 Nested functional or Sequential sub-models are flattened: their layers become
 calls of the outer graph, so that channels flow through them like through any
@@ -18,6 +17,7 @@ from functools import cached_property
 
 import keras
 
+from kprune import keras_internals
 from kprune.errors import UnsupportedModelError
 
 
@@ -41,8 +41,8 @@ class Call:
 
     def constant_arguments(self) -> list:
         """The call's arguments that hold no graph tensor (``6.0`` in ``ops.clip(x, 0.0, 6.0)``)."""
-        arguments = self.node.arguments
-        values = [*arguments.args, *arguments.kwargs.values()]
+        args, kwargs = keras_internals.call_arguments(self.node)
+        values = [*args, *kwargs.values()]
         return [
             value for value in values
             if not any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(value))
@@ -106,8 +106,8 @@ def flatten(model: keras.Model) -> FlatGraph:
         stack = [(tensor, False) for tensor in reversed(inner.outputs)]
         while stack:
             tensor, expanded = stack.pop()
-            operation, node_index, _ = tensor._keras_history
-            node = operation._inbound_nodes[node_index]
+            operation, _, _ = keras_internals.producer(tensor)
+            node = keras_internals.node_of(tensor)
             if id(node) in done or node.is_input:
                 continue
             if not expanded:
@@ -165,9 +165,7 @@ def _check_functional(model) -> None:
         inputs = model.inputs
     except (AttributeError, ValueError):
         inputs = None
-    is_graph = isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"
-    is_graph = is_graph or hasattr(model, "_nodes_by_depth")
-    if not is_graph or not inputs:
+    if not keras_internals.is_graph_model(model) or not inputs:
         detail = "an unbuilt Sequential" if isinstance(model, keras.Sequential) else "subclassed"
         raise UnsupportedModelError(
             f"Model {model.name!r} is {detail}: kprune needs a functional or built "

@@ -14,12 +14,8 @@ from __future__ import annotations
 from typing import Callable
 
 import keras
-from keras.src import activations as keras_activations
-from keras.src.ops import core as keras_core
-from keras.src.ops import math as keras_math
-from keras.src.ops import nn as keras_nn
-from keras.src.ops import numpy as keras_numpy
 
+from kprune import keras_internals
 from kprune.graph import axes
 from kprune.graph import handlers as h
 from kprune.graph import preprocessing
@@ -93,10 +89,11 @@ def _serve_layers(serve) -> None:
 
 def _serve_operations(serve) -> None:
     """`keras.ops` and `keras.activations` called on symbolic tensors record these."""
-    nn, np_, math, core = keras_nn, keras_numpy, keras_math, keras_core
+    modules = keras_internals.OPS_MODULES
+    nn, np_, math, core = modules["nn"], modules["numpy"], modules["math"], modules["core"]
     serve(
         h.PassThrough,  # element-wise functions of one tensor
-        keras_activations.activations.ReLU,  # keras.activations.relu(x, max_value=…)
+        modules["activations"].activations.ReLU,  # keras.activations.relu(x, max_value=…)
         nn.Relu, nn.Relu6, nn.Silu, nn.Gelu, nn.HardSilu, nn.Sigmoid, nn.HardSigmoid,
         nn.Elu, nn.Selu, nn.Celu, nn.LeakyRelu, nn.Softplus, nn.Softsign, nn.LogSigmoid,
         nn.HardTanh, nn.HardShrink, nn.SoftShrink, nn.TanhShrink, nn.SparsePlus,
@@ -139,14 +136,13 @@ def _builtin_handlers() -> dict[type, h.LayerHandler]:
     _serve_layers(serve)
     _serve_operations(serve)
     try:
-        from keras.src.applications.convnext import LayerScale
-        from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+        applications = keras_internals.application_layers()
     except ImportError:  # a Keras without them: nothing to add
         pass
     else:
-        serve(h.LayerScaleHandler, LayerScale)
+        serve(h.LayerScaleHandler, applications["LayerScale"])
         # Inception-ResNet's `x + scale · residual`: an elementwise merge of [x, residual].
-        serve(h.Merge, CustomScaleLayer)
+        serve(h.Merge, applications["CustomScaleLayer"])
     return {layer_class: handler() for layer_class, handler in table.items()}
 
 
@@ -196,6 +192,6 @@ def overridden_base(layer) -> type | None:
 def supported_classes() -> dict[str, str]:
     """Registered class name → role, for docs/SUPPORTED.md."""
     return {
-        f"{cls.__module__.replace('keras.src.', 'keras.')}.{cls.__name__}": handler.role
+        keras_internals.public_class_path(cls): handler.role
         for cls, handler in sorted(_HANDLERS.items(), key=lambda item: item[0].__name__)
     }

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from kprune import keras_internals
 from kprune.graph.flatten import Call, FlatGraph, flatten
-from kprune.surgery import TRAINING_ONLY
+from kprune.graph.rebuild import TRAINING_ONLY
 
 MATRIX = "matrix"
 CHANNELS = "channels"
@@ -137,15 +138,15 @@ def single_layer_model(flat: FlatGraph, name: str, cin: int, cout: int) -> keras
             tuple(tensor.shape[1:-1]) + (channels,), batch_size=1, dtype=tensor.dtype
         )
         new_inputs.append(replaced[tensor_id])
-    arguments = call.node.arguments
+    arguments, keywords = keras_internals.call_arguments(call.node)
 
     def swap(value):
         if isinstance(value, keras.KerasTensor):
             return replaced[flat.canonical(id(value))]
         return value
 
-    args = keras.tree.map_structure(swap, list(arguments.args))
-    kwargs = keras.tree.map_structure(swap, dict(arguments.kwargs))
+    args = keras.tree.map_structure(swap, list(arguments))
+    kwargs = keras.tree.map_structure(swap, keywords)
     kwargs.pop("training", None)
     output = clone(*args, **kwargs)
     return keras.Model(new_inputs, output, name=f"{name}_{cin}_{cout}")

@@ -43,7 +43,8 @@ from kprune.graph.flatten import flatten
 from kprune.latency.layers import MATRIX, single_layer_model, timed_layers
 from kprune.latency.table import TABLE_FORMAT, TABLE_VERSION, LatencyTable
 from kprune.progress import make_progress
-from kprune.surgery import for_inference, remove_filters
+from kprune.graph.rebuild import for_inference
+from kprune.surgery import remove_filters
 
 RUNTIMES = ("tflite", "onnx")
 PRECISIONS = ("none", "float16", "int8")

@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
 
-from kprune import checkpoint
+from kprune.pruning import checkpoint
 from kprune.cli import app
 
 runner = CliRunner()

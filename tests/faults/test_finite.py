@@ -71,7 +71,7 @@ def test_weights_made_non_finite_by_later_bad_data_are_rolled_back(tmp_path):
                        r"batch 5\)\. Fix: clean the data"):  # fmt: skip
         kprune.prune(model, data, (X[:64], Y[:64]), run_dir=tmp_path, finetune_steps=20, **{
             k: v for k, v in OPTIONS.items() if k != "finetune_steps"})  # fmt: skip
-    saved, state = kprune.checkpoint.load(tmp_path)
+    saved, state = kprune.pruning.checkpoint.load(tmp_path)
     assert state["step"] == 0 and not (tmp_path / "pruned.keras").exists()
     assert all(np.isfinite(w).all() for w in saved.get_weights())
     _assert_untouched(model, weights)
@@ -99,7 +99,7 @@ def test_nan_gradients_under_a_finite_loss_are_named(tmp_path):
     assert message.startswith("Fine-tuning stopped at pruning step 1: The weights of layer(s) ")
     assert "turned NaN or infinite at step 1 under a finite loss, on finite data (non-finite gradients)" in message
     assert "Fix: lower the learning rate" in message and "\n" not in message
-    _, state = kprune.checkpoint.load(tmp_path)
+    _, state = kprune.pruning.checkpoint.load(tmp_path)
     assert state["step"] == 0 and not (tmp_path / "pruned.keras").exists()
     _assert_untouched(model, weights)
 
@@ -120,7 +120,7 @@ def test_a_loss_that_turns_nan_midway_stops_at_that_batch(tmp_path):
                        r"rate \(--lr\)\. The last good checkpoint is in "):  # fmt: skip
         kprune.prune(model, (X, Y), (X[:64], Y[:64]), run_dir=tmp_path, loss=loss,
                      **{**OPTIONS, "finetune_steps": 10, "criterion": "l1"})  # fmt: skip
-    saved, _ = kprune.checkpoint.load(tmp_path)
+    saved, _ = kprune.pruning.checkpoint.load(tmp_path)
     assert all(np.isfinite(w).all() for w in saved.get_weights()) and not (tmp_path / "pruned.keras").exists()
     _assert_untouched(model, weights)
 
@@ -164,6 +164,6 @@ def test_a_diverging_cli_run_ends_in_one_line_and_keeps_its_checkpoint(tmp_path)
     assert len(lines) == 1 and result.stderr.strip().endswith(lines[0]) and lines[0].startswith("Error: Fine-tuning stopped at pruning step 1: The training loss "
                                                    "became"), result.stderr  # fmt: skip
     assert "Traceback" not in result.output
-    _, state = kprune.checkpoint.load(out)
+    _, state = kprune.pruning.checkpoint.load(out)
     assert state["step"] == 0 and not (out / "pruned.keras").exists()
     assert not list(out.rglob(".tmp-*")) and model_file.read_bytes() == original

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kprune import interrupts
-from kprune.training_setup import TrainingSetup, TrainSettings
+from kprune.training.setup import TrainingSetup, TrainSettings
 
 
 def test_a_deferred_signal_waits_for_check_and_the_handlers_come_back():

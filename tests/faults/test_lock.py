@@ -18,17 +18,17 @@ import pytest
 from typer.testing import CliRunner
 
 import kprune
-from kprune import checkpoint
+from kprune.pruning import checkpoint
 from kprune.cli import app
 from kprune.data import load
 from kprune.errors import RunDirInUseError
-from kprune.runlock import LOCK_NAME, acquire, held
+from kprune.pruning.runlock import LOCK_NAME, acquire, held
 
 runner = CliRunner()
 QUICK = ["--criterion", "l1", "--dataset", "synthetic", "--target-filters", "2", "--filters-per-step", "1",
          "--finetune-steps", "2", "--final-finetune-epochs", "0.1", "--rank-batches", "1",
          "--no-chance-check"]  # fmt: skip
-HOLD = "import sys, time\nfrom kprune.runlock import held\nwith held(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+HOLD = "import sys, time\nfrom kprune.pruning.runlock import held\nwith held(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
 
 
 @pytest.fixture

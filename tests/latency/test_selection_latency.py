@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kprune.graph import analyze
-from kprune.selection import select_for_latency
+from kprune.pruning.selection import select_for_latency
 
 STEP = 8
 PER_TILE_MS = {"a": 0.02, "b": 0.001, "c": 0.002}  # ms per channel, paid per whole tile of 8

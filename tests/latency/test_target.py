@@ -8,7 +8,7 @@ import kprune
 from kprune.latency.predict import predict_latency
 from kprune.latency.profile import profile
 from kprune.latency.table import LatencyTable
-from kprune.training_setup import TrainingSetup, TrainSettings
+from kprune.training.setup import TrainingSetup, TrainSettings
 from tests.test_schedule import QUICK, _model, train_stream
 
 
@@ -41,7 +41,7 @@ def test_prune_to_a_latency_target_keeps_tile_sized_layers(tmp_path):
 
 def test_latency_ms_target_is_a_goal_in_milliseconds(block_model, block_table):
     from kprune.config import PruneConfig
-    from kprune.targets import LatencyTarget, make_target
+    from kprune.pruning.targets import LatencyTarget, make_target
 
     initial = predict_latency(block_model, block_table)
     target = make_target(PruneConfig(latency_ms=initial / 2), {"latency": initial}, block_table)

@@ -2,8 +2,8 @@
 
 Each step ranks the channels of the current model, removes the lowest
 (``filters_per_step`` of them, or by default ``step_fraction`` of those that
-can still go; see `kprune.selection` and `kprune.recovery`), fine-tunes
-(optionally distilling from the unpruned model, `kprune.distill`) and
+can still go; see `kprune.pruning.selection` and `kprune.training.recovery`), fine-tunes
+(optionally distilling from the unpruned model, `kprune.training.distill`) and
 evaluates on validation data. The loop stops at the target (fraction of
 parameters or FLOPs removed, or filters removed) or when validation accuracy
 falls more than ``max_accuracy_drop`` points below the start; that last step
@@ -28,30 +28,33 @@ from typing import Any, Callable, Sequence
 import keras
 import tensorflow as tf
 
-from kprune import checkpoint, interrupts, runlock
+from kprune import interrupts
+from kprune.pruning import checkpoint, runlock
 from kprune.card import environment
 from kprune.config import PruneConfig, make_config
 from kprune.criteria import get as get_criterion
 from kprune.data import as_dataset, batches_per_epoch
-from kprune.distribute import is_chief, worker_dir
+from kprune.training.distribute import is_chief, worker_dir
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.checks import check_data, non_finite_weights
+from kprune.training.checks import check_data, non_finite_weights
 from kprune.graph import analyze
 from kprune.modelio import save_model
 from kprune.progress import PruneProgress
-from kprune.ranking import rank_groups
-from kprune.report import step_record, write_run_files
-from kprune.selection import select
-from kprune.surgery import PruningHistory, flatten_model, remove_filters
+from kprune.pruning.ranking import rank_groups
+from kprune.pruning.report import step_record, write_run_files
+from kprune.pruning.selection import select
+from kprune.graph.rebuild import flatten_model
+from kprune.history import PruningHistory
+from kprune.surgery import remove_filters
 from kprune.latency.predict import predict_latency
 from kprune.latency.profile import profile
 from kprune.latency.table import LatencyTable
-from kprune.targets import initial_size, make_target
-from kprune.determinism import deterministic, seed_everything
-from kprune.distill import Distillation
-from kprune import recovery
-from kprune.selection import removable_channels
-from kprune.training_setup import TrainingSetup, TrainSettings
+from kprune.pruning.targets import initial_size, make_target
+from kprune.training.determinism import deterministic, seed_everything
+from kprune.training.distill import Distillation
+from kprune.training import recovery
+from kprune.pruning.selection import removable_channels
+from kprune.training.setup import TrainingSetup, TrainSettings
 
 
 LATENCY_TABLE = "latency_table.json"  # in the run dir: the table a latency target used
@@ -128,7 +131,7 @@ def prune(
         run_dir: Folder for checkpoints, report.json, history.json, plots.
             Under a multi-worker strategy only the chief writes there; the
             other workers write to a temporary folder, removed at the end.
-            The run holds its lock, ``run_dir/.kprune.lock`` (`kprune.runlock`).
+            The run holds its lock, ``run_dir/.kprune.lock`` (`kprune.pruning.runlock`).
         resume: Continue the run saved in ``run_dir`` from its last complete
             step (every worker reads it there).
         strategy: A ``tf.distribute`` strategy for ranking and fine-tuning
@@ -160,27 +163,48 @@ def prune(
     Example:
         >>> result = kprune.prune(model, train, val, criterion="taylor", target_params=0.7)
     """
+    config, objects = _resolved_options(config, options, loss=loss, metrics=metrics, optimizer=optimizer)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and run_dir is None:
+        raise InvalidArgumentError("`resume=True` needs the `run_dir` of the run to continue.")
+    strategy = strategy or tf.distribute.get_strategy()
+    setup = setup or _training_setup(model, config, objects, finetune)
+    if config.distill:
+        setup = replace(setup, distillation=Distillation(config.distill_temperature, config.distill_weight))
+    writes = worker_dir(run_dir, strategy) if run_dir is not None else contextlib.nullcontext(None)
+    with _run_dir_lock(run_dir, strategy), deterministic(config.deterministic), writes as write_dir:
+        loop = _Loop(config, setup, model, train_data, val_data, run_dir, write_dir, strategy,
+                     callbacks, progress)  # fmt: skip
+        return loop.run(resume)
+
+
+def _resolved_options(config: PruneConfig | None, options: dict, **given: Any) -> tuple[PruneConfig, dict]:
+    """The run's `PruneConfig` (``config`` overridden by ``options``, and by ``loss``,
+    ``metrics`` and ``optimizer`` given as names), and the ones given as objects.
+
+    Raises:
+        InvalidArgumentError: A bad option, no target, or an unknown criterion.
+    """
     base = config.model_dump() if config is not None else {}
     # Names go into the (serializable) config; objects straight into the setup.
-    given = {"loss": loss, "metrics": metrics, "optimizer": optimizer}
     names = {k: v for k, v in given.items() if isinstance(v, str) and k != "metrics"}
-    if _names(metrics):
-        names["metrics"] = list(metrics)
+    if _names(given["metrics"]):
+        names["metrics"] = list(given["metrics"])
     objects = {k: v for k, v in given.items() if v is not None and k not in names}
     config = make_config(PruneConfig, {**base, **names, **options}, source="prune options")
     if not config.has_target and config.max_accuracy_drop is None:
         raise InvalidArgumentError(
             "Give a target (target_params, target_flops, target_filters, target_latency or "
-            "latency_ms) or "
-            "max_accuracy_drop, so that pruning knows when to stop."
+            "latency_ms) or max_accuracy_drop, so that pruning knows when to stop."
         )
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if resume and run_dir is None:
-        raise InvalidArgumentError("`resume=True` needs the `run_dir` of the run to continue.")
-    strategy = strategy or tf.distribute.get_strategy()
     get_criterion(config.criterion)  # unknown names fail before any work
-    # The model's compiled optimizer (class, hyperparameters, learning rate) unless
-    # one is named or given; SGD at 0.01 for a model that is not compiled.
+    return config, objects
+
+
+def _training_setup(model: keras.Model, config: PruneConfig, objects: dict, finetune) -> TrainingSetup:
+    """The model's compiled optimizer (class, hyperparameters, learning rate) unless one is
+    named or given; SGD at 0.01 for a model that is not compiled; the compiled loss and
+    metrics unless others are given."""
     compiled = recovery.compiled_optimizer(model)
     if config.optimizer is not None or objects.get("optimizer") is not None:
         compiled = None
@@ -191,18 +215,11 @@ def prune(
         optimizer=config.optimizer or recovery.DEFAULT_OPTIMIZER, learning_rate=learning_rate,
         weight_decay=config.weight_decay, warmup_epochs=0.0,
     )  # fmt: skip
-    setup = setup or TrainingSetup.for_model(
+    return TrainingSetup.for_model(
         model, settings, loss=objects.get("loss", config.loss),
         metrics=objects.get("metrics", config.metrics), optimizer=objects.get("optimizer"),
         monitor=config.monitor, finetune_fn=finetune, optimizer_template=compiled,
     )  # fmt: skip
-    if config.distill:
-        setup = replace(setup, distillation=Distillation(config.distill_temperature, config.distill_weight))
-    writes = worker_dir(run_dir, strategy) if run_dir is not None else contextlib.nullcontext(None)
-    with _run_dir_lock(run_dir, strategy), deterministic(config.deterministic), writes as write_dir:
-        loop = _Loop(config, setup, model, train_data, val_data, run_dir, write_dir, strategy,
-                     callbacks, progress)  # fmt: skip
-        return loop.run(resume)
 
 
 def _run_dir_lock(run_dir: Path | None, strategy) -> contextlib.AbstractContextManager:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from kprune.checkpoint import write_json_atomically
+from kprune.pruning.checkpoint import write_json_atomically
 from kprune.errors import InvalidArgumentError
 from kprune.files import replaced_atomically
 from kprune.metrics import count_flops, count_params

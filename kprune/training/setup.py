@@ -23,25 +23,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kprune.accuracy import finite_accuracies
+from kprune import keras_internals
+from kprune.training.accuracy import finite_accuracies
 from kprune.interrupts import CheckInterrupts
-from kprune.checks import (
+from kprune.training.checks import (
     CHECKED_BATCHES, CLEAN_DATA, check_batch, check_data, first_non_finite, non_finite_weights,
 )  # fmt: skip
 from kprune.data import as_dataset, batches_per_epoch
-from kprune.determinism import seed_everything
-from kprune.distill import Distillation, DistillingModel
-from kprune.distribute import fit_multi_worker, is_multi_worker
+from kprune.training.distill import Distillation, DistillingModel
+from kprune.training.distribute import fit_multi_worker, is_multi_worker
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.losses import (
-    distillation_kinds, example_loss, loss_for, lower_is_better, output_names, outputs_probabilities,
+from kprune.training.losses import (
+    distillation_kinds, example_loss, loss_for, lower_is_better, output_names,
 )  # fmt: skip
 from kprune.progress import EvaluateProgress, KerasProgress
 
-__all__ = [
-    "OPTIMIZERS", "TrainSettings", "TrainingSetup", "loss_for", "outputs_probabilities",
-    "predict_labels", "seed_everything",
-]  # fmt: skip
+__all__ = ["OPTIMIZERS", "TrainSettings", "TrainingSetup", "predict_labels"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -92,7 +89,7 @@ class TrainingSetup:
             hyperparameters fine-tuning copies (e.g. the model's compiled
             one), with the settings' learning rate and schedule.
         distillation: Temperature and weight of distillation from ``teacher``
-            (`kprune.distill`); None: no distillation.
+            (`kprune.training.distill`); None: no distillation.
         teacher: The frozen model that ``distillation`` learns from.
         monitor: The metric the accuracy budget watches (a key of
             `evaluate`'s result, e.g. ``accuracy`` or ``out_auc``); None: the
@@ -358,7 +355,7 @@ class TrainingSetup:
         ``evaluate``, and ``examples``: how many examples that pass saw.
 
         Accuracies count a NaN or infinite prediction as wrong
-        (`kprune.accuracy.FiniteAccuracy`), never as the argmax of NaN.
+        (`kprune.training.accuracy.FiniteAccuracy`), never as the argmax of NaN.
 
         The model is used as is: a new graph over the same layers is compiled,
         so the model's own compile state does not change.
@@ -398,7 +395,7 @@ class TrainingSetup:
 
     def check(self, model: keras.Model, data: Any, what: str = "training") -> None:
         """Runs the model and the per-example loss on one batch of ``data``, and checks
-        that its first batches hold finite values (`kprune.checks.check_data`).
+        that its first batches hold finite values (`kprune.training.checks.check_data`).
         ``what`` names the data in messages (``"training"``, ``"test"``…).
 
         Raises:
@@ -446,7 +443,7 @@ def _compiled_arguments(model: keras.Model) -> dict:
     """What ``model.compile()`` was given (loss, loss_weights, metrics), or {}."""
     if not getattr(model, "compiled", False):
         return {}
-    config = getattr(getattr(model, "_compile_config", None), "config", None) or {}
+    config = keras_internals.compile_arguments(model)
     return {
         "loss": getattr(model, "loss", None) or config.get("loss"),
         "loss_weights": config.get("loss_weights"),
@@ -484,7 +481,7 @@ class _FiniteGuard(keras.callbacks.Callback):
     """Stops ``fit`` at the first batch whose loss or updated weights are not finite.
 
     The weights are checked besides the loss because NaN inputs need not show in
-    the loss (see `kprune.checks`): their gradients are NaN and the weights turn
+    the loss (see `kprune.training.checks`): their gradients are NaN and the weights turn
     NaN under a finite loss. One sum of every trainable weight times 0 is NaN
     exactly when one of them is NaN or infinite: a single cheap op per batch.
     """

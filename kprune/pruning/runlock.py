@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from kprune import checkpoint
+from kprune.pruning import checkpoint
 from kprune.errors import RunDirInUseError
 from kprune.files import missing_folders, named_write_errors, remove_empty_folders
 

@@ -16,12 +16,12 @@ import numpy as np
 from kprune.card import command_line, environment, read_card, write_card
 from kprune.data import dataset_info, load
 from kprune.metrics import count_flops, count_params
-from kprune.determinism import deterministic, seed_everything
+from kprune.training.determinism import deterministic, seed_everything
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.files import named_write_errors, write_atomically
 from kprune.modelio import load_model, resolve_model_path, save_model
 from kprune.models import build
-from kprune.training_setup import TrainingSetup, TrainSettings
+from kprune.training.setup import TrainingSetup, TrainSettings
 
 
 def train_and_save(

@@ -4,7 +4,7 @@ Three levels, from the user's view down:
 - `rank` — {producer layer: scores}: what users and ``kprune rank`` see.
 - `rank_groups` — {group index: scores}: the criterion's scores summed over
   coupled producers, normalized layer-wise, minus the FLOPs penalty; what the
-  pruning loop hands to `kprune.selection.select`.
+  pruning loop hands to `kprune.pruning.selection.select`.
 - the criterion itself (`kprune.criteria`), e.g. Taylor, made of the
   activation statistics of `kprune.criteria.statistics`.
 """
@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kprune.checks import CLEAN_DATA, first_non_finite
+from kprune.training.checks import CLEAN_DATA, first_non_finite
 from kprune.criteria import get, needs_data
 from kprune.criteria.scores import group_scores, normalize_layerwise
 from kprune.data import as_dataset
@@ -26,8 +26,8 @@ from kprune.errors import InvalidArgumentError
 from kprune.files import write_atomically
 from kprune.graph import DependencyGraph, analyze
 from kprune.metrics import channel_flops
-from kprune.surgery import flatten_model
-from kprune.training_setup import TrainingSetup
+from kprune.graph.rebuild import flatten_model
+from kprune.training.setup import TrainingSetup
 
 
 def rank(

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import keras
 
+from kprune import keras_internals
 from kprune.errors import InvalidArgumentError
 
 # Metric names (after any "<output>_" prefix) for which lower is better.
@@ -27,9 +28,9 @@ _LOWER_IS_BETTER = (
 def outputs_probabilities(model: keras.Model, output: int = 0) -> bool:
     """Whether output ``output`` of the model ends in a softmax (else it gives logits)."""
     tensor = model.outputs[output]
-    layer = tensor._keras_history.operation
+    layer, _, index = keras_internals.producer(tensor)
     if isinstance(layer, keras.Model):  # ends in a nested model: ask its own last layer
-        return outputs_probabilities(layer, tensor._keras_history.tensor_index)
+        return outputs_probabilities(layer, index)
     activation = getattr(layer, "activation", None)
     if isinstance(layer, keras.layers.Softmax):
         return True

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from kprune.errors import InvalidArgumentError
-from kprune.losses import output_names, per_output
+from kprune.training.losses import output_names, per_output
 
 CHECKED_BATCHES = 4  # the cheap pass over the start of the data
 
@@ -75,7 +75,7 @@ def check_batch(model: keras.Model, batch: Any, kinds: list[str], what: str = "t
     """Checks one ``(x, y[, sample_weight])`` batch against ``model``.
 
     Args:
-        kinds: What each output is (`kprune.losses.distillation_kinds`): the
+        kinds: What each output is (`kprune.training.losses.distillation_kinds`): the
             class range and one-hot width are checked for classifier outputs.
         what: Which data it is, for the message (e.g. ``"test"``).
 

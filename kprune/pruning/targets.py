@@ -4,8 +4,8 @@ A target watches one quantity of the model — parameters, FLOPs, prunable
 filters or predicted latency — that pruning lowers. It knows the quantity's
 value at the start, the value to reach, the value now, and how one pruning
 step chooses channels (`Target.choose`): the count targets let
-`kprune.selection.select` weigh scores against each group's per-channel
-saving; the latency target asks `kprune.selection.select_for_latency`,
+`kprune.pruning.selection.select` weigh scores against each group's per-channel
+saving; the latency target asks `kprune.pruning.selection.select_for_latency`,
 which also keeps channel counts at the latency table's tile step. Adding a
 target means one more subclass and one more line in `make_target`.
 """
@@ -20,9 +20,9 @@ import keras
 from kprune.graph import DependencyGraph, analyze
 from kprune.latency.predict import GroupLatency, predict_latency
 from kprune.latency.table import LatencyTable
-from kprune.recovery import estimated_steps
+from kprune.training.recovery import estimated_steps
 from kprune.metrics import channel_flops, channel_params, count_flops, count_params
-from kprune.selection import select, select_for_latency
+from kprune.pruning.selection import select, select_for_latency
 
 
 def prunable_channels(graph: DependencyGraph) -> int:

@@ -83,7 +83,7 @@ def select(
     Args:
         graph: The model's `DependencyGraph`.
         scores: {group index: score of each group channel} (see
-            `kprune.ranking.rank_groups`).
+            `kprune.pruning.ranking.rank_groups`).
         count: Channels to remove at most.
         min_per_group: Channels every group keeps at least.
         round_to: Keep every group's channel count a multiple of this.
