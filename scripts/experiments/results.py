@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kprune.card import write_card
 from kprune.modelio import resolve_model_path
+from scripts.checks.shipped_bundles import write_bundle
 from scripts.common import best_within_budget, load_json, replace_section
 from scripts.experiments.criterion_oracle import summary_table
 
@@ -298,7 +299,7 @@ def main() -> None:
             shipped = Path("models/squeezenet1_1_fmnist_pruned.keras")
             shutil.copy(best["model"], shipped)
             write_card(shipped, shipped_card(best, baseline_card=load_json(card_path)))
-            kprune("bundle", str(shipped), "--out", "models/squeezenet1_1_fmnist_pruned_bundle")
+            write_bundle("models/squeezenet1_1_fmnist_pruned_bundle")
     oracle_path = args.out / "oracle.json"
     if oracle_path.is_file():
         oracle = load_json(oracle_path)

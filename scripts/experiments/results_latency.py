@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from scripts.checks.shipped_bundles import write_bundle
 from scripts.common import load_json, replace_section, write_json
 
 RUNS = ("latency", "params", "flops")
@@ -267,8 +267,7 @@ def ship(out: Path) -> None:
         source = tuned.with_name(tuned.name.replace(".keras", suffix))
         if source.is_file():
             shutil.copyfile(source, SHIPPED.with_name(SHIPPED.name.replace(".keras", suffix)))
-    bundle = SHIPPED.with_name(SHIPPED.stem + "_bundle")
-    subprocess.run(["kprune", "bundle", str(SHIPPED), "--out", str(bundle), "--force"], check=True)
+    write_bundle(SHIPPED.with_name(SHIPPED.stem + "_bundle").as_posix())
 
 
 def main() -> None:
