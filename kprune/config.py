@@ -89,7 +89,7 @@ class PruneConfig(BaseModel):
     final_learning_rate: Optional[float] = Field(None, gt=0)
     weight_decay: float = Field(5e-4, ge=0)  # kprune's SGD and AdamW
     # Knowledge distillation from the unpruned model during every fine-tune: on by
-    # default, as it kept more accuracy on every model of scripts/bench_defaults.py.
+    # default, as it kept more accuracy on every model of scripts/experiments/bench_defaults.py.
     distill: bool = True
     distill_temperature: float = Field(4.0, gt=0)
     distill_weight: float = Field(0.5, ge=0, le=1)

@@ -1,13 +1,9 @@
-"""scripts/accuracy_tflite.py: a TFLite file's top-1, checked against Keras' own predictions."""
-
-import sys
-from pathlib import Path
+"""scripts/experiments/accuracy_tflite.py: a TFLite file's top-1, checked against Keras' own predictions."""
 
 import keras
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-import accuracy_tflite
+from scripts.experiments import accuracy_tflite
 
 
 def test_tflite_top1_counts_what_keras_predicts(tmp_path):

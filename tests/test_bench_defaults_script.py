@@ -1,14 +1,11 @@
-"""scripts/bench_defaults.py's summary of its evidence: mean and sample std of the change in
+"""scripts/experiments/bench_defaults.py's summary of its evidence: mean and sample std of the change in
 test accuracy over seeds, against NumPy, and the settings that reproduce the old defaults."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-import bench_defaults  # noqa: E402
+from scripts.experiments import bench_defaults
 
 
 def _report(before: float, after: float) -> dict:

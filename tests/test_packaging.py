@@ -1,6 +1,6 @@
 """What a wheel holds besides modules: pyproject.toml's package-data patterns
 match the files the installed package needs (the default baseline with its
-model card, the bundle templates). scripts/check_wheel.sh checks a built wheel."""
+model card, the bundle templates). scripts/checks/check_wheel.sh checks a built wheel."""
 
 from pathlib import Path
 

@@ -1,14 +1,12 @@
-"""scripts/results_seeds.py's seed statistics against NumPy, read from evidence folders; the
+"""scripts/experiments/results_seeds.py's seed statistics against NumPy, read from evidence folders; the
 latency section of RESULTS.md against its committed evidence."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
-import results_seeds  # noqa: E402
+from scripts.experiments import results_latency, results_mobilenet, results_seeds
 
 ACCURACY = {  # seed -> criterion -> test accuracy at the 70% target
     0: {"taylor": 0.921, "l2": 0.925, "random": 0.912},
@@ -49,19 +47,7 @@ def test_seed_summary_means_stds_and_paired_differences(tmp_path):
     assert "| random | 2 | – |" not in table and "| random | 1 | 91.50% |" in table
 
 
-def test_section_is_replaced_between_markers(tmp_path):
-    doc = tmp_path / "RESULTS.md"
-    doc.write_text("# Results\n\nbefore\n")
-    results_seeds.write_section("first", doc)
-    results_seeds.write_section("second", doc)
-    text = doc.read_text()
-    assert text.count(results_seeds.START) == 1 and "second" in text and "first" not in text
-    assert text.startswith("# Results\n\nbefore\n")
-
-
 def test_the_latency_section_of_results_is_what_the_committed_evidence_gives():
-    import results_latency
-
     root = Path(__file__).parents[1]
     evidence = Path("docs/results/latency")  # relative, as the section's command line names it
     text = results_latency.section(root / evidence, "models/squeezenet1_1_fmnist_sgd.keras")
@@ -69,23 +55,7 @@ def test_the_latency_section_of_results_is_what_the_committed_evidence_gives():
     assert text in (root / "docs/RESULTS.md").read_text()
 
 
-def test_mobilenet_pick_takes_the_most_flops_removed_within_the_budget():
-    import results_mobilenet
-
-    rows = [  # the 60% target is the smallest model within 0.5 point of 93.00%; 70% is not
-        {"target": 30, "accuracy": 93.20, "flops": 700},
-        {"target": 50, "accuracy": 92.80, "flops": 500},
-        {"target": 60, "accuracy": 92.50, "flops": 400},
-        {"target": 70, "accuracy": 92.49, "flops": 300},
-    ]
-    assert results_mobilenet.pick(rows, 93.00, 0.5)["target"] == 60
-    assert results_mobilenet.pick(rows, 93.00, 0.1)["target"] == 30
-    assert results_mobilenet.pick(rows, 94.00, 0.5) is None
-
-
 def test_mobilenet_budget_counts_from_the_better_of_baseline_and_control():
-    import results_mobilenet
-
     base, better, worse = {"test_accuracy": 0.87}, {"test_accuracy": 0.91}, {"test_accuracy": 0.86}
     assert results_mobilenet.budget_reference(base, better) == (0.91, "the control's")
     assert results_mobilenet.budget_reference(base, worse) == (0.87, "the baseline's")
@@ -93,8 +63,6 @@ def test_mobilenet_budget_counts_from_the_better_of_baseline_and_control():
 
 
 def test_mobilenet_latencies_are_the_tflite_fp32_single_thread_batch_one_medians():
-    import results_mobilenet
-
     bench = {
         "models": [{"label": "base", "path": "models/base.keras"}, {"label": "pruned", "path": "runs/x/finetuned-60.keras"}],
         "measurements": [
@@ -109,8 +77,6 @@ def test_mobilenet_latencies_are_the_tflite_fp32_single_thread_batch_one_medians
 
 
 def test_the_mobilenet_section_of_results_is_what_the_committed_evidence_gives():
-    import results_mobilenet
-
     root = Path(__file__).parents[1]
     evidence = Path("docs/results/mobilenet_v2")  # relative, as the section's command line names it
     text = results_mobilenet.section(root / evidence, budget=0.5)

@@ -2,7 +2,7 @@
 
 Looked for, in order: the ``data_dir`` argument, ``$KPRUNE_DATA_DIR``,
 ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``,
-installed by ``scripts/fetch_data.sh``) and ``~/.keras/datasets/fashion-mnist``;
+installed by ``scripts/checks/fetch_data.sh``) and ``~/.keras/datasets/fashion-mnist``;
 else Keras downloads it, on machines with internet.
 """
 
@@ -111,7 +111,7 @@ def load_arrays(
         searched = ", ".join(str(d) for d in candidate_dirs(data_dir))
         raise DatasetNotFoundError(
             f"Fashion-MNIST not found (searched {searched}) and it could not be "
-            "downloaded. Fix: run `bash scripts/fetch_data.sh` (installs the Debian "
+            "downloaded. Fix: run `bash scripts/checks/fetch_data.sh` (installs the Debian "
             "package dataset-fashion-mnist) or pass --data-dir to a folder holding "
             "the four *-ubyte.gz files."
         )

@@ -13,7 +13,7 @@
   compiled. Every fine-tune follows a cosine decay to zero.
 
 The numbers were chosen by measurement (docs/RESULTS.md, "Default settings on
-models that are not ours"; scripts/bench_defaults.py).
+models that are not ours"; scripts/experiments/bench_defaults.py).
 """
 
 from __future__ import annotations

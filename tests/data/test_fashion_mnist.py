@@ -159,7 +159,7 @@ def test_missing_dataset_says_how_to_fix(nowhere):
     message = str(raised.value)
     assert message.startswith("Fashion-MNIST not found (searched ")
     assert str(nowhere / "empty") in message and str(nowhere / "no-debian") in message
-    assert "Fix: run `bash scripts/fetch_data.sh`" in message
+    assert "Fix: run `bash scripts/checks/fetch_data.sh`" in message
     assert "--data-dir" in message
 
 
@@ -206,7 +206,7 @@ realdata = pytest.mark.skipif(
     not all((fashion_mnist.DEBIAN_DIR / name).is_file()
             for pair in fashion_mnist.FILES.values() for name in pair),
     reason=f"Fashion-MNIST is not installed in {fashion_mnist.DEBIAN_DIR} "
-    "(run `bash scripts/fetch_data.sh`)",
+    "(run `bash scripts/checks/fetch_data.sh`)",
 )  # fmt: skip
 
 

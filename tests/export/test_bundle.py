@@ -313,7 +313,7 @@ def test_run_bundle_on_real_fashion_mnist_pngs(tmp_path, monkeypatch):
     from kprune.data import fashion_mnist
 
     if fashion_mnist.find() is None:
-        pytest.skip("Fashion-MNIST is not installed (scripts/fetch_data.sh)")
+        pytest.skip("Fashion-MNIST is not installed (scripts/checks/fetch_data.sh)")
     import keras
 
     from tests.export.conftest import make_position_cnn
@@ -363,7 +363,7 @@ def test_shipped_baseline_bundle_on_real_images(tmp_path):
     if not BASELINE.is_file():
         pytest.skip(f"{BASELINE.name} is not in kprune/baselines/ yet")
     if fashion_mnist.find() is None:
-        pytest.skip("Fashion-MNIST is not installed (scripts/fetch_data.sh)")
+        pytest.skip("Fashion-MNIST is not installed (scripts/checks/fetch_data.sh)")
 
     manifest = write_bundle(BASELINE, tmp_path / "bundle", verify_samples=500)
 
@@ -393,7 +393,7 @@ def test_shipped_pruned_model_and_its_bundle(tmp_path):
     if not PRUNED.is_file():
         pytest.skip(f"{PRUNED.name} is not in models/ yet")
     if fashion_mnist.find() is None:
-        pytest.skip("Fashion-MNIST is not installed (scripts/fetch_data.sh)")
+        pytest.skip("Fashion-MNIST is not installed (scripts/checks/fetch_data.sh)")
     import keras
 
     model = keras.models.load_model(PRUNED)  # plain Keras, no custom objects

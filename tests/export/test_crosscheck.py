@@ -1,4 +1,4 @@
-"""kprune.export.crosscheck (ARM vs x86 records); the commands scripts/check_aarch64.sh builds."""
+"""scripts.checks.crosscheck (ARM vs x86 records); the commands scripts/checks/check_aarch64.sh builds."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from kprune.errors import InvalidArgumentError
-from kprune.export.crosscheck import board_requirements, compare, cpuinfo_text, format_table, main
+from scripts.checks.crosscheck import board_requirements, compare, cpuinfo_text, format_table, main
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "check_aarch64.sh"
+SCRIPT = Path(__file__).parents[2] / "scripts" / "checks" / "check_aarch64.sh"
 THRESHOLDS = {"max_abs_diff": 1e-4, "min_agreement": 0.98}
 MANIFEST = {
     "artifacts": {
@@ -184,7 +184,7 @@ def test_script_builds_root_install_and_one_probe_per_core(tmp_path):
     assert all(c[:5] == ["unshare", "--mount", "--propagation", "private", "--"] for c in entered)
     install = next(c for c in entered if "pip" in c)
     assert install[-2:] == ["-c", "/mnt/out/pins.txt"]
-    probes = [c for c in entered if "/mnt/kprune/scripts/aarch64_probe.py" in c]
+    probes = [c for c in entered if "/mnt/kprune/scripts/checks/aarch64_probe.py" in c]
     assert [c[c.index("--enter-root") + 2] for c in probes] == ["cortex-a53", "cortex-a72"]
     assert [c[-1] for c in probes] == ["/mnt/out/cortex-a53.json", "/mnt/out/cortex-a72.json"]
     compare_command = next(c for c in commands if "compare" in c)
@@ -266,20 +266,14 @@ def test_a_profiler_that_failed_on_arm_fails_the_check(outputs, tmp_path, capsys
 
 
 def test_probe_runs_the_bundles_profiler_on_a_plan(tmp_path):
-    """scripts/aarch64_probe.py's run_profiler: the bundle's own kprune_profile.py, in its own
+    """scripts/checks/aarch64_probe.py's run_profiler: the bundle's own kprune_profile.py, in its own
     process, writes a table next to the record that kprune loads."""
-    import sys
-
     from kprune.export import templates
     from kprune.latency.profile import write_plan
     from kprune.latency.table import LatencyTable
+    from scripts.checks import aarch64_probe
     from tests.latency.conftest import make_small_model
 
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import aarch64_probe
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "kprune_profile.py").write_bytes((Path(templates.__file__).parent / "kprune_profile.py").read_bytes())

@@ -8,7 +8,7 @@ Random-init weights hide mistakes: biases are 0, BatchNorm is the identity at
 its default statistics (outputs of deep nets shrink to ~1e-12) and ConvNeXt's
 layer scale is 1e-6. `prepared()` gives every constant-initialised weight
 random values and calibrates BatchNorm statistics on a batch. Also used by
-scripts/gen_supported.py.
+scripts/checks/gen_supported.py.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ weights=None and non-vacuous weights, analysed, pruned by 25% of every
 prunable group (random channels, seed 1) and compared with the exactness
 oracle of tests/graph/oracle.py.
 
-Usage: python scripts/gen_supported.py [--out docs/SUPPORTED.md] [--only NAME ...]
+Usage: python -m scripts.checks.gen_supported [--out docs/SUPPORTED.md] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.graph (the shared cases and the oracle)
+ROOT = Path(__file__).resolve().parents[2]
 
-COMMAND = "python scripts/gen_supported.py"
+COMMAND = "python -m scripts.checks.gen_supported"
 FRACTION = 0.25
 LOAD_AT_START = os.getloadavg()[0]
 

@@ -9,7 +9,7 @@ filters of all layers pooled (where the layer-wise normalization matters),
 against the signed loss change ΔL and against |ΔL|.
 
 Usage:
-  python scripts/oracle.py --model models/squeezenet1_1_fmnist_sgd.keras \
+  python -m scripts.experiments.criterion_oracle --model models/squeezenet1_1_fmnist_sgd.keras \
       --examples 2000 --per-layer 48 --out docs/oracle.json
 """
 
@@ -137,7 +137,7 @@ def main() -> None:
     print(f"\n{time.time() - started:.0f} s on {platform.machine()} with {os.cpu_count()} CPU cores")
     if args.out:
         payload = {
-            "command": "python scripts/oracle.py " + " ".join(
+            "command": "python -m scripts.experiments.criterion_oracle " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"
             ),
             "base_loss": base,

@@ -6,7 +6,7 @@ Prints, measured in one run on this machine:
 - steady-state ratio from the difference between 2N and N batches;
 - peak resident memory of a fresh process ranking N and 4N batches (goal: flat).
 
-Usage: python scripts/bench_ranking.py [--model models/squeezenet1_1_fmnist_sgd.keras] [--batches 40]
+Usage: python -m scripts.benchmarks.bench_ranking [--model models/squeezenet1_1_fmnist_sgd.keras] [--batches 40]
 """
 
 from __future__ import annotations

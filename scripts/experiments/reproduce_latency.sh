@@ -11,15 +11,15 @@
 #    evaluate them on the 10,000-image test split;
 # 5. time baseline and the three models, fp32 and int8 TFLite, each warm on its own.
 #
-#   bash scripts/reproduce_latency.sh        # about 2 hours on 2 CPU cores
+#   bash scripts/experiments/reproduce_latency.sh        # about 2 hours on 2 CPU cores
 #
 # Re-running continues where it stopped. At the end the small result files go to
 # docs/results/latency/ (committed), from which
-#   python scripts/results_latency.py docs/results/latency --baseline models/squeezenet1_1_fmnist_sgd.keras
+#   python -m scripts.experiments.results_latency docs/results/latency --baseline models/squeezenet1_1_fmnist_sgd.keras
 # rewrites the generated latency section of docs/RESULTS.md.
 # LATENCY (fraction of the latency to remove) and EPOCHS (final fine-tune) change the run.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-runs/latency}
 BASELINE=${BASELINE:-models/squeezenet1_1_fmnist_sgd.keras}
@@ -51,7 +51,7 @@ prune_run params --target-params 0.94 --snapshots "$SNAPSHOTS"
 prune_run flops --target-flops 0.8 --filters-per-step 128 --snapshots "$FLOPS_SNAPSHOTS"
 
 # Equal measured latency: the snapshot of each run closest to the latency-pruned model.
-python scripts/results_latency.py "$OUT" --baseline "$BASELINE" --pick
+python -m scripts.experiments.results_latency "$OUT" --baseline "$BASELINE" --pick
 
 for name in latency params flops; do
   chosen="$OUT/$name.chosen.keras"
@@ -62,6 +62,6 @@ for name in latency params flops; do
     --out "$tuned" 2>&1 | tee -a "$OUT/$name.log"
 done
 
-[ -f "$OUT/final.json" ] || python scripts/results_latency.py "$OUT" --baseline "$BASELINE" --measure
-python scripts/results_latency.py "$OUT" --baseline "$BASELINE" --collect   # -> docs/results/latency/
-python scripts/results_latency.py docs/results/latency --baseline "$BASELINE"
+[ -f "$OUT/final.json" ] || python -m scripts.experiments.results_latency "$OUT" --baseline "$BASELINE" --measure
+python -m scripts.experiments.results_latency "$OUT" --baseline "$BASELINE" --collect   # -> docs/results/latency/
+python -m scripts.experiments.results_latency docs/results/latency --baseline "$BASELINE"

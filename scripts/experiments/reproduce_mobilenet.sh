@@ -8,15 +8,15 @@
 # latency of the largest FLOPs reduction within 0.5 point), keeps the
 # evidence in $EVIDENCE, and benchmarks both
 # architectures (TFLite XNNPACK, 1 thread, batch 1) for the section that
-# scripts/results_mobilenet.py writes.
+# scripts/experiments/results_mobilenet.py writes.
 #
-#   bash scripts/reproduce_mobilenet.sh       # about 1.5 h on 2 CPU cores
-#   python scripts/results_mobilenet.py docs/results/mobilenet_v2
+#   bash scripts/experiments/reproduce_mobilenet.sh       # about 1.5 h on 2 CPU cores
+#   python -m scripts.experiments.results_mobilenet docs/results/mobilenet_v2
 #
 # Re-running continues where it stopped: a killed baseline training or
 # pruning run resumes, and finished steps are skipped.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-runs/mobilenet_v2}
 BASELINE=${BASELINE:-models/mobilenet_v2_fmnist.keras}
@@ -61,7 +61,7 @@ cp "$OUT/baseline-finetuned.card.json" "$EVIDENCE/control.card.json"
 latency="$OUT/latency"
 if [ ! -f "$latency/pruned.card.json" ]; then
   [ -f "$OUT/latency_table.json" ] || kprune profile "$BASELINE" --threads 1 --no-cache --out "$OUT/latency_table.json"
-  goal=$(python scripts/results_mobilenet.py "$EVIDENCE" --latency-goal "$OUT/latency_table.json" --run "$run")
+  goal=$(python -m scripts.experiments.results_mobilenet "$EVIDENCE" --latency-goal "$OUT/latency_table.json" --run "$run")
   resume=""
   [ -f "$latency/checkpoint/state.json" ] && resume="--resume"
   mkdir -p "$latency"
@@ -83,4 +83,4 @@ bench() {  # OUT MODELS...
 bench "$EVIDENCE/bench_mobilenet_v2.json" "$BASELINE" $(for t in $TARGETS; do echo "$run/finetuned-$t.keras"; done) \
   "$OUT/latency-finetuned.keras"
 bench "$EVIDENCE/bench_squeezenet.json" models/squeezenet1_1_fmnist_sgd.keras models/squeezenet1_1_fmnist_pruned.keras
-python scripts/results_mobilenet.py "$EVIDENCE"
+python -m scripts.experiments.results_mobilenet "$EVIDENCE"

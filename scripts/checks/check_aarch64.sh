@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Runs a kprune bundle on emulated aarch64 cores and compares it with x86.
 #
-#   sudo PYTHON=.venv/bin/python bash scripts/check_aarch64.sh BUNDLE [options]
+#   sudo PYTHON=.venv/bin/python bash scripts/checks/check_aarch64.sh BUNDLE [options]
 #
 # In an arm64 Debian root (mmdebstrap + qemu-user-static, built once and
 # cached), installs what docs/DEPLOY.md tells a board user to install for
-# this bundle, then runs scripts/aarch64_probe.py — run_bundle.py and the RTMaps
+# this bundle, then runs scripts/checks/aarch64_probe.py — run_bundle.py and the RTMaps
 # component (stand-in RTMaps API) on real Fashion-MNIST test images, and with
 # --profile the bundle's board-side profiler kprune_profile.py — once per
 # emulated core and once on x86 with $PYTHON. Exit 1 when an ARM result
 # differs from x86 beyond the bundle's thresholds, or the profiler fails or
-# writes a table kprune cannot load (kprune.export.crosscheck).
+# writes a table kprune cannot load (scripts.checks.crosscheck).
 #
 # Options:
 #   --cores LIST     emulated cores, comma-separated (default cortex-a53,cortex-a72)
@@ -35,7 +35,7 @@ set -euo pipefail
 
 die() { echo "Error: $*" >&2; exit 1; }
 run() { if ((DRY)); then printf '%q ' "$@"; echo; else "$@"; fi; }
-crosscheck() { PYTHONDONTWRITEBYTECODE=1 "$PYTHON" -m kprune.export.crosscheck "$@"; }
+crosscheck() { PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m scripts.checks.crosscheck "$@"; }
 
 enter_root() {  # ROOT CORE CPUINFO BUNDLE OUT REPO COMMAND...
     # Runs inside `unshare --mount --propagation private`: these mounts are this
@@ -81,11 +81,11 @@ parse_arguments() {
             --no-updates) UPDATES=0; shift ;;
             --dry-run) DRY=1; shift ;;
             -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-            -*) die "unknown option $1. Fix: see bash scripts/check_aarch64.sh --help." ;;
+            -*) die "unknown option $1. Fix: see bash scripts/checks/check_aarch64.sh --help." ;;
             *) [[ -z $BUNDLE ]] || die "one bundle at a time (got $BUNDLE and $1)."; BUNDLE=$1; shift ;;
         esac
     done
-    [[ -n $BUNDLE ]] || die "no bundle given. Fix: bash scripts/check_aarch64.sh BUNDLE_DIR (see --help)."
+    [[ -n $BUNDLE ]] || die "no bundle given. Fix: bash scripts/checks/check_aarch64.sh BUNDLE_DIR (see --help)."
     [[ -f $BUNDLE/manifest.json ]] || die "$BUNDLE is not a kprune bundle (no manifest.json). Fix: pass the folder written by \`kprune bundle\`."
     BUNDLE=$(cd "$BUNDLE" && pwd)
     if [[ -n $PROFILE && ! -f $BUNDLE/kprune_profile.py ]]; then
@@ -118,7 +118,7 @@ timed() {  # timed LABEL COMMAND...: runs it, then records its wall time
 in_root() {  # in_root CORE COMMAND...: COMMAND inside the root, QEMU emulating CORE
     local core=$1
     shift
-    run unshare --mount --propagation private -- bash "$REPO/scripts/check_aarch64.sh" \
+    run unshare --mount --propagation private -- bash "$REPO/scripts/checks/check_aarch64.sh" \
         --enter-root "$ROOT" "$core" "$OUT/cpuinfo-$core" "$BUNDLE" "$OUT" "$REPO" "$@"
 }
 
@@ -179,7 +179,7 @@ write_plan() {  # the profile plan of --profile MODEL, timed by every probe
 probe_x86() {
     local plan=()
     [[ -z $PROFILE ]] || plan=(--profile-plan "$OUT/profile-plan")
-    run env PYTHONDONTWRITEBYTECODE=1 "$PYTHON" "$REPO/scripts/aarch64_probe.py" --bundle "$BUNDLE" \
+    run env PYTHONDONTWRITEBYTECODE=1 "$PYTHON" "$REPO/scripts/checks/aarch64_probe.py" --bundle "$BUNDLE" \
         --images "$OUT/images" --rtmaps-stub "$REPO/tests/export/rtmaps_stub" --out "$OUT/x86.json" \
         "${plan[@]}"
 }
@@ -187,13 +187,13 @@ probe_x86() {
 probe_arm() {
     local plan=()
     [[ -z $PROFILE ]] || plan=(--profile-plan /mnt/out/profile-plan)
-    in_root "$1" "$VENV/bin/python" /mnt/kprune/scripts/aarch64_probe.py --bundle /mnt/bundle \
+    in_root "$1" "$VENV/bin/python" /mnt/kprune/scripts/checks/aarch64_probe.py --bundle /mnt/bundle \
         --images /mnt/out/images --rtmaps-stub /mnt/kprune/tests/export/rtmaps_stub \
         --out "/mnt/out/$1.json" "${plan[@]}"
 }
 
 main() {
-    REPO=$(cd "$(dirname "$0")/.." && pwd)
+    REPO=$(cd "$(dirname "$0")/../.." && pwd)
     PYTHON=${PYTHON:-python3}
     parse_arguments "$@"
     ((DRY)) || preflight

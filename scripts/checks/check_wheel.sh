@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The pip user's path, checked end to end: build the sdist and the wheel once
 # (python -m build: the wheel is built from the sdist), check what they hold
-# (scripts/check_dist.py), install the wheel in a fresh venv, and from an empty
+# (scripts/checks/check_dist.py), install the wheel in a fresh venv, and from an empty
 # scratch folder run `kprune --version` and the README's main command with a
 # small --limit; check that the core install has no tensorflow-datasets.
 #
-#   bash scripts/check_wheel.sh        # in a venv with kprune[dev]; .ci/run calls it
+#   bash scripts/checks/check_wheel.sh        # in a venv with kprune[dev]; .ci/run calls it
 #
 # Environment: LIMIT examples per split (default 256); QUICKSTART_OPTIONS,
 # extra `kprune prune` options that shorten the run (default: fewer, larger
 # steps); KEEP=1 keeps the scratch folder. Prints the seconds of each phase;
-# exits non-zero at the first failure. Needs Fashion-MNIST (scripts/fetch_data.sh).
+# exits non-zero at the first failure. Needs Fashion-MNIST (scripts/checks/fetch_data.sh).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 LIMIT=${LIMIT:-256}
 QUICKSTART_OPTIONS=${QUICKSTART_OPTIONS:---filters-per-step 512 --finetune-steps 10 --rank-batches 2}
@@ -38,7 +38,7 @@ fail() { echo "check_wheel: FAILED: $1" >&2; exit 1; }
   || { cat "$scratch/build.log"; fail "python -m build"; }
 sdist=$(ls "$scratch"/dist/kprune-*.tar.gz)
 wheel=$(ls "$scratch"/dist/kprune-*.whl)
-"$python" scripts/check_dist.py "$sdist" "$wheel"
+"$python" -m scripts.checks.check_dist "$sdist" "$wheel"
 phase "built and checked $(basename "$wheel")"
 
 "$python" -m venv "$scratch/venv"

@@ -11,8 +11,8 @@ shared host has slow spells of seconds to tens of seconds (the same model at
 0.53 ms, then 0.70–0.80 ms), and other work only ever slows a pass down. (Taking turns between 21 models, as `kprune bench` does for a
 few, would evict each model's weights from the caches for the next.)
 
-    python scripts/bench_latency_model.py                      # SqueezeNet 1.1, MobileNetV2, ResNet50
-    python scripts/bench_latency_model.py --models squeezenet --variants 20 --out runs/latency_model.json
+    python -m scripts.benchmarks.bench_latency_model                      # SqueezeNet 1.1, MobileNetV2, ResNet50
+    python -m scripts.benchmarks.bench_latency_model --models squeezenet --variants 20 --out runs/latency_model.json
 
 Prints, per architecture: the share of variants predicted within ±10%, the
 median and worst absolute error, and Spearman's ρ between predicted and
@@ -22,11 +22,12 @@ measured latency (goal of the latency issue: ≥ 90% within ±10%, ρ ≥ 0.95).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from scripts.common import write_json
 
 ARCHITECTURES = ("squeezenet", "mobilenetv2", "resnet50")
 # Timing of the variants and of the table's files, in seconds. Three times as long changed
@@ -140,8 +141,7 @@ def main() -> None:
               f"{r['full_predicted_ms']:>10.3f} / {r['full_measured_ms']:<8.3f} "
               f"{r['table']['step']:>4} {r['profile_s']:>9}")  # fmt: skip
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        write_json(args.out, results)
 
 
 if __name__ == "__main__":

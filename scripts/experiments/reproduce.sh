@@ -8,10 +8,10 @@
 # kept multiples of 8. Then the oracle correlations,
 # exports, latency benchmark and the tables/plots of docs/RESULTS.md.
 #
-#   bash scripts/reproduce.sh                 # everything (hours on 2 CPU cores)
-#   CRITERIA="taylor" TARGETS="50 70" bash scripts/reproduce.sh   # a part
-#   SEEDS="0 1 2" bash scripts/reproduce.sh   # three seeds: results.py adds mean ± std and paired differences
-#   PART=seeds SEEDS="1 2" CRITERIA="taylor l2" TARGETS="70 90" bash scripts/reproduce.sh   # only the seeded runs
+#   bash scripts/experiments/reproduce.sh                 # everything (hours on 2 CPU cores)
+#   CRITERIA="taylor" TARGETS="50 70" bash scripts/experiments/reproduce.sh   # a part
+#   SEEDS="0 1 2" bash scripts/experiments/reproduce.sh   # three seeds: results.py adds mean ± std and paired differences
+#   PART=seeds SEEDS="1 2" CRITERIA="taylor l2" TARGETS="70 90" bash scripts/experiments/reproduce.sh   # only the seeded runs
 #
 # Each finished (seed, criterion) leaves its report and fine-tune cards in
 # $EVIDENCE/seed-N/CRITERION/ (committed, small), so seeds run in different
@@ -20,7 +20,7 @@
 # Re-running continues where it stopped: finished steps are skipped and a
 # killed pruning run resumes from its last checkpoint.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-runs/reproduce}
 BASELINE=${BASELINE:-models/squeezenet1_1_fmnist_sgd.keras}
@@ -93,5 +93,5 @@ if [ ! -f "${tuned%.keras}.card.json" ]; then
 fi
 
 kprune report $(for c in $CRITERIA; do echo "$OUT/$c"; done) --out "$OUT/accuracy_vs_params.png"
-[ -f "$OUT/oracle.json" ] || python scripts/oracle.py --model "$BASELINE" --out "$OUT/oracle.json" | tee "$OUT/oracle.md"
-python scripts/results.py "$OUT" --baseline "$BASELINE" --epochs "$EPOCHS"
+[ -f "$OUT/oracle.json" ] || python -m scripts.experiments.criterion_oracle --model "$BASELINE" --out "$OUT/oracle.json" | tee "$OUT/oracle.md"
+python -m scripts.experiments.results "$OUT" --baseline "$BASELINE" --epochs "$EPOCHS"

@@ -2,7 +2,7 @@
 """Runs a bundle's board-side programs on a folder of images and records what they output.
 
 The same file runs on x86 (the reference) and inside the arm64 root under
-QEMU (scripts/check_aarch64.sh), with what a board has: Python ≥ 3.8, numpy
+QEMU (scripts/checks/check_aarch64.sh), with what a board has: Python ≥ 3.8, numpy
 and the runtimes, no TensorFlow, no kprune. For every model file in the
 manifest it runs
 
@@ -15,7 +15,7 @@ manifest it runs
   on that plan folder (``kprune profile MODEL --plan-only DIR``), which writes
   a latency table next to the record (``FILE.latency_table.json``).
 
-and writes one JSON file; kprune.export.crosscheck compares two of them.
+and writes one JSON file; scripts.checks.crosscheck compares two of them.
 
 Usage:
     python3 aarch64_probe.py --bundle DIR --images DIR --rtmaps-stub DIR --out FILE.json [--profile-plan DIR]

@@ -1,23 +1,24 @@
 """Test top-1 of each model's fp32 and int8 TFLite files, as deployed, on the full test split.
 
-The files are the ones `python scripts/results_latency.py ... --measure` times
+The files are the ones `python -m scripts.experiments.results_latency ... --measure` times
 (`deployed_files`): `kprune.export_tflite`, the int8 one calibrated on the first 300
 training images (float input and output). Images are preprocessed as each model's card says and
 run one at a time (batch 1) through the bundle's runtime on ai_edge_litert; Keras' own
 accuracy on the same batches is printed beside them.
 
-    python scripts/accuracy_tflite.py models/squeezenet1_1_fmnist_sgd.keras \\
+    python -m scripts.experiments.accuracy_tflite models/squeezenet1_1_fmnist_sgd.keras \\
         models/squeezenet1_1_fmnist_latency.keras --out docs/results/latency/int8_accuracy.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from scripts.common import write_json
 
 CALIBRATION_IMAGES = 300
 
@@ -84,8 +85,7 @@ def main() -> None:
         print(f"{r['path']:<50} {r['examples']:>8} {r['keras']:>7.2%} {r['fp32']:>7.2%} {r['int8']:>7.2%} "
               f"{100 * (r['int8'] - r['fp32']):>+10.2f}")  # fmt: skip
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        write_json(args.out, results)
 
 
 if __name__ == "__main__":

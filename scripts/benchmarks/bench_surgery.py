@@ -14,7 +14,7 @@ Prints, measured in one run on this machine:
 Exits with status 1 if a goal is missed or the chains' CPU-time slope exceeds
 1.25.
 
-Usage: python scripts/bench_surgery.py [--chains 50,100,200,400] [--repeat 1] [--json PATH]
+Usage: python -m scripts.benchmarks.bench_surgery [--chains 50,100,200,400] [--repeat 1] [--json PATH]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""A bundle on aarch64 against the same bundle on x86: what scripts/check_aarch64.sh decides with.
+"""A bundle on aarch64 against the same bundle on x86: what scripts/checks/check_aarch64.sh decides with.
 
-The check runs scripts/aarch64_probe.py once on x86 and once per emulated
+The check runs scripts/checks/aarch64_probe.py once on x86 and once per emulated
 ARM core (an arm64 Debian root under QEMU); each run writes what the bundle's
 programs output on the same real images. This module compares two such
 records under the bundle's own thresholds (``manifest.json``,
@@ -10,7 +10,7 @@ than ``min_agreement`` of the images get x86's top-1 class. It also writes
 the two inputs the script needs: an aarch64 ``/proc/cpuinfo`` for the
 emulated core and the pip arguments a board user is told to run.
 
-Run as ``python -m kprune.export.crosscheck {prepare,compare} ...``.
+Run as ``python -m scripts.checks.crosscheck {prepare,compare} ...``.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def compare(
     """Compares an ARM probe record with the x86 one, per model file and program.
 
     Args:
-        reference: The x86 record written by scripts/aarch64_probe.py.
+        reference: The x86 record written by scripts/checks/aarch64_probe.py.
         candidate: The aarch64 record on the same images.
         labels: Image file name → true class.
         manifest: The bundle's manifest (artifacts, thresholds).
@@ -307,7 +307,7 @@ def prepare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kprune.export.crosscheck")
+    parser = argparse.ArgumentParser(prog="python -m scripts.checks.crosscheck")
     commands = parser.add_subparsers(dest="command", required=True)
     preparation = commands.add_parser(
         "prepare", help="Write real test PNGs and the cores' cpuinfo; print the pip arguments."

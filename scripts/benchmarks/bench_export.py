@@ -10,7 +10,7 @@ Runs only kprune commands, in this order, and prints what they print:
    written to OUT/bench.json.
 
 Usage:
-    python scripts/bench_export.py [--baseline models/squeezenet1_1_fmnist_sgd.keras]
+    python -m scripts.benchmarks.bench_export [--baseline models/squeezenet1_1_fmnist_sgd.keras]
         [--pruned runs/pruned/model.keras] [--out runs/bench_export] [--repeats 50]
 """
 

@@ -5,8 +5,8 @@ model card, the bundle templates); the sdist must hold every tracked file that
 the package and the tests need (kprune/, tests/, configs/, models/, scripts/,
 docs/), so that the suite runs from an unpacked sdist.
 
-Usage: python scripts/check_dist.py dist/kprune-X.tar.gz dist/kprune-X-py3-none-any.whl
-(scripts/check_wheel.sh runs it on the files it builds.)
+Usage: python -m scripts.checks.check_dist dist/kprune-X.tar.gz dist/kprune-X-py3-none-any.whl
+(scripts/checks/check_wheel.sh runs it on the files it builds.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WHEEL_NEEDS = (
     "kprune/baselines/squeezenet1_1_fmnist_sgd.keras",
     "kprune/baselines/squeezenet1_1_fmnist_sgd.card.json",

@@ -1,0 +1,1 @@
+"""Timings of kprune itself; see scripts/__init__.py."""

@@ -1,0 +1,1 @@
+"""CI and checks; see scripts/__init__.py."""
