@@ -105,9 +105,7 @@ class BenchReport:
         """
         base = self.models[0]
         flops = {model.label: model.flops for model in self.models}
-        by_key = {
-            (m.model, m.precision, m.runtime, m.threads, m.batch): m for m in self.measurements
-        }
+        by_key = {(m.model, m.precision, m.runtime, m.threads, m.batch): m for m in self.measurements}
         rows = []
         for measurement in self.measurements:
             if measurement.model == base.label and measurement.precision == "fp32":
@@ -119,20 +117,23 @@ class BenchReport:
             if same_precision is None and fp32 is None:
                 continue
             model_flops = flops[measurement.model]
-            rows.append({
-                "model": measurement.model,
-                "precision": measurement.precision,
-                "baseline": base.label,
-                "runtime": measurement.runtime,
-                "threads": measurement.threads,
-                "batch": measurement.batch,
-                "speedup": (
-                    None if measurement.model == base.label or same_precision is None
-                    else same_precision.median_ms / latency
-                ),
-                "speedup_over_fp32": None if fp32 is None else fp32.median_ms / latency,
-                "flops_ratio": base.flops / model_flops if model_flops else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": measurement.model,
+                    "precision": measurement.precision,
+                    "baseline": base.label,
+                    "runtime": measurement.runtime,
+                    "threads": measurement.threads,
+                    "batch": measurement.batch,
+                    "speedup": (
+                        None
+                        if measurement.model == base.label or same_precision is None
+                        else same_precision.median_ms / latency
+                    ),
+                    "speedup_over_fp32": None if fp32 is None else fp32.median_ms / latency,
+                    "flops_ratio": base.flops / model_flops if model_flops else None,
+                }
+            )
         return rows
 
     def to_dict(self) -> dict:
@@ -225,18 +226,22 @@ def benchmark(
     configurations = _configurations(runtimes, batch_sizes, threads)
     quantizing = "int8" in precisions
     calibration, calibration_note = (
-        _calibration(loaded, tensors[0], calibration_data, calibration_dataset,
-                     calibration_samples, seed)
-        if quantizing else (None, None)
-    )  # fmt: skip
+        _calibration(loaded, tensors[0], calibration_data, calibration_dataset, calibration_samples, seed)
+        if quantizing
+        else (None, None)
+    )
     measurements = []
     with tempfile.TemporaryDirectory(prefix="kprune-bench-") as temporary:
         folder = Path(files_dir) if files_dir is not None else Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)
         files = _export_files(
-            [net for net, _ in loaded], runtimes, precisions, folder, calibration,
+            [net for net, _ in loaded],
+            runtimes,
+            precisions,
+            folder,
+            calibration,
             calibration_samples,
-        )  # fmt: skip
+        )
         steps = _track(configurations, progress)
         for runtime, thread_count, batch in steps:
             inputs = _random_inputs(rng, tensors[0], batch)
@@ -246,34 +251,47 @@ def benchmark(
                 for precision in (precisions if runtime == "tflite" else ["fp32"])
             ]
             runners = [
-                _runner(runtime, loaded[index][0], tensors[index],
-                        files.get((index, runtime, precision)), thread_count, inputs)
+                _runner(
+                    runtime,
+                    loaded[index][0],
+                    tensors[index],
+                    files.get((index, runtime, precision)),
+                    thread_count,
+                    inputs,
+                )
                 for index, precision in timed
-            ]  # fmt: skip
+            ]
             timings = _time_alternating(runners, warmup, repeats)
             for (index, precision), seconds in zip(timed, timings):
                 measurements.append(
                     _measurement(labels[index], runtime, precision, thread_count, batch, seconds)
                 )
     settings = {
-        "runtimes": list(runtimes), "precisions": precisions, "batch_sizes": list(batch_sizes),
-        "threads": [_resolve_threads(t) for t in threads], "warmup": warmup,
-        "repeats": repeats, **_shape_settings(input_shapes),
-    }  # fmt: skip
+        "runtimes": list(runtimes),
+        "precisions": precisions,
+        "batch_sizes": list(batch_sizes),
+        "threads": [_resolve_threads(t) for t in threads],
+        "warmup": warmup,
+        "repeats": repeats,
+        **_shape_settings(input_shapes),
+    }
     if quantizing:
         settings["calibration"] = calibration_note
     file_rows = [
-        {"model": labels[index], "runtime": runtime, "precision": precision,
-         "file": artifact.path.name, "quantize": artifact.quantize,
-         "size_bytes": artifact.size_bytes}
+        {
+            "model": labels[index],
+            "runtime": runtime,
+            "precision": precision,
+            "file": artifact.path.name,
+            "quantize": artifact.quantize,
+            "size_bytes": artifact.size_bytes,
+        }
         for (index, runtime, precision), artifact in files.items()
-    ]  # fmt: skip
+    ]
     return BenchReport(entries, measurements, settings, environment(), files=file_rows)
 
 
-def _time_alternating(
-    runners: list[Callable[[], object]], warmup: int, repeats: int
-) -> list[list[float]]:
+def _time_alternating(runners: list[Callable[[], object]], warmup: int, repeats: int) -> list[list[float]]:
     for runner in runners:
         for _ in range(warmup):
             runner()
@@ -292,11 +310,16 @@ def _measurement(label, runtime, precision, threads, batch, seconds) -> Measurem
     values = np.asarray(seconds) * 1000.0
     median = float(np.median(values))
     return Measurement(
-        model=label, runtime=runtime, precision=precision, threads=threads, batch=batch,
+        model=label,
+        runtime=runtime,
+        precision=precision,
+        threads=threads,
+        batch=batch,
         median_ms=median,
-        p90_ms=float(np.percentile(values, 90)), throughput=batch * 1000.0 / median,
+        p90_ms=float(np.percentile(values, 90)),
+        throughput=batch * 1000.0 / median,
         runs=len(values),
-    )  # fmt: skip
+    )
 
 
 def _shape_settings(input_shapes: tuple[tuple[int, ...], ...]) -> dict:
@@ -339,9 +362,12 @@ def _export_files(networks, runtimes, precisions, folder: Path, calibration, sam
             for precision in precisions:
                 suffix = "" if precision == "fp32" else f"_{precision}"
                 files[(index, "tflite", precision)] = export_tflite(
-                    network, folder / f"{index}{suffix}.tflite", _QUANTIZE[precision],
-                    calibration[index] if precision == "int8" else None, num_samples=samples,
-                )  # fmt: skip
+                    network,
+                    folder / f"{index}{suffix}.tflite",
+                    _QUANTIZE[precision],
+                    calibration[index] if precision == "int8" else None,
+                    num_samples=samples,
+                )
         if "onnx" in runtimes:
             files[(index, "onnx", "fp32")] = export_onnx(network, folder / f"{index}.onnx")
     return files
@@ -367,9 +393,7 @@ def _calibration(loaded, tensors, data, dataset, samples, seed) -> tuple[list, s
 def _configurations(runtimes, batch_sizes, threads) -> list[tuple[str, int | None, int]]:
     configurations = []
     for runtime in runtimes:
-        counts = (
-            [None] if runtime == "keras" else list(dict.fromkeys(map(_resolve_threads, threads)))
-        )
+        counts = [None] if runtime == "keras" else list(dict.fromkeys(map(_resolve_threads, threads)))
         for count in counts:
             for batch in batch_sizes:
                 configurations.append((runtime, count, batch))
@@ -422,8 +446,7 @@ def _check_settings(models, runtimes, batch_sizes, threads, warmup, repeats) -> 
     unknown = [runtime for runtime in runtimes if runtime not in RUNTIMES]
     if unknown or not runtimes:
         raise InvalidArgumentError(
-            f"`runtimes` must be a non-empty choice of {RUNTIMES}. "
-            f"Received runtimes={list(runtimes)}."
+            f"`runtimes` must be a non-empty choice of {RUNTIMES}. Received runtimes={list(runtimes)}."
         )
     if not batch_sizes or min(batch_sizes) < 1:
         raise InvalidArgumentError(
@@ -435,6 +458,5 @@ def _check_settings(models, runtimes, batch_sizes, threads, warmup, repeats) -> 
         )
     if warmup < 0 or repeats < 1:
         raise InvalidArgumentError(
-            f"`warmup` must be ≥ 0 and `repeats` ≥ 1. "
-            f"Received warmup={warmup}, repeats={repeats}."
+            f"`warmup` must be ≥ 0 and `repeats` ≥ 1. Received warmup={warmup}, repeats={repeats}."
         )

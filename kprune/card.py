@@ -13,9 +13,16 @@ from pathlib import Path
 from kprune.files import write_atomically
 
 LIBRARIES = (
-    "kprune", "tensorflow", "keras", "numpy", "tf2onnx", "onnx", "onnxruntime",
-    "ai-edge-litert", "tensorflow-datasets",
-)  # fmt: skip
+    "kprune",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "ai-edge-litert",
+    "tensorflow-datasets",
+)
 
 
 def environment() -> dict:

@@ -18,7 +18,6 @@ from kprune import baselines
 from kprune.data.preprocess import check_preprocess
 from kprune.errors import InvalidArgumentError
 
-
 TARGET_FIELDS = ("target_params", "target_flops", "target_filters", "target_latency", "latency_ms")
 
 

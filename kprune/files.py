@@ -108,13 +108,17 @@ def refused_write(error: BaseException, path: Path, needed: int = 0) -> FileWrit
     if code in NO_SPACE:
         free = _free_bytes(path)
         need = f"it needs at least {_human(needed)}, and " if needed else ""
-        message = (f"No space left on the disk to write {path}: {need}{_human(free)} "
-                   "are free there. Fix: free space on that disk, or write somewhere else.")  # fmt: skip
+        message = (
+            f"No space left on the disk to write {path}: {need}{_human(free)} "
+            "are free there. Fix: free space on that disk, or write somewhere else."
+        )
     elif code in READ_ONLY:
         message = f"Cannot write {path}: its file system is read-only. Fix: write somewhere else."
     else:
-        message = (f"No permission to write {path} (as user {_user()}). Fix: make {path.parent} "
-                   "writable for this user, or write somewhere else.")  # fmt: skip
+        message = (
+            f"No permission to write {path} (as user {_user()}). Fix: make {path.parent} "
+            "writable for this user, or write somewhere else."
+        )
     refusal = FileWriteError(message)
     refusal.errno, refusal.path, refusal.needed = code, path, needed
     return refusal

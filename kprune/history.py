@@ -35,8 +35,7 @@ class PruningHistory:
     def from_dict(cls, data: Mapping) -> PruningHistory:
         if data.get("format") != HISTORY_FORMAT:
             raise InvalidArgumentError(
-                f"Not a kprune pruning history (format {data.get('format')!r}, "
-                f"expected {HISTORY_FORMAT!r})."
+                f"Not a kprune pruning history (format {data.get('format')!r}, expected {HISTORY_FORMAT!r})."
             )
         return cls(steps=[dict(step) for step in data["steps"]], model_name=data.get("model"))
 

@@ -25,8 +25,12 @@ from keras.src.trainers import data_adapters as _data_adapters
 # The modules whose classes are Keras' own operations (`ops.add` builds an
 # ``Add`` from keras.src.ops.numpy), for the graph's handler table.
 OPS_MODULES: dict[str, ModuleType] = {
-    "activations": _activations, "core": _core, "math": _math, "nn": _nn, "numpy": _numpy,
-}  # fmt: skip
+    "activations": _activations,
+    "core": _core,
+    "math": _math,
+    "nn": _nn,
+    "numpy": _numpy,
+}
 # The adapters ``model.fit`` uses to turn arrays, PyDatasets and generators into batches.
 data_adapters: ModuleType = _data_adapters
 
@@ -83,8 +87,10 @@ def graph_nodes(model: keras.Model) -> list | None:
 
 def is_graph_model(model: keras.Model) -> bool:
     """Whether ``model`` is functional (or a Sequential): a graph kprune can read."""
-    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or hasattr(
-        model, "_nodes_by_depth"
+    return (
+        isinstance(model, keras.Sequential)
+        or type(model).__name__ == "Functional"
+        or hasattr(model, "_nodes_by_depth")
     )
 
 

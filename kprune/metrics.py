@@ -20,14 +20,19 @@ import numpy as np
 from kprune import keras_internals
 from kprune.errors import InvalidArgumentError
 
-
 _MAC_LAYERS = (
     keras.layers.Dense,
-    keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
-)  # fmt: skip
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,6 @@ def _table(model: keras.Model, calls: int) -> list[LayerFacts]:
 def file_size(path: str | os.PathLike) -> int:
     """Size of a file in bytes."""
     return os.path.getsize(path)
-
-
 
 
 def _output_shape(layer, nodes: list) -> tuple:

@@ -75,9 +75,7 @@ def load_model(
                 "Fix: check that it is a complete Keras 3 .keras file."
             ) from error
     if input_shape is None or num_classes is None:
-        raise InvalidArgumentError(
-            f"Building model {text!r} by name needs input_shape and num_classes."
-        )
+        raise InvalidArgumentError(f"Building model {text!r} by name needs input_shape and num_classes.")
     return build(text, input_shape, num_classes)
 
 

@@ -153,8 +153,9 @@ class PruneProgress:
         if self._progress is not None and not self._progress.disable:
             self._progress.console.log(text)
         else:
-            console.print(f"[{time.strftime('%H:%M:%S')}] {text}", highlight=False, soft_wrap=True,
-                          markup=False)
+            console.print(
+                f"[{time.strftime('%H:%M:%S')}] {text}", highlight=False, soft_wrap=True, markup=False
+            )
 
     def finetune_callback(self, description: str, steps: int) -> keras.callbacks.Callback | None:
         """A Keras callback that shows one fine-tune as its own bar."""

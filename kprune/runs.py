@@ -16,17 +16,17 @@ from pathlib import Path
 from shlex import quote
 
 from kprune import card
-from kprune.pruning import checkpoint, runlock
 from kprune.config import RunConfig, dump_config
 from kprune.criteria import get as get_criterion
 from kprune.data import choose_preprocessing, load
-from kprune.training.distribute import is_chief, make_strategy, worker_dir
 from kprune.errors import FileWriteError, InvalidArgumentError
 from kprune.files import replaced_atomically
 from kprune.metrics import count_flops, count_params
 from kprune.modelio import load_model, resolve_model_path
-from kprune.pruning.report import write_run_files
+from kprune.pruning import checkpoint, runlock
 from kprune.pruning.loop import prune
+from kprune.pruning.report import write_run_files
+from kprune.training.distribute import is_chief, make_strategy, worker_dir
 from kprune.training.setup import TrainingSetup
 
 
@@ -35,7 +35,9 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def run_prune(
-    config: RunConfig, run_dir: str | Path | None = None, resume: bool = False,
+    config: RunConfig,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
     command: str | None = None,
 ) -> dict:
     """Prunes ``config.model`` as ``config`` says; returns report.json's content.
@@ -104,12 +106,18 @@ def _run(config, model_path, run_dir, write_dir, resume, strategy, started, comm
     shape = tuple(model.input_shape[1:])
     # The model's own input transform: --preprocess, else its card's, else raw pixels.
     chosen = choose_preprocessing(config.preprocess, model_path, shape)
-    common = dict(input_shape=shape, data_dir=config.data_dir, limit=config.limit,
-                  preprocessing=chosen.preprocessing, strict_data=config.strict_data)  # fmt: skip
+    common = dict(
+        input_shape=shape,
+        data_dir=config.data_dir,
+        limit=config.limit,
+        preprocessing=chosen.preprocessing,
+        strict_data=config.strict_data,
+    )
 
     def train_stream(seed: int):
-        return load(config.dataset, "train", batch_size=config.batch_size, augment=config.augment,
-                    seed=seed, **common)  # fmt: skip
+        return load(
+            config.dataset, "train", batch_size=config.batch_size, augment=config.augment, seed=seed, **common
+        )
 
     val = load(config.dataset, "val", batch_size=256, **common)
     test = load(config.dataset, "test", batch_size=256, **common)
@@ -119,29 +127,58 @@ def _run(config, model_path, run_dir, write_dir, resume, strategy, started, comm
         dump_config(config, temporary)
 
     evaluate = setup.evaluate
-    before = {**evaluate(model, test), "params": count_params(model), "flops": count_flops(model),
-              "file_bytes": _file_size(model_path)}  # fmt: skip
-    result = prune(model, train_stream, val, config.prune_config(), run_dir=run_dir,
-                   resume=resume, strategy=strategy)  # fmt: skip
+    before = {
+        **evaluate(model, test),
+        "params": count_params(model),
+        "flops": count_flops(model),
+        "file_bytes": _file_size(model_path),
+    }
+    result = prune(
+        model, train_stream, val, config.prune_config(), run_dir=run_dir, resume=resume, strategy=strategy
+    )
     pruned_path = write_dir / "pruned.keras"
-    after = {**evaluate(result.model, test), "params": count_params(result.model),
-             "flops": count_flops(result.model), "file_bytes": _file_size(pruned_path)}  # fmt: skip
-    report = {**result.report, "model": config.model, "dataset": config.dataset,
-              "preprocess": chosen.name, "preprocessing": test.preprocessing.to_dict(),
-              "test_split_note": test.note, "test_before": before, "test_after": after,
-              "wall_time_s": round(time.time() - started, 1), "command": command or card.command_line()}  # fmt: skip
+    after = {
+        **evaluate(result.model, test),
+        "params": count_params(result.model),
+        "flops": count_flops(result.model),
+        "file_bytes": _file_size(pruned_path),
+    }
+    report = {
+        **result.report,
+        "model": config.model,
+        "dataset": config.dataset,
+        "preprocess": chosen.name,
+        "preprocessing": test.preprocessing.to_dict(),
+        "test_split_note": test.note,
+        "test_before": before,
+        "test_after": after,
+        "wall_time_s": round(time.time() - started, 1),
+        "command": command or card.command_line(),
+    }
     write_run_files(write_dir, report, result.history)
-    card.write_card(pruned_path, {
-        "model": result.model.name, "pruned_from": config.model, "dataset": config.dataset,
-        "criterion": config.criterion, "test_accuracy": after["accuracy"],
-        "test_accuracy_before": before["accuracy"], "params": after["params"],
-        "params_before": before["params"], "flops": after["flops"], "flops_before": before["flops"],
-        "preprocess": chosen.name, "preprocessing": test.preprocessing.to_dict(),
-        "class_names": list(test.info.class_names),
-        "stop_reason": result.report["stop_reason"], "seed": config.seed,
-        "wall_time_s": report["wall_time_s"], "command": report["command"],
-        "environment": card.environment(),
-    })  # fmt: skip
+    card.write_card(
+        pruned_path,
+        {
+            "model": result.model.name,
+            "pruned_from": config.model,
+            "dataset": config.dataset,
+            "criterion": config.criterion,
+            "test_accuracy": after["accuracy"],
+            "test_accuracy_before": before["accuracy"],
+            "params": after["params"],
+            "params_before": before["params"],
+            "flops": after["flops"],
+            "flops_before": before["flops"],
+            "preprocess": chosen.name,
+            "preprocessing": test.preprocessing.to_dict(),
+            "class_names": list(test.info.class_names),
+            "stop_reason": result.report["stop_reason"],
+            "seed": config.seed,
+            "wall_time_s": report["wall_time_s"],
+            "command": report["command"],
+            "environment": card.environment(),
+        },
+    )
     return report
 
 

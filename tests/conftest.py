@@ -17,9 +17,7 @@ def make_tiny_cnn(input_shape=(16, 16, 3), num_classes=10, softmax=True, name="t
     x = keras.layers.MaxPooling2D(2, name="pool_a")(x)
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_b")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax" if softmax else None, name="classifier"
-    )(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax" if softmax else None, name="classifier")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

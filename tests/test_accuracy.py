@@ -16,12 +16,18 @@ def _result(metric, y_true, y_pred, sample_weight=None) -> float:
     return float(metric.result())
 
 
-@pytest.mark.parametrize("kind, keras_metric, labels", [
-    ("accuracy", keras.metrics.SparseCategoricalAccuracy(), rng.integers(0, CLASSES, 32)),
-    ("accuracy", keras.metrics.CategoricalAccuracy(), np.eye(CLASSES)[rng.integers(0, CLASSES, 32)]),
-    ("sparse_top_k_categorical_accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=2),
-     rng.integers(0, CLASSES, 32)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind, keras_metric, labels",
+    [
+        ("accuracy", keras.metrics.SparseCategoricalAccuracy(), rng.integers(0, CLASSES, 32)),
+        ("accuracy", keras.metrics.CategoricalAccuracy(), np.eye(CLASSES)[rng.integers(0, CLASSES, 32)]),
+        (
+            "sparse_top_k_categorical_accuracy",
+            keras.metrics.SparseTopKCategoricalAccuracy(k=2),
+            rng.integers(0, CLASSES, 32),
+        ),
+    ],
+)
 def test_on_finite_predictions_it_equals_keras(kind, keras_metric, labels):
     predictions = rng.normal(size=(32, CLASSES)).astype("float32")
     weights = rng.uniform(0, 1, 32).astype("float32")
@@ -50,7 +56,9 @@ def test_binary_predictions_are_judged_one_value_at_a_time():
 
 
 def test_the_swap_keeps_names_and_options_and_leaves_other_metrics():
-    swapped = finite_accuracies(["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3"), "mae"])
+    swapped = finite_accuracies(
+        ["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=3, name="top3"), "mae"]
+    )
     assert [getattr(m, "name", m) for m in swapped] == ["accuracy", "top3", "mae"]
     assert isinstance(swapped[1], FiniteAccuracy) and swapped[1].options == {"k": 3}
     assert finite_accuracies({"out": "acc"})["out"].kind == "acc"

@@ -28,9 +28,7 @@ def _module_name(path: Path) -> str:
 
 def _modules() -> dict[str, Path]:
     return {
-        _module_name(path): path
-        for path in sorted(PACKAGE.rglob("*.py"))
-        if STANDALONE not in path.parents
+        _module_name(path): path for path in sorted(PACKAGE.rglob("*.py")) if STANDALONE not in path.parents
     }
 
 
@@ -123,8 +121,10 @@ def test_import_finder_sees_imports_inside_functions(tmp_path):
     )
     modules = _modules()
     assert _imports(source, modules) == [
-        ("kprune.errors", False), ("kprune.graph", True), ("kprune.surgery", True),
-    ]  # fmt: skip
+        ("kprune.errors", False),
+        ("kprune.graph", True),
+        ("kprune.surgery", True),
+    ]
 
 
 def test_the_package_has_no_import_cycle():
@@ -181,7 +181,9 @@ def test_every_module_has_a_layer_in_architecture_md():
 def test_imports_only_point_down_the_layer_table():
     table = _layer_table()
     edges, _ = _graph()
-    layer = {name: _layer_of(name, table) for name in {*edges, *(t for targets in edges.values() for t in targets)}}
+    layer = {
+        name: _layer_of(name, table) for name in {*edges, *(t for targets in edges.values() for t in targets)}
+    }
     upward = [
         f"{source} ({table[layer[source]][0]}) imports {target} ({table[layer[target]][0]})"
         for source, targets in edges.items()
@@ -200,9 +202,16 @@ def test_the_layer_check_sees_an_upward_import():
 # --- the one door to Keras internals ----------------------------------------------
 KERAS_INTERNALS = PACKAGE / "keras_internals.py"
 PRIVATE_NAMES = {
-    "_keras_history", "_inbound_nodes", "_outbound_nodes", "_nodes_by_depth", "_compile_config",
-    "_inputs_struct", "_outputs_struct", "_functional", "fill_in",
-}  # fmt: skip
+    "_keras_history",
+    "_inbound_nodes",
+    "_outbound_nodes",
+    "_nodes_by_depth",
+    "_compile_config",
+    "_inputs_struct",
+    "_outputs_struct",
+    "_functional",
+    "fill_in",
+}
 
 
 def _keras_internals_used(path: Path) -> list[tuple[str, int]]:
@@ -224,17 +233,23 @@ def _keras_internals_used(path: Path) -> list[tuple[str, int]]:
 def test_only_keras_internals_touches_keras_private_parts():
     users = [
         f"{path.relative_to(PACKAGE.parent)}:{line}: {what}"
-        for path in _modules().values() if path != KERAS_INTERNALS
+        for path in _modules().values()
+        if path != KERAS_INTERNALS
         for what, line in _keras_internals_used(path)
-    ]  # fmt: skip
+    ]
     assert users == [], "use kprune.keras_internals instead"
     assert _keras_internals_used(KERAS_INTERNALS)  # the finder sees what the door holds
 
 
 def test_the_internals_finder_sees_each_kind_of_use(tmp_path):
     source = tmp_path / "example.py"
-    source.write_text("from keras.src.ops import nn\nimport keras.src.utils\n"
-                      "x = t._keras_history\ny = getattr(m, '_compile_config', None)\n")  # fmt: skip
+    source.write_text(
+        "from keras.src.ops import nn\nimport keras.src.utils\n"
+        "x = t._keras_history\ny = getattr(m, '_compile_config', None)\n"
+    )
     assert _keras_internals_used(source) == [
-        ("keras.src.ops", 1), ("keras.src.utils", 2), ("_keras_history", 3), ("'_compile_config'", 4),
-    ]  # fmt: skip
+        ("keras.src.ops", 1),
+        ("keras.src.utils", 2),
+        ("_keras_history", 3),
+        ("'_compile_config'", 4),
+    ]

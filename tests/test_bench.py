@@ -28,9 +28,13 @@ def test_measures_every_configuration_for_every_model(original_and_pruned):
     original, pruned = original_and_pruned
 
     report = benchmark(
-        [original, pruned], runtimes=["keras", "tflite", "onnx"], batch_sizes=[1, 4],
-        threads=[1], warmup=1, repeats=3,
-    )  # fmt: skip
+        [original, pruned],
+        runtimes=["keras", "tflite", "onnx"],
+        batch_sizes=[1, 4],
+        threads=[1],
+        warmup=1,
+        repeats=3,
+    )
 
     assert [m.label for m in report.models] == ["tiny_cnn", "tiny_cnn'"]
     assert {m.precision for m in report.measurements} == {"fp32"}
@@ -51,19 +55,16 @@ def test_measures_every_configuration_for_every_model(original_and_pruned):
 def test_speedups_pair_latency_ratio_with_flops_ratio(original_and_pruned):
     original, pruned = original_and_pruned
 
-    report = benchmark([original, pruned], runtimes=["tflite"], batch_sizes=[2], threads=[1],
-                       warmup=0, repeats=2)  # fmt: skip
+    report = benchmark(
+        [original, pruned], runtimes=["tflite"], batch_sizes=[2], threads=[1], warmup=0, repeats=2
+    )
 
     (row,) = report.speedups()
     by_model = {m.model: m for m in report.measurements}
     assert row["model"] == "tiny_cnn'" and row["baseline"] == "tiny_cnn"
-    assert row["speedup"] == pytest.approx(
-        by_model["tiny_cnn"].median_ms / by_model["tiny_cnn'"].median_ms
-    )
+    assert row["speedup"] == pytest.approx(by_model["tiny_cnn"].median_ms / by_model["tiny_cnn'"].median_ms)
     assert row["precision"] == "fp32" and row["speedup_over_fp32"] == row["speedup"]
-    assert row["flops_ratio"] == pytest.approx(
-        kprune.count_flops(original) / kprune.count_flops(pruned)
-    )
+    assert row["flops_ratio"] == pytest.approx(kprune.count_flops(original) / kprune.count_flops(pruned))
     assert row["flops_ratio"] > 1
     assert report.to_dict()["speedups"] == [row]
 
@@ -114,9 +115,10 @@ def _input_scale(path) -> float:
     """Scale of the int8 tensor the float32 input is quantized into."""
     interpreter = Interpreter(model_path=str(path))
     scales = [
-        d["quantization"][0] for d in interpreter.get_tensor_details()
+        d["quantization"][0]
+        for d in interpreter.get_tensor_details()
         if tuple(d["shape"]) == (1, 16, 16, 3) and d["dtype"] == np.int8
-    ]  # fmt: skip
+    ]
     assert len(scales) == 1
     return scales[0]
 
@@ -125,16 +127,26 @@ def test_fp16_and_int8_files_are_timed_against_the_fp32_baseline(original_and_pr
     original, pruned = original_and_pruned
 
     report = benchmark(
-        [original, pruned], runtimes=["tflite", "onnx"], batch_sizes=[1], threads=[1],
-        precisions=["fp32", "fp16", "int8"], warmup=0, repeats=2, files_dir=tmp_path,
-    )  # fmt: skip
+        [original, pruned],
+        runtimes=["tflite", "onnx"],
+        batch_sizes=[1],
+        threads=[1],
+        precisions=["fp32", "fp16", "int8"],
+        warmup=0,
+        repeats=2,
+        files_dir=tmp_path,
+    )
 
     keys = {(m.model, m.runtime, m.precision) for m in report.measurements}
     assert keys == {
-        *((model, "tflite", precision) for model in ("tiny_cnn", "tiny_cnn'")
-          for precision in ("fp32", "fp16", "int8")),
-        ("tiny_cnn", "onnx", "fp32"), ("tiny_cnn'", "onnx", "fp32"),
-    }  # fmt: skip
+        *(
+            (model, "tflite", precision)
+            for model in ("tiny_cnn", "tiny_cnn'")
+            for precision in ("fp32", "fp16", "int8")
+        ),
+        ("tiny_cnn", "onnx", "fp32"),
+        ("tiny_cnn'", "onnx", "fp32"),
+    }
     assert report.settings["precisions"] == ["fp32", "fp16", "int8"]
     assert report.settings["calibration"] == "random inputs (latency only; accuracy not meaningful)"
     median = {(m.model, m.runtime, m.precision): m.median_ms for m in report.measurements}
@@ -153,16 +165,16 @@ def test_fp16_and_int8_files_are_timed_against_the_fp32_baseline(original_and_pr
 
     files = {(f["model"], f["runtime"], f["precision"]): f for f in report.to_dict()["files"]}
     assert {k: f["quantize"] for k, f in files.items() if k[1] == "tflite"} == {
-        (model, "tflite", p): q for model in ("tiny_cnn", "tiny_cnn'")
+        (model, "tflite", p): q
+        for model in ("tiny_cnn", "tiny_cnn'")
         for p, q in (("fp32", "none"), ("fp16", "float16"), ("int8", "int8"))
-    }  # fmt: skip
+    }
     for f in files.values():
         assert f["size_bytes"] == (tmp_path / f["file"]).stat().st_size
     # The runtime's own view of the kept files: conv_b's kernel, (out, h, w, in) in TFLite.
     kernel = (16, 3, 3, 8)
     fp32_file, fp16_file, int8_file = (
-        tmp_path / files[("tiny_cnn", "tflite", precision)]["file"]
-        for precision in ("fp32", "fp16", "int8")
+        tmp_path / files[("tiny_cnn", "tflite", precision)]["file"] for precision in ("fp32", "fp16", "int8")
     )
     assert _tensor_dtypes(fp32_file, kernel) == {np.float32}
     assert np.float16 in _tensor_dtypes(fp16_file, kernel)
@@ -177,14 +189,28 @@ def test_int8_is_calibrated_on_the_given_examples(original_and_pruned, tmp_path)
     np.savez(tmp_path / "examples.npz", x=examples)
 
     report = benchmark(
-        [original], runtimes=["tflite"], batch_sizes=[1], threads=[1], precisions=["fp32", "int8"],
-        calibration_data=str(tmp_path / "examples.npz"), calibration_samples=40, warmup=0,
-        repeats=1, files_dir=tmp_path / "files",
-    )  # fmt: skip
+        [original],
+        runtimes=["tflite"],
+        batch_sizes=[1],
+        threads=[1],
+        precisions=["fp32", "int8"],
+        calibration_data=str(tmp_path / "examples.npz"),
+        calibration_samples=40,
+        warmup=0,
+        repeats=1,
+        files_dir=tmp_path / "files",
+    )
     random = benchmark(
-        [original], runtimes=["tflite"], batch_sizes=[1], threads=[1], precisions=["fp32", "int8"],
-        calibration_samples=40, warmup=0, repeats=1, files_dir=tmp_path / "random",
-    )  # fmt: skip
+        [original],
+        runtimes=["tflite"],
+        batch_sizes=[1],
+        threads=[1],
+        precisions=["fp32", "int8"],
+        calibration_samples=40,
+        warmup=0,
+        repeats=1,
+        files_dir=tmp_path / "random",
+    )
 
     assert report.settings["calibration"] == str(tmp_path / "examples.npz")
     assert random.settings["calibration"].startswith("random inputs")
@@ -198,9 +224,16 @@ def test_int8_is_calibrated_on_a_named_dataset(tmp_path):
     model = make_tiny_cnn(input_shape=(16, 16, 3))
 
     report = benchmark(
-        [model], runtimes=["tflite"], batch_sizes=[1], threads=[1], precisions=["fp32", "int8"],
-        calibration_dataset="synthetic", calibration_samples=32, warmup=0, repeats=1,
-    )  # fmt: skip
+        [model],
+        runtimes=["tflite"],
+        batch_sizes=[1],
+        threads=[1],
+        precisions=["fp32", "int8"],
+        calibration_dataset="synthetic",
+        calibration_samples=32,
+        warmup=0,
+        repeats=1,
+    )
 
     assert report.settings["calibration"].startswith("synthetic (train split, 32 examples")
     assert [f["quantize"] for f in report.files] == ["none", "int8"]
@@ -216,5 +249,10 @@ def test_bad_precisions_are_refused(original_and_pruned):
     with pytest.raises(InvalidArgumentError, match="no tflite.*--runtimes tflite"):
         benchmark([original], runtimes=["keras", "onnx"], precisions=["fp32", "int8"])
     with pytest.raises(InvalidArgumentError, match="not both"):
-        benchmark([original], runtimes=["tflite"], precisions=["fp32", "int8"],
-                  calibration_data=np.zeros((4, 16, 16, 3)), calibration_dataset="synthetic")
+        benchmark(
+            [original],
+            runtimes=["tflite"],
+            precisions=["fp32", "int8"],
+            calibration_data=np.zeros((4, 16, 16, 3)),
+            calibration_dataset="synthetic",
+        )

@@ -10,9 +10,12 @@ from scripts.experiments import bench_defaults
 
 def _report(before: float, after: float) -> dict:
     steps = [{"step": 0}, {"step": 1}, {"step": 2}, {"step": 2, "phase": "final"}]
-    return {"test_before": {"accuracy": before, "params": 100, "flops": 1000},
-            "test_after": {"accuracy": after, "params": 40, "flops": 500},
-            "steps": steps, "wall_time_s": 120.0}  # fmt: skip
+    return {
+        "test_before": {"accuracy": before, "params": 100, "flops": 1000},
+        "test_after": {"accuracy": after, "params": 40, "flops": 500},
+        "steps": steps,
+        "wall_time_s": 120.0,
+    }
 
 
 def test_the_summary_is_the_mean_and_sample_std_over_seeds(tmp_path):
@@ -32,6 +35,11 @@ def test_the_summary_is_the_mean_and_sample_std_over_seeds(tmp_path):
 
 def test_old_settings_are_the_flags_of_the_former_defaults():
     flags = dict(zip(bench_defaults.OLD_FLAGS[:-1:2], bench_defaults.OLD_FLAGS[1::2]))
-    assert flags == {"--filters-per-step": "128", "--finetune-steps": "60", "--final-finetune-epochs": "1",
-                     "--optimizer": "sgd", "--lr": "0.01"}  # fmt: skip
+    assert flags == {
+        "--filters-per-step": "128",
+        "--finetune-steps": "60",
+        "--final-finetune-epochs": "1",
+        "--optimizer": "sgd",
+        "--lr": "0.01",
+    }
     assert bench_defaults.OLD_FLAGS[-1] == "--no-distill"

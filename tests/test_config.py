@@ -63,8 +63,11 @@ def test_preprocess_is_validated_and_overridable(tmp_path):
     assert load_run_config(path, {}).preprocess == "scale=1/255,mean=0.5,std=0.5"
     assert load_run_config(path, {"preprocess": "raw"}).preprocess == "raw"
     assert RunConfig().preprocess is None  # the rule: the model card's, else raw pixels
-    with pytest.raises(InvalidArgumentError, match=r"^Invalid options: `preprocess`: `preprocess` must "
-                       r"be raw, card, dataset or scale=S,mean=M,std=D. Received preprocess='std=0:'"):  # fmt: skip
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^Invalid options: `preprocess`: `preprocess` must "
+        r"be raw, card, dataset or scale=S,mean=M,std=D. Received preprocess='std=0:'",
+    ):
         load_run_config(None, {"preprocess": "std=0:"})
 
 

@@ -4,9 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-import kprune
-from kprune.training.distill import Distillation, DistillingModel
 from kprune.errors import InvalidArgumentError
+from kprune.training.distill import Distillation, DistillingModel
 from kprune.training.losses import distillation_kinds
 
 rng = np.random.default_rng(0)
@@ -88,14 +87,18 @@ def test_evaluation_has_no_teacher_term():
     trainee.compile(loss="sparse_categorical_crossentropy")
     y_pred = trainee(X)
     task = -np.mean(np.log(student.predict(X, verbose=0)[np.arange(6), LABELS]))
-    np.testing.assert_allclose(float(trainee.compute_loss(x=X, y=LABELS, y_pred=y_pred, training=False)),
-                               task, rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        float(trainee.compute_loss(x=X, y=LABELS, y_pred=y_pred, training=False)), task, rtol=1e-5
+    )
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"temperature": 0.0}, "`distill_temperature` must be positive"),
-    ({"weight": 1.5}, r"`distill_weight` must be in \[0, 1\]. Received distill_weight=1.5"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"temperature": 0.0}, "`distill_temperature` must be positive"),
+        ({"weight": 1.5}, r"`distill_weight` must be in \[0, 1\]. Received distill_weight=1.5"),
+    ],
+)
 def test_bad_distillation_settings_are_named(options, message):
     with pytest.raises(InvalidArgumentError, match=message):
         Distillation(**options)

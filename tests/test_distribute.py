@@ -5,9 +5,9 @@ from types import SimpleNamespace
 import pytest
 
 from kprune.config import RunConfig
-from kprune.training.distribute import check_tf_config, is_chief, make_strategy
 from kprune.errors import InvalidArgumentError
 from kprune.runs import run_prune
+from kprune.training.distribute import check_tf_config, is_chief, make_strategy
 
 
 def _resolver(task_type, task_id, cluster):
@@ -41,12 +41,16 @@ def test_mirrored_strategy_is_built():
         (None, r"needs \$TF_CONFIG, which is not set"),
         ("{cluster", r"\$TF_CONFIG is not valid JSON"),
         ('{"cluster": {"worker": ["a:1", "b:2"]}}', r'needs a "cluster" and a "task"'),
-        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
-         r"task 'worker' index 2 is not in its cluster \{'worker': 2\}"),
-        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
-         r"task 'chief' index 0 is not in its cluster"),
+        (
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+            r"task 'worker' index 2 is not in its cluster \{'worker': 2\}",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
+            r"task 'chief' index 0 is not in its cluster",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_multiworker_run_without_a_usable_tf_config_is_refused(tf_config, message, monkeypatch, tmp_path):
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)

@@ -59,9 +59,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_mirrored_strategy_on_two_logical_cpus():
-    completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600
-    )
+    completed = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     facts = json.loads(completed.stdout.strip().splitlines()[-1])
     assert facts["replicas"] == 2
@@ -72,11 +70,28 @@ def test_mirrored_strategy_on_two_logical_cpus():
 # --- MultiWorkerMirroredStrategy: two worker processes on localhost ports ------
 
 PRUNE = [
-    "prune", "--dataset", "synthetic", "--preprocess", "dataset", "--criterion", "taylor",
-    "--target-filters", "6", "--filters-per-step", "3", "--rank-batches", "2",
-    "--finetune-steps", "3", "--final-finetune-epochs", "0.3", "--lr", "0.05", "--no-chance-check",
+    "prune",
+    "--dataset",
+    "synthetic",
+    "--preprocess",
+    "dataset",
+    "--criterion",
+    "taylor",
+    "--target-filters",
+    "6",
+    "--filters-per-step",
+    "3",
+    "--rank-batches",
+    "2",
+    "--finetune-steps",
+    "3",
+    "--final-finetune-epochs",
+    "0.3",
+    "--lr",
+    "0.05",
+    "--no-chance-check",
     "--distill",
-]  # fmt: skip
+]
 CLI = "from kprune.cli import main; main()"
 
 
@@ -96,8 +111,13 @@ def _start(args: list[str], tmp: Path, tf_config: dict | None = None) -> subproc
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    return subprocess.Popen([sys.executable, "-c", CLI, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", CLI, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(process: subprocess.Popen) -> None:
@@ -115,11 +135,13 @@ def test_two_workers_prune_as_one_process_does(tmp_path, tiny_cnn):
     args = [*PRUNE, "--model", str(model_path)]
     hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     workers = [
-        _start([*args, "--strategy", "multiworker", "--out", str(tmp_path / "cluster")],
-               tmp_path / f"tmp-worker{index}",
-               {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+        _start(
+            [*args, "--strategy", "multiworker", "--out", str(tmp_path / "cluster")],
+            tmp_path / f"tmp-worker{index}",
+            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}},
+        )
         for index in range(2)
-    ]  # fmt: skip
+    ]
     alone = _start([*args, "--out", str(tmp_path / "alone")], tmp_path / "tmp-alone")
     try:
         for process in (*workers, alone):
@@ -147,4 +169,6 @@ def test_two_workers_prune_as_one_process_does(tmp_path, tiny_cnn):
     assert np.abs(bias).max() > 1e-2  # training moved the weights far beyond the tolerance
     report = json.loads((cluster / "report.json").read_text())
     reference_report = json.loads((single / "report.json").read_text())
-    assert report["test_after"]["accuracy"] == pytest.approx(reference_report["test_after"]["accuracy"], abs=0.01)  # ≤ 1 of 160
+    assert report["test_after"]["accuracy"] == pytest.approx(
+        reference_report["test_after"]["accuracy"], abs=0.01
+    )  # ≤ 1 of 160

@@ -37,7 +37,9 @@ def github_anchors(page: Path) -> set[str]:
 
 def test_anchors_follow_github_rules(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("# Title\n## 1. Measure: `kprune profile`\n## Notes\n## Notes\n```\n# not a heading\n```\n")
+    page.write_text(
+        "# Title\n## 1. Measure: `kprune profile`\n## Notes\n## Notes\n```\n# not a heading\n```\n"
+    )
     assert github_anchors(page) == {"title", "1-measure-kprune-profile", "notes", "notes-1"}
 
 

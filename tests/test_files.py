@@ -94,7 +94,8 @@ def test_a_full_disk_is_one_error_naming_the_file_and_the_space(tmp_path, monkey
     message = str(caught.value)
     assert re.fullmatch(
         rf"No space left on the disk to write {re.escape(str(path))}: it needs at least 5\.0 kB, and "
-        r"\d+(\.\d)? [kMG]?B are free there\. Fix: free space on that disk, or write somewhere else\.", message
+        r"\d+(\.\d)? [kMG]?B are free there\. Fix: free space on that disk, or write somewhere else\.",
+        message,
     ), message
     assert caught.value.errno == errno.ENOSPC and isinstance(caught.value, (OSError, KpruneError))
     assert os.listdir(tmp_path) == []  # no temporary, and the folders it made are gone
@@ -108,8 +109,10 @@ def test_no_permission_names_the_folder_to_fix(tmp_path, monkeypatch):
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    expected = (rf"^No permission to write {re.escape(str(path))} \(as user .+\)\. "
-                rf"Fix: make {re.escape(str(path.parent))} writable")  # fmt: skip
+    expected = (
+        rf"^No permission to write {re.escape(str(path))} \(as user .+\)\. "
+        rf"Fix: make {re.escape(str(path.parent))} writable"
+    )
     with pytest.raises(FileWriteError, match=expected), replaced_atomically(path):
         pass
     assert os.listdir(tmp_path) == ["run"]  # the folder was there before: it stays
@@ -122,8 +125,10 @@ def test_a_refusal_behind_another_error_is_found_and_ctrl_c_stays_ctrl_c(tmp_pat
         except OSError as error:
             raise ValueError("could not close the archive") from error
 
-    with pytest.raises(FileWriteError, match="its file system is read-only"), \
-            replaced_atomically(tmp_path / "model.keras"):
+    with (
+        pytest.raises(FileWriteError, match="its file system is read-only"),
+        replaced_atomically(tmp_path / "model.keras"),
+    ):
         keras_like_failure()
     with pytest.raises(KeyboardInterrupt), replaced_atomically(tmp_path / "model.keras"):
         try:

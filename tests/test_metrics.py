@@ -20,22 +20,54 @@ def single(layer, input_shape):
     "layer, input_shape, macs, params",
     [
         # 9×9×4 → 8 filters 3×3, stride 2, same: 5×5 outputs, 3·3·4 MACs each.
-        (layers.Conv2D(8, 3, strides=2, padding="same"), (9, 9, 4), 5 * 5 * 8 * (3 * 3 * 4), 3 * 3 * 4 * 8 + 8),
+        (
+            layers.Conv2D(8, 3, strides=2, padding="same"),
+            (9, 9, 4),
+            5 * 5 * 8 * (3 * 3 * 4),
+            3 * 3 * 4 * 8 + 8,
+        ),
         # valid: (9 − 3) // 2 + 1 = 4 → 4×4 outputs.
-        (layers.Conv2D(8, 3, strides=2, padding="valid"), (9, 9, 4), 4 * 4 * 8 * (3 * 3 * 4), 3 * 3 * 4 * 8 + 8),
+        (
+            layers.Conv2D(8, 3, strides=2, padding="valid"),
+            (9, 9, 4),
+            4 * 4 * 8 * (3 * 3 * 4),
+            3 * 3 * 4 * 8 + 8,
+        ),
         # Non-square kernel and stride, no bias: 10×7 input, (2, 3) kernel, strides (2, 1), valid → 5×5.
-        (layers.Conv2D(6, (2, 3), strides=(2, 1), use_bias=False), (10, 7, 2), 5 * 5 * 6 * (2 * 3 * 2), 2 * 3 * 2 * 6),
+        (
+            layers.Conv2D(6, (2, 3), strides=(2, 1), use_bias=False),
+            (10, 7, 2),
+            5 * 5 * 6 * (2 * 3 * 2),
+            2 * 3 * 2 * 6,
+        ),
         # groups=2: each filter sees 4 / 2 = 2 input channels.
-        (layers.Conv2D(8, 3, groups=2, padding="same"), (6, 6, 4), 6 * 6 * 8 * (3 * 3 * 2), 3 * 3 * 2 * 8 + 8),
+        (
+            layers.Conv2D(8, 3, groups=2, padding="same"),
+            (6, 6, 4),
+            6 * 6 * 8 * (3 * 3 * 2),
+            3 * 3 * 2 * 8 + 8,
+        ),
         # depthwise, multiplier 2, valid: 4×4 outputs × 4·2 channels × 3·3 taps.
-        (layers.DepthwiseConv2D(3, depth_multiplier=2), (6, 6, 4), 4 * 4 * (4 * 2) * (3 * 3), 3 * 3 * 4 * 2 + 8),
+        (
+            layers.DepthwiseConv2D(3, depth_multiplier=2),
+            (6, 6, 4),
+            4 * 4 * (4 * 2) * (3 * 3),
+            3 * 3 * 4 * 2 + 8,
+        ),
         # separable: depthwise 6·6·(4·2)·9 + pointwise 6·6·(4·2)·8.
         (
-            layers.SeparableConv2D(8, 3, depth_multiplier=2, padding="same"), (6, 6, 4),
-            6 * 6 * 8 * 9 + 6 * 6 * 8 * 8, 3 * 3 * 4 * 2 + 1 * 1 * 8 * 8 + 8,
+            layers.SeparableConv2D(8, 3, depth_multiplier=2, padding="same"),
+            (6, 6, 4),
+            6 * 6 * 8 * 9 + 6 * 6 * 8 * 8,
+            3 * 3 * 4 * 2 + 1 * 1 * 8 * 8 + 8,
         ),
         # transpose: every one of the 4·4 inputs × 3 channels is scattered through 3·3·5 weights.
-        (layers.Conv2DTranspose(5, 3, strides=2, padding="same"), (4, 4, 3), 4 * 4 * 3 * (3 * 3 * 5), 3 * 3 * 5 * 3 + 5),
+        (
+            layers.Conv2DTranspose(5, 3, strides=2, padding="same"),
+            (4, 4, 3),
+            4 * 4 * 3 * (3 * 3 * 5),
+            3 * 3 * 5 * 3 + 5,
+        ),
         # Conv1D: length 20, kernel 5, valid → 16 outputs × 6 filters × 5·3.
         (layers.Conv1D(6, 5), (20, 3), 16 * 6 * (5 * 3), 5 * 3 * 6 + 6),
         # Dense on a vector: 5 × 7.
@@ -43,9 +75,19 @@ def single(layer, input_shape):
         # Dense on 4×4×5: applied at each of the 16 positions.
         (layers.Dense(7), (4, 4, 5), 4 * 4 * 5 * 7, 5 * 7 + 7),
     ],
-    ids=["conv_same_s2", "conv_valid_s2", "conv_rect", "conv_groups", "depthwise", "separable",
-         "transpose", "conv1d", "dense_2d", "dense_4d"],
-)  # fmt: skip
+    ids=[
+        "conv_same_s2",
+        "conv_valid_s2",
+        "conv_rect",
+        "conv_groups",
+        "depthwise",
+        "separable",
+        "transpose",
+        "conv1d",
+        "dense_2d",
+        "dense_4d",
+    ],
+)
 def test_single_layer(layer, input_shape, macs, params):
     model = single(layer, input_shape)
     assert count_flops(model) == 2 * macs
@@ -110,8 +152,11 @@ def test_unknown_spatial_size_is_a_clear_error():
     inputs = keras.Input((None, None, 3))
     outputs = layers.GlobalAveragePooling2D()(layers.Conv2D(4, 3, name="stem")(inputs))
     model = keras.Model(inputs, outputs)
-    with pytest.raises(InvalidArgumentError, match=r"Cannot count the FLOPs of layer 'stem'.*"
-                       r"Fix: build the model with a fixed input_shape"):  # fmt: skip
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"Cannot count the FLOPs of layer 'stem'.*"
+        r"Fix: build the model with a fixed input_shape",
+    ):
         count_flops(model)
 
 

@@ -89,8 +89,11 @@ def test_missing_file(tmp_path):
 def test_wrong_suffix(tmp_path):
     path = tmp_path / "weights.h5"
     path.write_bytes(b"\x89HDF\r\n")
-    with pytest.raises(ModelFileError, match=r"weights.h5 is not a .keras file. Fix: save the model "
-                       r"with model.save\('model.keras'\)"):  # fmt: skip
+    with pytest.raises(
+        ModelFileError,
+        match=r"weights.h5 is not a .keras file. Fix: save the model "
+        r"with model.save\('model.keras'\)",
+    ):
         load_model(path)
     other = tmp_path / "model.txt"
     other.write_text("hello")
@@ -108,8 +111,11 @@ def test_folder_is_not_a_model_file(tmp_path):
 def test_corrupt_file(tmp_path, content):
     path = tmp_path / "x.keras"
     path.write_bytes(content)
-    with pytest.raises(ModelFileError, match=r"Cannot load .*x.keras: .*Fix: check that it is a "
-                       r"complete Keras 3 .keras file"):  # fmt: skip
+    with pytest.raises(
+        ModelFileError,
+        match=r"Cannot load .*x.keras: .*Fix: check that it is a "
+        r"complete Keras 3 .keras file",
+    ):
         load_model(path)
 
 
@@ -124,8 +130,11 @@ def test_by_name_and_passthrough(tiny_cnn):
     assert load_model(tiny_cnn) is tiny_cnn
     model = load_model("squeezenet1_1", input_shape=(32, 32, 3), num_classes=4)
     assert model.name == "squeezenet1_1" and model.output_shape == (None, 4)
-    with pytest.raises(InvalidArgumentError, match=r"Building model 'squeezenet1_1' by name needs "
-                       r"input_shape and num_classes"):  # fmt: skip
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"Building model 'squeezenet1_1' by name needs "
+        r"input_shape and num_classes",
+    ):
         load_model("squeezenet1_1")
     with pytest.raises(InvalidArgumentError, match=r"Unknown model 'no_such_net'"):
         load_model("no_such_net", input_shape=(32, 32, 3), num_classes=4)
@@ -150,4 +159,3 @@ def test_a_file_in_the_working_folder_comes_before_the_shipped_one(tmp_path, mon
     save_model(tiny_cnn, tmp_path / "models" / "squeezenet1_1_fmnist_sgd.keras")
     assert resolve_model_path(baselines.DEFAULT) == baselines.DEFAULT
     assert load_model(baselines.DEFAULT).name == "tiny_cnn"
-

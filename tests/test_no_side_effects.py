@@ -38,8 +38,9 @@ print(json.dumps({"same": before == after, "modules": len(names),
 
 def test_importing_every_module_changes_no_process_state():
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                            env=env, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["modules"] > 40

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import kprune
+from kprune.criteria.statistics import collect_statistics, observation_points
 from kprune.errors import InvalidArgumentError
 from kprune.graph import analyze
 from kprune.metrics import channel_flops
-from kprune.criteria.statistics import collect_statistics, observation_points
 from kprune.pruning.ranking import rank
 
 EPS = 1e-3  # BatchNormalization epsilon
@@ -36,7 +36,12 @@ def setup():
     weights = {
         "c1": [rng.normal(size=(1, 1, 2, 3)), rng.normal(0, 0.3, 3)],
         "c2": [rng.normal(size=(1, 1, 2, 2)), rng.normal(0, 0.3, 2)],
-        "bn": [rng.uniform(0.5, 1.5, 2), rng.normal(0, 0.3, 2), rng.normal(0, 0.3, 2), rng.uniform(0.5, 2, 2)],
+        "bn": [
+            rng.uniform(0.5, 1.5, 2),
+            rng.normal(0, 0.3, 2),
+            rng.normal(0, 0.3, 2),
+            rng.uniform(0.5, 2, 2),
+        ],
         "head": [rng.normal(size=(5, 3)), rng.normal(0, 0.3, 3)],
     }
     for name, values in weights.items():
@@ -170,7 +175,9 @@ def test_flops_penalty_is_molchanov_eq9(setup):
     c2_cost = 2 * 16 * 2 + 2 * 3
     assert costs[graph.group_of("c1").index] == pytest.approx(c1_cost)
     assert costs[graph.group_of("c2").index] == pytest.approx(c2_cost)
-    np.testing.assert_allclose(penalized["c1"], plain["c1"] - 0.5 * c1_cost / max(c1_cost, c2_cost), rtol=1e-6)
+    np.testing.assert_allclose(
+        penalized["c1"], plain["c1"] - 0.5 * c1_cost / max(c1_cost, c2_cost), rtol=1e-6
+    )
 
 
 def test_random_is_seeded(setup):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune.training import recovery
 from kprune.data import load
+from kprune.training import recovery
 from tests.test_schedule import SHAPE, _Kill, train_stream
 
 
@@ -28,8 +28,14 @@ def val():
     return load("synthetic", "val", input_shape=SHAPE, batch_size=64)
 
 
-FAST = dict(criterion="l2_weight", finetune_steps=0, final_finetune_epochs=0, rank_batches=1,
-            progress=False, check_chance=False)  # fmt: skip
+FAST = dict(
+    criterion="l2_weight",
+    finetune_steps=0,
+    final_finetune_epochs=0,
+    rank_batches=1,
+    progress=False,
+    check_chance=False,
+)
 
 
 def _rule_steps(channels: list[int], share: float, fraction: float) -> list[int]:
@@ -48,8 +54,11 @@ def _rule_steps(channels: list[int], share: float, fraction: float) -> list[int]
 def test_each_step_removes_a_share_of_what_can_still_go(width, val):
     model = _cnn(width, f"cnn{width}")
     result = kprune.prune(model, train_stream, val, target_filters=0.5, **FAST)
-    totals = [sum(step["filters"][name] for name in ("conv_a", "conv_b")) for step in result.report["steps"]
-              if not step.get("phase")]  # fmt: skip
+    totals = [
+        sum(step["filters"][name] for name in ("conv_a", "conv_b"))
+        for step in result.report["steps"]
+        if not step.get("phase")
+    ]
     removed = [before - after for before, after in zip(totals, totals[1:])]
     assert removed == _rule_steps([width, width], 0.5, recovery.STEP_FRACTION)
 
@@ -69,12 +78,15 @@ def test_an_absolute_step_still_works(val):
     assert len(result.history.steps) == 2
 
 
-@pytest.mark.parametrize("batches, per_step, final", [
-    (27, 20, 270),  # a small dataset: 20 batches per step, 10 epochs at the end
-    (844, 84, 1000),  # Fashion-MNIST at 64: a tenth of an epoch per step, 1000 batches at the end
-    (5000, 200, 5000),  # a large dataset: at most 200 per step, at least one epoch at the end
-    (None, 20, 1000),  # a generator that cannot tell: 100 batches taken as an epoch
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "batches, per_step, final",
+    [
+        (27, 20, 270),  # a small dataset: 20 batches per step, 10 epochs at the end
+        (844, 84, 1000),  # Fashion-MNIST at 64: a tenth of an epoch per step, 1000 batches at the end
+        (5000, 200, 5000),  # a large dataset: at most 200 per step, at least one epoch at the end
+        (None, 20, 1000),  # a generator that cannot tell: 100 batches taken as an epoch
+    ],
+)
 def test_finetune_lengths_scale_with_the_data(batches, per_step, final):
     assert recovery.finetune_steps(batches) == per_step
     assert recovery.final_finetune_steps(batches) == final
@@ -88,28 +100,51 @@ class _Optimizers(keras.callbacks.Callback):
         self.seen = []
 
     def on_train_begin(self, logs=None):
-        self.seen.append([type(self.model.optimizer).__name__, float(self.model.optimizer.learning_rate),
-                          self.params["steps"]])  # fmt: skip
+        self.seen.append(
+            [
+                type(self.model.optimizer).__name__,
+                float(self.model.optimizer.learning_rate),
+                self.params["steps"],
+            ]
+        )
 
     def on_train_end(self, logs=None):
         self.seen[-1].append(float(self.model.optimizer.learning_rate))
 
 
-@pytest.mark.parametrize("compiled, options, expected", [
-    (keras.optimizers.Adam(3e-4), {}, ("Adam", 3e-4)),
-    (keras.optimizers.Adam(3e-4), {"optimizer": "sgd"}, ("SGD", 0.01)),
-    (keras.optimizers.Adam(3e-4), {"learning_rate": 1e-3}, ("Adam", 1e-3)),
-    (None, {}, ("SGD", 0.01)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "compiled, options, expected",
+    [
+        (keras.optimizers.Adam(3e-4), {}, ("Adam", 3e-4)),
+        (keras.optimizers.Adam(3e-4), {"optimizer": "sgd"}, ("SGD", 0.01)),
+        (keras.optimizers.Adam(3e-4), {"learning_rate": 1e-3}, ("Adam", 1e-3)),
+        (None, {}, ("SGD", 0.01)),
+    ],
+)
 def test_finetuning_uses_the_compiled_optimizer_with_cosine_decay(compiled, options, expected, val):
     model = _cnn(8, "cnn")
     if compiled is not None:
-        model.compile(optimizer=compiled, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])  # fmt: skip
+        model.compile(
+            optimizer=compiled,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
     recorder = _Optimizers()
-    kprune.prune(model, train_stream, val, target_filters=2, filters_per_step=2, criterion="l2_weight",
-                 finetune_steps=3, final_finetune_epochs=0.2, rank_batches=1, progress=False,
-                 check_chance=False, callbacks=[recorder], **options)  # fmt: skip
+    kprune.prune(
+        model,
+        train_stream,
+        val,
+        target_filters=2,
+        filters_per_step=2,
+        criterion="l2_weight",
+        finetune_steps=3,
+        final_finetune_epochs=0.2,
+        rank_batches=1,
+        progress=False,
+        check_chance=False,
+        callbacks=[recorder],
+        **options,
+    )
     (name, start, steps, end), (final_name, final_start, final_steps, final_end) = recorder.seen
     assert (name, final_name) == (expected[0], expected[0])
     np.testing.assert_allclose([start, final_start], expected[1], rtol=1e-6)
@@ -137,9 +172,21 @@ def test_the_teacher_is_the_frozen_unpruned_model_in_inference_mode(val):
     weights = [w.copy() for w in model.get_weights()]
     images = next(iter(val.dataset))[0][:8]
     recorder = _TeacherOutputs(images)
-    result = kprune.prune(model, train_stream, val, target_filters=4, filters_per_step=2, criterion="taylor",
-                          finetune_steps=4, final_finetune_epochs=0.2, rank_batches=1, progress=False,
-                          check_chance=False, distill=True, callbacks=[recorder])  # fmt: skip
+    result = kprune.prune(
+        model,
+        train_stream,
+        val,
+        target_filters=4,
+        filters_per_step=2,
+        criterion="taylor",
+        finetune_steps=4,
+        final_finetune_epochs=0.2,
+        rank_batches=1,
+        progress=False,
+        check_chance=False,
+        distill=True,
+        callbacks=[recorder],
+    )
     assert len(recorder.outputs) == 6  # two pruning steps and the final fine-tune
     expected = model(images, training=False).numpy()
     for outputs in recorder.outputs:
@@ -152,13 +199,25 @@ def test_the_teacher_is_the_frozen_unpruned_model_in_inference_mode(val):
 def test_a_resumed_distilled_run_equals_an_uninterrupted_one(val, tmp_path):
     keras.utils.set_random_seed(0)
     model = _cnn(8, "cnn")
-    options = dict(target_filters=6, filters_per_step=2, criterion="taylor", finetune_steps=3,
-                   final_finetune_epochs=0.2, rank_batches=1, progress=False, check_chance=False,
-                   distill=True, distill_temperature=2.0, distill_weight=0.7, seed=5)  # fmt: skip
+    options = dict(
+        target_filters=6,
+        filters_per_step=2,
+        criterion="taylor",
+        finetune_steps=3,
+        final_finetune_epochs=0.2,
+        rank_batches=1,
+        progress=False,
+        check_chance=False,
+        distill=True,
+        distill_temperature=2.0,
+        distill_weight=0.7,
+        seed=5,
+    )
     whole = kprune.prune(model, train_stream, val, run_dir=tmp_path / "whole", **options)
     with pytest.raises(KeyboardInterrupt):
-        kprune.prune(model, train_stream, val, run_dir=tmp_path / "killed", callbacks=[_Kill(at_fit=2)],
-                     **options)  # fmt: skip
+        kprune.prune(
+            model, train_stream, val, run_dir=tmp_path / "killed", callbacks=[_Kill(at_fit=2)], **options
+        )
     assert json.loads((tmp_path / "killed" / "checkpoint" / "state.json").read_text())["step"] == 1
     resumed = kprune.prune(model, train_stream, val, run_dir=tmp_path / "killed", resume=True, **options)
     assert resumed.history.steps == whole.history.steps
@@ -177,9 +236,19 @@ def test_a_regression_model_is_distilled_end_to_end(tmp_path):
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     model.fit(x, y, epochs=3, verbose=0)
-    result = kprune.prune(model, (x, y), (x[:64], y[:64]), target_filters=4, filters_per_step=2,
-                          finetune_steps=3, final_finetune_epochs=0.5, rank_batches=1, progress=False,
-                          distill=True, run_dir=tmp_path)  # fmt: skip
+    result = kprune.prune(
+        model,
+        (x, y),
+        (x[:64], y[:64]),
+        target_filters=4,
+        filters_per_step=2,
+        finetune_steps=3,
+        final_finetune_epochs=0.5,
+        rank_batches=1,
+        progress=False,
+        distill=True,
+        run_dir=tmp_path,
+    )
     assert result.model.get_layer("conv").filters == 8
     assert result.report["config"]["distill"] is True
     assert np.isfinite(result.report["steps"][-1]["val_loss"])
@@ -188,8 +257,11 @@ def test_a_regression_model_is_distilled_end_to_end(tmp_path):
 def test_the_model_within_one_point_is_kept_when_the_target_costs_more(val, tmp_path):
     keras.utils.set_random_seed(0)
     model = _cnn(8, "cnn")
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])  # fmt: skip
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     model.fit(train_stream(0).dataset, epochs=3, verbose=0)
     fits = []
 
@@ -199,9 +271,20 @@ def test_the_model_within_one_point_is_kept_when_the_target_costs_more(val, tmp_
             candidate.set_weights([np.zeros_like(w) for w in candidate.get_weights()])
         return candidate
 
-    result = kprune.prune(model, train_stream, val, target_filters=2, filters_per_step=1, criterion="l2_weight",
-                          finetune_steps=1, final_finetune_epochs=50 / val_batches_of_train(), rank_batches=1,
-                          progress=False, run_dir=tmp_path, finetune=finetune)  # fmt: skip
+    result = kprune.prune(
+        model,
+        train_stream,
+        val,
+        target_filters=2,
+        filters_per_step=1,
+        criterion="l2_weight",
+        finetune_steps=1,
+        final_finetune_epochs=50 / val_batches_of_train(),
+        rank_batches=1,
+        progress=False,
+        run_dir=tmp_path,
+        finetune=finetune,
+    )
     within = result.within_budget
     assert within is not None and within["final_val_drop"] > 1.0 and within["limit"] == 1.0
     assert within == result.report["within_budget"]
@@ -220,8 +303,11 @@ def val_batches_of_train() -> int:
 def test_a_final_fine_tune_that_lowers_validation_is_discarded(val, tmp_path):
     keras.utils.set_random_seed(0)
     model = _cnn(8, "cnn")
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])  # fmt: skip
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     model.fit(train_stream(0).dataset, epochs=3, verbose=0)
     fits = []
 
@@ -231,15 +317,29 @@ def test_a_final_fine_tune_that_lowers_validation_is_discarded(val, tmp_path):
             candidate.set_weights([np.zeros_like(w) for w in candidate.get_weights()])
         return candidate
 
-    result = kprune.prune(model, train_stream, val, target_filters=2, filters_per_step=1, criterion="l2_weight",
-                          finetune_steps=1, final_finetune_epochs=50 / val_batches_of_train(), rank_batches=1,
-                          progress=False, run_dir=tmp_path, finetune=finetune)  # fmt: skip
+    result = kprune.prune(
+        model,
+        train_stream,
+        val,
+        target_filters=2,
+        filters_per_step=1,
+        criterion="l2_weight",
+        finetune_steps=1,
+        final_finetune_epochs=50 / val_batches_of_train(),
+        rank_batches=1,
+        progress=False,
+        run_dir=tmp_path,
+        finetune=finetune,
+    )
     assert fits[-1] == 50
     *_, last_step, final = result.report["steps"]
     assert final["phase"] == "final" and final["final_finetune_discarded"] is True
     assert final["val_accuracy"] == last_step["val_accuracy"] > 0.2  # the zeroed model scores 0.1
     assert any(np.any(w != 0) for w in result.model.get_weights())
-    saved = keras.models.load_model(tmp_path / "checkpoint" / json.loads(
-        (tmp_path / "checkpoint" / "state.json").read_text())["model_file"])  # fmt: skip
+    saved = keras.models.load_model(
+        tmp_path
+        / "checkpoint"
+        / json.loads((tmp_path / "checkpoint" / "state.json").read_text())["model_file"]
+    )
     for kept, returned in zip(saved.get_weights(), result.model.get_weights()):
         np.testing.assert_array_equal(kept, returned)

@@ -64,15 +64,53 @@ def test_mobilenet_budget_counts_from_the_better_of_baseline_and_control():
 
 def test_mobilenet_latencies_are_the_tflite_fp32_single_thread_batch_one_medians():
     bench = {
-        "models": [{"label": "base", "path": "models/base.keras"}, {"label": "pruned", "path": "runs/x/finetuned-60.keras"}],
-        "measurements": [
-            {"model": "base", "runtime": "tflite", "precision": "fp32", "threads": 1, "batch": 1, "median_ms": 2.0},
-            {"model": "base", "runtime": "tflite", "precision": "int8", "threads": 1, "batch": 1, "median_ms": 1.0},
-            {"model": "base", "runtime": "onnx", "precision": "fp32", "threads": 1, "batch": 1, "median_ms": 3.0},
-            {"model": "pruned", "runtime": "tflite", "precision": "fp32", "threads": 2, "batch": 1, "median_ms": 0.4},
-            {"model": "pruned", "runtime": "tflite", "precision": "fp32", "threads": 1, "batch": 1, "median_ms": 0.5},
+        "models": [
+            {"label": "base", "path": "models/base.keras"},
+            {"label": "pruned", "path": "runs/x/finetuned-60.keras"},
         ],
-    }  # fmt: skip
+        "measurements": [
+            {
+                "model": "base",
+                "runtime": "tflite",
+                "precision": "fp32",
+                "threads": 1,
+                "batch": 1,
+                "median_ms": 2.0,
+            },
+            {
+                "model": "base",
+                "runtime": "tflite",
+                "precision": "int8",
+                "threads": 1,
+                "batch": 1,
+                "median_ms": 1.0,
+            },
+            {
+                "model": "base",
+                "runtime": "onnx",
+                "precision": "fp32",
+                "threads": 1,
+                "batch": 1,
+                "median_ms": 3.0,
+            },
+            {
+                "model": "pruned",
+                "runtime": "tflite",
+                "precision": "fp32",
+                "threads": 2,
+                "batch": 1,
+                "median_ms": 0.4,
+            },
+            {
+                "model": "pruned",
+                "runtime": "tflite",
+                "precision": "fp32",
+                "threads": 1,
+                "batch": 1,
+                "median_ms": 0.5,
+            },
+        ],
+    }
     assert results_mobilenet.latencies(bench) == {"base": 2.0, "finetuned-60": 0.5}
 
 

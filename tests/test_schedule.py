@@ -52,8 +52,16 @@ QUICK = dict(finetune_steps=3, final_finetune_epochs=0.1, rank_batches=2, progre
 
 def test_target_params_is_reached_and_history_replays(trained, val, tmp_path):
     before = [w.copy() for w in trained.get_weights()]
-    result = kprune.prune(trained, train_stream, val, target_params=0.5, filters_per_step=8,
-                          run_dir=tmp_path, snapshots=[0.2, 0.4], **QUICK)  # fmt: skip
+    result = kprune.prune(
+        trained,
+        train_stream,
+        val,
+        target_params=0.5,
+        filters_per_step=8,
+        run_dir=tmp_path,
+        snapshots=[0.2, 0.4],
+        **QUICK,
+    )
     assert kprune.count_params(result.model) <= 0.5 * kprune.count_params(trained)
     assert result.report["stop_reason"] == "target reached"
     for old, new in zip(before, trained.get_weights()):
@@ -63,7 +71,13 @@ def test_target_params_is_reached_and_history_replays(trained, val, tmp_path):
     steps = json.loads((tmp_path / "report.json").read_text())["steps"]
     assert steps[0]["step"] == 0 and steps[-1]["phase"] == "final"
     assert all({"removed", "params", "flops", "val_accuracy", "val_loss", "seconds"} <= set(s) for s in steps)
-    for name in ("pruned.keras", "history.json", "accuracy_vs_params.png", "filters_per_layer.png", "timeline.png"):
+    for name in (
+        "pruned.keras",
+        "history.json",
+        "accuracy_vs_params.png",
+        "filters_per_layer.png",
+        "timeline.png",
+    ):
         assert (tmp_path / name).is_file(), name
     keras.models.load_model(tmp_path / "pruned.keras")
     for fraction in (0.2, 0.4):
@@ -85,8 +99,16 @@ def _hand_flops(model):
 
 
 def test_flops_target_saves_snapshots_at_fractions_of_flops(trained, val, tmp_path):
-    kprune.prune(trained, train_stream, val, target_flops=0.5, filters_per_step=4,
-                 run_dir=tmp_path, snapshots=[0.2, 0.4], **QUICK)  # fmt: skip
+    kprune.prune(
+        trained,
+        train_stream,
+        val,
+        target_flops=0.5,
+        filters_per_step=4,
+        run_dir=tmp_path,
+        snapshots=[0.2, 0.4],
+        **QUICK,
+    )
     assert not list((tmp_path / "snapshots").glob("params-*"))
     for fraction in (0.2, 0.4):
         snapshot = keras.models.load_model(tmp_path / "snapshots" / f"flops-{round(100 * fraction)}.keras")
@@ -95,9 +117,18 @@ def test_flops_target_saves_snapshots_at_fractions_of_flops(trained, val, tmp_pa
 
 
 def test_accuracy_budget_rolls_back_the_step_that_broke_it(trained, val):
-    result = kprune.prune(trained, train_stream, val, criterion="random", max_accuracy_drop=0.0,
-                          filters_per_step=12, finetune_steps=0, final_finetune_epochs=0,
-                          rank_batches=1, progress=False)  # fmt: skip
+    result = kprune.prune(
+        trained,
+        train_stream,
+        val,
+        criterion="random",
+        max_accuracy_drop=0.0,
+        filters_per_step=12,
+        finetune_steps=0,
+        final_finetune_epochs=0,
+        rank_batches=1,
+        progress=False,
+    )
     steps = result.report["steps"]
     rolled = [s for s in steps if s.get("rolled_back")]
     assert len(rolled) == 1
@@ -109,16 +140,25 @@ def test_accuracy_budget_rolls_back_the_step_that_broke_it(trained, val):
 
 
 def test_round_to_and_minimum_are_respected(trained, val):
-    result = kprune.prune(trained, train_stream, val, target_filters=0.7, round_to=4,
-                          min_filters_per_layer=6, filters_per_step=12, **QUICK)  # fmt: skip
+    result = kprune.prune(
+        trained,
+        train_stream,
+        val,
+        target_filters=0.7,
+        round_to=4,
+        min_filters_per_layer=6,
+        filters_per_step=12,
+        **QUICK,
+    )
     for name in ("conv_a", "conv_b"):
         filters = result.model.get_layer(name).filters
         assert filters % 4 == 0 and filters >= 8, (name, filters)  # 6 rounded up to 8
 
 
 def test_ignored_layers_keep_their_filters(trained, val):
-    result = kprune.prune(trained, train_stream, val, target_filters=10, ignore=["conv_a"],
-                          filters_per_step=5, **QUICK)  # fmt: skip
+    result = kprune.prune(
+        trained, train_stream, val, target_filters=10, ignore=["conv_a"], filters_per_step=5, **QUICK
+    )
     assert result.model.get_layer("conv_a").filters == 16
     assert result.model.get_layer("conv_b").filters == 14
 
@@ -142,8 +182,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(trained, val, tmp_path)
     options = dict(target_params=0.5, filters_per_step=8, seed=3, **QUICK)
     whole = kprune.prune(trained, train_stream, val, run_dir=tmp_path / "whole", **options)
     with pytest.raises(KeyboardInterrupt):
-        kprune.prune(trained, train_stream, val, run_dir=tmp_path / "killed",
-                     callbacks=[_Kill(at_fit=3)], **options)  # fmt: skip
+        kprune.prune(
+            trained, train_stream, val, run_dir=tmp_path / "killed", callbacks=[_Kill(at_fit=3)], **options
+        )
     state = json.loads((tmp_path / "killed" / "checkpoint" / "state.json").read_text())
     assert state["step"] == 2  # steps 1 and 2 completed; step 3 was killed
     resumed = kprune.prune(trained, train_stream, val, run_dir=tmp_path / "killed", resume=True, **options)
@@ -159,14 +200,23 @@ def test_resume_refuses_other_settings_and_missing_runs(trained, val, tmp_path):
         kprune.prune(trained, train_stream, val, run_dir=tmp_path, resume=True, target_params=0.5, **QUICK)
     kprune.prune(trained, train_stream, val, run_dir=tmp_path, target_filters=4, filters_per_step=4, **QUICK)
     with pytest.raises(InvalidArgumentError, match=r"used other settings \(filters_per_step"):
-        kprune.prune(trained, train_stream, val, run_dir=tmp_path, resume=True, target_filters=4,
-                     filters_per_step=2, **QUICK)  # fmt: skip
+        kprune.prune(
+            trained,
+            train_stream,
+            val,
+            run_dir=tmp_path,
+            resume=True,
+            target_filters=4,
+            filters_per_step=2,
+            **QUICK,
+        )
 
 
 def test_diverging_finetune_keeps_the_last_good_checkpoint(trained, val, tmp_path):
     with pytest.raises(TrainingDivergedError, match=f"pruning step 1.*last good checkpoint is in {tmp_path}"):
-        kprune.prune(trained, train_stream, val, run_dir=tmp_path, target_params=0.5,
-                     learning_rate=1e12, **QUICK)  # fmt: skip
+        kprune.prune(
+            trained, train_stream, val, run_dir=tmp_path, target_params=0.5, learning_rate=1e12, **QUICK
+        )
     model, state = kprune.pruning.checkpoint.load(tmp_path)
     assert state["step"] == 0
     assert model.count_params() == trained.count_params()

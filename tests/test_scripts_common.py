@@ -31,7 +31,9 @@ def test_budget_pick_takes_the_preferred_row_within_the_budget():
     ]
 
     def fewest_flops(reference, budget):
-        return best_within_budget(rows, budget, drop=lambda r: reference - r["accuracy"], prefer=lambda r: -r["flops"])
+        return best_within_budget(
+            rows, budget, drop=lambda r: reference - r["accuracy"], prefer=lambda r: -r["flops"]
+        )
 
     assert fewest_flops(93.00, 0.5)["target"] == 60
     assert fewest_flops(93.00, 0.1)["target"] == 30
@@ -44,5 +46,7 @@ def test_budget_pick_breaks_a_tie_of_targets_by_accuracy():
         {"criterion": "taylor", "target": 90, "drop": 0.4, "accuracy": 0.919},
         {"criterion": "random", "target": 95, "drop": 3.0, "accuracy": 0.892},
     ]
-    best = best_within_budget(rows, 1.0, drop=lambda r: r["drop"], prefer=lambda r: (r["target"], r["accuracy"]))
+    best = best_within_budget(
+        rows, 1.0, drop=lambda r: r["drop"], prefer=lambda r: (r["target"], r["accuracy"])
+    )
     assert best["criterion"] == "taylor"

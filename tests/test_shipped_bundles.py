@@ -18,7 +18,9 @@ def test_committed_bundle_matches_the_package(bundle):
 
 
 def test_every_shipped_model_has_its_bundle_and_nothing_else_is_one():
-    assert sorted(str(path.relative_to(ROOT)) for path in (ROOT / "models").glob("*_bundle")) == sorted(BUNDLES)
+    assert sorted(str(path.relative_to(ROOT)) for path in (ROOT / "models").glob("*_bundle")) == sorted(
+        BUNDLES
+    )
     assert all((ROOT / model).is_file() for model in BUNDLES.values())
 
 
@@ -33,7 +35,9 @@ def test_a_drifted_or_missing_template_copy_is_named_with_the_command(tmp_path):
     (folder / "run_bundle.py").write_text("# edited by hand\n")
     (folder / "kprune_profile.py").unlink()
     problems = stale_files(bundle, root=tmp_path)
-    assert any(f"{bundle}/run_bundle.py differs from kprune/export/templates/run_bundle.py" in p for p in problems)
+    assert any(
+        f"{bundle}/run_bundle.py differs from kprune/export/templates/run_bundle.py" in p for p in problems
+    )
     assert any(f"{bundle}/kprune_profile.py is missing" in p for p in problems)
     assert all(f"Fix: {COMMAND} {bundle}" in p for p in problems)
 
@@ -54,6 +58,10 @@ def test_the_manifest_list_of_files_must_match_the_folder(tmp_path):
 
 def test_the_refresh_command_is_kprune_bundle_with_force():
     assert shipped_bundles.bundle_command("models/squeezenet1_1_fmnist_pruned_bundle") == [
-        "kprune", "bundle", "models/squeezenet1_1_fmnist_pruned.keras",
-        "--out", "models/squeezenet1_1_fmnist_pruned_bundle", "--force",
-    ]  # fmt: skip
+        "kprune",
+        "bundle",
+        "models/squeezenet1_1_fmnist_pruned.keras",
+        "--out",
+        "models/squeezenet1_1_fmnist_pruned_bundle",
+        "--force",
+    ]

@@ -54,11 +54,13 @@ def test_parameter_count_falls_by_the_hand_computed_amount(model, graph):
     removed = (
         2 * (3 * 3 * 3 + 1)  # stem: 2 filters of 3×3×3 weights + bias
         + 2 * 4  # stem_bn: gamma, beta, mean, variance of 2 channels
-        + (6 * 6 + 6) - (4 * 4 + 4)  # branch: 1×1 kernel 6→6 becomes 4→4, bias 6 → 4
+        + (6 * 6 + 6)
+        - (4 * 4 + 4)  # branch: 1×1 kernel 6→6 becomes 4→4, bias 6 → 4
         + 2 * 2 * (3 * 3 + 1)  # dw: 2 channels × multiplier 2, each 3×3 kernel + bias
         + (2 * 2) * 4  # left: 4 input rows (2 channels × 2) of each of its 4 filters
         + 2 * 3 * 3  # right, depthwise part: 2 input channels' 3×3 kernels
-        + (6 * 5 + 5) - (4 * 4 + 4)  # right, pointwise 6→5 becomes 4→4, bias 5 → 4
+        + (6 * 5 + 5)
+        - (4 * 4 + 4)  # right, pointwise 6→5 becomes 4→4, bias 5 → 4
         + 16 * 7  # hidden: right's channel 4 sits at 16 flattened positions, × 7 units
     )
     assert removed == 287
@@ -93,20 +95,34 @@ def test_rebuilt_layers_keep_the_initializers_of_the_original():
     """Surgery builds the new layers with Zeros (every weight is overwritten); their
     configs and a later re-initialisation still see the user's initializers."""
     inputs = keras.Input((6, 6, 2))
-    x = keras.layers.Conv2D(6, 3, kernel_initializer=keras.initializers.GlorotUniform(seed=3),
-                            bias_initializer=keras.initializers.Constant(0.5), name="conv")(inputs)
+    x = keras.layers.Conv2D(
+        6,
+        3,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=3),
+        bias_initializer=keras.initializers.Constant(0.5),
+        name="conv",
+    )(inputs)
     x = keras.layers.BatchNormalization(gamma_initializer="ones", beta_initializer="he_normal", name="bn")(x)
     x = keras.layers.Flatten()(x)
     model = keras.Model(inputs, keras.layers.Dense(2, kernel_initializer="orthogonal", name="head")(x))
     pruned = remove_filters(model, {"conv": [1, 4]})
-    for name, keys in {"conv": ("kernel_initializer", "bias_initializer"),
-                       "bn": ("gamma_initializer", "beta_initializer", "moving_variance_initializer"),
-                       "head": ("kernel_initializer",)}.items():  # fmt: skip
+    for name, keys in {
+        "conv": ("kernel_initializer", "bias_initializer"),
+        "bn": ("gamma_initializer", "beta_initializer", "moving_variance_initializer"),
+        "head": ("kernel_initializer",),
+    }.items():
         for key in keys:
-            assert pruned.get_layer(name).get_config()[key] == model.get_layer(name).get_config()[key], (name, key)
+            assert pruned.get_layer(name).get_config()[key] == model.get_layer(name).get_config()[key], (
+                name,
+                key,
+            )
     assert pruned.get_layer("conv").filters == 4
-    np.testing.assert_array_equal(pruned.get_layer("conv").get_weights()[1], model.get_layer("conv").get_weights()[1][[0, 2, 3, 5]])
-    assert np.all(pruned.get_layer("bn").get_weights()[3] == model.get_layer("bn").get_weights()[3][[0, 2, 3, 5]])
+    np.testing.assert_array_equal(
+        pruned.get_layer("conv").get_weights()[1], model.get_layer("conv").get_weights()[1][[0, 2, 3, 5]]
+    )
+    assert np.all(
+        pruned.get_layer("bn").get_weights()[3] == model.get_layer("bn").get_weights()[3][[0, 2, 3, 5]]
+    )
 
 
 def test_saved_model_loads_with_plain_keras(model, graph, tmp_path):
@@ -142,14 +158,16 @@ def test_filters_must_be_a_mapping(model):
 
 def test_sequential_model_comes_back_functional_and_exact():
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([
-        keras.Input((10, 10, 1)),
-        keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
-        keras.layers.MaxPooling2D(name="p1"),
-        keras.layers.Conv2D(6, 3, activation="relu", name="c2"),
-        keras.layers.Flatten(name="flat"),
-        keras.layers.Dense(4, name="out"),
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((10, 10, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+            keras.layers.MaxPooling2D(name="p1"),
+            keras.layers.Conv2D(6, 3, activation="relu", name="c2"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(4, name="out"),
+        ]
+    )
     graph = analyze(model)
     removal = {"c1": [0, 7], "c2": [3]}
     pruned = remove_filters(model, removal, graph=graph)

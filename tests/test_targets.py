@@ -5,8 +5,8 @@ import pytest
 
 from kprune.config import PruneConfig
 from kprune.graph import analyze
-from kprune.surgery import remove_filters
 from kprune.pruning.targets import FiltersTarget, FlopsTarget, ParamsTarget, initial_size, make_target
+from kprune.surgery import remove_filters
 
 
 def _coupled_model():

@@ -6,11 +6,10 @@ import pytest
 
 from kprune.data import as_dataset, load
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.training.determinism import deterministic
 from kprune.models import squeezenet
-from kprune.training.setup import (
-    TrainingSetup, TrainSettings, loss_for, outputs_probabilities, predict_labels, seed_everything,
-)  # fmt: skip
+from kprune.training.determinism import deterministic, seed_everything
+from kprune.training.losses import loss_for, outputs_probabilities
+from kprune.training.setup import TrainingSetup, TrainSettings, predict_labels
 
 FAST = TrainSettings(optimizer="adam", learning_rate=3e-3, warmup_epochs=0)
 
@@ -67,10 +66,14 @@ def test_nan_layer_stops_training(synthetic_splits):
         def on_train_batch_end(self, batch, logs=None):
             steps.append(batch)
 
-    with pytest.raises(TrainingDivergedError, match=r"The training loss became nan at step 1 on finite data: the "
-                       r"training diverged\. Fix: lower the learning rate \(--lr\)"):  # fmt: skip
-        TrainingSetup(FAST).fit(keras.Model(inputs, outputs), train, epochs=3,
-                                callbacks=[CountSteps()], progress=False)  # fmt: skip
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"The training loss became nan at step 1 on finite data: the "
+        r"training diverged\. Fix: lower the learning rate \(--lr\)",
+    ):
+        TrainingSetup(FAST).fit(
+            keras.Model(inputs, outputs), train, epochs=3, callbacks=[CountSteps()], progress=False
+        )
     assert len(steps) == 1  # stopped at once, not after three epochs
 
 
@@ -169,8 +172,11 @@ def test_schedule_warms_up_then_decays(tiny_cnn_factory):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"optimizer": "rmsprop"}, r"`optimizer` must be one of \('sgd', 'adam', 'adamw'\). "
-                                   r"Received optimizer='rmsprop'"),
+        (
+            {"optimizer": "rmsprop"},
+            r"`optimizer` must be one of \('sgd', 'adam', 'adamw'\). "
+            r"Received optimizer='rmsprop'",
+        ),
         ({"learning_rate": 0.0}, r"`learning_rate` must be positive. Received learning_rate=0.0"),
     ],
 )
@@ -183,8 +189,9 @@ def test_seeded_runs_are_reproducible():
     def run(seed):
         with deterministic():
             seed_everything(seed)  # then build data and model, as train_and_save does
-            train = load("synthetic", "train", input_shape=(16, 16, 3), batch_size=32,
-                         augment=True, seed=seed)  # fmt: skip
+            train = load(
+                "synthetic", "train", input_shape=(16, 16, 3), batch_size=32, augment=True, seed=seed
+            )
             model = position_model(dropout=0.3)
             TrainingSetup(FAST).fit(model, train, epochs=0.5, progress=False)
             return model.get_weights()

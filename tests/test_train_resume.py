@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from kprune.errors import InvalidArgumentError
-from kprune.training.train import EpochBackup, train_and_save, training_backup_dir
 from kprune.training.setup import TrainSettings
+from kprune.training.train import EpochBackup, train_and_save, training_backup_dir
 
 
 def position_model():
@@ -21,9 +21,15 @@ def position_model():
 
 def run(out, **changes):
     arguments = {
-        "dataset": "synthetic", "epochs": 3, "batch_size": 32, "limit": 96, "augment": True, "seed": 5,
-        "settings": TrainSettings(optimizer="sgd", learning_rate=0.05, warmup_epochs=1), "progress": False,
-    }  # fmt: skip
+        "dataset": "synthetic",
+        "epochs": 3,
+        "batch_size": 32,
+        "limit": 96,
+        "augment": True,
+        "seed": 5,
+        "settings": TrainSettings(optimizer="sgd", learning_rate=0.05, warmup_epochs=1),
+        "progress": False,
+    }
     return train_and_save(position_model(), out=str(out), **{**arguments, **changes})
 
 
@@ -48,14 +54,19 @@ def test_a_killed_training_resumes_to_the_uninterrupted_result(tmp_path, monkeyp
     assert not out.exists()
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
 
-    with pytest.raises(InvalidArgumentError, match=r"killed\.training holds an unfinished training.*--resume"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"killed\.training holds an unfinished training.*--resume"
+    ):
         run(out)
     with pytest.raises(InvalidArgumentError, match=r"Cannot resume .*: epochs, seed differ"):
         run(out, resume=True, epochs=4, seed=6)
 
     card = run(out, resume=True)
     assert card["resumed_at_epoch"] == 1 and not backup.exists()
-    resumed, uninterrupted = keras.models.load_model(out), keras.models.load_model(tmp_path / "reference.keras")
+    resumed, uninterrupted = (
+        keras.models.load_model(out),
+        keras.models.load_model(tmp_path / "reference.keras"),
+    )
     for a, b in zip(resumed.get_weights(), uninterrupted.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert card["test_accuracy"] == pytest.approx(reference["test_accuracy"])

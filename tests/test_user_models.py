@@ -55,8 +55,14 @@ def _seeded():
 
 def _fit(model, x, y, steps=30, **fit_kwargs):
     keras.utils.set_random_seed(0)
-    model.fit(x, y, batch_size=16, epochs=max(1, steps * 16 // len(np.asarray(keras.tree.flatten(x)[0]))),
-              verbose=0, **fit_kwargs)  # fmt: skip
+    model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=max(1, steps * 16 // len(np.asarray(keras.tree.flatten(x)[0]))),
+        verbose=0,
+        **fit_kwargs,
+    )
     return model
 
 
@@ -94,8 +100,11 @@ def one_hot_label_smoothing():
     inputs = keras.Input((16, 16, 3))
     outputs = keras.layers.Dense(CLASSES, name="logits")(_conv_stem(keras.layers.Rescaling(1 / 255)(inputs)))
     model = keras.Model(inputs, outputs)
-    model.compile(_adam(), keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])  # fmt: skip
+    model.compile(
+        _adam(),
+        keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
     x, y = _images(96)
     _fit(model, x, np.eye(CLASSES)[y])
     xv, yv = _images(48, 1)
@@ -112,9 +121,11 @@ def two_outputs_dict():
     }
     model = keras.Model(inputs, outputs)
     model.compile(
-        _adam(), loss={"kind": "sparse_categorical_crossentropy", "brightness": "mse"},
-        loss_weights={"kind": 1.0, "brightness": 0.5}, metrics={"kind": ["accuracy"]},
-    )  # fmt: skip
+        _adam(),
+        loss={"kind": "sparse_categorical_crossentropy", "brightness": "mse"},
+        loss_weights={"kind": 1.0, "brightness": 0.5},
+        metrics={"kind": ["accuracy"]},
+    )
 
     def labels(x, y):
         return {"kind": y, "brightness": x.mean(axis=(1, 2, 3))[:, None] / 255.0}
@@ -147,8 +158,7 @@ def keras_ops_activations():
     x = ops.relu6(keras.layers.Conv2D(12, 3, padding="same", name="c")(x))
     x = ops.mean(x, axis=(1, 2))
     model = keras.Model(inputs, keras.layers.Dense(CLASSES, name="logits")(x))
-    model.compile(_adam(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])  # fmt: skip
+    model.compile(_adam(), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     x_train, y_train = _images(96)
     _fit(model, x_train, y_train)
     return model, (x_train, y_train), _images(48, 1)
@@ -156,13 +166,15 @@ def keras_ops_activations():
 
 def conv1d_time_series():
     """A Conv1D model on (batch, time, channels) series."""
-    model = keras.Sequential([
-        keras.Input((24, 3)),
-        keras.layers.Conv1D(8, 3, padding="same", activation="relu", name="t1"),
-        keras.layers.Conv1D(12, 3, padding="same", activation="relu", name="t2"),
-        keras.layers.GlobalAveragePooling1D(),
-        keras.layers.Dense(CLASSES, activation="softmax", name="out"),
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((24, 3)),
+            keras.layers.Conv1D(8, 3, padding="same", activation="relu", name="t1"),
+            keras.layers.Conv1D(12, 3, padding="same", activation="relu", name="t2"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(CLASSES, activation="softmax", name="out"),
+        ]
+    )
     model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y = _series(96)
     _fit(model, x, y)
@@ -171,15 +183,18 @@ def conv1d_time_series():
 
 def sample_weights():
     """NumPy (x, y, sample_weight) data; a Sequential compiled with from_logits."""
-    model = keras.Sequential([
-        keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
-        keras.layers.Conv2D(8, 3, activation="relu", name="s1"),
-        keras.layers.BatchNormalization(name="s1_bn"),
-        keras.layers.Conv2D(12, 3, activation="relu", name="s2"),
-        keras.layers.GlobalMaxPooling2D(), keras.layers.Dense(CLASSES, name="logits"),
-    ])  # fmt: skip
-    model.compile(_adam(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(8, 3, activation="relu", name="s1"),
+            keras.layers.BatchNormalization(name="s1_bn"),
+            keras.layers.Conv2D(12, 3, activation="relu", name="s2"),
+            keras.layers.GlobalMaxPooling2D(),
+            keras.layers.Dense(CLASSES, name="logits"),
+        ]
+    )
+    model.compile(_adam(), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     x, y = _images(96)
     weights = np.where(y == 0, 2.0, 1.0).astype("float32")
     _fit(model, x, y, sample_weight=weights)
@@ -202,8 +217,12 @@ class _Batches(keras.utils.PyDataset):
 def py_dataset():
     """Training and validation data as keras.utils.PyDataset."""
     inputs = keras.Input((16, 16, 3))
-    model = keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax")(
-        _conv_stem(keras.layers.Rescaling(1 / 255)(inputs))))  # fmt: skip
+    model = keras.Model(
+        inputs,
+        keras.layers.Dense(CLASSES, activation="softmax")(
+            _conv_stem(keras.layers.Rescaling(1 / 255)(inputs))
+        ),
+    )
     model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y = _images(96)
     _fit(model, x, y)
@@ -218,7 +237,7 @@ def generator_training_data():
     def batches():
         while True:
             for start in range(0, 96, 16):
-                yield x[start:start + 16], y[start:start + 16]
+                yield x[start : start + 16], y[start : start + 16]
 
     return model, batches(), val
 
@@ -229,8 +248,10 @@ def two_inputs():
     features = keras.Input((4,), name="features")
     x = _conv_stem(keras.layers.Rescaling(1 / 255)(image))
     x = keras.layers.Concatenate()([x, keras.layers.Dense(6, activation="relu", name="f1")(features)])
-    model = keras.Model({"image": image, "features": features},
-                        keras.layers.Dense(CLASSES, activation="softmax", name="out")(x))  # fmt: skip
+    model = keras.Model(
+        {"image": image, "features": features},
+        keras.layers.Dense(CLASSES, activation="softmax", name="out")(x),
+    )
     model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
 
     def inputs(seed):
@@ -261,17 +282,20 @@ def residual_depthwise():
 
 def conv3d_volumes():
     """A Conv3D model on (batch, depth, height, width, channels) volumes."""
+
     def volumes(count, seed):
         x, y = _images(count, seed, 8)
         return np.repeat(x[:, None] / 255.0, 4, axis=1).astype("float32"), y
 
-    model = keras.Sequential([
-        keras.Input((4, 8, 8, 3)),
-        keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="v1"),
-        keras.layers.Conv3D(12, 3, padding="same", activation="relu", name="v2"),
-        keras.layers.GlobalAveragePooling3D(),
-        keras.layers.Dense(CLASSES, activation="softmax", name="out"),
-    ])  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input((4, 8, 8, 3)),
+            keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="v1"),
+            keras.layers.Conv3D(12, 3, padding="same", activation="relu", name="v2"),
+            keras.layers.GlobalAveragePooling3D(),
+            keras.layers.Dense(CLASSES, activation="softmax", name="out"),
+        ]
+    )
     model.compile(_adam(), "sparse_categorical_crossentropy", metrics=["accuracy"])
     train = volumes(96, 0)
     _fit(model, *train)
@@ -292,8 +316,14 @@ CASES = {
     "residual_depthwise": residual_depthwise,
     "conv3d_volumes": conv3d_volumes,
 }
-QUICK = dict(target_filters=4, filters_per_step=4, rank_batches=1, finetune_steps=2,
-             final_finetune_epochs=0, progress=False)  # fmt: skip
+QUICK = dict(
+    target_filters=4,
+    filters_per_step=4,
+    rank_batches=1,
+    finetune_steps=2,
+    final_finetune_epochs=0,
+    progress=False,
+)
 
 
 def _first_inputs(data):
@@ -334,8 +364,13 @@ def test_compiled_loss_is_what_taylor_differentiates():
     equals Taylor with that loss given, and differs with loss='mse'."""
     model, (x, y), _ = one_hot_label_smoothing()
     compiled = kprune.rank(model, (x[:32], y[:32]), "taylor", normalize="none")
-    given = kprune.rank(model, (x[:32], y[:32]), "taylor", normalize="none",
-                        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1))  # fmt: skip
+    given = kprune.rank(
+        model,
+        (x[:32], y[:32]),
+        "taylor",
+        normalize="none",
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+    )
     for name in compiled:
         np.testing.assert_allclose(compiled[name], given[name], rtol=1e-5)
     mse = kprune.rank(model, (x[:32], y[:32]), "taylor", normalize="none", loss="mse")
@@ -345,9 +380,18 @@ def test_compiled_loss_is_what_taylor_differentiates():
 def test_monitor_a_loss_stops_on_a_rise(tmp_path):
     """With monitor='loss' the budget counts a *rise* of the loss as the drop."""
     model, train, val = sample_weights()
-    result = kprune.prune(model, train, val, monitor="loss", max_accuracy_drop=0.0,
-                          filters_per_step=8, rank_batches=1, finetune_steps=0,
-                          final_finetune_epochs=0, progress=False)  # fmt: skip
+    result = kprune.prune(
+        model,
+        train,
+        val,
+        monitor="loss",
+        max_accuracy_drop=0.0,
+        filters_per_step=8,
+        rank_batches=1,
+        finetune_steps=0,
+        final_finetune_epochs=0,
+        progress=False,
+    )
     steps = result.report["steps"]
     assert steps[0]["monitor"] == "loss"
     rolled = [s for s in steps if s.get("rolled_back")]
@@ -438,8 +482,9 @@ def test_nested_batchnorm_statistics_move_as_in_keras(trainable):
     expected = reference.get_layer("base").get_layer("base_bn")
     actual = flat.get_layer("base_bn")
     for name in ("moving_mean", "moving_variance", "gamma", "beta"):
-        np.testing.assert_allclose(getattr(actual, name).numpy(), getattr(expected, name).numpy(),
-                                   rtol=1e-5, atol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(
+            getattr(actual, name).numpy(), getattr(expected, name).numpy(), rtol=1e-5, atol=1e-6
+        )
     moved = not np.allclose(expected.moving_mean.numpy(), 0.0)
     assert moved == trainable
 
@@ -455,12 +500,16 @@ def test_nested_model_info_and_export_as_it_is(tmp_path):
     base = keras.Model(base_in, keras.layers.ReLU()(y), name="base")
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(6, 1, name="top")(base(inputs, training=False))
-    model = keras.Model(inputs, keras.layers.Dense(CLASSES, name="head")(
-        keras.layers.GlobalAveragePooling2D()(x)))  # fmt: skip
+    model = keras.Model(
+        inputs, keras.layers.Dense(CLASSES, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    )
     model.save(tmp_path / "nested.keras")
     result = CliRunner().invoke(app, ["info", str(tmp_path / "nested.keras"), "--groups"])
     assert result.exit_code == 0, result.output
     assert "inner" in result.output and "top" in result.output
-    files = [kprune.export_tflite(model, tmp_path / "m.tflite"), kprune.export_onnx(model, tmp_path / "m.onnx")]
+    files = [
+        kprune.export_tflite(model, tmp_path / "m.tflite"),
+        kprune.export_onnx(model, tmp_path / "m.onnx"),
+    ]
     examples = np.random.default_rng(0).random((8, 8, 8, 3)).astype("float32")
     assert kprune.verify_export(model, files, examples, samples=8).passed

@@ -33,21 +33,35 @@ def _print_version(value: bool) -> None:
 def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks of errors."),
     version: bool = typer.Option(
-        False, "--version", callback=_print_version, is_eager=True,
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
         help="Print kprune's version and exit.",
-    ),  # fmt: skip
+    ),
 ):
     _common.state.debug = debug
     _common.show_notes()
 
 
 def _register_commands() -> None:
-    from kprune.cli import bench, bundle, export, verify
+    from kprune.cli import bench, bundle, export, info, models, profile, prune, rank, report, train, verify
     from kprune.cli import eval as eval_command
-    from kprune.cli import info, models, profile, prune, rank, report, train
 
-    for module in (train, eval_command, info, models, rank, prune, report, export, verify, bundle, bench,
-                   profile):
+    for module in (
+        train,
+        eval_command,
+        info,
+        models,
+        rank,
+        prune,
+        report,
+        export,
+        verify,
+        bundle,
+        bench,
+        profile,
+    ):
         module.register(app)
 
 

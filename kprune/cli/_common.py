@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+
 def _console(stderr: bool = False) -> Console:
     """A console whose tables keep their columns when piped or logged: rich would
     squeeze them into 80 columns (4-character cells) without a terminal."""
@@ -107,9 +108,12 @@ def user_errors():
         # kprune check caught: their first line, not a page of graph internals.
         if state.debug or not _is_tensorflow_error(error):
             raise
-        err.print(f"[bold red]Error:[/] TensorFlow stopped: {escape(_tensorflow_reason(error))} "
-                  "Fix: check the data and the model named above; --debug shows the traceback.",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+        err.print(
+            f"[bold red]Error:[/] TensorFlow stopped: {escape(_tensorflow_reason(error))} "
+            "Fix: check the data and the model named above; --debug shows the traceback.",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(code=1) from None
 
 
@@ -132,10 +136,11 @@ def _tensorflow_reason(error: BaseException) -> str:
 DatasetOption = Annotated[
     str,
     typer.Option(
-        "--dataset", "-d",
+        "--dataset",
+        "-d",
         help="fashion_mnist, cifar10, folder:PATH (one sub-folder per class) or synthetic.",
     ),
-]  # fmt: skip
+]
 DataDirOption = Annotated[
     Optional[str],
     typer.Option("--data-dir", help="Where to look for the dataset first."),
@@ -151,7 +156,7 @@ PreprocessOption = Annotated[
         "e.g. scale=1/255,mean=0.5,std=0.5 (per-channel: mean=0.485:0.456:0.406). "
         "Default: the model card's, else raw.",
     ),
-]  # fmt: skip
+]
 StrictDataOption = Annotated[
     bool,
     typer.Option(
@@ -159,14 +164,12 @@ StrictDataOption = Annotated[
         help="Stop on the first file of a folder:PATH dataset that cannot be decoded (not an image, "
         "empty, truncated, unreadable). Default: skip such files and name them in a note.",
     ),
-]  # fmt: skip
+]
 LimitOption = Annotated[
     Optional[int],
     typer.Option("--limit", help="Use only the first N examples of each split (quick runs)."),
 ]
-ModelArgument = Annotated[
-    str, typer.Argument(help="A .keras file or a model name such as squeezenet1_1.")
-]
+ModelArgument = Annotated[str, typer.Argument(help="A .keras file or a model name such as squeezenet1_1.")]
 
 
 def format_count(value: float) -> str:

@@ -12,11 +12,12 @@ from kprune.cli._common import out
 OptionalDatasetOption = Annotated[
     Optional[str],
     typer.Option(
-        "--dataset", "-d",
+        "--dataset",
+        "-d",
         help="Real images for int8 calibration and verification: fashion_mnist, cifar10, "
         "folder:PATH or synthetic. Default: the dataset named in the model card.",
     ),
-]  # fmt: skip
+]
 DataFileOption = Annotated[
     Optional[str],
     typer.Option(
@@ -25,35 +26,25 @@ DataFileOption = Annotated[
         "inputs): an .npz with one array per input name (or 'x') and optional labels 'y'.",
     ),
 ]
-SamplesOption = Annotated[
-    int, typer.Option("--samples", "-n", help="Images of --split to verify on.")
-]
-SplitOption = Annotated[
-    str, typer.Option("--split", help="Split to verify on and report accuracy for.")
-]
+SamplesOption = Annotated[int, typer.Option("--samples", "-n", help="Images of --split to verify on.")]
+SplitOption = Annotated[str, typer.Option("--split", help="Split to verify on and report accuracy for.")]
 MaxDiffOption = Annotated[
     float,
     typer.Option("--max-diff", help="Largest |file − Keras| allowed for float32 files."),
 ]
 MinAgreementOption = Annotated[
     float,
-    typer.Option(
-        "--min-agreement", help="Smallest top-1 agreement with Keras allowed for quantized files."
-    ),
+    typer.Option("--min-agreement", help="Smallest top-1 agreement with Keras allowed for quantized files."),
 ]
 CalibrationOption = Annotated[
     int,
     typer.Option("--calibration-samples", help="Train images that calibrate int8 quantization."),
 ]
-OpsetOption = Annotated[
-    Optional[int], typer.Option("--opset", help="ONNX opset (default: tf2onnx's, 15).")
-]
+OpsetOption = Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default: tf2onnx's, 15).")]
 Int8IoOption = Annotated[
     bool, typer.Option("--int8-io", help="int8 files take int8 inputs and give int8 outputs.")
 ]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON on stdout, for scripts.")
-]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout, for scripts.")]
 
 
 def split_list(text: str) -> list[str]:

@@ -17,12 +17,8 @@ def bench(
         list[str],
         typer.Argument(help=".keras files; the first is the baseline (e.g. the original)."),
     ],
-    runtimes: Annotated[
-        str, typer.Option("--runtimes", help="keras, tflite, onnx.")
-    ] = "keras,tflite,onnx",
-    batch_sizes: Annotated[
-        str, typer.Option("--batch-sizes", help="Images per inference.")
-    ] = "1,32",
+    runtimes: Annotated[str, typer.Option("--runtimes", help="keras, tflite, onnx.")] = "keras,tflite,onnx",
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Images per inference.")] = "1,32",
     threads: Annotated[
         str, typer.Option("--threads", help="TFLite / ONNX Runtime threads; 'all' = every core.")
     ] = "1,all",
@@ -69,13 +65,18 @@ def bench(
         from kprune.bench import benchmark
 
         report = benchmark(
-            models, runtimes=split_list(runtimes),
+            models,
+            runtimes=split_list(runtimes),
             batch_sizes=_integers(batch_sizes, "--batch-sizes"),
             threads=_integers(threads.replace("all", "0"), "--threads"),
-            precisions=split_list(precisions), calibration_samples=calibration_samples,
-            files_dir=keep_files, warmup=warmup, repeats=repeats, progress=not as_json,
+            precisions=split_list(precisions),
+            calibration_samples=calibration_samples,
+            files_dir=keep_files,
+            warmup=warmup,
+            repeats=repeats,
+            progress=not as_json,
             **_calibration_source(calibration),
-        )  # fmt: skip
+        )
     result = report.to_dict()
     if output:
         with user_errors():
@@ -130,8 +131,12 @@ def _print_table(report) -> None:
     for m in report.measurements:
         rows.setdefault((m.runtime, m.precision, m.threads, m.batch), {})[m.model] = m
     for (runtime, precision, threads, batch), by_model in rows.items():
-        cells = [runtime, *([precision] if quantized else []),
-                 "TF" if threads is None else str(threads), str(batch)]  # fmt: skip
+        cells = [
+            runtime,
+            *([precision] if quantized else []),
+            "TF" if threads is None else str(threads),
+            str(batch),
+        ]
         for label in labels:
             m = by_model[label]
             cells.append(f"{m.median_ms:.3g} / {m.p90_ms:.3g}\n{m.throughput:,.0f}/s")

@@ -18,9 +18,15 @@ from kprune.cli._common import (
     user_errors,
 )
 from kprune.cli._deploy import (
-    CalibrationOption, JsonOption, MaxDiffOption, MinAgreementOption, OpsetOption,
-    OptionalDatasetOption, SamplesOption, SplitOption,
-)  # fmt: skip
+    CalibrationOption,
+    JsonOption,
+    MaxDiffOption,
+    MinAgreementOption,
+    OpsetOption,
+    OptionalDatasetOption,
+    SamplesOption,
+    SplitOption,
+)
 
 
 def bundle(
@@ -53,11 +59,21 @@ def bundle(
         from kprune.export import write_bundle
 
         manifest = write_bundle(
-            model, out_dir, dataset=dataset, int8=int8, calibration_samples=calibration_samples,
-            verify_samples=samples, split=split, opset=opset, max_abs_diff=max_diff,
-            min_agreement=min_agreement, data_dir=data_dir, preprocess=preprocess,
-            overwrite=force, progress=not as_json,
-        )  # fmt: skip
+            model,
+            out_dir,
+            dataset=dataset,
+            int8=int8,
+            calibration_samples=calibration_samples,
+            verify_samples=samples,
+            split=split,
+            opset=opset,
+            max_abs_diff=max_diff,
+            min_agreement=min_agreement,
+            data_dir=data_dir,
+            preprocess=preprocess,
+            overwrite=force,
+            progress=not as_json,
+        )
     if as_json:
         typer.echo(json.dumps(manifest, indent=2))
         return

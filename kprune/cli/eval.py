@@ -7,9 +7,17 @@ from typing import Annotated
 import typer
 
 from kprune.cli._common import (
-    BatchSizeOption, DataDirOption, DatasetOption, LimitOption, ModelArgument,
-    PreprocessOption, out, quiet_import, StrictDataOption, user_errors,
-)  # fmt: skip
+    BatchSizeOption,
+    DataDirOption,
+    DatasetOption,
+    LimitOption,
+    ModelArgument,
+    PreprocessOption,
+    StrictDataOption,
+    out,
+    quiet_import,
+    user_errors,
+)
 
 
 def evaluate(
@@ -37,9 +45,15 @@ def evaluate(
         shape = tuple(network.input_shape[1:])
         chosen = choose_preprocessing(preprocess, model, shape)
         data = load(
-            dataset, split, input_shape=shape, batch_size=batch_size, data_dir=data_dir,
-            limit=limit, preprocessing=chosen.preprocessing, strict_data=strict_data,
-        )  # fmt: skip
+            dataset,
+            split,
+            input_shape=shape,
+            batch_size=batch_size,
+            data_dir=data_dir,
+            limit=limit,
+            preprocessing=chosen.preprocessing,
+            strict_data=strict_data,
+        )
         setup = TrainingSetup()
         setup.check(network, data, what=split)  # one line on mismatched data, not TensorFlow's
         result = setup.evaluate(network, data, progress=True)

@@ -8,21 +8,35 @@ from typing import Annotated, Optional
 import typer
 
 from kprune.cli._common import (
-    DataDirOption, ModelArgument, PreprocessOption, format_count, out, quiet_import, user_errors,
-)  # fmt: skip
+    DataDirOption,
+    ModelArgument,
+    PreprocessOption,
+    format_count,
+    out,
+    quiet_import,
+    user_errors,
+)
 from kprune.cli._deploy import (
-    CalibrationOption, DataFileOption, Int8IoOption, JsonOption, MaxDiffOption,
-    MinAgreementOption, OpsetOption, OptionalDatasetOption, SamplesOption, SplitOption,
-    format_ops, print_verification, split_list,
-)  # fmt: skip
+    CalibrationOption,
+    DataFileOption,
+    Int8IoOption,
+    JsonOption,
+    MaxDiffOption,
+    MinAgreementOption,
+    OpsetOption,
+    OptionalDatasetOption,
+    SamplesOption,
+    SplitOption,
+    format_ops,
+    print_verification,
+    split_list,
+)
 
 
 def export(
     model: ModelArgument,
     out_dir: Annotated[str, typer.Option("--out", "-o", help="Folder for the exported files.")],
-    formats: Annotated[
-        str, typer.Option("--format", "-f", help="tflite, onnx or both.")
-    ] = "tflite,onnx",
+    formats: Annotated[str, typer.Option("--format", "-f", help="tflite, onnx or both.")] = "tflite,onnx",
     quantize: Annotated[
         str,
         typer.Option("--quantize", "-q", help="TFLite precisions: none, float16, dynamic, int8."),
@@ -43,9 +57,7 @@ def export(
     opset: OpsetOption = None,
     allow_flex_ops: Annotated[
         bool,
-        typer.Option(
-            "--allow-flex-ops", help="Allow TensorFlow (Flex) ops; embedded runtimes lack them."
-        ),
+        typer.Option("--allow-flex-ops", help="Allow TensorFlow (Flex) ops; embedded runtimes lack them."),
     ] = False,
     max_diff: MaxDiffOption = 1e-4,
     min_agreement: MinAgreementOption = 0.98,
@@ -64,20 +76,32 @@ def export(
         from kprune.export import export_model
 
         result = export_model(
-            model, out_dir, formats=split_list(formats), quantize=split_list(quantize),
-            dataset=dataset, verify=verify, samples=samples, split=split,
-            calibration_samples=calibration_samples, int8_io=int8_io, opset=opset,
-            allow_flex_ops=allow_flex_ops, max_abs_diff=max_diff, min_agreement=min_agreement,
-            data_dir=data_dir, data=data, calibration_data=calibration_data,
-            preprocess=preprocess, progress=not as_json,
-        )  # fmt: skip
+            model,
+            out_dir,
+            formats=split_list(formats),
+            quantize=split_list(quantize),
+            dataset=dataset,
+            verify=verify,
+            samples=samples,
+            split=split,
+            calibration_samples=calibration_samples,
+            int8_io=int8_io,
+            opset=opset,
+            allow_flex_ops=allow_flex_ops,
+            max_abs_diff=max_diff,
+            min_agreement=min_agreement,
+            data_dir=data_dir,
+            data=data,
+            calibration_data=calibration_data,
+            preprocess=preprocess,
+            progress=not as_json,
+        )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     for artifact in result.artifacts:
         out.print(
-            f"[bold]{artifact.path}[/] ({format_count(artifact.size_bytes)}B): "
-            f"{format_ops(artifact.ops)}",
+            f"[bold]{artifact.path}[/] ({format_count(artifact.size_bytes)}B): {format_ops(artifact.ops)}",
             highlight=False,
         )
     if result.verification is not None:

@@ -52,11 +52,15 @@ def info(
     headers = ("layer", "class", "filters", "params", "FLOPs", "output shape")
     cells = [
         (
-            row.name, row.class_name, "" if row.filters is None else str(row.filters),
-            f"{row.params:,}", f"{row.flops:,}", _shape_text(row.output_shape),
+            row.name,
+            row.class_name,
+            "" if row.filters is None else str(row.filters),
+            f"{row.params:,}",
+            f"{row.flops:,}",
+            _shape_text(row.output_shape),
         )
         for row in rows
-    ]  # fmt: skip
+    ]
     total = ("total", "", "", f"{total_params:,}", f"{total_flops:,}", "")
     # Layer names (what pruning specs are written with) and numbers are never cut
     # short; only the class column may be, and the table may be wider than 80.
@@ -88,10 +92,16 @@ def _print_groups(graph) -> None:
         ]
         consumers = [f"{m.layer} [{m.span()}]" for m in group.members if m.role == "consumer"]
         state = "yes" if group.prunable else "no: frozen by " + "; ".join(group.frozen_by)
-        rows.append([
-            [str(group.index)], [str(group.channels)], [state], list(group.producers),
-            list(dict.fromkeys(via)), consumers,
-        ])  # fmt: skip
+        rows.append(
+            [
+                [str(group.index)],
+                [str(group.channels)],
+                [state],
+                list(group.producers),
+                list(dict.fromkeys(via)),
+                consumers,
+            ]
+        )
     widths = [
         max([len(header), *(len(entry) for row in rows for entry in row[index])])
         for index, header in enumerate(headers)
@@ -99,15 +109,18 @@ def _print_groups(graph) -> None:
     widths[2] = min(widths[2], 40)  # reasons wrap between words
     table = Table(title=f"{graph.model.name}: channel groups", show_lines=True)
     for index, (header, width) in enumerate(zip(headers, widths)):
-        table.add_column(escape(header), justify="right" if index < 2 else "left",
-                         min_width=width, overflow="fold")  # fmt: skip
+        table.add_column(
+            escape(header), justify="right" if index < 2 else "left", min_width=width, overflow="fold"
+        )
     for row in rows:
         table.add_row(*(escape("\n".join(entries)) for entries in row))
     needed = sum(widths) + 3 * len(widths) + 1
     out.print(table, width=max(out.width, needed), crop=False)
     prunable = sum(group.prunable for group in graph.groups)
-    out.print(f"{len(graph.groups)} channel groups, {prunable} prunable "
-              f"({len(graph.prunable_layers())} prunable layers)")  # fmt: skip
+    out.print(
+        f"{len(graph.groups)} channel groups, {prunable} prunable "
+        f"({len(graph.prunable_layers())} prunable layers)"
+    )
 
 
 def _shape_text(shape: tuple) -> str:

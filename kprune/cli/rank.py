@@ -8,15 +8,26 @@ import typer
 from rich.table import Table
 
 from kprune.cli._common import (
-    BatchSizeOption, DataDirOption, DatasetOption, ModelArgument, PreprocessOption,
-    SeedOption, out, quiet_import, StrictDataOption, user_errors,
-)  # fmt: skip
+    BatchSizeOption,
+    DataDirOption,
+    DatasetOption,
+    ModelArgument,
+    PreprocessOption,
+    SeedOption,
+    StrictDataOption,
+    out,
+    quiet_import,
+    user_errors,
+)
 
 
 def rank(
     model: ModelArgument,
     criterion: Annotated[
-        str, typer.Option("--criterion", "-c", help="taylor, l2, combined, apoz, l1, l2_weight, bn_gamma or random.")
+        str,
+        typer.Option(
+            "--criterion", "-c", help="taylor, l2, combined, apoz, l1, l2_weight, bn_gamma or random."
+        ),
     ] = "taylor",
     dataset: DatasetOption = "fashion_mnist",
     split: Annotated[str, typer.Option("--split", help="Split to rank on: train, val or test.")] = "train",
@@ -46,21 +57,40 @@ def rank(
         if needs_data(criterion):
             shape = tuple(network.input_shape[1:])
             data = load(
-                dataset, split, input_shape=shape, batch_size=batch_size, shuffle=False,
-                data_dir=data_dir, limit=None if batches is None else batches * batch_size,
+                dataset,
+                split,
+                input_shape=shape,
+                batch_size=batch_size,
+                shuffle=False,
+                data_dir=data_dir,
+                limit=None if batches is None else batches * batch_size,
                 preprocessing=choose_preprocessing(preprocess, model, shape).preprocessing,
                 strict_data=strict_data,
-            )  # fmt: skip
+            )
         scores = rank_filters(
-            network, data, criterion, num_batches=batches, normalize=normalize,
-            flops_weight=flops_weight, seed=seed, progress=True,
-        )  # fmt: skip
+            network,
+            data,
+            criterion,
+            num_batches=batches,
+            normalize=normalize,
+            flops_weight=flops_weight,
+            seed=seed,
+            progress=True,
+        )
         if out_path:
             save_scores(
-                out_path, scores, model=str(model), criterion=criterion, dataset=dataset,
-                split=split, batches=batches, batch_size=batch_size, normalize=normalize,
-                flops_weight=flops_weight, seed=seed,
-            )  # fmt: skip
+                out_path,
+                scores,
+                model=str(model),
+                criterion=criterion,
+                dataset=dataset,
+                split=split,
+                batches=batches,
+                batch_size=batch_size,
+                normalize=normalize,
+                flops_weight=flops_weight,
+                seed=seed,
+            )
     table = Table(title=f"Weakest filters of {network.name} by {criterion} (higher = more important)")
     table.add_column("layer")
     table.add_column("filters", justify="right")

@@ -28,17 +28,30 @@ def report(
             target = overlay_path or str(Path(run_dirs[0]).parent / "overlay.png")
             drawn.append(overlay(run_dirs, target))
     table = Table(title="Pruning runs")
-    for column in ("run", "criterion", "steps", "params removed", "FLOPs removed", "val (monitor)", "test acc", "stopped"):
+    for column in (
+        "run",
+        "criterion",
+        "steps",
+        "params removed",
+        "FLOPs removed",
+        "val (monitor)",
+        "test acc",
+        "stopped",
+    ):
         table.add_column(column)
     for run_dir, data in reports.items():
         last = data["steps"][-1]
         test = data.get("test_after", {}).get("accuracy")
         table.add_row(
-            str(run_dir), data["criterion"], str(last["step"]),
-            f"{100 * last['params_removed']:.1f}%", f"{100 * last['flops_removed']:.1f}%",
-            f"{100 * monitored(last):.2f} ({monitor_name(data)})", "-" if test is None else f"{100 * test:.2f}%",
+            str(run_dir),
+            data["criterion"],
+            str(last["step"]),
+            f"{100 * last['params_removed']:.1f}%",
+            f"{100 * last['flops_removed']:.1f}%",
+            f"{100 * monitored(last):.2f} ({monitor_name(data)})",
+            "-" if test is None else f"{100 * test:.2f}%",
             str(data.get("stop_reason")),
-        )  # fmt: skip
+        )
     out.print(table)
     for path in drawn:
         out.print(f"wrote {path}")

@@ -7,9 +7,18 @@ from typing import Annotated
 import typer
 
 from kprune.cli._common import (
-    BatchSizeOption, DataDirOption, DatasetOption, LimitOption, SeedOption,
-    format_count, out, parse_input_shape, quiet_import, StrictDataOption, user_errors,
-)  # fmt: skip
+    BatchSizeOption,
+    DataDirOption,
+    DatasetOption,
+    LimitOption,
+    SeedOption,
+    StrictDataOption,
+    format_count,
+    out,
+    parse_input_shape,
+    quiet_import,
+    user_errors,
+)
 
 
 def train(
@@ -30,8 +39,11 @@ def train(
     batch_norm: Annotated[bool, typer.Option("--batch-norm", help="SqueezeNet with BatchNorm.")] = False,
     input_shape: Annotated[
         str | None,
-        typer.Option("--input-shape", help="H,W,C to build the named model for; the images are resized and "
-                     "their channels converted (e.g. 32,32,1: mobilenet_v2 needs at least 32x32)."),
+        typer.Option(
+            "--input-shape",
+            help="H,W,C to build the named model for; the images are resized and "
+            "their channels converted (e.g. 32,32,1: mobilenet_v2 needs at least 32x32).",
+        ),
     ] = None,
     seed: SeedOption = 0,
     data_dir: DataDirOption = None,
@@ -39,8 +51,11 @@ def train(
     strict_data: StrictDataOption = False,
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue a killed training of --out from its last finished epoch "
-                     "(its backup folder, OUT.training/); starts afresh if there is none."),
+        typer.Option(
+            "--resume",
+            help="Continue a killed training of --out from its last finished epoch "
+            "(its backup folder, OUT.training/); starts afresh if there is none.",
+        ),
     ] = False,
 ):
     """Train a model (by name or .keras file) and write it with a model card."""
@@ -50,16 +65,30 @@ def train(
         from kprune.training.train import TrainSettings, train_and_save
 
         settings = TrainSettings(
-            optimizer=optimizer, learning_rate=lr, weight_decay=weight_decay,
-            warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
-        )  # fmt: skip
+            optimizer=optimizer,
+            learning_rate=lr,
+            weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+        )
         options = {"batch_norm": True} if batch_norm else None
         card = train_and_save(
-            model, dataset, out_path, epochs=epochs, batch_size=batch_size,
-            settings=settings, augment=augment, seed=seed, data_dir=data_dir,
-            limit=limit, model_options=options, input_shape=parse_input_shape(input_shape),
-            command=command_line(ctx), resume=resume, strict_data=strict_data,
-        )  # fmt: skip
+            model,
+            dataset,
+            out_path,
+            epochs=epochs,
+            batch_size=batch_size,
+            settings=settings,
+            augment=augment,
+            seed=seed,
+            data_dir=data_dir,
+            limit=limit,
+            model_options=options,
+            input_shape=parse_input_shape(input_shape),
+            command=command_line(ctx),
+            resume=resume,
+            strict_data=strict_data,
+        )
     out.print(
         f"Saved {out_path}: test accuracy {card['test_accuracy']:.4f} on "
         f"{card['test_examples']} {dataset} test images, {format_count(card['params'])} "

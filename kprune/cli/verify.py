@@ -8,22 +8,29 @@ from typing import Annotated
 import typer
 
 from kprune.cli._common import (
-    DataDirOption, ModelArgument, PreprocessOption, quiet_import, user_errors,
-)  # fmt: skip
+    DataDirOption,
+    ModelArgument,
+    PreprocessOption,
+    quiet_import,
+    user_errors,
+)
 from kprune.cli._deploy import (
-    DataFileOption, JsonOption, MaxDiffOption, MinAgreementOption, OptionalDatasetOption,
+    DataFileOption,
+    JsonOption,
+    MaxDiffOption,
+    MinAgreementOption,
+    OptionalDatasetOption,
     SamplesOption,
-    SplitOption, print_verification,
-)  # fmt: skip
+    SplitOption,
+    print_verification,
+)
 
 
 def verify(
     model: ModelArgument,
     files: Annotated[
         list[str],
-        typer.Argument(
-            help=".tflite / .onnx files, or bundle folders (their sha256 are checked too)."
-        ),
+        typer.Argument(help=".tflite / .onnx files, or bundle folders (their sha256 are checked too)."),
     ],
     dataset: OptionalDatasetOption = None,
     data: DataFileOption = None,
@@ -46,10 +53,18 @@ def verify(
         from kprune.export import verify_files
 
         report = verify_files(
-            model, files, dataset=dataset, split=split, samples=samples,
-            max_abs_diff=max_diff, min_agreement=min_agreement, data_dir=data_dir, data=data,
-            preprocess=preprocess, progress=not as_json,
-        )  # fmt: skip
+            model,
+            files,
+            dataset=dataset,
+            split=split,
+            samples=samples,
+            max_abs_diff=max_diff,
+            min_agreement=min_agreement,
+            data_dir=data_dir,
+            data=data,
+            preprocess=preprocess,
+            progress=not as_json,
+        )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

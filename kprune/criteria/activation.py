@@ -52,9 +52,7 @@ def combined(model, data, graph, *, alpha: float = 0.5, combine: str = "sum", **
     if not 0.0 <= alpha <= 1.0:
         raise InvalidArgumentError(f"`alpha` must be in [0, 1]. Received alpha={alpha}.")
     if combine not in COMBINATIONS:
-        raise InvalidArgumentError(
-            f"`combine` must be one of {COMBINATIONS}. Received combine={combine!r}."
-        )
+        raise InvalidArgumentError(f"`combine` must be one of {COMBINATIONS}. Received combine={combine!r}.")
     stats = collect_statistics(model, data, graph, ("taylor", "l2"), **_pass_options(options))
     scores = {}
     for name in stats["taylor"]:

@@ -59,9 +59,7 @@ def get(name: str) -> Criterion:
         InvalidArgumentError: If no criterion has that name (the valid ones are listed).
     """
     if name not in _CRITERIA:
-        raise InvalidArgumentError(
-            f"Unknown criterion {name!r}. Use one of: {', '.join(available())}."
-        )
+        raise InvalidArgumentError(f"Unknown criterion {name!r}. Use one of: {', '.join(available())}.")
     return _CRITERIA[name][0]
 
 

@@ -27,21 +27,30 @@ import tensorflow as tf
 
 from kprune import interrupts
 from kprune.data import as_dataset
-from kprune.training.distribute import distribute_dataset
 from kprune.errors import InvalidArgumentError
 from kprune.graph import DependencyGraph, analyze
 from kprune.progress import track
+from kprune.training.distribute import distribute_dataset
 from kprune.training.setup import TrainingSetup
 
 STATISTICS = ("taylor", "l2", "apoz")
 
 # Layers whose output is still "the same feature map" as their input.
 _ELEMENTWISE = (
-    keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.LeakyReLU,
-    keras.layers.ELU, keras.layers.PReLU, keras.layers.Activation, keras.layers.Dropout,
-    keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D, keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout, keras.layers.AlphaDropout, keras.layers.Identity,
-)  # fmt: skip
+    keras.layers.BatchNormalization,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+    keras.layers.Activation,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.Identity,
+)
 
 
 def observation_chain(graph: DependencyGraph, producer: str) -> list[str]:
@@ -60,10 +69,7 @@ def observation_chain(graph: DependencyGraph, producer: str) -> list[str]:
 def observation_points(graph: DependencyGraph) -> dict[str, int]:
     """Prunable producer name → canonical id of the tensor z its criterion looks at."""
     calls = graph.flat.calls_by_name
-    return {
-        name: calls[observation_chain(graph, name)[-1]].outputs[0]
-        for name in graph.prunable_layers()
-    }
+    return {name: calls[observation_chain(graph, name)[-1]].outputs[0] for name in graph.prunable_layers()}
 
 
 def collect_statistics(
@@ -164,10 +170,12 @@ def collect_statistics(
 def _accumulator(size: int | None, name: str) -> tf.Variable:
     shape = () if size is None else (size,)
     return tf.Variable(
-        tf.zeros(shape), trainable=False, name=name,
+        tf.zeros(shape),
+        trainable=False,
+        name=name,
         synchronization=tf.VariableSynchronization.ON_READ,
         aggregation=tf.VariableAggregation.SUM,
-    )  # fmt: skip
+    )
 
 
 def _statistic(stat: str, z: tf.Tensor, gradient: tf.Tensor | None, axes: list[int]) -> tf.Tensor:

@@ -47,8 +47,11 @@ def bn_gamma(model, data, graph, **options):
     scores, missing = {}, []
     calls = graph.flat.calls_by_name
     for name in graph.prunable_layers():
-        norms = [calls[n].layer for n in observation_chain(graph, name)
-                 if isinstance(calls[n].layer, keras.layers.BatchNormalization)]  # fmt: skip
+        norms = [
+            calls[n].layer
+            for n in observation_chain(graph, name)
+            if isinstance(calls[n].layer, keras.layers.BatchNormalization)
+        ]
         if not norms:
             missing.append(name)
             continue

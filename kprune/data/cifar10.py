@@ -16,9 +16,17 @@ from kprune.data.info import DatasetInfo
 from kprune.errors import DatasetNotFoundError, MissingDependencyError
 
 CLASS_NAMES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 # Per-channel statistics of the 50,000 training images scaled to [0, 1].
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -69,7 +77,7 @@ def load_arrays(
 def _not_found(data_dir, reason: str) -> DatasetNotFoundError:
     return DatasetNotFoundError(
         f"CIFAR-10 is not prepared in {data_dir} and could not be downloaded "
-        f"({reason}). Fix: on a machine with internet run `python -c \"import "
+        f'({reason}). Fix: on a machine with internet run `python -c "import '
         "tensorflow_datasets as tfds; tfds.load('cifar10', data_dir='DIR')\"`, copy DIR "
         "here and pass --data-dir DIR."
     )

@@ -161,16 +161,21 @@ def _source(root, split, train_dir, val_dir, test_dir, val_fraction):
     if split == "test" and test_dir is not None:
         return test_dir, None, ""
     if split in ("val", "test") and val_dir is not None:
-        note = "" if split == "val" else (
-            f"folder:{root} has no test/ folder: its test split is {val_dir} "
-            "(the validation images)."
-        )  # fmt: skip
+        note = (
+            ""
+            if split == "val"
+            else (f"folder:{root} has no test/ folder: its test split is {val_dir} (the validation images).")
+        )
         return val_dir, None, note
     if split == "test":
-        return train_dir, "val", (
-            f"folder:{root} has no test/ or val/ folder: its test split is the held-out "
-            f"{val_fraction:.0%} of {train_dir}, the same images as its val split."
-        )  # fmt: skip
+        return (
+            train_dir,
+            "val",
+            (
+                f"folder:{root} has no test/ or val/ folder: its test split is the held-out "
+                f"{val_fraction:.0%} of {train_dir}, the same images as its val split."
+            ),
+        )
     if split == "train" and val_dir is not None:
         return train_dir, None, ""
     return train_dir, split, ""
@@ -214,8 +219,10 @@ def _checked(directory, paths, labels, class_names, channels, strict) -> list[Fi
             "--strict-data to skip such files with a note."
         )
     if bad:
-        _note(f"Skipping {len(bad)} of {len(paths)} image files in {directory} that cannot be decoded: "
-              f"{_listing(bad, directory)}. --strict-data stops on them instead.")  # fmt: skip
+        _note(
+            f"Skipping {len(bad)} of {len(paths)} image files in {directory} that cannot be decoded: "
+            f"{_listing(bad, directory)}. --strict-data stops on them instead."
+        )
     readable_labels = {int(label) for label, check in zip(labels, checks) if not check.problem}
     _note_empty_classes(directory, class_names, readable_labels)
     _note_mixed_channels(directory, paths, checks, channels)
@@ -223,7 +230,7 @@ def _checked(directory, paths, labels, class_names, channels, strict) -> list[Fi
 
 
 def _listing(named_problems, directory) -> str:
-    """"cat/a.png is not an image; dog/b.jpg is empty (0 bytes); and 3 more"."""
+    """ "cat/a.png is not an image; dog/b.jpg is empty (0 bytes); and 3 more"."""
     shown = [f"{os.path.relpath(path, directory)} {problem}" for path, problem in named_problems[:NAMED]]
     more = len(named_problems) - NAMED
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
@@ -233,12 +240,16 @@ def _note_empty_classes(directory, class_names, readable_labels: set[int]) -> No
     empty = [(label, name) for label, name in enumerate(class_names) if label not in readable_labels]
     if len(empty) == 1:
         label, name = empty[0]
-        _note(f"Class folder {os.path.join(directory, name)} holds no readable images: class {name!r} "
-              f"keeps its label ({label}) but has no examples here.")  # fmt: skip
+        _note(
+            f"Class folder {os.path.join(directory, name)} holds no readable images: class {name!r} "
+            f"keeps its label ({label}) but has no examples here."
+        )
     elif empty:
         folders = ", ".join(os.path.join(directory, name) for _, name in empty)
-        _note(f"Class folders {folders} hold no readable images: their classes keep their labels "
-              "but have no examples here.")  # fmt: skip
+        _note(
+            f"Class folders {folders} hold no readable images: their classes keep their labels "
+            "but have no examples here."
+        )
 
 
 def _note_mixed_channels(directory, paths, checks: list[FileCheck], channels: int) -> None:
@@ -246,10 +257,12 @@ def _note_mixed_channels(directory, paths, checks: list[FileCheck], channels: in
     colour = [path for path, check in zip(paths, checks) if check.grayscale is False]
     if gray and colour:
         fewer, kind = (gray, "grayscale") if len(gray) <= len(colour) else (colour, "colour")
-        _note(f"{directory} mixes {len(gray)} grayscale and {len(colour)} colour images "
-              f"(e.g. {os.path.relpath(fewer[0], directory)} is {kind}): kprune reads them all as "
-              f"{'grayscale' if channels == 1 else 'RGB'}, the input's {channels} channel"
-              f"{'s' if channels > 1 else ''}.")  # fmt: skip
+        _note(
+            f"{directory} mixes {len(gray)} grayscale and {len(colour)} colour images "
+            f"(e.g. {os.path.relpath(fewer[0], directory)} is {kind}): kprune reads them all as "
+            f"{'grayscale' if channels == 1 else 'RGB'}, the input's {channels} channel"
+            f"{'s' if channels > 1 else ''}."
+        )
 
 
 def _note(message: str) -> None:
@@ -287,6 +300,8 @@ def _decode(contents: tf.Tensor, channels: int) -> tf.Tensor:
     colour_only = tf.logical_or(tf.equal(magic, "GI"), tf.equal(magic, "BM"))
     return tf.cond(
         colour_only,
-        lambda: tf.image.rgb_to_grayscale(tf.image.decode_image(contents, channels=3, expand_animations=False)),
+        lambda: tf.image.rgb_to_grayscale(
+            tf.image.decode_image(contents, channels=3, expand_animations=False)
+        ),
         lambda: tf.image.decode_image(contents, channels=1, expand_animations=False),
     )

@@ -140,8 +140,10 @@ def _cut_short(image_format: str | None, file, head: bytes, tail: bytes, size: i
     if image_format == "GIF":  # 0x3B, last; a byte that may also occur inside the image data
         return "" if tail.rstrip(b"\0").endswith(b";") else "is truncated (its GIF trailer is missing)"
     # BMP: bytes 2..6 hold the file size; WebP (RIFF): bytes 4..8 the size after the first 8.
-    expected = {"BMP": int.from_bytes(head[2:6], "little"),
-                "WEBP": int.from_bytes(head[4:8], "little") + 8}.get(image_format, 0)  # fmt: skip
+    expected = {
+        "BMP": int.from_bytes(head[2:6], "little"),
+        "WEBP": int.from_bytes(head[4:8], "little") + 8,
+    }.get(image_format, 0)
     return f"is truncated ({size} of {expected} bytes)" if expected > size else ""
 
 

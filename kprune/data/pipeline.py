@@ -85,9 +85,7 @@ def load(
     if split not in SPLITS:
         raise InvalidArgumentError(f"`split` must be one of {SPLITS}. Received split={split!r}.")
     if not 0.0 < val_fraction < 1.0:
-        raise InvalidArgumentError(
-            f"`val_fraction` must be in (0, 1). Received val_fraction={val_fraction}."
-        )
+        raise InvalidArgumentError(f"`val_fraction` must be in (0, 1). Received val_fraction={val_fraction}.")
     if batch_size < 1:
         raise InvalidArgumentError(f"`batch_size` must be positive. Received batch_size={batch_size}.")
     if limit is not None and limit < 1:
@@ -177,7 +175,9 @@ def as_dataset(data: Any, batch_size: int = 64) -> tf.data.Dataset:
         return data
     if isinstance(data, tuple) and len(data) in (2, 3):
         x, y, sample_weight = (*data, None)[:3]
-        return _from_adapter(keras_internals.data_adapters.get_data_adapter(x, y, sample_weight, batch_size=batch_size))
+        return _from_adapter(
+            keras_internals.data_adapters.get_data_adapter(x, y, sample_weight, batch_size=batch_size)
+        )
     if isinstance(data, keras.utils.PyDataset) or inspect.isgenerator(data):
         return _from_adapter(keras_internals.data_adapters.get_data_adapter(data))
     raise InvalidArgumentError(
@@ -209,9 +209,7 @@ def _load_arrays(name, input_shape, data_dir, download):
         return cifar10.load_arrays(data_dir, download)
     if name == "synthetic":
         return synthetic.load_arrays(input_shape)
-    raise InvalidArgumentError(
-        f"Unknown dataset {name!r}. Use one of: {', '.join(NAMES)}."
-    )
+    raise InvalidArgumentError(f"Unknown dataset {name!r}. Use one of: {', '.join(NAMES)}.")
 
 
 def _select(arrays: dict, split: str, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

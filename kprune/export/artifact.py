@@ -17,9 +17,9 @@ from typing import Callable, Iterator
 import keras
 
 from kprune.errors import InvalidArgumentError, UnsupportedModelError
-from kprune.training.losses import output_names
 from kprune.modelio import load_model, resolve_model_path
 from kprune.progress import make_progress
+from kprune.training.losses import output_names
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8")
 # Precisions whose outputs must equal Keras' within max_abs_diff; the others
@@ -121,9 +121,7 @@ class ExportedArtifact:
 
 def _only(tensors: tuple[TensorInfo, ...], kind: str, path: Path) -> TensorInfo:
     if len(tensors) != 1:
-        raise AttributeError(
-            f"{path.name} has {len(tensors)} {kind}s, not one; read `{kind}s` instead."
-        )
+        raise AttributeError(f"{path.name} has {len(tensors)} {kind}s, not one; read `{kind}s` instead.")
     return tensors[0]
 
 
@@ -166,8 +164,7 @@ def model_tensors(model: keras.Model) -> ModelTensors:
     inputs = tuple(_keras_tensor(t, t.name, "input", model) for t in model.inputs)
     # Output tensors are named after the layers that make them (model.output_names).
     outputs = tuple(
-        _keras_tensor(t, name, "output", model)
-        for t, name in zip(model.outputs, output_names(model))
+        _keras_tensor(t, name, "output", model) for t, name in zip(model.outputs, output_names(model))
     )
     return ModelTensors(inputs, outputs)
 
@@ -229,9 +226,7 @@ def image_input_shape(
 def check_suffix(path: str | os.PathLike, suffix: str, argument: str = "path") -> Path:
     path = Path(path)
     if path.suffix != suffix:
-        raise InvalidArgumentError(
-            f"`{argument}` must end in {suffix}. Received {argument}={str(path)!r}."
-        )
+        raise InvalidArgumentError(f"`{argument}` must end in {suffix}. Received {argument}={str(path)!r}.")
     return path
 
 
@@ -244,9 +239,7 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def progress_steps(
-    enabled: bool, total: int, description: str = "bundle"
-) -> Iterator[Callable[[str], None]]:
+def progress_steps(enabled: bool, total: int, description: str = "bundle") -> Iterator[Callable[[str], None]]:
     """Yields ``step(status)``, which advances a progress bar of ``total`` steps."""
     if not enabled:
         yield lambda description: None

@@ -55,8 +55,12 @@ from kprune.training.losses import outputs_probabilities
 from kprune.version import __version__
 
 TEMPLATES = (
-    "kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py", "kprune_profile.py",
-)  # fmt: skip
+    "kprune_runtime.py",
+    "kprune_images.py",
+    "run_bundle.py",
+    "rtmaps_kprune.py",
+    "kprune_profile.py",
+)
 ARTIFACT_FILES = {
     "tflite": "model.tflite",
     "tflite_int8": "model_int8.tflite",
@@ -68,9 +72,15 @@ FORMAT_NAME = "kprune-bundle"
 FORMAT_VERSION = 1
 DEFAULT_CALIBRATION_SAMPLES = 300
 _CARD_METRICS = (
-    "dataset", "test_accuracy", "test_examples", "val_accuracy", "params", "flops",
-    "architecture", "epochs",
-)  # fmt: skip
+    "dataset",
+    "test_accuracy",
+    "test_examples",
+    "val_accuracy",
+    "params",
+    "flops",
+    "architecture",
+    "epochs",
+)
 
 
 @dataclass(frozen=True)
@@ -204,26 +214,29 @@ def write_bundle(
             "dataset is known. Fix: pass --dataset (fashion_mnist, cifar10 or folder:PATH)."
         )
     common = dict(
-        input_shape=input_shape, data_dir=data_dir, shuffle=False, batch_size=64,
+        input_shape=input_shape,
+        data_dir=data_dir,
+        shuffle=False,
+        batch_size=64,
         preprocessing=Preprocessing.from_dict(context.preprocessing),
-    )  # fmt: skip
-    verification_data = load(context.dataset, split, limit=verify_samples, **common)
-    calibration_data = (
-        load(context.dataset, "train", limit=calibration_samples, **common) if int8 else None
     )
+    verification_data = load(context.dataset, split, limit=verify_samples, **common)
+    calibration_data = load(context.dataset, "train", limit=calibration_samples, **common) if int8 else None
 
     with named_write_errors(out_dir):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
     try:
         with progress_steps(progress, 5 if int8 else 4) as step:
-            artifacts = _export(
-                network, staging, calibration_data, calibration_samples, opset, step
-            )
+            artifacts = _export(network, staging, calibration_data, calibration_samples, opset, step)
             report = verify_export(
-                network, list(artifacts.values()), verification_data, samples=verify_samples,
-                max_abs_diff=max_abs_diff, min_agreement=min_agreement,
-            )  # fmt: skip
+                network,
+                list(artifacts.values()),
+                verification_data,
+                samples=verify_samples,
+                max_abs_diff=max_abs_diff,
+                min_agreement=min_agreement,
+            )
             step("verified")
             _copy_programs(staging, context.class_names)
             manifest = _manifest(network, model_path, context, artifacts, report, split)
@@ -245,9 +258,12 @@ def _export(network, staging, calibration_data, calibration_samples, opset, step
     step(ARTIFACT_FILES["tflite"])
     if calibration_data is not None:
         artifacts["tflite_int8"] = export_tflite(
-            network, staging / ARTIFACT_FILES["tflite_int8"], "int8", calibration_data,
+            network,
+            staging / ARTIFACT_FILES["tflite_int8"],
+            "int8",
+            calibration_data,
             num_samples=calibration_samples,
-        )  # fmt: skip
+        )
         step(ARTIFACT_FILES["tflite_int8"])
     artifacts["onnx"] = export_onnx(network, staging / ARTIFACT_FILES["onnx"], opset=opset)
     step(ARTIFACT_FILES["onnx"])

@@ -26,6 +26,5 @@ def describe_artifact(path: str | os.PathLike) -> ExportedArtifact:
     if path.suffix == ".onnx":
         return describe_onnx(path)
     raise ModelFileError(
-        f"{path} is neither a .tflite nor an .onnx file. Fix: pass files written "
-        "by `kprune export`."
+        f"{path} is neither a .tflite nor an .onnx file. Fix: pass files written by `kprune export`."
     )

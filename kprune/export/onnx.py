@@ -20,9 +20,9 @@ import keras
 from kprune.errors import InvalidArgumentError, ModelFileError, UnsupportedModelError
 from kprune.export.artifact import (
     ExportedArtifact,
+    ModelTensors,
     TensorInfo,
     check_suffix,
-    ModelTensors,
     model_tensors,
     resolve_model,
     structured_inputs,
@@ -134,9 +134,7 @@ def describe_onnx(path: str | os.PathLike) -> ExportedArtifact:
         ) from error
     initializers = {tensor.name for tensor in proto.graph.initializer}
     inputs = [value for value in proto.graph.input if value.name not in initializers]
-    opset = next(
-        (entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None
-    )
+    opset = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
     ops = Counter(node.op_type for node in proto.graph.node)
     return ExportedArtifact(
         path=path,
@@ -152,9 +150,7 @@ def describe_onnx(path: str | os.PathLike) -> ExportedArtifact:
 
 def _tensor_info(value) -> TensorInfo:
     tensor_type = value.type.tensor_type
-    shape = tuple(
-        dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim
-    )
+    shape = tuple(dim.dim_value if dim.HasField("dim_value") else -1 for dim in tensor_type.shape.dim)
     return TensorInfo(
         name=value.name,
         shape=shape,

@@ -21,8 +21,8 @@ import keras
 from kprune.data import Preprocessing, Split, load
 from kprune.errors import InvalidArgumentError
 from kprune.export.artifact import (
-    ExportedArtifact,
     QUANTIZE_MODES,
+    ExportedArtifact,
     image_input_shape,
     model_tensors,
     progress_steps,
@@ -148,11 +148,17 @@ def export_model(
             if "tflite" in formats:
                 for mode in quantize:
                     name = f"{stem}.tflite" if mode == "none" else f"{stem}_{mode}.tflite"
-                    artifacts.append(export_tflite(
-                        network, staging / name, mode, calibration,
-                        num_samples=calibration_samples, int8_io=int8_io and mode == "int8",
-                        allow_flex_ops=allow_flex_ops,
-                    ))  # fmt: skip
+                    artifacts.append(
+                        export_tflite(
+                            network,
+                            staging / name,
+                            mode,
+                            calibration,
+                            num_samples=calibration_samples,
+                            int8_io=int8_io and mode == "int8",
+                            allow_flex_ops=allow_flex_ops,
+                        )
+                    )
                     step(name)
             if "onnx" in formats:
                 artifacts.append(export_onnx(network, staging / f"{stem}.onnx", opset=opset))
@@ -160,9 +166,13 @@ def export_model(
             report = None
             if verify:
                 report = verify_export(
-                    network, artifacts, verification_data, samples=samples,
-                    max_abs_diff=max_abs_diff, min_agreement=min_agreement,
-                )  # fmt: skip
+                    network,
+                    artifacts,
+                    verification_data,
+                    samples=samples,
+                    max_abs_diff=max_abs_diff,
+                    min_agreement=min_agreement,
+                )
                 step("verified")
         with named_write_errors(out_dir):
             moved = tuple(_move(artifact, out_dir) for artifact in artifacts)
@@ -222,12 +232,19 @@ def verify_files(
         else:
             files.append(path)
     if data is None:
-        data = named_examples(network, model_path, dataset, data_dir, preprocess, split, samples,
-                               "--data FILE.npz")  # fmt: skip
+        data = named_examples(
+            network, model_path, dataset, data_dir, preprocess, split, samples, "--data FILE.npz"
+        )
     return verify_export(
-        network, files, data, samples=samples, max_abs_diff=max_abs_diff,
-        min_agreement=min_agreement, raise_on_failure=False, progress=progress,
-    )  # fmt: skip
+        network,
+        files,
+        data,
+        samples=samples,
+        max_abs_diff=max_abs_diff,
+        min_agreement=min_agreement,
+        raise_on_failure=False,
+        progress=progress,
+    )
 
 
 def named_examples(network, model_path, dataset, data_dir, preprocess, split, limit, fix) -> Split:
@@ -242,10 +259,15 @@ def named_examples(network, model_path, dataset, data_dir, preprocess, split, li
             f"folder:PATH), or {fix}."
         )
     return load(
-        context.dataset, split, input_shape=input_shape, batch_size=64, limit=limit,
-        shuffle=False, data_dir=data_dir,
+        context.dataset,
+        split,
+        input_shape=input_shape,
+        batch_size=64,
+        limit=limit,
+        shuffle=False,
+        data_dir=data_dir,
         preprocessing=Preprocessing.from_dict(context.preprocessing),
-    )  # fmt: skip
+    )
 
 
 def _check_choices(formats: Sequence[str], quantize: Sequence[str]) -> tuple[list, list]:
@@ -258,8 +280,7 @@ def _check_choices(formats: Sequence[str], quantize: Sequence[str]) -> tuple[lis
     unknown = [mode for mode in quantize if mode not in QUANTIZE_MODES]
     if unknown or not quantize:
         raise InvalidArgumentError(
-            f"`quantize` must be a non-empty choice of {QUANTIZE_MODES}. "
-            f"Received quantize={quantize}."
+            f"`quantize` must be a non-empty choice of {QUANTIZE_MODES}. Received quantize={quantize}."
         )
     return formats, quantize
 

@@ -32,9 +32,7 @@ Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
 SIGNATURE_KEY = "serving_default"
 
 
-def open_artifact(
-    artifact: ExportedArtifact, tensors: ModelTensors, threads: int | None = None
-) -> Runner:
+def open_artifact(artifact: ExportedArtifact, tensors: ModelTensors, threads: int | None = None) -> Runner:
     """A function that runs ``artifact`` on the model's inputs and returns its outputs.
 
     Args:
@@ -68,9 +66,7 @@ def open_artifact(
 
 def _check_shapes(path, file_shapes, tensors: ModelTensors) -> None:
     for file_shape, tensor in zip(file_shapes, tensors.inputs):
-        expected = tuple(
-            int(dim) if isinstance(dim, (int, np.integer)) else -1 for dim in file_shape
-        )
+        expected = tuple(int(dim) if isinstance(dim, (int, np.integer)) else -1 for dim in file_shape)
         if expected[1:] != tuple(tensor.shape[1:]):
             raise VerificationError(
                 f"{path} expects inputs of shape {expected[1:]}, the model "
@@ -108,9 +104,11 @@ class _TFLiteSignature:
         input_keys = _match(artifact.path, "input", inputs, [tensors.input_names])
         count = len(tensors.outputs)
         output_keys = _match(
-            artifact.path, "output", outputs,
+            artifact.path,
+            "output",
+            outputs,
             [[f"output_{i}" for i in range(count)], [t.name for t in tensors.outputs]],
-        )  # fmt: skip
+        )
         self._inputs = [inputs[key] for key in input_keys]
         self._outputs = [outputs[key] for key in output_keys]
         _check_shapes(artifact.path, [d["shape_signature"] for d in self._inputs], tensors)
@@ -128,8 +126,7 @@ class _TFLiteSignature:
             self._interpreter.set_tensor(details["index"], _to_file(values, details))
         self._interpreter.invoke()
         return [
-            _from_file(self._interpreter.get_tensor(details["index"]), details)
-            for details in self._outputs
+            _from_file(self._interpreter.get_tensor(details["index"]), details) for details in self._outputs
         ]
 
 
@@ -178,12 +175,12 @@ class _OnnxByName:
         by_name = {value.name: value for value in self._session.get_inputs()}
         self._input_names = _match(artifact.path, "input", by_name, [input_names])
         self._output_names = _match(
-            artifact.path, "output", [value.name for value in self._session.get_outputs()],
+            artifact.path,
+            "output",
+            [value.name for value in self._session.get_outputs()],
             [output_names],
-        )  # fmt: skip
-        _check_shapes(
-            artifact.path, [by_name[name].shape for name in self._input_names], tensors
         )
+        _check_shapes(artifact.path, [by_name[name].shape for name in self._input_names], tensors)
         self._dtypes = [tensor.dtype for tensor in tensors.inputs]
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:

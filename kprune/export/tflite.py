@@ -19,8 +19,8 @@ import numpy as np
 
 from kprune.errors import FileWriteError, InvalidArgumentError, ModelFileError, UnsupportedModelError
 from kprune.export.artifact import (
-    ExportedArtifact,
     QUANTIZE_MODES,
+    ExportedArtifact,
     TensorInfo,
     check_suffix,
     model_tensors,
@@ -86,9 +86,7 @@ def export_tflite(
             f"`quantize` must be one of {QUANTIZE_MODES}. Received quantize={quantize!r}."
         )
     if int8_io and quantize != "int8":
-        raise InvalidArgumentError(
-            f"`int8_io` needs quantize='int8'. Received quantize={quantize!r}."
-        )
+        raise InvalidArgumentError(f"`int8_io` needs quantize='int8'. Received quantize={quantize!r}.")
     network, _ = resolve_model(model)
     network = for_inference(network)  # no augmentation layers in the file
     tensors = model_tensors(network)
@@ -102,12 +100,8 @@ def export_tflite(
                 "Calibrating on random data gives a useless model."
             )
         if num_samples < 1:
-            raise InvalidArgumentError(
-                f"`num_samples` must be positive. Received num_samples={num_samples}."
-            )
-        inputs, _ = collect_inputs(
-            representative_data, tensors, num_samples, "representative_data"
-        )
+            raise InvalidArgumentError(f"`num_samples` must be positive. Received num_samples={num_samples}.")
+        inputs, _ = collect_inputs(representative_data, tensors, num_samples, "representative_data")
         calibration = dict(zip(tensors.input_names, inputs))
 
     content = _convert(network, quantize, calibration, int8_io, allow_flex_ops)
@@ -191,9 +185,7 @@ def convert_small_model(
 def _configure(converter, quantize, calibration, int8_io, allow_flex_ops) -> None:
     import tensorflow as tf
 
-    builtins = (
-        tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quantize == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS
-    )
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if quantize == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS
     ops = [builtins]
     if allow_flex_ops:
         ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
@@ -267,9 +259,7 @@ def describe_tflite(path: str | os.PathLike) -> ExportedArtifact:
         model = schema.Model.GetRootAs(content, 0)
         graph = model.Subgraphs(0)
         inputs = [_tensor_info(graph.Tensors(graph.Inputs(i))) for i in range(graph.InputsLength())]
-        outputs = [
-            _tensor_info(graph.Tensors(graph.Outputs(i))) for i in range(graph.OutputsLength())
-        ]
+        outputs = [_tensor_info(graph.Tensors(graph.Outputs(i))) for i in range(graph.OutputsLength())]
         ops = tflite_ops(content)
         quantize = _precision(model, graph)
         quantized_io = _quantized_io(model, graph) if quantize == "int8" else None
@@ -279,9 +269,15 @@ def describe_tflite(path: str | os.PathLike) -> ExportedArtifact:
             "Fix: export it again with `kprune export`."
         ) from error
     return ExportedArtifact(
-        path=path, format="tflite", quantize=quantize, inputs=tuple(inputs),
-        outputs=tuple(outputs), ops=ops, size_bytes=len(content), quantized_io=quantized_io,
-    )  # fmt: skip
+        path=path,
+        format="tflite",
+        quantize=quantize,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        ops=ops,
+        size_bytes=len(content),
+        quantized_io=quantized_io,
+    )
 
 
 def _precision(model, graph) -> str:
@@ -335,9 +331,7 @@ def _quantized_io(model, graph) -> dict | None:
 def _tensor_info(tensor) -> TensorInfo:
     dtype = _tensor_type_names()[tensor.Type()].lower()
     signature = tensor.ShapeSignatureAsNumpy()
-    shape = (
-        signature if not isinstance(signature, int) and len(signature) else tensor.ShapeAsNumpy()
-    )
+    shape = signature if not isinstance(signature, int) and len(signature) else tensor.ShapeAsNumpy()
     quantization = None
     parameters = tensor.Quantization()
     if dtype in ("int8", "uint8", "int16") and parameters is not None and parameters.ScaleLength():

@@ -219,12 +219,12 @@ def verify_export(
             float(np.mean(o.argmax(axis=-1) == r.argmax(axis=-1)))
             for o, r, classifier in zip(outputs, reference, classifiers)
             if classifier
-        ]  # fmt: skip
+        ]
         errors = [
             relative_rms_error(o, r)
             for o, r, classifier in zip(outputs, reference, classifiers)
             if not classifier
-        ]  # fmt: skip
+        ]
         agreement = min(agreements) if agreements else None
         relative_error = max(errors) if errors else None
         accuracy = None
@@ -237,13 +237,17 @@ def verify_export(
             criterion, passed = _quantized_verdict(
                 agreement, relative_error, min_agreement, max_relative_error
             )
-        checks.append(ArtifactCheck(
-            artifact, difference, agreement, accuracy, criterion, passed, relative_error
-        ))  # fmt: skip
+        checks.append(
+            ArtifactCheck(artifact, difference, agreement, accuracy, criterion, passed, relative_error)
+        )
     report = VerificationReport(
-        tuple(checks), len(inputs[0]), keras_accuracy, max_abs_diff, min_agreement,
+        tuple(checks),
+        len(inputs[0]),
+        keras_accuracy,
+        max_abs_diff,
+        min_agreement,
         max_relative_error,
-    )  # fmt: skip
+    )
     if raise_on_failure:
         report.raise_for_failures()
     return report
@@ -338,9 +342,7 @@ def keras_outputs(network: keras.Model, inputs: list[np.ndarray]) -> list[np.nda
     return [np.concatenate(part) for part in parts]
 
 
-def run_artifact(
-    artifact: ExportedArtifact, inputs: list[np.ndarray], runner: Runner
-) -> list[np.ndarray]:
+def run_artifact(artifact: ExportedArtifact, inputs: list[np.ndarray], runner: Runner) -> list[np.ndarray]:
     """Outputs of a file run by ``runner`` (`open_artifact`), batch by batch.
 
     Raises:
@@ -353,9 +355,7 @@ def run_artifact(
             for part, output in zip(parts, outputs):
                 part.append(np.asarray(output, dtype=np.float32))
     except (runtime.BundleError, RuntimeError, ValueError) as error:
-        raise ModelFileError(
-            f"Cannot run {artifact.path}: {error}. Fix: export it again."
-        ) from error
+        raise ModelFileError(f"Cannot run {artifact.path}: {error}. Fix: export it again.") from error
     return [np.concatenate(part) for part in parts]
 
 
@@ -365,15 +365,12 @@ def _check_thresholds(
     if samples < 1:
         raise InvalidArgumentError(f"`samples` must be positive. Received samples={samples}.")
     if not max_abs_diff > 0:
-        raise InvalidArgumentError(
-            f"`max_abs_diff` must be positive. Received max_abs_diff={max_abs_diff}."
-        )
+        raise InvalidArgumentError(f"`max_abs_diff` must be positive. Received max_abs_diff={max_abs_diff}.")
     if not 0 < min_agreement <= 1:
         raise InvalidArgumentError(
             f"`min_agreement` must be in (0, 1]. Received min_agreement={min_agreement}."
         )
     if not max_relative_error > 0:
         raise InvalidArgumentError(
-            "`max_relative_error` must be positive. "
-            f"Received max_relative_error={max_relative_error}."
+            f"`max_relative_error` must be positive. Received max_relative_error={max_relative_error}."
         )

@@ -139,8 +139,7 @@ class DependencyGraph:
         handlers: Call name → the handler used for it.
     """
 
-    def __init__(self, model, flat, groups, tensor_ids, roots, handlers, channel_index,
-                 producer_ids):  # fmt: skip
+    def __init__(self, model, flat, groups, tensor_ids, roots, handlers, channel_index, producer_ids):
         self.model = model
         self.flat: FlatGraph = flat
         self.groups: list[Group] = groups
@@ -199,10 +198,12 @@ class DependencyGraph:
             lines.append(f"group {group.index}: {group.channels} channels, {state}")
             lines.append(f"  producers: {', '.join(group.producers)}")
             for role, label in (
-                ("merge", "coupled by"), ("passthrough", "passes through"),
-                ("concat", "concatenated in"), ("flatten", "flattened by"),
+                ("merge", "coupled by"),
+                ("passthrough", "passes through"),
+                ("concat", "concatenated in"),
+                ("flatten", "flattened by"),
                 ("consumer", "consumed by"),
-            ):  # fmt: skip
+            ):
                 members = [m for m in group.members if m.role == role]
                 if not members:
                     continue
@@ -310,8 +311,10 @@ def _build_graph(model, flat, handlers, context, tensor_ids) -> DependencyGraph:
         for root in np.unique(roots[ids]).tolist():
             producers.merge(owner.setdefault(root, name), name)
     order = {name: position for position, name in enumerate(context.producer_ids)}
-    components = sorted((sorted(subset, key=order.get) for subset in producers.subsets()),
-                        key=lambda members: order[members[0]])  # fmt: skip
+    components = sorted(
+        (sorted(subset, key=order.get) for subset in producers.subsets()),
+        key=lambda members: order[members[0]],
+    )
 
     groups, channel_index = [], {}
     for members in components:
@@ -321,8 +324,7 @@ def _build_graph(model, flat, handlers, context, tensor_ids) -> DependencyGraph:
             index=len(groups),
             channels=len(group_roots),
             producers={
-                n: np.array([position[r] for r in roots[context.producer_ids[n]].tolist()])
-                for n in members
+                n: np.array([position[r] for r in roots[context.producer_ids[n]].tolist()]) for n in members
             },
         )
         for root, k in position.items():

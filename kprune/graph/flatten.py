@@ -44,9 +44,10 @@ class Call:
         args, kwargs = keras_internals.call_arguments(self.node)
         values = [*args, *kwargs.values()]
         return [
-            value for value in values
+            value
+            for value in values
             if not any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(value))
-        ]  # fmt: skip
+        ]
 
 
 @dataclass
@@ -158,9 +159,7 @@ def flatten(model: keras.Model) -> FlatGraph:
 
 def _check_functional(model) -> None:
     if not isinstance(model, keras.Model):
-        raise UnsupportedModelError(
-            f"Expected a keras.Model. Received {type(model).__name__}."
-        )
+        raise UnsupportedModelError(f"Expected a keras.Model. Received {type(model).__name__}.")
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):

@@ -30,12 +30,36 @@ import numpy as np
 Ids = np.ndarray  # int64 channel ids of a tensor's last axis
 
 # `keras.activations` by function name (``Activation("swish").activation.__name__ == "silu"``).
-ELEMENTWISE_ACTIVATIONS = frozenset({
-    "celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu",
-    "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu", "relu6", "selu",
-    "sigmoid", "silu", "soft_shrink", "softplus", "softsign", "sparse_plus",
-    "sparse_sigmoid", "squareplus", "tanh", "tanh_shrink", "threshold",
-})  # fmt: skip
+ELEMENTWISE_ACTIVATIONS = frozenset(
+    {
+        "celu",
+        "elu",
+        "exponential",
+        "gelu",
+        "hard_shrink",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_tanh",
+        "leaky_relu",
+        "linear",
+        "log_sigmoid",
+        "mish",
+        "relu",
+        "relu6",
+        "selu",
+        "sigmoid",
+        "silu",
+        "soft_shrink",
+        "softplus",
+        "softsign",
+        "sparse_plus",
+        "sparse_sigmoid",
+        "squareplus",
+        "tanh",
+        "tanh_shrink",
+        "threshold",
+    }
+)
 # Each output depends on every channel (softmax family) or on pairs of them (glu).
 CHANNEL_MIXING_ACTIVATIONS = frozenset({"softmax", "log_softmax", "sparsemax", "glu"})
 
@@ -88,9 +112,12 @@ class LayerHandler:
         return self.resized_config(layer, config, int(out_keep.sum()))
 
     def slice_weights(
-        self, layer, weights: dict[str, np.ndarray], in_keep: np.ndarray | None,
+        self,
+        layer,
+        weights: dict[str, np.ndarray],
+        in_keep: np.ndarray | None,
         out_keep: np.ndarray | None,
-    ) -> dict[str, np.ndarray]:  # fmt: skip
+    ) -> dict[str, np.ndarray]:
         """Weights with removed channels dropped, by `weight_axes`."""
         masks = {"in": in_keep, "out": out_keep}
         if in_keep is not None:
@@ -135,9 +162,7 @@ def _constant_over_channels(call, channels: int) -> bool:
     if not isinstance(call.layer, keras.layers.Layer):  # ops keep some arguments (clip's bounds)
         attributes = vars(call.layer).values()  # arrays; axes and shapes are tuples
         values += [v for v in attributes if isinstance(v, np.ndarray) or keras.ops.is_tensor(v)]
-    return channels > 1 and any(
-        np.ndim(value) > 0 and np.shape(value)[-1] == channels for value in values
-    )
+    return channels > 1 and any(np.ndim(value) > 0 and np.shape(value)[-1] == channels for value in values)
 
 
 def _freeze_if_activation_mixes(call, ids: Ids | None, context: Context) -> None:
@@ -389,9 +414,7 @@ def freeze(call, input_ids: list[Ids | None], context: Context, detail: str = ""
     for ids in input_ids:
         if ids is not None:
             context.freeze(ids, reason)
-    return [
-        context.frozen_channels(_last_dim(tensor) or 0, reason) for tensor in call.node.outputs
-    ]
+    return [context.frozen_channels(_last_dim(tensor) or 0, reason) for tensor in call.node.outputs]
 
 
 class LayerScaleHandler(PassThrough):

@@ -31,13 +31,35 @@ def flatten_model(model: keras.Model, graph: DependencyGraph | None = None) -> k
 
 # Augmentation layers that do nothing at inference ("at inference time, the layer
 # does nothing") yet leave random ops (not in TFLite's builtins) in an exported graph.
-TRAINING_ONLY = tuple(getattr(keras.layers, name) for name in (
-    "RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom", "RandomContrast",
-    "RandomBrightness", "RandomShear", "RandomHue", "RandomSaturation", "RandomColorJitter",
-    "RandomColorDegeneration", "RandomSharpness", "RandomGrayscale", "RandomPosterization",
-    "RandomInvert", "RandomErasing", "RandomGaussianBlur", "RandomPerspective",
-    "RandomElasticTransform", "AugMix", "RandAugment", "MixUp", "CutMix",
-) if hasattr(keras.layers, name))  # fmt: skip
+TRAINING_ONLY = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "RandomFlip",
+        "RandomTranslation",
+        "RandomRotation",
+        "RandomZoom",
+        "RandomContrast",
+        "RandomBrightness",
+        "RandomShear",
+        "RandomHue",
+        "RandomSaturation",
+        "RandomColorJitter",
+        "RandomColorDegeneration",
+        "RandomSharpness",
+        "RandomGrayscale",
+        "RandomPosterization",
+        "RandomInvert",
+        "RandomErasing",
+        "RandomGaussianBlur",
+        "RandomPerspective",
+        "RandomElasticTransform",
+        "AugMix",
+        "RandAugment",
+        "MixUp",
+        "CutMix",
+    )
+    if hasattr(keras.layers, name)
+)
 
 
 def for_inference(model: keras.Model) -> keras.Model:
@@ -73,9 +95,11 @@ def rebuild(
     for tensor in flat.inputs:
         layer, _, _ = keras_internals.producer(tensor)
         new_input = keras.Input(
-            shape=tensor.shape[1:], batch_size=tensor.shape[0], dtype=tensor.dtype,
+            shape=tensor.shape[1:],
+            batch_size=tensor.shape[0],
+            dtype=tensor.dtype,
             name=layer.name,
-        )  # fmt: skip
+        )
         values[id(tensor)] = new_input
         new_inputs.append(new_input)
 
@@ -137,10 +161,11 @@ def _initializer_keys(layer) -> list[str]:
     """Config keys of the initializers that ``layer`` keeps as attributes of the same name."""
     config = layer.get_config()
     return [
-        key for key in config
+        key
+        for key in config
         if key.endswith("_initializer")
         and isinstance(getattr(layer, key, None), keras.initializers.Initializer)
-    ]  # fmt: skip
+    ]
 
 
 def _zeros_initializers(layer, config: dict) -> dict:

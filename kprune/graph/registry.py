@@ -16,17 +16,15 @@ from typing import Callable
 import keras
 
 from kprune import keras_internals
-from kprune.graph import axes
+from kprune.graph import axes, preprocessing
 from kprune.graph import handlers as h
-from kprune.graph import preprocessing
 
 _layers = keras.layers
 
 
 def _serve_layers(serve) -> None:
     serve(h.Convolution, _layers.Conv1D, _layers.Conv2D, _layers.Conv3D)
-    serve(h.TransposedConvolution, _layers.Conv1DTranspose, _layers.Conv2DTranspose,
-          _layers.Conv3DTranspose)  # fmt: skip
+    serve(h.TransposedConvolution, _layers.Conv1DTranspose, _layers.Conv2DTranspose, _layers.Conv3DTranspose)
     serve(h.SeparableConvolution, _layers.SeparableConv1D, _layers.SeparableConv2D)
     serve(h.DenseHandler, _layers.Dense)
     serve(h.Depthwise, _layers.DepthwiseConv1D, _layers.DepthwiseConv2D)
@@ -38,53 +36,110 @@ def _serve_layers(serve) -> None:
     serve(axes.AlongAxis, _layers.Softmax)
     serve(
         h.PassThrough,
-        _layers.ReLU, _layers.LeakyReLU, _layers.ELU, _layers.Identity,
-        _layers.Dropout, _layers.SpatialDropout1D, _layers.SpatialDropout2D, _layers.SpatialDropout3D,
-        _layers.GaussianNoise, _layers.GaussianDropout, _layers.AlphaDropout,
+        _layers.ReLU,
+        _layers.LeakyReLU,
+        _layers.ELU,
+        _layers.Identity,
+        _layers.Dropout,
+        _layers.SpatialDropout1D,
+        _layers.SpatialDropout2D,
+        _layers.SpatialDropout3D,
+        _layers.GaussianNoise,
+        _layers.GaussianDropout,
+        _layers.AlphaDropout,
         _layers.ActivityRegularization,
-        _layers.MaxPooling1D, _layers.MaxPooling2D, _layers.MaxPooling3D,
-        _layers.AveragePooling1D, _layers.AveragePooling2D, _layers.AveragePooling3D,
-        _layers.GlobalAveragePooling1D, _layers.GlobalAveragePooling2D, _layers.GlobalAveragePooling3D,
-        _layers.GlobalMaxPooling1D, _layers.GlobalMaxPooling2D, _layers.GlobalMaxPooling3D,
-        _layers.ZeroPadding1D, _layers.ZeroPadding2D, _layers.ZeroPadding3D,
-        _layers.Cropping1D, _layers.Cropping2D, _layers.Cropping3D,
-        _layers.UpSampling1D, _layers.UpSampling2D, _layers.UpSampling3D,
-    )  # fmt: skip
+        _layers.MaxPooling1D,
+        _layers.MaxPooling2D,
+        _layers.MaxPooling3D,
+        _layers.AveragePooling1D,
+        _layers.AveragePooling2D,
+        _layers.AveragePooling3D,
+        _layers.GlobalAveragePooling1D,
+        _layers.GlobalAveragePooling2D,
+        _layers.GlobalAveragePooling3D,
+        _layers.GlobalMaxPooling1D,
+        _layers.GlobalMaxPooling2D,
+        _layers.GlobalMaxPooling3D,
+        _layers.ZeroPadding1D,
+        _layers.ZeroPadding2D,
+        _layers.ZeroPadding3D,
+        _layers.Cropping1D,
+        _layers.Cropping2D,
+        _layers.Cropping3D,
+        _layers.UpSampling1D,
+        _layers.UpSampling2D,
+        _layers.UpSampling3D,
+    )
     # Preprocessing and augmentation that treat every channel alike: identity at inference,
     # a spatial resampling, a per-channel contrast, a mix of batch elements… Checked by
     # perturbing one input channel: only that output channel changes, in training too,
     # with 3 and with 5 channels.
     serve(
         h.PassThrough,
-        _layers.Resizing, _layers.CenterCrop,
-        _layers.RandomFlip, _layers.RandomTranslation, _layers.RandomRotation, _layers.RandomZoom,
-        _layers.RandomCrop, _layers.RandomShear, _layers.RandomPerspective,
-        _layers.RandomElasticTransform, _layers.RandomErasing, _layers.RandomGaussianBlur,
-        _layers.RandomContrast, _layers.RandomBrightness, _layers.RandomInvert,
-        _layers.RandomPosterization, _layers.RandomSharpness, _layers.Solarization,
-        _layers.AutoContrast, _layers.Equalization, _layers.ContrastLimitedAdaptiveHistogramEqualization,
-        _layers.MixUp, _layers.CutMix,
-    )  # fmt: skip
-    serve(h.Merge, _layers.Add, _layers.Subtract, _layers.Multiply, _layers.Average,
-          _layers.Maximum, _layers.Minimum)  # fmt: skip
+        _layers.Resizing,
+        _layers.CenterCrop,
+        _layers.RandomFlip,
+        _layers.RandomTranslation,
+        _layers.RandomRotation,
+        _layers.RandomZoom,
+        _layers.RandomCrop,
+        _layers.RandomShear,
+        _layers.RandomPerspective,
+        _layers.RandomElasticTransform,
+        _layers.RandomErasing,
+        _layers.RandomGaussianBlur,
+        _layers.RandomContrast,
+        _layers.RandomBrightness,
+        _layers.RandomInvert,
+        _layers.RandomPosterization,
+        _layers.RandomSharpness,
+        _layers.Solarization,
+        _layers.AutoContrast,
+        _layers.Equalization,
+        _layers.ContrastLimitedAdaptiveHistogramEqualization,
+        _layers.MixUp,
+        _layers.CutMix,
+    )
+    serve(
+        h.Merge,
+        _layers.Add,
+        _layers.Subtract,
+        _layers.Multiply,
+        _layers.Average,
+        _layers.Maximum,
+        _layers.Minimum,
+    )
     serve(h.ConcatenateHandler, _layers.Concatenate)
     serve(h.FlattenHandler, _layers.Flatten)
     serve(h.ReshapeHandler, _layers.Reshape)
     serve(axes.Permute, _layers.Permute)
     serve(
         h.Boundary,
-        _layers.LayerNormalization, _layers.GroupNormalization, _layers.UnitNormalization,
+        _layers.LayerNormalization,
+        _layers.GroupNormalization,
+        _layers.UnitNormalization,
         _layers.Dot,
         # Colour augmentation mixes the channels (and needs exactly 3 of them).
-        _layers.RandomGrayscale, _layers.RandomHue, _layers.RandomSaturation,
-        _layers.RandomColorJitter, _layers.RandomColorDegeneration, _layers.AugMix,
+        _layers.RandomGrayscale,
+        _layers.RandomHue,
+        _layers.RandomSaturation,
+        _layers.RandomColorJitter,
+        _layers.RandomColorDegeneration,
+        _layers.AugMix,
         _layers.RandAugment,
         # Lookups, hashing, encodings, audio front ends, box padding: not channel-wise maps.
-        _layers.CategoryEncoding, _layers.Discretization, _layers.Hashing, _layers.HashedCrossing,
-        _layers.IntegerLookup, _layers.StringLookup, _layers.TextVectorization,
-        _layers.MelSpectrogram, _layers.STFTSpectrogram, _layers.Pipeline,
+        _layers.CategoryEncoding,
+        _layers.Discretization,
+        _layers.Hashing,
+        _layers.HashedCrossing,
+        _layers.IntegerLookup,
+        _layers.StringLookup,
+        _layers.TextVectorization,
+        _layers.MelSpectrogram,
+        _layers.STFTSpectrogram,
+        _layers.Pipeline,
         _layers.MaxNumBoundingBoxes,
-    )  # fmt: skip
+    )
 
 
 def _serve_operations(serve) -> None:
@@ -94,27 +149,102 @@ def _serve_operations(serve) -> None:
     serve(
         h.PassThrough,  # element-wise functions of one tensor
         modules["activations"].activations.ReLU,  # keras.activations.relu(x, max_value=…)
-        nn.Relu, nn.Relu6, nn.Silu, nn.Gelu, nn.HardSilu, nn.Sigmoid, nn.HardSigmoid,
-        nn.Elu, nn.Selu, nn.Celu, nn.LeakyRelu, nn.Softplus, nn.Softsign, nn.LogSigmoid,
-        nn.HardTanh, nn.HardShrink, nn.SoftShrink, nn.TanhShrink, nn.SparsePlus,
-        nn.SparseSigmoid, nn.Squareplus, nn.Threshold,
-        np_.Tanh, np_.Clip, np_.Abs, np_.Absolute, np_.Fabs, np_.Negative, np_.Square,
-        np_.Sqrt, np_.Cbrt, np_.Reciprocal, np_.Exp, np_.Exp2, np_.Expm1, np_.Log, np_.Log1p,
-        np_.Log2, np_.Log10, np_.Sin, np_.Cos, np_.Tan, np_.Sinh, np_.Cosh, np_.Arcsin,
-        np_.Arccos, np_.Arctan, np_.Arcsinh, np_.Arccosh, np_.Arctanh, np_.Sign, np_.Floor,
-        np_.Ceil, np_.Round, np_.Trunc, np_.NanToNum, np_.Copy, np_.LogicalNot,
-        np_.Isnan, np_.Isinf, np_.Isfinite,
-        math.Erf, math.Erfc, math.Erfinv, math.Rsqrt,
-        core.Cast, core.StopGradient,
-    )  # fmt: skip
+        nn.Relu,
+        nn.Relu6,
+        nn.Silu,
+        nn.Gelu,
+        nn.HardSilu,
+        nn.Sigmoid,
+        nn.HardSigmoid,
+        nn.Elu,
+        nn.Selu,
+        nn.Celu,
+        nn.LeakyRelu,
+        nn.Softplus,
+        nn.Softsign,
+        nn.LogSigmoid,
+        nn.HardTanh,
+        nn.HardShrink,
+        nn.SoftShrink,
+        nn.TanhShrink,
+        nn.SparsePlus,
+        nn.SparseSigmoid,
+        nn.Squareplus,
+        nn.Threshold,
+        np_.Tanh,
+        np_.Clip,
+        np_.Abs,
+        np_.Absolute,
+        np_.Fabs,
+        np_.Negative,
+        np_.Square,
+        np_.Sqrt,
+        np_.Cbrt,
+        np_.Reciprocal,
+        np_.Exp,
+        np_.Exp2,
+        np_.Expm1,
+        np_.Log,
+        np_.Log1p,
+        np_.Log2,
+        np_.Log10,
+        np_.Sin,
+        np_.Cos,
+        np_.Tan,
+        np_.Sinh,
+        np_.Cosh,
+        np_.Arcsin,
+        np_.Arccos,
+        np_.Arctan,
+        np_.Arcsinh,
+        np_.Arccosh,
+        np_.Arctanh,
+        np_.Sign,
+        np_.Floor,
+        np_.Ceil,
+        np_.Round,
+        np_.Trunc,
+        np_.NanToNum,
+        np_.Copy,
+        np_.LogicalNot,
+        np_.Isnan,
+        np_.Isinf,
+        np_.Isfinite,
+        math.Erf,
+        math.Erfc,
+        math.Erfinv,
+        math.Rsqrt,
+        core.Cast,
+        core.StopGradient,
+    )
     # `x + 3.0`, `x * gate`, `ops.where(x > 0, x, 0.1 * x)`…: element-wise, broadcast.
     serve(
         h.Merge,
-        np_.Add, np_.Subtract, np_.Multiply, np_.Divide, np_.TrueDivide, np_.DivideNoNan,
-        np_.FloorDivide, np_.Mod, np_.Power, np_.Maximum, np_.Minimum, np_.Arctan2,
-        np_.Hypot, np_.Logaddexp, np_.Greater, np_.GreaterEqual, np_.Less, np_.LessEqual,
-        np_.Equal, np_.NotEqual, np_.LogicalAnd, np_.LogicalOr, np_.LogicalXor, np_.Where,
-    )  # fmt: skip
+        np_.Add,
+        np_.Subtract,
+        np_.Multiply,
+        np_.Divide,
+        np_.TrueDivide,
+        np_.DivideNoNan,
+        np_.FloorDivide,
+        np_.Mod,
+        np_.Power,
+        np_.Maximum,
+        np_.Minimum,
+        np_.Arctan2,
+        np_.Hypot,
+        np_.Logaddexp,
+        np_.Greater,
+        np_.GreaterEqual,
+        np_.Less,
+        np_.LessEqual,
+        np_.Equal,
+        np_.NotEqual,
+        np_.LogicalAnd,
+        np_.LogicalOr,
+        np_.LogicalXor,
+        np_.Where,
+    )
     serve(h.ConcatenateHandler, np_.Concatenate)
     serve(h.ReshapeOperation, np_.Reshape)
     serve(axes.ExpandDims, np_.ExpandDims)
@@ -123,8 +253,20 @@ def _serve_operations(serve) -> None:
     serve(axes.Pad, np_.Pad)
     serve(axes.GetItem, np_.GetItem)
     serve(axes.AlongAxis, nn.Softmax, nn.LogSoftmax, nn.Sparsemax, nn.Glu, nn.Normalize)
-    serve(axes.Reduction, np_.Mean, np_.Max, np_.Min, np_.Amax, np_.Amin, np_.Sum,
-          np_.Prod, np_.Std, np_.Var, np_.Median, math.Logsumexp)  # fmt: skip
+    serve(
+        axes.Reduction,
+        np_.Mean,
+        np_.Max,
+        np_.Min,
+        np_.Amax,
+        np_.Amin,
+        np_.Sum,
+        np_.Prod,
+        np_.Std,
+        np_.Var,
+        np_.Median,
+        math.Logsumexp,
+    )
 
 
 def _builtin_handlers() -> dict[type, h.LayerHandler]:

@@ -37,17 +37,31 @@ CHANNELS = "channels"
 
 _layers = keras.layers
 _MATRIX_LAYERS = (
-    _layers.Conv1D, _layers.Conv2D, _layers.Conv3D, _layers.Dense,
-    _layers.SeparableConv1D, _layers.SeparableConv2D,
-    _layers.Conv1DTranspose, _layers.Conv2DTranspose, _layers.Conv3DTranspose,
-)  # fmt: skip
+    _layers.Conv1D,
+    _layers.Conv2D,
+    _layers.Conv3D,
+    _layers.Dense,
+    _layers.SeparableConv1D,
+    _layers.SeparableConv2D,
+    _layers.Conv1DTranspose,
+    _layers.Conv2DTranspose,
+    _layers.Conv3DTranspose,
+)
 _DEPTHWISE = (_layers.DepthwiseConv1D, _layers.DepthwiseConv2D)
 # Identity at inference: no operator in an exported file.
 _FREE_LAYERS = (
-    _layers.InputLayer, _layers.Dropout, _layers.SpatialDropout1D, _layers.SpatialDropout2D,
-    _layers.SpatialDropout3D, _layers.GaussianNoise, _layers.GaussianDropout,
-    _layers.AlphaDropout, _layers.ActivityRegularization, _layers.Identity, *TRAINING_ONLY,
-)  # fmt: skip
+    _layers.InputLayer,
+    _layers.Dropout,
+    _layers.SpatialDropout1D,
+    _layers.SpatialDropout2D,
+    _layers.SpatialDropout3D,
+    _layers.GaussianNoise,
+    _layers.GaussianDropout,
+    _layers.AlphaDropout,
+    _layers.ActivityRegularization,
+    _layers.Identity,
+    *TRAINING_ONLY,
+)
 # Activations TFLite fuses into the convolution, dense or add before them.
 _FUSED_ACTIVATIONS = ("relu", "relu6", "linear", None)
 _FUSING_LAYERS = (*_MATRIX_LAYERS, *_DEPTHWISE, _layers.Add)
@@ -100,8 +114,9 @@ def timed_layers(model: keras.Model | FlatGraph) -> tuple[list[TimedLayer], list
         key = _key(configuration)
         cin = int(sum(t.shape[-1] for t in inputs))
         cout = int(outputs[0].shape[-1]) if kind == MATRIX else cin
-        timed.append(TimedLayer(call.name, kind, key, cin, cout, configuration,
-                                tuple(call.inputs), call.outputs[0]))  # fmt: skip
+        timed.append(
+            TimedLayer(call.name, kind, key, cin, cout, configuration, tuple(call.inputs), call.outputs[0])
+        )
     return timed, untimed
 
 
@@ -184,8 +199,10 @@ def _fused_calls(flat: FlatGraph) -> set[str]:
 def _fusable_activation(layer) -> bool:
     if isinstance(layer, _layers.ReLU):
         config = layer.get_config()
-        return config.get("negative_slope", 0) == 0 and config.get("threshold", 0) == 0 and (
-            config.get("max_value") in (None, 6, 6.0)
+        return (
+            config.get("negative_slope", 0) == 0
+            and config.get("threshold", 0) == 0
+            and (config.get("max_value") in (None, 6, 6.0))
         )
     if isinstance(layer, _layers.Activation):
         activation = layer.get_config().get("activation")

@@ -97,10 +97,9 @@ class GroupLatency:
     def layer_times(self, kept: Mapping[int, int] | None = None) -> np.ndarray:
         """Uncalibrated predicted time of every timed layer (ms)."""
         cin, cout = self.counts(kept)
-        return np.array([
-            float(self.table.layer_ms(layer.key, i, o))
-            for layer, i, o in zip(self.layers, cin, cout)
-        ])  # fmt: skip
+        return np.array(
+            [float(self.table.layer_ms(layer.key, i, o)) for layer, i, o in zip(self.layers, cin, cout)]
+        )
 
     def weights(self, kept: Mapping[int, int] | None = None) -> float:
         """Weight count of the timed layers (0 with a table without weight counts, format 2)."""

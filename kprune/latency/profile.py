@@ -40,10 +40,10 @@ from kprune.export.tflite import convert_small_model
 from kprune.files import write_atomically
 from kprune.graph import analyze
 from kprune.graph.flatten import flatten
+from kprune.graph.rebuild import for_inference
 from kprune.latency.layers import MATRIX, single_layer_model, timed_layers
 from kprune.latency.table import TABLE_FORMAT, TABLE_VERSION, LatencyTable
 from kprune.progress import make_progress
-from kprune.graph.rebuild import for_inference
 from kprune.surgery import remove_filters
 
 RUNTIMES = ("tflite", "onnx")
@@ -112,8 +112,14 @@ def profile(
     if use_cache and cached.is_file():
         return LatencyTable.load(cached)
     with tempfile.TemporaryDirectory(prefix="kprune-profile-") as folder:
-        write_plan(model, folder, runtime=runtime, quantize=quantize, progress=progress,
-                   sweep_channels=sweep_channels)  # fmt: skip
+        write_plan(
+            model,
+            folder,
+            runtime=runtime,
+            quantize=quantize,
+            progress=progress,
+            sweep_channels=sweep_channels,
+        )
         bar = _GroupProgress(progress)
         data = kprune_profile.measure(folder, threads, warmup, repeats, progress=bar.update, seconds=seconds)
         bar.close()
@@ -142,10 +148,18 @@ def write_plan(
     export = _Exporter(runtime, quantize, folder)
     entries, jobs = {}, []
     for layer in timed:
-        entry = entries.setdefault(layer.key, {
-            "kind": layer.kind, "configuration": layer.configuration, "layers": [],
-            "full": [0, 0], "points": [], "files": [], "weights": [],
-        })  # fmt: skip
+        entry = entries.setdefault(
+            layer.key,
+            {
+                "kind": layer.kind,
+                "configuration": layer.configuration,
+                "layers": [],
+                "full": [0, 0],
+                "points": [],
+                "files": [],
+                "weights": [],
+            },
+        )
         entry["layers"].append(layer.name)
         entry["full"] = [max(entry["full"][0], layer.cin), max(entry["full"][1], layer.cout)]
         entry.setdefault("_builder", layer.name)
@@ -167,14 +181,27 @@ def write_plan(
             bar.advance(task)
             interrupts.check()
 
-        plan = _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep_jobs,
-                            calibration, tick, runtime, quantize)  # fmt: skip
+        plan = _write_files(
+            model,
+            flat,
+            export,
+            entries,
+            untimed,
+            jobs,
+            sweep_layer,
+            sweep_jobs,
+            calibration,
+            tick,
+            runtime,
+            quantize,
+        )
     write_atomically(folder / kprune_profile.PLAN_NAME, (json.dumps(plan, indent=1) + "\n").encode())
     return plan
 
 
-def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep_jobs, calibration,
-                 tick, runtime, quantize) -> dict:  # fmt: skip
+def _write_files(
+    model, flat, export, entries, untimed, jobs, sweep_layer, sweep_jobs, calibration, tick, runtime, quantize
+) -> dict:
     unbuildable = []
     for index, (key, builder, cin, cout) in enumerate(jobs):
         tick()
@@ -200,16 +227,23 @@ def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep
         for index, (builder, cin, cout) in enumerate(sweep_jobs):
             tick()
             files.append(export(single_layer_model(flat, builder, cin, cout), f"s{index}"))
-        sweep = {"layer": sweep_layer.name, "cin": sweep_layer.cin, "couts": [c for _, _, c in sweep_jobs],
-                 "files": files}  # fmt: skip
+        sweep = {
+            "layer": sweep_layer.name,
+            "cin": sweep_layer.cin,
+            "couts": [c for _, _, c in sweep_jobs],
+            "files": files,
+        }
     calibration_items = []
     for index, (fraction, variant) in enumerate(calibration):
         tick()
         layers, _ = timed_layers(variant)
-        calibration_items.append({
-            "fraction": fraction, "file": export(variant, f"model{index}"),
-            "layers": [[l.key, l.cin, l.cout] for l in layers if l.key in entries],
-        })  # fmt: skip
+        calibration_items.append(
+            {
+                "fraction": fraction,
+                "file": export(variant, f"model{index}"),
+                "layers": [[layer.key, layer.cin, layer.cout] for layer in layers if layer.key in entries],
+            }
+        )
     groups = [entry["files"] for entry in entries.values() if entry["files"]]
     if sweep:
         groups.append(sweep["files"])
@@ -217,11 +251,18 @@ def _write_files(model, flat, export, entries, untimed, jobs, sweep_layer, sweep
     # would evict one model's weights from the caches for the next.
     groups.extend([item["file"]] for item in calibration_items)
     return {
-        "format": TABLE_FORMAT, "version": TABLE_VERSION, "runtime": runtime,
-        "quantize": quantize, "model": {"name": model.name, "fingerprint": model_fingerprint(model)},
-        "entries": entries, "sweep": sweep, "calibration": calibration_items,
-        "untimed": sorted(set(untimed)), "skipped_keys": skipped, "groups": groups,
-    }  # fmt: skip
+        "format": TABLE_FORMAT,
+        "version": TABLE_VERSION,
+        "runtime": runtime,
+        "quantize": quantize,
+        "model": {"name": model.name, "fingerprint": model_fingerprint(model)},
+        "entries": entries,
+        "sweep": sweep,
+        "calibration": calibration_items,
+        "untimed": sorted(set(untimed)),
+        "skipped_keys": skipped,
+        "groups": groups,
+    }
 
 
 def grid(kind: str, *shapes: tuple[int, int]) -> list[tuple[int, int]]:
@@ -274,8 +315,12 @@ def _thinning(groups, fractions: list[float]) -> dict[str, list[int]]:
     that every coupled member keeps its share."""
     removal = {}
     for group, fraction in zip(groups, fractions):
-        keep = set(np.linspace(0, group.channels - 1, max(1, round(fraction * group.channels)))
-                   .round().astype(int).tolist())  # fmt: skip
+        keep = set(
+            np.linspace(0, group.channels - 1, max(1, round(fraction * group.channels)))
+            .round()
+            .astype(int)
+            .tolist()
+        )
         drop = set(range(group.channels)) - keep
         for name, channels in group.producers.items():
             indices = [i for i, c in enumerate(channels.tolist()) if c in drop]
@@ -299,8 +344,7 @@ class _Exporter:
         calibration = None
         if self.quantize == "int8":
             calibration = [
-                self.rng.random((CALIBRATION_SAMPLES, *t.shape[1:]), dtype=np.float32)
-                for t in network.inputs
+                self.rng.random((CALIBRATION_SAMPLES, *t.shape[1:]), dtype=np.float32) for t in network.inputs
             ]
         name = f"{stem}.tflite"
         write_atomically(self.folder / name, convert_small_model(network, self.quantize, calibration))
@@ -331,15 +375,26 @@ def model_fingerprint(model: keras.Model) -> str:
     """A hash of the model's architecture (configuration and input shapes), not its weights."""
     text = json.dumps(
         {"config": model.get_config(), "inputs": [list(t.shape) for t in model.inputs]},
-        sort_keys=True, default=str,
-    )  # fmt: skip
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cache_key(model: keras.Model, runtime: str, threads: int, quantize: str, sweep: int = SWEEP_CHANNELS) -> str:
+def cache_key(
+    model: keras.Model, runtime: str, threads: int, quantize: str, sweep: int = SWEEP_CHANNELS
+) -> str:
     """The name of a cached table: model architecture, runtime settings, machine."""
     machine = kprune_profile.environment()["machine"]
-    parts = [model_fingerprint(model), runtime, str(threads), quantize, str(sweep), machine, str(TABLE_VERSION)]
+    parts = [
+        model_fingerprint(model),
+        runtime,
+        str(threads),
+        quantize,
+        str(sweep),
+        machine,
+        str(TABLE_VERSION),
+    ]
     text = "|".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

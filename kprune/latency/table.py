@@ -90,8 +90,9 @@ def fit_calibration(sums, weights, times) -> tuple[float, float, float, float, f
     best = None
     for resident in sorted({0.0, *weights.tolist()}):
         features = np.stack([sums, np.maximum(0.0, weights - resident), np.ones_like(sums)], axis=1)
-        fit = lsq_linear(features / times[:, None], np.ones_like(times),
-                         bounds=([0, 0, -np.inf], [np.inf, np.inf, np.inf]))  # fmt: skip
+        fit = lsq_linear(
+            features / times[:, None], np.ones_like(times), bounds=([0, 0, -np.inf], [np.inf, np.inf, np.inf])
+        )
         if best is None or fit.cost < best[0] - 1e-12:
             best = (fit.cost, float(fit.x[0]), float(fit.x[1]), resident, float(fit.x[2]))
     cost, *terms = best
@@ -177,10 +178,14 @@ class LatencyTable:
         self.entries: dict[str, Entry] = {}
         for key, spec in data["entries"].items():
             entry = Entry(
-                key, spec["kind"], spec["layers"], tuple(spec["full"]),
-                [tuple(p) for p in spec["points"]], [measured[f] for f in spec["files"]],
+                key,
+                spec["kind"],
+                spec["layers"],
+                tuple(spec["full"]),
+                [tuple(p) for p in spec["points"]],
+                [measured[f] for f in spec["files"]],
                 spec.get("weights"),
-            )  # fmt: skip
+            )
             entry.fit(self.step)
             self.entries[key] = entry
         # Configurations that could not be timed alone: their time is in the offset.
@@ -245,14 +250,19 @@ class LatencyTable:
     def summary(self) -> dict:
         """Small facts for reports and cards."""
         return {
-            "runtime": self.runtime, "threads": self.threads, "quantize": self.quantize,
-            "step": self.step, "entries": len(self.entries),
-            "files": len(self.data["measured_ms"]), "scale": float(self.scale),
+            "runtime": self.runtime,
+            "threads": self.threads,
+            "quantize": self.quantize,
+            "step": self.step,
+            "entries": len(self.entries),
+            "files": len(self.data["measured_ms"]),
+            "scale": float(self.scale),
             "offset_ms": float(self.offset),
-            "traffic_ms_per_mweight": float(self.traffic * 1e6), "resident_mweights": float(self.resident / 1e6),
+            "traffic_ms_per_mweight": float(self.traffic * 1e6),
+            "resident_mweights": float(self.resident / 1e6),
             "model": self.model.get("name"),
             "machine": self.environment.get("machine"),
-        }  # fmt: skip
+        }
 
     def to_dict(self) -> dict:
         return self.data
@@ -292,5 +302,6 @@ class LatencyTable:
         try:
             return cls(data)
         except (KeyError, TypeError, ValueError) as error:
-            raise ModelFileError(f"Latency table {path} is incomplete ({error}). Fix: profile again.") from None
-
+            raise ModelFileError(
+                f"Latency table {path} is incomplete ({error}). Fix: profile again."
+            ) from None

@@ -23,9 +23,7 @@ from kprune.models.squeezenet import squeezenet
 
 
 class Builder(Protocol):
-    def __call__(
-        self, input_shape: tuple[int, int, int], num_classes: int, **kwargs
-    ) -> keras.Model: ...
+    def __call__(self, input_shape: tuple[int, int, int], num_classes: int, **kwargs) -> keras.Model: ...
 
 
 _BUILDERS: dict[str, Builder] = {}
@@ -79,8 +77,7 @@ def build(
     _register_keras_applications()
     if name not in _BUILDERS:
         raise InvalidArgumentError(
-            f"Unknown model {name!r}. Use one of: {', '.join(available())}, "
-            "or the path of a .keras file."
+            f"Unknown model {name!r}. Use one of: {', '.join(available())}, or the path of a .keras file."
         )
     return _BUILDERS[name](tuple(input_shape), num_classes, **kwargs)
 
@@ -92,9 +89,7 @@ def _squeezenet_builder(version: str) -> Builder:
             kwargs["stem"] = "cifar" if small else "imagenet"
         return squeezenet(version, input_shape, num_classes, **kwargs)
 
-    builder.__doc__ = (
-        f"SqueezeNet {version}; the cifar stem when a side is under {_SMALL_INPUT} px."
-    )
+    builder.__doc__ = f"SqueezeNet {version}; the cifar stem when a side is under {_SMALL_INPUT} px."
     return builder
 
 
@@ -151,9 +146,7 @@ APPLICATIONS = {
 def _application_builder(function: Callable) -> Builder:
     def builder(input_shape, num_classes, **kwargs):
         try:
-            model = function(
-                weights=None, input_shape=tuple(input_shape), classes=num_classes, **kwargs
-            )
+            model = function(weights=None, input_shape=tuple(input_shape), classes=num_classes, **kwargs)
         except (TypeError, ValueError) as error:  # Keras checks shapes and options
             raise InvalidArgumentError(
                 f"keras.applications.{function.__name__} cannot be built with "

@@ -76,22 +76,15 @@ def squeezenet(
         >>> m = squeezenet("1.1", input_shape=(32, 32, 3), num_classes=10, stem="cifar")
     """
     if version not in _POOL_AFTER:
-        raise InvalidArgumentError(
-            f"`version` must be '1.0' or '1.1'. Received version={version!r}."
-        )
+        raise InvalidArgumentError(f"`version` must be '1.0' or '1.1'. Received version={version!r}.")
     if stem not in _STEMS:
-        raise InvalidArgumentError(
-            f"`stem` must be one of {_STEMS}. Received stem={stem!r}."
-        )
+        raise InvalidArgumentError(f"`stem` must be one of {_STEMS}. Received stem={stem!r}.")
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise InvalidArgumentError(
-            "`input_shape` must be (height, width, channels). "
-            f"Received input_shape={input_shape!r}."
+            f"`input_shape` must be (height, width, channels). Received input_shape={input_shape!r}."
         )
     if num_classes < 1:
-        raise InvalidArgumentError(
-            f"`num_classes` must be at least 1. Received num_classes={num_classes}."
-        )
+        raise InvalidArgumentError(f"`num_classes` must be at least 1. Received num_classes={num_classes}.")
 
     def conv(x, filters, kernel_size, layer_name, strides=1, padding="same"):
         x = keras.layers.Conv2D(

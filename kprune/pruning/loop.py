@@ -29,35 +29,34 @@ import keras
 import tensorflow as tf
 
 from kprune import interrupts
-from kprune.pruning import checkpoint, runlock
 from kprune.card import environment
 from kprune.config import PruneConfig, make_config
 from kprune.criteria import get as get_criterion
 from kprune.data import as_dataset, batches_per_epoch
-from kprune.training.distribute import is_chief, worker_dir
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
-from kprune.training.checks import check_data, non_finite_weights
 from kprune.graph import analyze
-from kprune.modelio import save_model
-from kprune.progress import PruneProgress
-from kprune.pruning.ranking import rank_groups
-from kprune.pruning.report import step_record, write_run_files
-from kprune.pruning.selection import select
 from kprune.graph.rebuild import flatten_model
 from kprune.history import PruningHistory
-from kprune.surgery import remove_filters
 from kprune.latency.predict import predict_latency
 from kprune.latency.profile import profile
 from kprune.latency.table import LatencyTable
+from kprune.modelio import save_model
+from kprune.progress import PruneProgress
+from kprune.pruning import checkpoint, runlock
+from kprune.pruning.ranking import rank_groups
+from kprune.pruning.report import step_record, write_run_files
+from kprune.pruning.selection import removable_channels, select
 from kprune.pruning.targets import initial_size, make_target
+from kprune.surgery import remove_filters
+from kprune.training import recovery
+from kprune.training.checks import check_data, non_finite_weights
 from kprune.training.determinism import deterministic, seed_everything
 from kprune.training.distill import Distillation
-from kprune.training import recovery
-from kprune.pruning.selection import removable_channels
+from kprune.training.distribute import is_chief, worker_dir
 from kprune.training.setup import TrainingSetup, TrainSettings
 
-
 LATENCY_TABLE = "latency_table.json"  # in the run dir: the table a latency target used
+
 
 @dataclass
 class PruneResult:
@@ -173,8 +172,9 @@ def prune(
         setup = replace(setup, distillation=Distillation(config.distill_temperature, config.distill_weight))
     writes = worker_dir(run_dir, strategy) if run_dir is not None else contextlib.nullcontext(None)
     with _run_dir_lock(run_dir, strategy), deterministic(config.deterministic), writes as write_dir:
-        loop = _Loop(config, setup, model, train_data, val_data, run_dir, write_dir, strategy,
-                     callbacks, progress)  # fmt: skip
+        loop = _Loop(
+            config, setup, model, train_data, val_data, run_dir, write_dir, strategy, callbacks, progress
+        )
         return loop.run(resume)
 
 
@@ -212,14 +212,21 @@ def _training_setup(model: keras.Model, config: PruneConfig, objects: dict, fine
         recovery.initial_learning_rate(compiled) if compiled is not None else recovery.DEFAULT_LEARNING_RATE
     )
     settings = TrainSettings(
-        optimizer=config.optimizer or recovery.DEFAULT_OPTIMIZER, learning_rate=learning_rate,
-        weight_decay=config.weight_decay, warmup_epochs=0.0,
-    )  # fmt: skip
+        optimizer=config.optimizer or recovery.DEFAULT_OPTIMIZER,
+        learning_rate=learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_epochs=0.0,
+    )
     return TrainingSetup.for_model(
-        model, settings, loss=objects.get("loss", config.loss),
-        metrics=objects.get("metrics", config.metrics), optimizer=objects.get("optimizer"),
-        monitor=config.monitor, finetune_fn=finetune, optimizer_template=compiled,
-    )  # fmt: skip
+        model,
+        settings,
+        loss=objects.get("loss", config.loss),
+        metrics=objects.get("metrics", config.metrics),
+        optimizer=objects.get("optimizer"),
+        monitor=config.monitor,
+        finetune_fn=finetune,
+        optimizer_template=compiled,
+    )
 
 
 def _run_dir_lock(run_dir: Path | None, strategy) -> contextlib.AbstractContextManager:
@@ -236,8 +243,9 @@ def _names(value: Any) -> bool:
 class _Loop:
     """One pruning run; `run` reads as the algorithm, the pieces below it."""
 
-    def __init__(self, config, setup, model, train_data, val_data, run_dir, write_dir, strategy,
-                 callbacks, progress):  # fmt: skip
+    def __init__(
+        self, config, setup, model, train_data, val_data, run_dir, write_dir, strategy, callbacks, progress
+    ):
         self.config = config
         self.setup = setup
         self.original = model
@@ -298,7 +306,9 @@ class _Loop:
                 state.stop_reason = "nothing left to prune within min_filters_per_layer/round_to/ignore"
                 return
             candidate = remove_filters(state.model, removal, graph=graph)
-            candidate = self._finetune(candidate, step, self.finetune_steps, self.setup.settings.learning_rate)
+            candidate = self._finetune(
+                candidate, step, self.finetune_steps, self.setup.settings.learning_rate
+            )
         record = self._record(candidate, removal, started, step)
         drop = self._drop(state.records[0], record)
         if config.max_accuracy_drop is not None and drop > config.max_accuracy_drop:
@@ -332,8 +342,7 @@ class _Loop:
             total = self.final_steps
             with self.strategy.scope():
                 learning_rate = config.final_learning_rate or self.setup.settings.learning_rate
-                state.model = self._finetune(state.model, step, total, learning_rate,
-                                             label="final fine-tune")  # fmt: skip
+                state.model = self._finetune(state.model, step, total, learning_rate, label="final fine-tune")
         final = self._record(state.model, {}, started, state.step)
         last = next(record for record in reversed(state.records) if not record.get("rolled_back"))
         if weights_before is not None and self._drop(last, final) > 0:
@@ -353,11 +362,18 @@ class _Loop:
     def _rank(self, model, graph, step: int) -> dict:
         config = self.config
         return rank_groups(
-            model, self._train_stream(step), config.criterion, graph=graph,
-            normalize=config.normalize, flops_weight=config.flops_weight,
-            num_batches=config.rank_batches, seed=config.seed + step, setup=self.setup,
-            strategy=self.strategy, **config.criterion_options,
-        )  # fmt: skip
+            model,
+            self._train_stream(step),
+            config.criterion,
+            graph=graph,
+            normalize=config.normalize,
+            flops_weight=config.flops_weight,
+            num_batches=config.rank_batches,
+            seed=config.seed + step,
+            setup=self.setup,
+            strategy=self.strategy,
+            **config.criterion_options,
+        )
 
     def _select(self, model, graph, scores) -> dict[str, list[int]]:
         target = self.target
@@ -368,8 +384,9 @@ class _Loop:
 
     def _select_options(self) -> dict:
         config = self.config
-        return dict(min_per_group=config.min_filters_per_layer, round_to=config.round_to,
-                    ignore=tuple(config.ignore))  # fmt: skip
+        return dict(
+            min_per_group=config.min_filters_per_layer, round_to=config.round_to, ignore=tuple(config.ignore)
+        )
 
     def _channels_per_step(self, graph) -> int:
         """``filters_per_step``, else ``step_fraction`` of the channels that can still go."""
@@ -382,8 +399,9 @@ class _Loop:
         """Fine-tune lengths: the config's, else scaled to the batches in an epoch."""
         config = self.config
         batches = batches_per_epoch(self.train_data, self._train_stream(0))
-        self.finetune_steps = (config.finetune_steps if config.finetune_steps is not None
-                               else recovery.finetune_steps(batches))  # fmt: skip
+        self.finetune_steps = (
+            config.finetune_steps if config.finetune_steps is not None else recovery.finetune_steps(batches)
+        )
         if config.final_finetune_epochs is not None:
             epoch = batches or recovery.UNKNOWN_EPOCH
             self.final_steps = int(round(config.final_finetune_epochs * epoch))
@@ -398,18 +416,27 @@ class _Loop:
         removable = removable_channels(graph, **self._select_options())
         count = self._channels_per_step(graph)
         if self.config.filters_per_step is None:
-            size = (f"{count} channel{'s' * (count != 1)} ({100 * self.config.step_fraction:g}% of the "
-                    f"{sum(removable.values())} that can still go)")  # fmt: skip
+            size = (
+                f"{count} channel{'s' * (count != 1)} ({100 * self.config.step_fraction:g}% of the "
+                f"{sum(removable.values())} that can still go)"
+            )
         else:
             size = f"{count} channel{'s' * (count != 1)} (filters_per_step)"
         total = sum(removable.values()) or 1
         per_group = {index: count * n / total for index, n in removable.items()}
-        steps = "" if self.target is None else (
-            "about "
-            f"{self.target.estimated_steps(state.model, graph, per_group, self.config.filters_per_step is None)}"
-            " more steps of ")
-        return (f"Plan: {steps}{size} each, {self.finetune_steps} fine-tune batches per step, "
-                f"{self.final_steps} in the final fine-tune.")  # fmt: skip
+        steps = (
+            ""
+            if self.target is None
+            else (
+                "about "
+                f"{self.target.estimated_steps(state.model, graph, per_group, self.config.filters_per_step is None)}"
+                " more steps of "
+            )
+        )
+        return (
+            f"Plan: {steps}{size} each, {self.finetune_steps} fine-tune batches per step, "
+            f"{self.final_steps} in the final fine-tune."
+        )
 
     def _teacher(self) -> keras.Model:
         """The unpruned model, frozen: a copy, so that the user's model is never touched."""
@@ -426,9 +453,13 @@ class _Loop:
         if limit is None or drop > limit:
             return
         last = state.records[-1]
-        state.within = {"step": state.step, "val_drop": round(drop, 4),
-                        "params_removed": last["params_removed"], "flops_removed": last["flops_removed"],
-                        "file": None}  # fmt: skip
+        state.within = {
+            "step": state.step,
+            "val_drop": round(drop, 4),
+            "params_removed": last["params_removed"],
+            "flops_removed": last["flops_removed"],
+            "file": None,
+        }
         if self.write_dir is not None:
             name = f"within-{limit:g}pt.keras"
             save_model(state.model, self.write_dir / name)
@@ -445,9 +476,12 @@ class _Loop:
             table = LatencyTable.load(kept)
         else:
             table = profile(
-                model, runtime=config.latency_runtime, threads=config.latency_threads,
-                quantize=config.latency_quantize, progress=self.progress,
-            )  # fmt: skip
+                model,
+                runtime=config.latency_runtime,
+                threads=config.latency_threads,
+                quantize=config.latency_quantize,
+                progress=self.progress,
+            )
         if kept is not None:
             table.save(kept)
         return table
@@ -465,8 +499,9 @@ class _Loop:
         if bar is not None:
             callbacks.append(bar)
         try:
-            return self.setup.finetune(model, self._train_stream(step), steps,
-                                       learning_rate=learning_rate, callbacks=callbacks)  # fmt: skip
+            return self.setup.finetune(
+                model, self._train_stream(step), steps, learning_rate=learning_rate, callbacks=callbacks
+            )
         except TrainingDivergedError as error:
             where = f" The last good checkpoint is in {self.run_dir}." if self.run_dir else ""
             raise TrainingDivergedError(
@@ -486,8 +521,9 @@ class _Loop:
                 f"`monitor` {self.monitor!r} is not a metric of this model; its metrics: "
                 f"{', '.join(k for k in metrics if k != 'examples')}. Fix: pass one of them as monitor=."
             )
-        record = step_record(model, removal, metrics, time.time() - started, step, self.initial,
-                             self.started, self.monitor)  # fmt: skip
+        record = step_record(
+            model, removal, metrics, time.time() - started, step, self.initial, self.started, self.monitor
+        )
         if "latency" in self.initial:
             latency = self.target.measure(model)
             record["latency_ms"] = latency  # predicted, on the latency table's runtime
@@ -527,12 +563,20 @@ class _Loop:
     def _checkpoint(self, state: _State) -> None:
         if self.write_dir is None:
             return
-        checkpoint.save(self.write_dir, state.model, {
-            "step": state.step, "history": state.history.to_dict(), "records": state.records,
-            "stop_reason": state.stop_reason, "finished": state.finished, "within": state.within,
-            "config": self.config.model_dump(),
-            "initial": self.initial,
-        })  # fmt: skip
+        checkpoint.save(
+            self.write_dir,
+            state.model,
+            {
+                "step": state.step,
+                "history": state.history.to_dict(),
+                "records": state.records,
+                "stop_reason": state.stop_reason,
+                "finished": state.finished,
+                "within": state.within,
+                "config": self.config.model_dump(),
+                "initial": self.initial,
+            },
+        )
         write_run_files(self.write_dir, self._report(state), state.history)
 
     def _save_snapshots(self, model, before: float, after: float) -> None:
@@ -559,7 +603,9 @@ class _Loop:
             )
         model, saved_state = saved
         if saved_state["config"] != self.config.model_dump():
-            changed = sorted(k for k, v in self.config.model_dump().items() if saved_state["config"].get(k) != v)
+            changed = sorted(
+                k for k, v in self.config.model_dump().items() if saved_state["config"].get(k) != v
+            )
             raise InvalidArgumentError(
                 f"The run in {self.run_dir} used other settings ({', '.join(changed)}). "
                 "Fix: resume with the same config, or start a new run dir."
@@ -568,11 +614,14 @@ class _Loop:
             copy = keras.models.clone_model(model)
             copy.set_weights(model.get_weights())
         return _State(
-            model=copy, step=saved_state["step"],
+            model=copy,
+            step=saved_state["step"],
             history=PruningHistory.from_dict(saved_state["history"]),
-            records=saved_state["records"], stop_reason=saved_state["stop_reason"],
-            finished=saved_state["finished"], within=saved_state.get("within"),
-        )  # fmt: skip
+            records=saved_state["records"],
+            stop_reason=saved_state["stop_reason"],
+            finished=saved_state["finished"],
+            within=saved_state.get("within"),
+        )
 
     def _report(self, state: _State) -> dict:
         return {
@@ -603,16 +652,22 @@ class _Loop:
         drop = self._drop(state.records[0], state.records[-1])
         if drop <= limit:
             return None
-        return {**(state.within or {"step": 0, "val_drop": 0.0, "file": None}),
-                "final_val_drop": round(drop, 4), "limit": limit}  # fmt: skip
+        return {
+            **(state.within or {"step": 0, "val_drop": 0.0, "file": None}),
+            "final_val_drop": round(drop, 4),
+            "limit": limit,
+        }
 
     def _show(self, state: _State) -> None:
         last = state.records[-1]
         done = 1.0 if state.finished else (0.0 if self.target is None else self.target.progress(state.model))
-        self.display.update(done, (
-            f"step {state.step}  filters {sum(last['filters'].values())}  "
-            f"params -{100 * last['params_removed']:.1f}%  val {self.monitor} {last['val_monitor']:.4f}"
-        ))  # fmt: skip
+        self.display.update(
+            done,
+            (
+                f"step {state.step}  filters {sum(last['filters'].values())}  "
+                f"params -{100 * last['params_removed']:.1f}%  val {self.monitor} {last['val_monitor']:.4f}"
+            ),
+        )
         if last["step"] and self.progress:
             self.display.log(
                 f"step {last['step']}{' (final)' if last.get('phase') else ''}: "
@@ -625,13 +680,16 @@ class _Loop:
 def over_budget_message(over: dict, run_dir: Path | None) -> str:
     """What to say when the end is more than ``keep_within`` points below the start."""
     limit = f"{over['limit']:g} point{'s' if over['limit'] != 1 else ''}"
-    head = (f"Reaching the target cost {over['final_val_drop']:.2f} points on validation, "
-            f"more than {limit}")
+    head = f"Reaching the target cost {over['final_val_drop']:.2f} points on validation, more than {limit}"
     if not over.get("step"):
         return f"{head}, and no pruning step stayed within {limit}: the input model is the one within it."
     if over.get("file") and run_dir is not None:
-        return (f"{head}. The target's model: {Path(run_dir) / 'pruned.keras'}. The most-pruned "
-                f"model within {limit}: {Path(run_dir) / over['file']} (step {over['step']}, "
-                f"before the final fine-tune, val drop {over['val_drop']:.2f}).")
-    return (f"{head}. Step {over['step']} was the last within {limit} (val drop "
-            f"{over['val_drop']:.2f}): replay that many steps of the history to rebuild it.")
+        return (
+            f"{head}. The target's model: {Path(run_dir) / 'pruned.keras'}. The most-pruned "
+            f"model within {limit}: {Path(run_dir) / over['file']} (step {over['step']}, "
+            f"before the final fine-tune, val drop {over['val_drop']:.2f})."
+        )
+    return (
+        f"{head}. Step {over['step']} was the last within {limit} (val drop "
+        f"{over['val_drop']:.2f}): replay that many steps of the history to rebuild it."
+    )

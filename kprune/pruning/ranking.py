@@ -18,15 +18,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kprune.training.checks import CLEAN_DATA, first_non_finite
 from kprune.criteria import get, needs_data
 from kprune.criteria.scores import group_scores, normalize_layerwise
 from kprune.data import as_dataset
 from kprune.errors import InvalidArgumentError
 from kprune.files import write_atomically
 from kprune.graph import DependencyGraph, analyze
-from kprune.metrics import channel_flops
 from kprune.graph.rebuild import flatten_model
+from kprune.metrics import channel_flops
+from kprune.training.checks import CLEAN_DATA, first_non_finite
 from kprune.training.setup import TrainingSetup
 
 
@@ -89,10 +89,19 @@ def rank(
     if needs_data(criterion) and data is not None:
         setup.check(flatten_model(model, graph), data)
     per_group = rank_groups(
-        model, data, criterion, num_batches=num_batches, setup=setup, normalize=normalize,
-        flops_weight=flops_weight, seed=seed, graph=graph, strategy=strategy,
-        progress=progress, **criterion_options,
-    )  # fmt: skip
+        model,
+        data,
+        criterion,
+        num_batches=num_batches,
+        setup=setup,
+        normalize=normalize,
+        flops_weight=flops_weight,
+        seed=seed,
+        graph=graph,
+        strategy=strategy,
+        progress=progress,
+        **criterion_options,
+    )
     result = {}
     for index, values in per_group.items():
         for name, channels in graph.groups[index].producers.items():
@@ -135,8 +144,13 @@ def rank_groups(
     return per_group
 
 
-def _check_finite(per_group: dict[int, np.ndarray], graph: DependencyGraph, criterion: str,
-                  data: Any, num_batches: int | None) -> None:  # fmt: skip
+def _check_finite(
+    per_group: dict[int, np.ndarray],
+    graph: DependencyGraph,
+    criterion: str,
+    data: Any,
+    num_batches: int | None,
+) -> None:
     """Refuses NaN or infinite scores, naming their layers and where they came from."""
     broken = [index for index, values in per_group.items() if not np.isfinite(values).all()]
     if not broken:
@@ -144,7 +158,9 @@ def _check_finite(per_group: dict[int, np.ndarray], graph: DependencyGraph, crit
     layers = ", ".join(name for index in broken[:3] for name in graph.groups[index].producers)
     found = None if data is None else first_non_finite(as_dataset(data), "ranking", num_batches or 100)
     if found:
-        raise InvalidArgumentError(f"The {criterion} scores of {layers} are not finite: {found}. Fix: {CLEAN_DATA}.")
+        raise InvalidArgumentError(
+            f"The {criterion} scores of {layers} are not finite: {found}. Fix: {CLEAN_DATA}."
+        )
     raise InvalidArgumentError(
         f"The {criterion} scores of {layers} are not finite on finite data: the model's activations "
         "or the loss's gradients are NaN or infinite. Fix: check the loss, the input scale "

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from kprune.pruning.checkpoint import write_json_atomically
 from kprune.errors import InvalidArgumentError
 from kprune.files import replaced_atomically
 from kprune.metrics import count_flops, count_params
+from kprune.pruning.checkpoint import write_json_atomically
 
 REPORT = "report.json"
 HISTORY = "history.json"
@@ -24,17 +24,27 @@ PLOTS = ("accuracy_vs_params.png", "filters_per_layer.png", "timeline.png")
 
 
 def step_record(
-    model, removal: dict, metrics: dict, seconds: float, step: int, initial: dict, started: float,
+    model,
+    removal: dict,
+    metrics: dict,
+    seconds: float,
+    step: int,
+    initial: dict,
+    started: float,
     monitor: str = "accuracy",
 ) -> dict:
     """One entry of report.json's ``steps``: the model's size and validation
     metrics after a pruning step (``removal``: {producer: removed indices});
     ``val_monitor`` is the value of the metric the accuracy budget watches."""
     params, flops = count_params(model), count_flops(model)
-    filters = {layer.name: layer.filters for layer in model.layers
-               if isinstance(getattr(layer, "filters", None), int)}  # fmt: skip
-    filters.update({layer.name: layer.units for layer in model.layers
-                    if isinstance(getattr(layer, "units", None), int)})  # fmt: skip
+    filters = {
+        layer.name: layer.filters
+        for layer in model.layers
+        if isinstance(getattr(layer, "filters", None), int)
+    }
+    filters.update(
+        {layer.name: layer.units for layer in model.layers if isinstance(getattr(layer, "units", None), int)}
+    )
     return {
         "step": step,
         "removed": {name: len(indices) for name, indices in removal.items()},
@@ -106,12 +116,21 @@ def overlay(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         report = read_report(run_dir)
         steps = [r for r in report["steps"] if not r.get("rolled_back") and not r.get("phase")]
         label = f"{report['criterion']} ({Path(run_dir).name})"
-        line = axes.plot([100 * r["params_removed"] for r in steps],
-                         [100 * monitored(r) for r in steps], marker=".", label=label)  # fmt: skip
+        line = axes.plot(
+            [100 * r["params_removed"] for r in steps],
+            [100 * monitored(r) for r in steps],
+            marker=".",
+            label=label,
+        )
         final = [r for r in report["steps"] if r.get("phase") == "final"]
         if final:
-            axes.scatter([100 * final[-1]["params_removed"]], [100 * monitored(final[-1])],
-                         marker="*", s=120, color=line[0].get_color())  # fmt: skip
+            axes.scatter(
+                [100 * final[-1]["params_removed"]],
+                [100 * monitored(final[-1])],
+                marker="*",
+                s=120,
+                color=line[0].get_color(),
+            )
     axes.set_xlabel("parameters removed (%)")
     axes.set_ylabel(f"validation {monitor_name(report)} (×100)")
     axes.set_title("Accuracy while pruning (★ the final model)")
@@ -141,16 +160,31 @@ def _pyplot():
 def _accuracy(plt, report: dict, title: str):
     figure, axes = plt.subplots(figsize=(7, 4.5))
     kept = [r for r in report["steps"] if not r.get("rolled_back") and not r.get("phase")]
-    axes.plot([100 * r["params_removed"] for r in kept], [100 * monitored(r) for r in kept],
-              marker=".", label="after each step's fine-tune")  # fmt: skip
+    axes.plot(
+        [100 * r["params_removed"] for r in kept],
+        [100 * monitored(r) for r in kept],
+        marker=".",
+        label="after each step's fine-tune",
+    )
     rolled = [r for r in report["steps"] if r.get("rolled_back")]
     if rolled:
-        axes.scatter([100 * r["params_removed"] for r in rolled], [100 * monitored(r) for r in rolled],
-                     marker="x", color="red", label="rolled back (over budget)")  # fmt: skip
+        axes.scatter(
+            [100 * r["params_removed"] for r in rolled],
+            [100 * monitored(r) for r in rolled],
+            marker="x",
+            color="red",
+            label="rolled back (over budget)",
+        )
     final = [r for r in report["steps"] if r.get("phase") == "final"]
     if final:
-        axes.scatter([100 * final[-1]["params_removed"]], [100 * monitored(final[-1])],
-                     marker="*", s=150, color="green", label="final model (after the final fine-tune, if any)")  # fmt: skip
+        axes.scatter(
+            [100 * final[-1]["params_removed"]],
+            [100 * monitored(final[-1])],
+            marker="*",
+            s=150,
+            color="green",
+            label="final model (after the final fine-tune, if any)",
+        )
     axes.set_xlabel("parameters removed (%)")
     axes.set_ylabel(f"validation {monitor_name(report)} (×100)")
     axes.set_title(f"{title}: {report['criterion']}")

@@ -29,9 +29,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from kprune.pruning import checkpoint
 from kprune.errors import RunDirInUseError
 from kprune.files import missing_folders, named_write_errors, remove_empty_folders
+from kprune.pruning import checkpoint
 
 try:
     import fcntl
@@ -159,8 +159,10 @@ def acquire(run_dir: str | os.PathLike) -> RunLock:
             with contextlib.suppress(OSError):
                 os.close(handle)
             raise
-    raise RunDirInUseError(f"{run_dir} is locked and unlocked too often to take its lock: is a "
-                           "script starting runs in a loop? Fix: give another --out.")  # fmt: skip
+    raise RunDirInUseError(
+        f"{run_dir} is locked and unlocked too often to take its lock: is a "
+        "script starting runs in a loop? Fix: give another --out."
+    )
 
 
 def _flock(handle: int) -> bool:
@@ -223,8 +225,13 @@ def _process_stat(pid: int) -> tuple[str | None, int | None]:
 
 
 def _me() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_started": _process_stat(os.getpid())[1],
-            "since": f"{datetime.now():%Y-%m-%d %H:%M:%S}", "command": " ".join(sys.argv)}  # fmt: skip
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "pid_started": _process_stat(os.getpid())[1],
+        "since": f"{datetime.now():%Y-%m-%d %H:%M:%S}",
+        "command": " ".join(sys.argv),
+    }
 
 
 def _describe(holder: dict) -> str:
@@ -234,5 +241,7 @@ def _describe(holder: dict) -> str:
 
 def _in_use_message(run_dir: Path, path: Path, holder: dict | None) -> str:
     who = _describe(holder) if holder else "a process that has not written its id yet"
-    return (f"{run_dir} is in use by another kprune run ({who}). Fix: wait for that run to end, "
-            f"or give another --out; if no such run is alive, delete {path}.")  # fmt: skip
+    return (
+        f"{run_dir} is in use by another kprune run ({who}). Fix: wait for that run to end, "
+        f"or give another --out; if no such run is alive, delete {path}."
+    )

@@ -57,14 +57,18 @@ def group_units(scores: np.ndarray, group: int, min_keep: int, round_to: int | N
     return units
 
 
-def removable_channels(graph, *, min_per_group: int = 1, round_to: int | None = None,
-                       ignore: tuple[str, ...] = ()) -> dict[int, int]:  # fmt: skip
+def removable_channels(
+    graph, *, min_per_group: int = 1, round_to: int | None = None, ignore: tuple[str, ...] = ()
+) -> dict[int, int]:
     """{group index: how many of its channels can still be removed}, for the prunable groups
     not in ``ignore``, each keeping ``min_per_group`` (a multiple of ``round_to``)."""
     ignored = {graph.group_of(name).index for name in ignore}
     floor = kept_at_least(min_per_group, round_to)
-    return {group.index: max(0, group.channels - floor) for group in graph.groups
-            if group.prunable and group.index not in ignored}  # fmt: skip
+    return {
+        group.index: max(0, group.channels - floor)
+        for group in graph.groups
+        if group.prunable and group.index not in ignored
+    }
 
 
 def select(
@@ -178,8 +182,9 @@ def select_for_latency(
         kept[index] = size
     chosen = {
         index: order[index][: len(groups[index]) - size].tolist()
-        for index, size in kept.items() if size < len(groups[index])
-    }  # fmt: skip
+        for index, size in kept.items()
+        if size < len(groups[index])
+    }
     return _spec(graph, chosen)
 
 

@@ -20,9 +20,9 @@ import keras
 from kprune.graph import DependencyGraph, analyze
 from kprune.latency.predict import GroupLatency, predict_latency
 from kprune.latency.table import LatencyTable
-from kprune.training.recovery import estimated_steps
 from kprune.metrics import channel_flops, channel_params, count_flops, count_params
 from kprune.pruning.selection import select, select_for_latency
+from kprune.training.recovery import estimated_steps
 
 
 def prunable_channels(graph: DependencyGraph) -> int:
@@ -61,16 +61,32 @@ class Target:
         """{group index: how much removing one of its channels lowers the quantity}."""
         raise NotImplementedError
 
-    def choose(self, model, graph: DependencyGraph, scores, count: int, *, min_per_group: int = 1,
-               round_to: int | None = None, ignore: tuple[str, ...] = ()) -> dict[str, list[int]]:  # fmt: skip
+    def choose(
+        self,
+        model,
+        graph: DependencyGraph,
+        scores,
+        count: int,
+        *,
+        min_per_group: int = 1,
+        round_to: int | None = None,
+        ignore: tuple[str, ...] = (),
+    ) -> dict[str, list[int]]:
         """The channels one pruning step removes: at most ``count``, within what is left."""
         return select(
-            graph, scores, count, min_per_group=min_per_group, round_to=round_to, ignore=ignore,
-            costs=self.channel_costs(graph), budget=self.remaining(model, graph),
-        )  # fmt: skip
+            graph,
+            scores,
+            count,
+            min_per_group=min_per_group,
+            round_to=round_to,
+            ignore=ignore,
+            costs=self.channel_costs(graph),
+            budget=self.remaining(model, graph),
+        )
 
-    def estimated_steps(self, model: keras.Model, graph: DependencyGraph, per_step: Mapping[int, int],
-                        shrinking: bool = True) -> int:  # fmt: skip
+    def estimated_steps(
+        self, model: keras.Model, graph: DependencyGraph, per_step: Mapping[int, int], shrinking: bool = True
+    ) -> int:
         """About how many steps reach the goal when a step removes ``per_step``
         ({group index: channels}): later steps save the same share of what is left
         (``shrinking``: a step size relative to the model), or the same amount."""
@@ -184,14 +200,18 @@ class LatencyTarget(Target):
         budget = min(self.remaining(model, graph), self.per_step * self.initial)
         channels = sum(len(values) for values in scores.values())
         return select_for_latency(
-            graph, scores, channels, predict=latency.predict, step=round_to or self.table.step,
-            budget=budget, min_per_group=min_per_group, ignore=ignore,
-        )  # fmt: skip
+            graph,
+            scores,
+            channels,
+            predict=latency.predict,
+            step=round_to or self.table.step,
+            budget=budget,
+            min_per_group=min_per_group,
+            ignore=ignore,
+        )
 
 
-def make_target(
-    config, initial: Mapping[str, float], table: LatencyTable | None = None
-) -> Target | None:
+def make_target(config, initial: Mapping[str, float], table: LatencyTable | None = None) -> Target | None:
     """The target a `PruneConfig` asks for, or None when it names none.
 
     Fractions remove that share of the initial quantity; ``target_filters``

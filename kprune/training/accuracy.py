@@ -52,7 +52,9 @@ class FiniteAccuracy(keras.metrics.Mean):
     def __init__(self, kind: str = "accuracy", name: str | None = None, dtype=None, **options):
         super().__init__(name=name or kind, dtype=dtype)
         if kind not in ("accuracy", "acc", *_FUNCTIONS):
-            raise ValueError(f"`kind` must be 'accuracy' or one of {sorted(_FUNCTIONS)}. Received kind={kind!r}.")
+            raise ValueError(
+                f"`kind` must be 'accuracy' or one of {sorted(_FUNCTIONS)}. Received kind={kind!r}."
+            )
         self.kind = kind
         self.options = options
 
@@ -86,6 +88,7 @@ def finite_accuracies(metrics: Any) -> Any:
     Other metrics are kept as they are: a regression metric of NaN outputs is
     NaN, which already says what happened.
     """
+
     def swap(metric):
         if isinstance(metric, str) and metric.lower() in ("accuracy", "acc", *_FUNCTIONS):
             return FiniteAccuracy(metric.lower(), name=metric)

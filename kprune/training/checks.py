@@ -66,8 +66,10 @@ def first_non_finite(data: Iterable, what: str, batches: int) -> str | None:
                 bad = int(values.size - np.count_nonzero(np.isfinite(values)))
                 if bad:
                     kind = "NaN" if np.isnan(values).any() else "Infinite values"
-                    return (f"{kind} in the {what} {name}: batch {number} has {bad:,} of "
-                            f"{values.size:,} values not finite")  # fmt: skip
+                    return (
+                        f"{kind} in the {what} {name}: batch {number} has {bad:,} of "
+                        f"{values.size:,} values not finite"
+                    )
     return None
 
 
@@ -139,5 +141,8 @@ def _check_classes(labels: np.ndarray, classes: int, output: str, rank: int) -> 
 
 def non_finite_weights(model: keras.Model) -> list[str]:
     """Names of the layers of ``model`` that hold a NaN or infinite weight."""
-    return [layer.name for layer in model.layers
-            if any(not np.isfinite(np.asarray(w)).all() for w in layer.get_weights())]  # fmt: skip
+    return [
+        layer.name
+        for layer in model.layers
+        if any(not np.isfinite(np.asarray(w)).all() for w in layer.get_weights())
+    ]

@@ -107,8 +107,9 @@ class DistillationLoss(keras.losses.Loss):
         if self.kind == "match":
             return squared_difference(teacher, student)
         probabilities = self.kind == "probabilities"
-        return softened_kl(as_logits(teacher, probabilities), as_logits(student, probabilities),
-                           self.temperature)  # fmt: skip
+        return softened_kl(
+            as_logits(teacher, probabilities), as_logits(student, probabilities), self.temperature
+        )
 
     def get_config(self):
         return {**super().get_config(), "kind": self.kind, "temperature": self.temperature}
@@ -124,8 +125,9 @@ class DistillingModel(keras.Model):
         distillation: Temperature and weight.
     """
 
-    def __init__(self, student: keras.Model, teacher: keras.Model, kinds: list[str],
-                 distillation: Distillation):  # fmt: skip
+    def __init__(
+        self, student: keras.Model, teacher: keras.Model, kinds: list[str], distillation: Distillation
+    ):
         super().__init__(student.inputs, student.outputs, name=student.name)
         if len(kinds) != len(student.outputs) or len(teacher.outputs) != len(student.outputs):
             raise InvalidArgumentError(
@@ -139,14 +141,15 @@ class DistillingModel(keras.Model):
         self._distill_weight = float(distillation.weight)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        task = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                    training=training)  # fmt: skip
+        task = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
         if not training or self._distill_weight == 0:
             return task
         teacher = self._teacher_outputs(x)
         student = keras.tree.flatten(y_pred)
         # Each Loss reduces over the batch the way the compiled loss does (and scales
         # for the number of replicas under tf.distribute).
-        term = sum(loss(t, s, sample_weight=sample_weight)
-                   for loss, t, s in zip(self._distill_losses, teacher, student))  # fmt: skip
+        term = sum(
+            loss(t, s, sample_weight=sample_weight)
+            for loss, t, s in zip(self._distill_losses, teacher, student)
+        )
         return (1.0 - self._distill_weight) * task + self._distill_weight * term

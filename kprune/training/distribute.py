@@ -63,7 +63,7 @@ def check_tf_config(text: str | None) -> dict:
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
     if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise InvalidArgumentError(f"$TF_CONFIG needs a \"cluster\" and a \"task\" object. {fix}")
+        raise InvalidArgumentError(f'$TF_CONFIG needs a "cluster" and a "task" object. {fix}')
     task_type, index = task.get("type"), task.get("index")
     members = cluster.get(task_type)
     if not isinstance(members, list) or not isinstance(index, int) or not 0 <= index < len(members):

@@ -20,9 +20,20 @@ from kprune.errors import InvalidArgumentError
 
 # Metric names (after any "<output>_" prefix) for which lower is better.
 _LOWER_IS_BETTER = (
-    "loss", "error", "mae", "mse", "rmse", "mape", "msle", "logcosh", "crossentropy",
-    "hinge", "poisson", "divergence", "kld",
-)  # fmt: skip
+    "loss",
+    "error",
+    "mae",
+    "mse",
+    "rmse",
+    "mape",
+    "msle",
+    "logcosh",
+    "crossentropy",
+    "hinge",
+    "poisson",
+    "divergence",
+    "kld",
+)
 
 
 def outputs_probabilities(model: keras.Model, output: int = 0) -> bool:
@@ -56,9 +67,11 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
     def call(self, y_true, y_pred):
         labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), keras.ops.shape(y_pred)[:-1])
         return keras.losses.categorical_crossentropy(
-            keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1]), y_pred,
-            from_logits=self.from_logits, label_smoothing=self.label_smoothing,
-        )  # fmt: skip
+            keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1]),
+            y_pred,
+            from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+        )
 
     def get_config(self):
         return {

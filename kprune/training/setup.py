@@ -24,19 +24,28 @@ import numpy as np
 import tensorflow as tf
 
 from kprune import keras_internals
-from kprune.training.accuracy import finite_accuracies
-from kprune.interrupts import CheckInterrupts
-from kprune.training.checks import (
-    CHECKED_BATCHES, CLEAN_DATA, check_batch, check_data, first_non_finite, non_finite_weights,
-)  # fmt: skip
 from kprune.data import as_dataset, batches_per_epoch
+from kprune.errors import InvalidArgumentError, TrainingDivergedError
+from kprune.interrupts import CheckInterrupts
+from kprune.progress import EvaluateProgress, KerasProgress
+from kprune.training.accuracy import finite_accuracies
+from kprune.training.checks import (
+    CHECKED_BATCHES,
+    CLEAN_DATA,
+    check_batch,
+    check_data,
+    first_non_finite,
+    non_finite_weights,
+)
 from kprune.training.distill import Distillation, DistillingModel
 from kprune.training.distribute import fit_multi_worker, is_multi_worker
-from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.training.losses import (
-    distillation_kinds, example_loss, loss_for, lower_is_better, output_names,
-)  # fmt: skip
-from kprune.progress import EvaluateProgress, KerasProgress
+    distillation_kinds,
+    example_loss,
+    loss_for,
+    lower_is_better,
+    output_names,
+)
 
 __all__ = ["OPTIMIZERS", "TrainSettings", "TrainingSetup", "predict_labels"]
 
@@ -133,9 +142,13 @@ class TrainingSetup:
     def describe(self) -> str:
         """One line saying where the loss and metrics come from."""
         if self.source == "default":
-            return ("The model is not compiled: kprune uses sparse categorical cross-entropy "
-                    "and accuracy (compile the model, or pass loss= and metrics=, to change that).")
-        return f"Loss and metrics: the {self.source} ones ({_short(self.loss)}; metrics {_short(self.metrics)})."
+            return (
+                "The model is not compiled: kprune uses sparse categorical cross-entropy "
+                "and accuracy (compile the model, or pass loss= and metrics=, to change that)."
+            )
+        return (
+            f"Loss and metrics: the {self.source} ones ({_short(self.loss)}; metrics {_short(self.metrics)})."
+        )
 
     def describe_finetuning(self) -> str:
         """One line saying how fine-tuning trains: optimizer, learning rate, distillation."""
@@ -144,12 +157,19 @@ class TrainingSetup:
         if self.optimizer is not None:
             optimizer = f"the given {type(keras.optimizers.get(self.optimizer)).__name__} as it is"
         else:
-            name = (type(keras.optimizers.get(self.optimizer_template)).__name__ + " (the model's compiled optimizer)"
-                    if self.optimizer_template is not None else self.settings.optimizer.upper())  # fmt: skip
+            name = (
+                type(keras.optimizers.get(self.optimizer_template)).__name__
+                + " (the model's compiled optimizer)"
+                if self.optimizer_template is not None
+                else self.settings.optimizer.upper()
+            )
             optimizer = f"{name}, learning rate {self.settings.learning_rate:g} with cosine decay"
-        distill = ("distillation from the unpruned model (temperature "
-                   f"{self.distillation.temperature:g}, weight {self.distillation.weight:g})"
-                   if self.distillation is not None else "no distillation")  # fmt: skip
+        distill = (
+            "distillation from the unpruned model (temperature "
+            f"{self.distillation.temperature:g}, weight {self.distillation.weight:g})"
+            if self.distillation is not None
+            else "no distillation"
+        )
         return f"Fine-tuning: {optimizer}; {distill}."
 
     # --- the loss -------------------------------------------------------------
@@ -197,9 +217,11 @@ class TrainingSetup:
         """Compiles ``model`` in place: the setup's loss and metrics, and its optimizer
         (the given one, or the settings' with its learning-rate schedule)."""
         model.compile(
-            optimizer=self._optimizer(total_steps), loss=self.training_loss(model),
-            loss_weights=self.loss_weights, metrics=_fresh(self._metrics(model)),
-        )  # fmt: skip
+            optimizer=self._optimizer(total_steps),
+            loss=self.training_loss(model),
+            loss_weights=self.loss_weights,
+            metrics=_fresh(self._metrics(model)),
+        )
         return model
 
     def _optimizer(self, total_steps: int) -> keras.optimizers.Optimizer:
@@ -213,9 +235,11 @@ class TrainingSetup:
         settings = self.settings
         if settings.optimizer == "sgd":
             return keras.optimizers.SGD(
-                schedule, momentum=settings.momentum, nesterov=True,
+                schedule,
+                momentum=settings.momentum,
+                nesterov=True,
                 weight_decay=settings.weight_decay or None,
-            )  # fmt: skip
+            )
         if settings.optimizer == "adam":
             return keras.optimizers.Adam(schedule)
         return keras.optimizers.AdamW(schedule, weight_decay=settings.weight_decay)
@@ -276,9 +300,7 @@ class TrainingSetup:
         if steps_per_epoch is None:
             steps_per_epoch = batches_per_epoch(train_data, dataset)
         if steps_per_epoch is None:
-            raise InvalidArgumentError(
-                "Cannot tell how many batches the dataset has; pass steps_per_epoch."
-            )
+            raise InvalidArgumentError("Cannot tell how many batches the dataset has; pass steps_per_epoch.")
         total_steps = max(1, int(round(epochs * steps_per_epoch)))
         whole_epochs = max(1, math.ceil(total_steps / steps_per_epoch))
         steps_per_epoch = min(steps_per_epoch, total_steps)
@@ -301,8 +323,14 @@ class TrainingSetup:
                     "Validation during fit is not supported across workers. "
                     "Fix: pass val_data=None and call evaluate() after fit."
                 )
-            history = fit_multi_worker(model, dataset, strategy, epochs=whole_epochs,
-                                       steps_per_epoch=steps_per_epoch, callbacks=all_callbacks)  # fmt: skip
+            history = fit_multi_worker(
+                model,
+                dataset,
+                strategy,
+                epochs=whole_epochs,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=all_callbacks,
+            )
         else:
             history = model.fit(
                 dataset.repeat().skip(epochs_done * steps_per_epoch),
@@ -363,10 +391,15 @@ class TrainingSetup:
         dataset = as_dataset(data)
         view = keras.Model(model.inputs, model.outputs, name=model.name)
         loss = self._loss(model)
-        view.compile(loss=loss if loss is not None else loss_for(model),  # no label smoothing
-                     loss_weights=self.loss_weights,
-                     metrics=finite_accuracies(_fresh(self._metrics(model))))  # fmt: skip
-        callbacks = [CheckInterrupts(), *([EvaluateProgress(batches_per_epoch(data, dataset))] if progress else [])]
+        view.compile(
+            loss=loss if loss is not None else loss_for(model),  # no label smoothing
+            loss_weights=self.loss_weights,
+            metrics=finite_accuracies(_fresh(self._metrics(model))),
+        )
+        callbacks = [
+            CheckInterrupts(),
+            *([EvaluateProgress(batches_per_epoch(data, dataset))] if progress else []),
+        ]
         examples = tf.Variable(0, dtype=tf.int64, trainable=False)
 
         def count(*batch):
@@ -453,6 +486,7 @@ def _compiled_arguments(model: keras.Model) -> dict:
 
 def _fresh(metrics: Any) -> Any:
     """The metrics with every Metric object copied (they hold state of one model)."""
+
     def copy(metric):
         if isinstance(metric, keras.metrics.Metric):
             return type(metric).from_config(metric.get_config())

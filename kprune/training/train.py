@@ -15,12 +15,12 @@ import numpy as np
 
 from kprune.card import command_line, environment, read_card, write_card
 from kprune.data import dataset_info, load
-from kprune.metrics import count_flops, count_params
-from kprune.training.determinism import deterministic, seed_everything
 from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.files import named_write_errors, write_atomically
+from kprune.metrics import count_flops, count_params
 from kprune.modelio import load_model, resolve_model_path, save_model
 from kprune.models import build
+from kprune.training.determinism import deterministic, seed_everything
 from kprune.training.setup import TrainingSetup, TrainSettings
 
 
@@ -62,9 +62,24 @@ def train_and_save(
     `kprune.data.load`).
     """
     with deterministic():
-        return _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, seed,
-                               data_dir, limit, model_options, input_shape, progress, command,
-                               resume, strict_data)  # fmt: skip
+        return _train_and_save(
+            model,
+            dataset,
+            out,
+            epochs,
+            batch_size,
+            settings,
+            augment,
+            seed,
+            data_dir,
+            limit,
+            model_options,
+            input_shape,
+            progress,
+            command,
+            resume,
+            strict_data,
+        )
 
 
 def training_backup_dir(out: str | Path) -> Path:
@@ -73,21 +88,42 @@ def training_backup_dir(out: str | Path) -> Path:
     return out.with_name(out.stem + ".training")
 
 
-def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, seed, data_dir,
-                    limit, model_options, input_shape, progress, command, resume,
-                    strict_data) -> dict:  # fmt: skip
+def _train_and_save(
+    model,
+    dataset,
+    out,
+    epochs,
+    batch_size,
+    settings,
+    augment,
+    seed,
+    data_dir,
+    limit,
+    model_options,
+    input_shape,
+    progress,
+    command,
+    resume,
+    strict_data,
+) -> dict:
     started = time.time()
     if Path(out).suffix != ".keras":  # checked now, not after hours of training
         raise InvalidArgumentError(
             f"out (--out) must end in .keras (Keras 3 format). Received {str(out)!r}. Fix: name it MODEL.keras."
-        )  # fmt: skip
+        )
     settings = settings or TrainSettings()
     arguments = {
-        "model": model if isinstance(model, str) else model.name, "dataset": dataset,
-        "epochs": epochs, "batch_size": batch_size, "training": asdict(settings), "augment": augment,
-        "seed": seed, "limit": limit, "model_options": model_options or {},
+        "model": model if isinstance(model, str) else model.name,
+        "dataset": dataset,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "training": asdict(settings),
+        "augment": augment,
+        "seed": seed,
+        "limit": limit,
+        "model_options": model_options or {},
         "input_shape": list(input_shape) if input_shape else None,
-    }  # fmt: skip
+    }
     seed_everything(seed)
     info = dataset_info(dataset, data_dir=data_dir)
     source_card = None
@@ -114,8 +150,15 @@ def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, 
     setup = TrainingSetup(settings)
     backup_callback = EpochBackup(str(backup), expected_epoch=resumed_at)
     try:
-        history = setup.fit(network, train_split, val_split, epochs=epochs, callbacks=[backup_callback],
-                            progress=progress, epochs_done=resumed_at)  # fmt: skip
+        history = setup.fit(
+            network,
+            train_split,
+            val_split,
+            epochs=epochs,
+            callbacks=[backup_callback],
+            progress=progress,
+            epochs_done=resumed_at,
+        )
     except TrainingDivergedError:  # a diverged training is not worth resuming
         shutil.rmtree(backup, ignore_errors=True)
         raise
@@ -149,8 +192,11 @@ def _train_and_save(model, dataset, out, epochs, batch_size, settings, augment, 
         "wall_time_s": round(time.time() - started, 1),
         **({"resumed_at_epoch": resumed_at} if resumed_at else {}),
         "command": command or command_line(),
-        **({"trained_from": {k: v for k, v in source_card.items() if k != "environment"}}
-           if source_card else {}),
+        **(
+            {"trained_from": {k: v for k, v in source_card.items() if k != "environment"}}
+            if source_card
+            else {}
+        ),
         "environment": environment(),
     }
     write_card(out, card)

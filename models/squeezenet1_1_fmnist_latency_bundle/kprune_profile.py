@@ -59,7 +59,9 @@ def tflite_runner(path, threads, rng):
     interpreter = _interpreter_class()(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
     for details in interpreter.get_input_details():
-        interpreter.set_tensor(details["index"], _random_input(tuple(details["shape"]), details["dtype"], rng))
+        interpreter.set_tensor(
+            details["index"], _random_input(tuple(details["shape"]), details["dtype"], rng)
+        )
     return interpreter.invoke
 
 
@@ -136,9 +138,14 @@ def measure(folder, threads=1, warmup=5, repeats=50, seed=0, progress=None, seco
     table = dict(plan)
     table["threads"] = threads
     table["measured_ms"] = measured
-    table["timing"] = {"warmup": warmup, "repeats": repeats, "statistic": "median",
-                       "protocol": "invoke only, back to back, median of the fastest of 3 passes",
-                       "seconds": seconds, "sweeps": sweep}
+    table["timing"] = {
+        "warmup": warmup,
+        "repeats": repeats,
+        "statistic": "median",
+        "protocol": "invoke only, back to back, median of the fastest of 3 passes",
+        "seconds": seconds,
+        "sweeps": sweep,
+    }
     table["environment"] = environment()
     return table
 
@@ -157,9 +164,11 @@ def environment():
         pass
     return {
         "machine": "%s %s (%d cores)" % (machine, model, os.cpu_count() or 1),
-        "platform": platform.platform(), "python": platform.python_version(),
-        "numpy": np.__version__, "runtime_version": _runtime_version(),
-    }  # fmt: skip
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "runtime_version": _runtime_version(),
+    }
 
 
 def _runtime_version():
@@ -178,19 +187,27 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per file")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs per file first")
-    parser.add_argument("--seconds", type=float, default=MIN_SECONDS,
-                        help="time the whole plan again and again for at least this long (default 30)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=MIN_SECONDS,
+        help="time the whole plan again and again for at least this long (default 30)",
+    )
     parser.add_argument("--out", default="latency_table.json", help="where to write the table")
     args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.folder, PLAN_NAME)):
-        print("error: %s has no %s. Fix: pass the profile folder of a bundle." % (args.folder, PLAN_NAME),
-              file=sys.stderr)  # fmt: skip
+        print(
+            "error: %s has no %s. Fix: pass the profile folder of a bundle." % (args.folder, PLAN_NAME),
+            file=sys.stderr,
+        )
         return 1
 
     def report(done, total):
         print("\rprofiling %d/%d" % (done, total), end="", file=sys.stderr, flush=True)
 
-    table = measure(args.folder, args.threads, args.warmup, args.repeats, progress=report, seconds=args.seconds)
+    table = measure(
+        args.folder, args.threads, args.warmup, args.repeats, progress=report, seconds=args.seconds
+    )
     print(file=sys.stderr)
     partial = args.out + ".partial"
     with open(partial, "w") as handle:

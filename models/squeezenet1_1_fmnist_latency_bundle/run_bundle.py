@@ -35,14 +35,10 @@ def parse_arguments(argv=None):
         help="Bundle folder (default: the folder of this script).",
     )
     parser.add_argument("--backend", default="tflite", choices=runtime.BACKENDS)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="Inference threads; 0 = all cores."
-    )
+    parser.add_argument("--threads", type=int, default=None, help="Inference threads; 0 = all cores.")
     parser.add_argument("--batch-size", type=int, default=32, help="Images per inference.")
     parser.add_argument("--json", action="store_true", help="Print a JSON list instead.")
-    parser.add_argument(
-        "--no-check", action="store_true", help="Skip the sha256 check of the model file."
-    )
+    parser.add_argument("--no-check", action="store_true", help="Skip the sha256 check of the model file.")
     return parser.parse_args(argv)
 
 

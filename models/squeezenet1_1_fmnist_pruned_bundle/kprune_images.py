@@ -76,8 +76,7 @@ def decode_png(content):
     supported_depths = (8,) if colour == 3 else (8, 16)
     if interlace or depth not in supported_depths:
         raise ImageError(
-            "Reading an interlaced PNG or one of bit depth %d needs Pillow: "
-            "pip install pillow." % depth
+            "Reading an interlaced PNG or one of bit depth %d needs Pillow: pip install pillow." % depth
         )
     samples = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour]
     pixel_bytes = samples * depth // 8
@@ -152,9 +151,7 @@ def _decode_pnm(content):
     width, height, maximum = fields
     channels = 1 if content[:2] == b"P5" else 3
     dtype = np.uint8 if maximum < 256 else np.dtype(">u2")
-    pixels = np.frombuffer(
-        content, dtype=dtype, count=width * height * channels, offset=position + 1
-    )
+    pixels = np.frombuffer(content, dtype=dtype, count=width * height * channels, offset=position + 1)
     if maximum != 255:
         pixels = np.round(pixels.astype(np.float64) * 255.0 / maximum)
     return pixels.astype(np.uint8).reshape(height, width, channels)

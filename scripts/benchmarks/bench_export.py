@@ -47,15 +47,24 @@ def main() -> None:
 
     missing = [path for path in models if not Path(resolve_model_path(path)).is_file()]
     if missing:
-        sys.exit(f"Model file {missing[0]} does not exist. Train the baseline first "
-                 "(see models/ and its model card), or pass --baseline.")  # fmt: skip
+        sys.exit(
+            f"Model file {missing[0]} does not exist. Train the baseline first "
+            "(see models/ and its model card), or pass --baseline."
+        )
     out = Path(arguments.out)
     dataset = ["--dataset", arguments.dataset] if arguments.dataset else []
     for model in models:
-        run("export", model, "--quantize", "none,int8", "--out", str(out / Path(model).stem),
-            *dataset)  # fmt: skip
-    run("bench", *models, "--repeats", str(arguments.repeats), "--warmup", str(arguments.warmup),
-        "--output", str(out / "bench.json"))  # fmt: skip
+        run("export", model, "--quantize", "none,int8", "--out", str(out / Path(model).stem), *dataset)
+    run(
+        "bench",
+        *models,
+        "--repeats",
+        str(arguments.repeats),
+        "--warmup",
+        str(arguments.warmup),
+        "--output",
+        str(out / "bench.json"),
+    )
 
 
 if __name__ == "__main__":

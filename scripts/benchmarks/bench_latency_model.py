@@ -66,13 +66,15 @@ def random_variant(model, graph, rng):
     return kprune.remove_filters(model, removal)
 
 
-def measure_warm(models, threads: int, repeats: int, seconds: float = 60.0, min_passes: int = 3) -> list[float]:
+def measure_warm(
+    models, threads: int, repeats: int, seconds: float = 60.0, min_passes: int = 3
+) -> list[float]:
     """Median ms of each model over ``repeats`` consecutive runs, in its fastest pass; passes
     over all models go on for at least ``seconds`` (slow spells of a shared host last seconds
     to tens of seconds, and other work only ever slows a pass down)."""
     import tempfile
 
-    from kprune.export.templates.kprune_profile import time_group, tflite_runner
+    from kprune.export.templates.kprune_profile import tflite_runner, time_group
     from kprune.export.tflite import export_tflite
 
     rng = np.random.default_rng(0)
@@ -90,10 +92,17 @@ def measure_warm(models, threads: int, repeats: int, seconds: float = 60.0, min_
 
 def evaluate(name, args, rng) -> dict:
     import kprune
+
     model = build(name)
     started = time.perf_counter()
-    table = kprune.profile(model, runtime="tflite", threads=args.threads, progress=True,
-                           use_cache=not args.no_cache, seconds=args.profile_seconds)  # fmt: skip
+    table = kprune.profile(
+        model,
+        runtime="tflite",
+        threads=args.threads,
+        progress=True,
+        use_cache=not args.no_cache,
+        seconds=args.profile_seconds,
+    )
     profile_s = time.perf_counter() - started
     graph = kprune.analyze(model, unsupported="freeze")
     variants = [random_variant(model, graph, rng) for _ in range(args.variants)]
@@ -105,15 +114,27 @@ def evaluate(name, args, rng) -> dict:
 
     rho = float(spearmanr(predicted_v, measured_v).statistic)
     return {
-        "architecture": name, "variants": len(variants), "profile_s": round(profile_s, 1),
-        "table": table.summary(), "full_predicted_ms": predicted[0], "full_measured_ms": measured[0],
-        "predicted_ms": predicted_v.tolist(), "measured_ms": measured_v.tolist(),
+        "architecture": name,
+        "variants": len(variants),
+        "profile_s": round(profile_s, 1),
+        "table": table.summary(),
+        "full_predicted_ms": predicted[0],
+        "full_measured_ms": measured[0],
+        "predicted_ms": predicted_v.tolist(),
+        "measured_ms": measured_v.tolist(),
         "within_10pct": float(np.mean(np.abs(errors) <= 0.10)),
-        "median_abs_error": float(np.median(np.abs(errors))), "max_abs_error": float(np.max(np.abs(errors))),
+        "median_abs_error": float(np.median(np.abs(errors))),
+        "max_abs_error": float(np.max(np.abs(errors))),
         "spearman": rho,
-        "settings": {"threads": args.threads, "repeats": args.repeats, "seconds": args.seconds,
-                     "profile_seconds": args.profile_seconds, "seed": args.seed, "no_cache": args.no_cache},
-    }  # fmt: skip
+        "settings": {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "seconds": args.seconds,
+            "profile_seconds": args.profile_seconds,
+            "seed": args.seed,
+            "no_cache": args.no_cache,
+        },
+    }
 
 
 def main() -> None:
@@ -123,23 +144,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
-                        help="keep timing the variants in passes for at least this long (fastest pass counts)")
-    parser.add_argument("--profile-seconds", type=float, default=DEFAULT_PROFILE_SECONDS,
-                        help="time the table's files in sweeps for at least this long (fastest sweep counts)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_SECONDS,
+        help="keep timing the variants in passes for at least this long (fastest pass counts)",
+    )
+    parser.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=DEFAULT_PROFILE_SECONDS,
+        help="time the table's files in sweeps for at least this long (fastest sweep counts)",
+    )
     parser.add_argument("--no-cache", action="store_true", help="profile again even if cached")
     parser.add_argument("--out", default=None, help="also write the results as JSON")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     results = [evaluate(name, args, rng) for name in args.models.split(",")]
     print(f"\nTFLite XNNPACK, {args.threads} thread(s), batch 1; {args.variants} random variants each")
-    print(f"{'model':<12} {'within ±10%':>11} {'median |err|':>12} {'max |err|':>9} {'Spearman':>8} "
-          f"{'full: pred / meas ms':>21} {'step':>4} {'profile s':>9}")  # fmt: skip
+    print(
+        f"{'model':<12} {'within ±10%':>11} {'median |err|':>12} {'max |err|':>9} {'Spearman':>8} "
+        f"{'full: pred / meas ms':>21} {'step':>4} {'profile s':>9}"
+    )
     for r in results:
-        print(f"{r['architecture']:<12} {r['within_10pct']:>11.0%} {r['median_abs_error']:>12.1%} "
-              f"{r['max_abs_error']:>9.1%} {r['spearman']:>8.3f} "
-              f"{r['full_predicted_ms']:>10.3f} / {r['full_measured_ms']:<8.3f} "
-              f"{r['table']['step']:>4} {r['profile_s']:>9}")  # fmt: skip
+        print(
+            f"{r['architecture']:<12} {r['within_10pct']:>11.0%} {r['median_abs_error']:>12.1%} "
+            f"{r['max_abs_error']:>9.1%} {r['spearman']:>8.3f} "
+            f"{r['full_predicted_ms']:>10.3f} / {r['full_measured_ms']:<8.3f} "
+            f"{r['table']['step']:>4} {r['profile_s']:>9}"
+        )
     if args.out:
         write_json(args.out, results)
 

@@ -30,8 +30,15 @@ def _setup(model_path: str | None, batches: int, batch_size: int):
     else:
         model = kprune.models.squeezenet("1.1", (28, 28, 1), 10, stem="cifar")
     try:
-        data = load("fashion_mnist", "train", input_shape=model.input_shape[1:], batch_size=batch_size,
-                    shuffle=False, limit=batches * batch_size, download=False)
+        data = load(
+            "fashion_mnist",
+            "train",
+            input_shape=model.input_shape[1:],
+            batch_size=batch_size,
+            shuffle=False,
+            limit=batches * batch_size,
+            download=False,
+        )
     except kprune.DatasetNotFoundError:
         data = load("synthetic", "train", input_shape=model.input_shape[1:], batch_size=batch_size)
     return model, data.dataset.cache().repeat()
@@ -90,10 +97,20 @@ def main() -> None:
     peaks = {}
     for count in (n, 4 * n):
         result = subprocess.run(
-            [sys.executable, __file__, "--model", args.model, "--batch-size", str(args.batch_size),
-             "--memory-child", str(count)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                __file__,
+                "--model",
+                args.model,
+                "--batch-size",
+                str(args.batch_size),
+                "--memory-child",
+                str(count),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         peaks[count] = json.loads(result.stdout.strip().splitlines()[-1])
     print(
         f"peak memory ranking {n} batches: {peaks[n]['peak_mib']:.0f} MiB (growth during ranking "

@@ -56,14 +56,13 @@ def _models(chains: list[int]):
 
     import kprune
 
-    yield "SqueezeNet 1.1", lambda: kprune.models.squeezenet(
-        "1.1", input_shape=(32, 32, 3), num_classes=10, stem="cifar"
+    yield (
+        "SqueezeNet 1.1",
+        lambda: kprune.models.squeezenet("1.1", input_shape=(32, 32, 3), num_classes=10, stem="cifar"),
     )
     for depth in (50, 101, 152):
         function = getattr(keras.applications, f"ResNet{depth}")
-        yield f"ResNet{depth}", lambda f=function: f(
-            weights=None, input_shape=(32, 32, 3), classes=10
-        )
+        yield f"ResNet{depth}", lambda f=function: f(weights=None, input_shape=(32, 32, 3), classes=10)
     for blocks in chains:
         yield f"chain N={blocks}", lambda b=blocks: _chain(b)
 
@@ -121,17 +120,21 @@ def _slope(points: list[tuple[int, float]]) -> float:
 def _print_row(name: str, row: dict) -> None:
     wall = row["analyze_s"] + row["surgery_s"]
     cpu = row["analyze_cpu_s"] + row["surgery_cpu_s"]
-    print(f"{name:<16}{row['layers']:>7}{row['groups']:>7}{row['analyze_s']:>11.3f}"
-          f"{row['surgery_s']:>11.3f}{wall:>9.2f}{cpu:>9.2f}{1000 * cpu / row['layers']:>13.2f}",
-          flush=True)  # fmt: skip
+    print(
+        f"{name:<16}{row['layers']:>7}{row['groups']:>7}{row['analyze_s']:>11.3f}"
+        f"{row['surgery_s']:>11.3f}{wall:>9.2f}{cpu:>9.2f}{1000 * cpu / row['layers']:>13.2f}",
+        flush=True,
+    )
 
 
 def _check_goals(results: dict) -> list[str]:
     missed = []
     for name, goal in GOALS_S.items():
         wall = results[name]["analyze_s"] + results[name]["surgery_s"]
-        print(f"goal {name}: analyze + surgery {wall:.2f} s wall < {goal:g} s: "
-              f"{'ok' if wall < goal else 'MISSED'}")  # fmt: skip
+        print(
+            f"goal {name}: analyze + surgery {wall:.2f} s wall < {goal:g} s: "
+            f"{'ok' if wall < goal else 'MISSED'}"
+        )
         if wall >= goal:
             missed.append(f"{name} goal")
     return missed
@@ -147,15 +150,19 @@ def _growth(family: str, names: list[str], results: dict) -> dict[str, float]:
             (row[key] / row["layers"]) / (base[key] / base["layers"])
             for key in ("analyze_cpu_s", "surgery_cpu_s")
         ]
-        print(f"  {name:<14} layers ×{row['layers'] / base['layers']:<4.1f} "
-              f"analyze ×{ratios[0]:.2f}, surgery ×{ratios[1]:.2f} per layer")  # fmt: skip
+        print(
+            f"  {name:<14} layers ×{row['layers'] / base['layers']:<4.1f} "
+            f"analyze ×{ratios[0]:.2f}, surgery ×{ratios[1]:.2f} per layer"
+        )
     slopes = {
         key: _slope([(row["layers"], row[key]) for row in rows])
         for key in ("analyze_cpu_s", "surgery_cpu_s", "analyze_s", "surgery_s")
     }
-    print(f"  log-log slope of time against layers (1 = linear): CPU analyze "
-          f"{slopes['analyze_cpu_s']:.2f}, surgery {slopes['surgery_cpu_s']:.2f}; wall analyze "
-          f"{slopes['analyze_s']:.2f}, surgery {slopes['surgery_s']:.2f}")  # fmt: skip
+    print(
+        f"  log-log slope of time against layers (1 = linear): CPU analyze "
+        f"{slopes['analyze_cpu_s']:.2f}, surgery {slopes['surgery_cpu_s']:.2f}; wall analyze "
+        f"{slopes['analyze_s']:.2f}, surgery {slopes['surgery_s']:.2f}"
+    )
     return slopes
 
 
@@ -170,11 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import tensorflow as tf
 
-    print(f"kprune bench_surgery: {os.cpu_count()} CPU cores, load average "
-          f"{os.getloadavg()[0]:.1f}, TensorFlow {tf.__version__}, "
-          f"Keras {keras.__version__}")  # fmt: skip
-    print(f"{'model':<16}{'layers':>7}{'groups':>7}{'analyze s':>11}{'surgery s':>11}"
-          f"{'wall s':>9}{'CPU s':>9}{'CPU ms/layer':>13}")  # fmt: skip
+    print(
+        f"kprune bench_surgery: {os.cpu_count()} CPU cores, load average "
+        f"{os.getloadavg()[0]:.1f}, TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}"
+    )
+    print(
+        f"{'model':<16}{'layers':>7}{'groups':>7}{'analyze s':>11}{'surgery s':>11}"
+        f"{'wall s':>9}{'CPU s':>9}{'CPU ms/layer':>13}"
+    )
     results = {}
     for name, build in _models(chains):
         results[name] = _measure(build, args.repeat)

@@ -75,12 +75,9 @@ def environment():
 
 def run_program(bundle, images, backend):
     """run_bundle.py in its own process: class ids and top-1 probabilities, in path order."""
-    command = [sys.executable, os.path.join(bundle, "run_bundle.py"), images,
-               "--backend", backend, "--json"]  # fmt: skip
+    command = [sys.executable, os.path.join(bundle, "run_bundle.py"), images, "--backend", backend, "--json"]
     started = time.perf_counter()
-    result = subprocess.run(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True
-    )
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         return {"error": result.stderr.strip()[-2000:] or "exit code %d" % result.returncode}
@@ -137,16 +134,23 @@ def run_profiler(bundle, plan, out):
         return {"status": "not run", "note": "no --profile-plan given"}
     program = os.path.join(bundle, PROFILER_PROGRAM)
     if not os.path.isfile(program):
-        return {"status": "failed", "error": "the bundle has no %s (bundles of kprune 0.1 before "
-                "the latency work); write it again with kprune bundle" % PROFILER_PROGRAM}
+        return {
+            "status": "failed",
+            "error": "the bundle has no %s (bundles of kprune 0.1 before "
+            "the latency work); write it again with kprune bundle" % PROFILER_PROGRAM,
+        }
     table = os.path.splitext(out)[0] + ".latency_table.json"
     started = time.perf_counter()
-    process = subprocess.run([sys.executable, program, plan, "--out", table, *PROFILER_ROUNDS],
-                             capture_output=True, text=True)
+    process = subprocess.run(
+        [sys.executable, program, plan, "--out", table, *PROFILER_ROUNDS], capture_output=True, text=True
+    )
     seconds = time.perf_counter() - started
     if process.returncode != 0:
-        return {"status": "failed", "error": (process.stderr or process.stdout).strip()[-2000:],
-                "seconds": seconds}
+        return {
+            "status": "failed",
+            "error": (process.stderr or process.stdout).strip()[-2000:],
+            "seconds": seconds,
+        }
     return {"status": "ran", "table": os.path.basename(table), "seconds": seconds}
 
 
@@ -156,9 +160,7 @@ def main(argv=None):
     images = os.path.abspath(arguments.images)
     with open(os.path.join(bundle, "manifest.json"), encoding="utf-8") as stream:
         backends = list(json.load(stream)["artifacts"])
-    paths = sorted(
-        os.path.join(images, name) for name in os.listdir(images) if name.endswith(".png")
-    )
+    paths = sorted(os.path.join(images, name) for name in os.listdir(images) if name.endswith(".png"))
     report = {"environment": environment(), "backends": {}}
     for backend in backends:
         report["backends"][backend] = {

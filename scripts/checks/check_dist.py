@@ -38,8 +38,10 @@ def tracked_files() -> list[str]:
     try:
         listing = subprocess.run(
             ["git", "-C", str(ROOT), "ls-files", "--", *SDIST_FOLDERS, *SDIST_FILES],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return []
     return [line for line in listing.stdout.splitlines() if (ROOT / line).is_file()]

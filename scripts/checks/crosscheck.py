@@ -38,8 +38,10 @@ CORES = {
 _CORE_FEATURES = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
 # What docs/DEPLOY.md ("Install") tells a board user to install, per backend.
 DEPLOY_PACKAGES = {
-    "tflite": "ai-edge-litert", "tflite_int8": "ai-edge-litert", "onnx": "onnxruntime",
-}  # fmt: skip
+    "tflite": "ai-edge-litert",
+    "tflite_int8": "ai-edge-litert",
+    "onnx": "onnxruntime",
+}
 REQUIREMENTS_NAME = "requirements.txt"
 
 
@@ -66,9 +68,7 @@ def cpuinfo_text(core: str, processors: int = 2) -> str:
         InvalidArgumentError: If the core is not one of `CORES`.
     """
     if core not in CORES:
-        raise InvalidArgumentError(
-            f"Unknown core {core!r}. Fix: pass one of {', '.join(CORES)}."
-        )
+        raise InvalidArgumentError(f"Unknown core {core!r}. Fix: pass one of {', '.join(CORES)}.")
     fields = CORES[core]
     block = (
         "BogoMIPS\t: 100.00\n"
@@ -96,9 +96,7 @@ def board_requirements(bundle_dir: str | os.PathLike, manifest: dict) -> list[st
     return ["--only-binary=:all:", "numpy", *sorted(runtimes)]
 
 
-def compare(
-    reference: dict, candidate: dict, labels: dict[str, int], manifest: dict
-) -> list[Comparison]:
+def compare(reference: dict, candidate: dict, labels: dict[str, int], manifest: dict) -> list[Comparison]:
     """Compares an ARM probe record with the x86 one, per model file and program.
 
     Args:
@@ -125,18 +123,27 @@ def compare(
     for backend, artifact in manifest["artifacts"].items():
         float32 = artifact.get("quantize", "none") in ("none", "float32")
         criterion = (
-            f"max abs diff ≤ {thresholds['max_abs_diff']:.0e}" if float32
+            f"max abs diff ≤ {thresholds['max_abs_diff']:.0e}"
+            if float32
             else f"top-1 agreement ≥ {thresholds['min_agreement']:.0%}"
-        )  # fmt: skip
+        )
         for program in PROGRAMS:
             ours = candidate.get("backends", {}).get(backend, {}).get(program)
             theirs = reference.get("backends", {}).get(backend, {}).get(program)
             row = dict(backend=backend, file=artifact["file"], program=program, criterion=criterion)
             problem = _unusable(theirs, ours)
             if problem:
-                rows.append(Comparison(**row, max_abs_diff=None, top1_agreement=None,
-                                       accuracy=None, reference_accuracy=None, passed=False,
-                                       note=problem))  # fmt: skip
+                rows.append(
+                    Comparison(
+                        **row,
+                        max_abs_diff=None,
+                        top1_agreement=None,
+                        accuracy=None,
+                        reference_accuracy=None,
+                        passed=False,
+                        note=problem,
+                    )
+                )
                 continue
             rows.append(_compare_outputs(row, theirs, ours, labels, thresholds, float32))
     return rows
@@ -163,14 +170,18 @@ def _compare_outputs(row, reference, candidate, labels, thresholds, float32) -> 
     truth = np.asarray([labels[path] for path in reference["paths"]])
     agreement = float(np.mean(ours == theirs))
     passed = (
-        max_abs_diff <= thresholds["max_abs_diff"] if float32
-        else agreement >= thresholds["min_agreement"]
-    )  # fmt: skip
+        max_abs_diff <= thresholds["max_abs_diff"] if float32 else agreement >= thresholds["min_agreement"]
+    )
     note = "" if outputs == "probabilities" else "top-1 probability only"
-    return Comparison(**row, max_abs_diff=max_abs_diff, top1_agreement=agreement,
-                      accuracy=float(np.mean(ours == truth)),
-                      reference_accuracy=float(np.mean(theirs == truth)), passed=passed,
-                      note=note)  # fmt: skip
+    return Comparison(
+        **row,
+        max_abs_diff=max_abs_diff,
+        top1_agreement=agreement,
+        accuracy=float(np.mean(ours == truth)),
+        reference_accuracy=float(np.mean(theirs == truth)),
+        passed=passed,
+        note=note,
+    )
 
 
 def profiler_summary(record: dict, record_path: str | os.PathLike) -> dict | None:
@@ -191,23 +202,34 @@ def profiler_summary(record: dict, record_path: str | os.PathLike) -> dict | Non
         return {"status": "unreadable table", "note": [str(error)]}
     full = next((item for item in table.calibration if item["fraction"] == 1.0), None)
     return {
-        "status": "ran", "step": table.step, "files": len(table.data["measured_ms"]),
+        "status": "ran",
+        "step": table.step,
+        "files": len(table.data["measured_ms"]),
         "model_ms": None if full is None else table.data["measured_ms"][full["file"]],
         "predicted_ms": None if full is None else table.predict(full["layers"]),
-        "seconds": run.get("seconds"), "note": [],
-    }  # fmt: skip
+        "seconds": run.get("seconds"),
+        "note": [],
+    }
 
 
 def format_profiles(summaries: dict[str, dict]) -> str:
     """A Markdown table of the board-side profiler's runs, one row per machine."""
-    lines = ["| machine | profiler | files timed | tile step | whole model measured / predicted (ms) | wall time |",
-             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| machine | profiler | files timed | tile step | whole model measured / predicted (ms) | wall time |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for label, summary in summaries.items():
         if summary["status"] != "ran":
             lines.append(f"| {label} | **{summary['status']}** {' '.join(summary['note'])} | – | – | – | – |")
             continue
-        whole = "–" if summary["model_ms"] is None else f"{summary['model_ms']:.3f} / {summary['predicted_ms']:.3f}"
-        lines.append(f"| {label} | ran | {summary['files']} | {summary['step']} | {whole} | {summary['seconds']:.0f} s |")
+        whole = (
+            "–"
+            if summary["model_ms"] is None
+            else f"{summary['model_ms']:.3f} / {summary['predicted_ms']:.3f}"
+        )
+        lines.append(
+            f"| {label} | ran | {summary['files']} | {summary['step']} | {whole} | {summary['seconds']:.0f} s |"
+        )
     return "\n".join(lines)
 
 
@@ -221,14 +243,16 @@ def format_table(results: dict[str, list[Comparison]], samples: int) -> str:
     for core, rows in results.items():
         for row in rows:
             cells = [
-                core, f"`{row.file}`", row.program,
+                core,
+                f"`{row.file}`",
+                row.program,
                 "–" if row.max_abs_diff is None else f"{row.max_abs_diff:.2e}",
                 "–" if row.top1_agreement is None else f"{row.top1_agreement:.2%}",
                 "–" if row.accuracy is None else f"{row.accuracy:.4f}",
                 "–" if row.reference_accuracy is None else f"{row.reference_accuracy:.4f}",
                 row.criterion,
                 ("pass" if row.passed else "**FAIL**") + (f" ({row.note})" if row.note else ""),
-            ]  # fmt: skip
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -240,9 +264,7 @@ def write_images(out_dir: str | os.PathLike, samples: int, data_dir: str | None 
     arrays, _ = fashion_mnist.load_arrays(data_dir, download=False)
     images, labels = arrays["test"]
     if not 0 < samples <= len(images):
-        raise InvalidArgumentError(
-            f"`samples` must be in 1..{len(images)}. Received samples={samples}."
-        )
+        raise InvalidArgumentError(f"`samples` must be in 1..{len(images)}. Received samples={samples}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = {}
@@ -273,28 +295,40 @@ def _compare_command(arguments) -> int:
     results = {core: compare(reference, record, labels, manifest) for core, (_, record) in candidates.items()}
     print(format_table(results, len(labels)))
     rows = {core: [asdict(row) for row in found] for core, found in results.items()}
-    failed = [f"{core} {row.file} {row.program}" for core, found in results.items()
-              for row in found if not row.passed]  # fmt: skip
+    failed = [
+        f"{core} {row.file} {row.program}"
+        for core, found in results.items()
+        for row in found
+        if not row.passed
+    ]
     profiles = {"x86": profiler_summary(reference, arguments.reference)}
     if profiles["x86"] is not None:
         for core, (path, record) in candidates.items():
             profiles[core] = profiler_summary(record, path) or {"status": "not run", "note": []}
         print("\nBoard-side profiler (kprune_profile.py; emulated times say nothing about the board):\n")
         print(format_profiles(profiles))
-        failed += [f"{label} profiler ({summary['status']})" for label, summary in profiles.items()
-                   if summary["status"] != "ran"]  # fmt: skip
+        failed += [
+            f"{label} profiler ({summary['status']})"
+            for label, summary in profiles.items()
+            if summary["status"] != "ran"
+        ]
         rows["profiler"] = profiles
     if arguments.json:
         write_atomically(arguments.json, json.dumps(rows, indent=1).encode())
     if failed:
-        print(f"Error: aarch64 disagrees with x86 beyond the bundle's thresholds: "
-              f"{'; '.join(failed)}.", file=sys.stderr)  # fmt: skip
+        print(
+            f"Error: aarch64 disagrees with x86 beyond the bundle's thresholds: {'; '.join(failed)}.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
 def prepare(
-    bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, cores: list[str], samples: int,
+    bundle_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cores: list[str],
+    samples: int,
     data_dir: str | None = None,
 ) -> list[str]:
     """Writes what one check needs: the images, one cpuinfo per core; returns the pip arguments."""
@@ -327,8 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if arguments.command == "prepare":
             cores = arguments.cores.split(",")
-            pip_arguments = prepare(arguments.bundle, arguments.out, cores, arguments.samples,
-                                    arguments.data_dir)  # fmt: skip
+            pip_arguments = prepare(
+                arguments.bundle, arguments.out, cores, arguments.samples, arguments.data_dir
+            )
             print(" ".join(pip_arguments))
             return 0
         return _compare_command(arguments)

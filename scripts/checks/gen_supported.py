@@ -208,12 +208,16 @@ def _render(results: dict[str, dict]) -> str:
     import kprune
 
     text = INTRO.format(
-        command=COMMAND, machine=platform.machine() + " " + platform.system(),
-        cores=os.cpu_count(), load=LOAD_AT_START, python=platform.python_version(),
+        command=COMMAND,
+        machine=platform.machine() + " " + platform.system(),
+        cores=os.cpu_count(),
+        load=LOAD_AT_START,
+        python=platform.python_version(),
         tensorflow=tf.__version__,
-        keras=keras.__version__, kprune=kprune.__version__,
+        keras=keras.__version__,
+        kprune=kprune.__version__,
         date=datetime.date.today().isoformat(),
-    )  # fmt: skip
+    )
     lines = [text, *_model_section(results), "", "## Layers", ""]
     lines += [
         "Roles: *producer* makes new channels (prunable); *passthrough* keeps channel k",
@@ -245,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     for case in args.only or [*CASES, *SLOW_CASES]:
         results[case] = _measure(case)
         row = results[case]
-        print(f"{case}: {row['groups']} groups, {row['before']:,} → {row['after']:,} params, "
-              f"max diff {row['diff']:.1e}", flush=True)  # fmt: skip
+        print(
+            f"{case}: {row['groups']} groups, {row['before']:,} → {row['after']:,} params, "
+            f"max diff {row['diff']:.1e}",
+            flush=True,
+        )
         keras.backend.clear_session()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(_render(results))

@@ -46,14 +46,19 @@ def write_bundle(bundle: str) -> None:
     command = bundle_command(bundle)
     print("$ " + " ".join(command), flush=True)
     # this interpreter's kprune, whichever `kprune` is first on PATH
-    subprocess.run([sys.executable, "-c", "from kprune.cli import main; main()", *command[1:]], cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "from kprune.cli import main; main()", *command[1:]], cwd=ROOT, check=True
+    )
 
 
 def templates() -> dict[str, bytes]:
     """{file name: bytes} of the board-side programs the package ships."""
     folder = resources.files(TEMPLATES)
-    return {entry.name: entry.read_bytes() for entry in folder.iterdir()
-            if entry.name.endswith(".py") and entry.name != "__init__.py"}  # fmt: skip
+    return {
+        entry.name: entry.read_bytes()
+        for entry in folder.iterdir()
+        if entry.name.endswith(".py") and entry.name != "__init__.py"
+    }
 
 
 def stale_files(bundle: str, root: Path = ROOT) -> list[str]:
@@ -64,7 +69,9 @@ def stale_files(bundle: str, root: Path = ROOT) -> list[str]:
     for name, program in sorted(templates().items()):
         copy = folder / name
         if not copy.is_file():
-            problems.append(f"{bundle}/{name} is missing (kprune/export/templates/{name} is not in the bundle). {fix}")
+            problems.append(
+                f"{bundle}/{name} is missing (kprune/export/templates/{name} is not in the bundle). {fix}"
+            )
         elif copy.read_bytes() != program:
             problems.append(f"{bundle}/{name} differs from kprune/export/templates/{name}. {fix}")
     listed = load_json(folder / "manifest.json")["files"]

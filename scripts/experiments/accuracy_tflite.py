@@ -66,11 +66,18 @@ def evaluate(path: str, folder: Path, index: int) -> dict:
     from kprune.modelio import resolve_model_path
 
     model = kprune.load_model(path)
-    test = named_examples(model, Path(resolve_model_path(path)), "fashion_mnist", None, None, "test", None, "")
+    test = named_examples(
+        model, Path(resolve_model_path(path)), "fashion_mnist", None, None, "test", None, ""
+    )
     batches = [(images.numpy(), labels.numpy()) for images, labels in test.dataset]
     fp32, int8 = deployed_files(model, path, folder, str(index))
-    return {"path": path, "examples": test.num_examples, "keras": keras_top1(model, batches),
-            "fp32": tflite_top1(fp32, batches), "int8": tflite_top1(int8, batches)}  # fmt: skip
+    return {
+        "path": path,
+        "examples": test.num_examples,
+        "keras": keras_top1(model, batches),
+        "fp32": tflite_top1(fp32, batches),
+        "int8": tflite_top1(int8, batches),
+    }
 
 
 def main() -> None:
@@ -82,8 +89,10 @@ def main() -> None:
         results = [evaluate(path, Path(folder), index) for index, path in enumerate(args.models)]
     print(f"\n{'model':<50} {'examples':>8} {'Keras':>7} {'fp32':>7} {'int8':>7} {'int8 − fp32':>11}")
     for r in results:
-        print(f"{r['path']:<50} {r['examples']:>8} {r['keras']:>7.2%} {r['fp32']:>7.2%} {r['int8']:>7.2%} "
-              f"{100 * (r['int8'] - r['fp32']):>+10.2f}")  # fmt: skip
+        print(
+            f"{r['path']:<50} {r['examples']:>8} {r['keras']:>7.2%} {r['fp32']:>7.2%} {r['int8']:>7.2%} "
+            f"{100 * (r['int8'] - r['fp32']):>+10.2f}"
+        )
     if args.out:
         write_json(args.out, results)
 

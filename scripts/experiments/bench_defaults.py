@@ -50,14 +50,29 @@ CNN_SIZE = 40
 CNN_PER_CLASS = {"train": 425, "val": 100, "test": 250}
 
 # The flags that reproduce `kprune prune --target-…`'s defaults before issue 27.
-OLD_FLAGS = ["--filters-per-step", "128", "--finetune-steps", "60", "--final-finetune-epochs", "1",
-             "--optimizer", "sgd", "--lr", "0.01", "--no-distill"]
-SETTINGS = {"old": OLD_FLAGS, "new": ["--no-distill"], "distill": ["--distill"],
-            # the step-size choice (5%), against half and twice it, with distillation
-            "step2.5": ["--distill", "--step-fraction", "0.025"],
-            "step10": ["--distill", "--step-fraction", "0.1"],
-            # a longer final fine-tune (4 epochs), for SqueezeNet's 90%/95% goals
-            "final4": ["--distill", "--final-finetune-epochs", "4"]}
+OLD_FLAGS = [
+    "--filters-per-step",
+    "128",
+    "--finetune-steps",
+    "60",
+    "--final-finetune-epochs",
+    "1",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.01",
+    "--no-distill",
+]
+SETTINGS = {
+    "old": OLD_FLAGS,
+    "new": ["--no-distill"],
+    "distill": ["--distill"],
+    # the step-size choice (5%), against half and twice it, with distillation
+    "step2.5": ["--distill", "--step-fraction", "0.025"],
+    "step10": ["--distill", "--step-fraction", "0.1"],
+    # a longer final fine-tune (4 epochs), for SqueezeNet's 90%/95% goals
+    "final4": ["--distill", "--final-finetune-epochs", "4"],
+}
 
 
 def image_folder(root: Path) -> Path:
@@ -87,8 +102,9 @@ def image_folder(root: Path) -> Path:
                 image = keras.ops.convert_to_numpy(
                     keras.ops.image.resize(image[None].astype("float32"), (CNN_SIZE, CNN_SIZE))
                 )[0]
-                keras.utils.save_img(folder / f"{index}.png", np.clip(image, 0, 255).astype("uint8"),
-                                     scale=False)  # fmt: skip
+                keras.utils.save_img(
+                    folder / f"{index}.png", np.clip(image, 0, 255).astype("uint8"), scale=False
+                )
     (root / "done").write_text("ok\n")
     return root
 
@@ -115,8 +131,9 @@ def train_cnn(data: Path, path: Path) -> Path:
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(len(CNN_CLASSES), activation="softmax", name="classes")(x)
     model = keras.Model(inputs, outputs, name="my_cnn")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])  # fmt: skip
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(train, validation_data=val, epochs=30, verbose=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
@@ -138,13 +155,16 @@ def train_mobilenet(path: Path) -> Path:
     images, labels = images[order], labels[order]
 
     def rgb32(batch):
-        return keras.ops.image.resize(keras.ops.repeat(keras.ops.cast(batch, "float32"), 3, axis=-1),
-                                      (32, 32))  # fmt: skip
+        return keras.ops.image.resize(
+            keras.ops.repeat(keras.ops.cast(batch, "float32"), 3, axis=-1), (32, 32)
+        )
 
-    x = np.concatenate([keras.ops.convert_to_numpy(rgb32(images[i : i + 4096]))
-                        for i in range(0, len(images), 4096)])  # fmt: skip
-    backbone = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False,
-                                              weights=None)  # fmt: skip
+    x = np.concatenate(
+        [keras.ops.convert_to_numpy(rgb32(images[i : i + 4096])) for i in range(0, len(images), 4096)]
+    )
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None
+    )
     # keras.applications' BatchNorm momentum (0.999) leaves the moving statistics far behind
     # the weights at this length: validation accuracy stayed at 9% for 5 epochs (measured).
     for layer in backbone.layers:
@@ -156,8 +176,9 @@ def train_mobilenet(path: Path) -> Path:
         keras.layers.GlobalAveragePooling2D()(features)
     )
     model = keras.Model(inputs, outputs, name="my_mobilenet")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])  # fmt: skip
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(x, labels, batch_size=64, epochs=6, validation_split=0.1, verbose=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
@@ -178,9 +199,15 @@ def experiments(seeds: list[int]) -> list[dict]:
     for name, flags in models.items():
         for setting, extra in SETTINGS.items():
             for seed in seeds:
-                runs.append({"model": name, "setting": setting, "seed": seed,
-                             "flags": [*flags, *extra, "--seed", str(seed), "--criterion", "taylor"],
-                             "dir": RUNS / name / f"{setting}-seed{seed}"})  # fmt: skip
+                runs.append(
+                    {
+                        "model": name,
+                        "setting": setting,
+                        "seed": seed,
+                        "flags": [*flags, *extra, "--seed", str(seed), "--criterion", "taylor"],
+                        "dir": RUNS / name / f"{setting}-seed{seed}",
+                    }
+                )
     return runs
 
 
@@ -195,8 +222,13 @@ def run_one(run: dict) -> dict | None:
     log = run["dir"].parent / f"{run['dir'].name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as stream:
-        code = subprocess.call(command, stdout=stream, stderr=subprocess.STDOUT, cwd=ROOT,
-                               env={**os.environ, "KPRUNE_PROGRESS": "0"})  # fmt: skip
+        code = subprocess.call(
+            command,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "KPRUNE_PROGRESS": "0"},
+        )
     report_path = run["dir"] / "report.json"
     if code != 0 or not report_path.is_file():
         print(f"  failed (exit {code}); see {log}", flush=True)
@@ -213,13 +245,13 @@ def distillation_cost(model_path: str, dataset: str, steps: int = 150, repeats: 
     import keras
 
     from kprune.data import choose_preprocessing, load
-    from kprune.training.distill import Distillation
     from kprune.graph import analyze
+    from kprune.graph.rebuild import flatten_model
     from kprune.modelio import load_model, resolve_model_path
     from kprune.pruning.ranking import rank_groups
     from kprune.pruning.selection import removable_channels, select
-    from kprune.graph.rebuild import flatten_model
     from kprune.surgery import remove_filters
+    from kprune.training.distill import Distillation
     from kprune.training.setup import TrainingSetup, TrainSettings
 
     path = resolve_model_path(model_path)
@@ -230,12 +262,15 @@ def distillation_cost(model_path: str, dataset: str, steps: int = 150, repeats: 
     teacher = flatten_model(model)
     graph = analyze(teacher)
     scores = rank_groups(teacher, data, "l1", graph=graph, num_batches=1)
-    student = remove_filters(teacher, select(graph, scores, sum(removable_channels(graph).values()) // 2),
-                             graph=graph)  # fmt: skip
+    student = remove_filters(
+        teacher, select(graph, scores, sum(removable_channels(graph).values()) // 2), graph=graph
+    )
     frozen = keras.models.clone_model(teacher)
     frozen.set_weights(teacher.get_weights())
     frozen.trainable = False
-    plain = TrainingSetup.for_model(model, TrainSettings(optimizer="sgd", learning_rate=1e-3, warmup_epochs=0))
+    plain = TrainingSetup.for_model(
+        model, TrainSettings(optimizer="sgd", learning_rate=1e-3, warmup_epochs=0)
+    )
     distilled = dataclasses.replace(plain, distillation=Distillation(), teacher=frozen)
     times = {"plain": [], "distill": []}
     for setup in (plain, distilled):  # warm-up: tracing
@@ -255,8 +290,12 @@ MODEL_LABELS = {
     "squeezenet90": "(c) shipped SqueezeNet 1.1, Fashion-MNIST",
     "squeezenet95": "(c) shipped SqueezeNet 1.1, Fashion-MNIST",
 }
-TARGET_LABELS = {"cnn": "50% FLOPs", "mobilenet": "50% FLOPs", "squeezenet90": "90% params",
-                 "squeezenet95": "95% params"}  # fmt: skip
+TARGET_LABELS = {
+    "cnn": "50% FLOPs",
+    "mobilenet": "50% FLOPs",
+    "squeezenet90": "90% params",
+    "squeezenet95": "95% params",
+}
 SETTING_LABELS = {"old": "old defaults", "new": "new defaults", "distill": "new + distillation"}
 
 
@@ -269,8 +308,11 @@ def summarize(evidence: Path = EVIDENCE) -> dict:
         before, after = report["test_before"]["accuracy"], report["test_after"]["accuracy"]
         steps = [s for s in report["steps"] if s["step"] and not s.get("phase")]
         found.setdefault(path.parent.name, {}).setdefault(setting, {})[int(seed)] = {
-            "before": 100 * before, "after": 100 * after, "drop": 100 * (before - after),
-            "steps": len(steps), "wall_s": report["wall_time_s"],
+            "before": 100 * before,
+            "after": 100 * after,
+            "drop": 100 * (before - after),
+            "steps": len(steps),
+            "wall_s": report["wall_time_s"],
             "params_removed": 1 - report["test_after"]["params"] / report["test_before"]["params"],
             "flops_removed": 1 - report["test_after"]["flops"] / report["test_before"]["flops"],
         }
@@ -291,8 +333,10 @@ def _cell(runs: dict) -> str:
 
 
 def report_table(found: dict) -> str:
-    lines = ["| model | target | unpruned | " + " | ".join(SETTING_LABELS.values()) + " |",
-             "| --- | --- | --: | " + " | ".join("--:" for _ in SETTING_LABELS) + " |"]  # fmt: skip
+    lines = [
+        "| model | target | unpruned | " + " | ".join(SETTING_LABELS.values()) + " |",
+        "| --- | --- | --: | " + " | ".join("--:" for _ in SETTING_LABELS) + " |",
+    ]
     for model, label in MODEL_LABELS.items():
         if model not in found:
             continue
@@ -303,14 +347,20 @@ def report_table(found: dict) -> str:
     return "\n".join(lines)
 
 
-SHORT_LABELS = {"cnn": "small CNN, image folder (1,700 images)", "mobilenet": "MobileNetV2 α=0.35 backbone",
-                "squeezenet90": "shipped SqueezeNet 1.1", "squeezenet95": "shipped SqueezeNet 1.1"}  # fmt: skip
+SHORT_LABELS = {
+    "cnn": "small CNN, image folder (1,700 images)",
+    "mobilenet": "MobileNetV2 α=0.35 backbone",
+    "squeezenet90": "shipped SqueezeNet 1.1",
+    "squeezenet95": "shipped SqueezeNet 1.1",
+}
 
 
 def readme_table(found: dict) -> str:
     """The README's short table: the change in test top-1 (points) per setting."""
-    lines = ["| your model (test top-1 before) | target | " + " | ".join(SETTING_LABELS.values()) + " |",
-             "| --- | --- | " + " | ".join("--:" for _ in SETTING_LABELS) + " |"]  # fmt: skip
+    lines = [
+        "| your model (test top-1 before) | target | " + " | ".join(SETTING_LABELS.values()) + " |",
+        "| --- | --- | " + " | ".join("--:" for _ in SETTING_LABELS) + " |",
+    ]
     for model in MODEL_LABELS:
         if model not in found:
             continue
@@ -323,9 +373,14 @@ def readme_table(found: dict) -> str:
                 cells.append("not run")
                 continue
             mean = sum(-run["drop"] for run in runs.values()) / len(runs)
-            cells.append(f"{mean:+.2f}".replace("-", "−") + (f" ({len(runs)} seeds)" if len(runs) > 1 else ""))
-        lines.append(f"| {SHORT_LABELS[model]} ({before:.2f}%) | {TARGET_LABELS[model]} removed | "
-                     + " | ".join(cells) + " |")  # fmt: skip
+            cells.append(
+                f"{mean:+.2f}".replace("-", "−") + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+            )
+        lines.append(
+            f"| {SHORT_LABELS[model]} ({before:.2f}%) | {TARGET_LABELS[model]} removed | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -336,10 +391,15 @@ def write_results(found: dict, doc: Path = ROOT / "docs" / "RESULTS.md") -> None
     ablation = ""
     cnn = found.get("cnn", {})
     if {"step2.5", "step10"} & set(cnn) and "distill" in cnn:
-        parts = [f"{label}: {_cell(cnn[key])}" for key, label in
-                 (("step2.5", "2.5%"), ("distill", "5% (the default)"), ("step10", "10%")) if key in cnn]  # fmt: skip
-        ablation = ("Step size, on the small CNN with distillation (share of the removable channels per "
-                    "step; `--settings step2.5,step10`): " + "; ".join(parts) + ".")
+        parts = [
+            f"{label}: {_cell(cnn[key])}"
+            for key, label in (("step2.5", "2.5%"), ("distill", "5% (the default)"), ("step10", "10%"))
+            if key in cnn
+        ]
+        ablation = (
+            "Step size, on the small CNN with distillation (share of the removable channels per "
+            "step; `--settings step2.5,step10`): " + "; ".join(parts) + "."
+        )
     lengths = []
     for model in ("squeezenet90", "squeezenet95"):
         runs = found.get(model, {})
@@ -347,45 +407,54 @@ def write_results(found: dict, doc: Path = ROOT / "docs" / "RESULTS.md") -> None
             seeds = set(runs["final4"]) & set(runs["distill"])  # the same seeds side by side
             default = {seed: runs["distill"][seed] for seed in seeds}
             final4 = {seed: runs["final4"][seed] for seed in seeds}
-            lengths.append(f"{TARGET_LABELS[model]}: {_cell(final4)} against {_cell(default)} with the default")
+            lengths.append(
+                f"{TARGET_LABELS[model]}: {_cell(final4)} against {_cell(default)} with the default"
+            )
     if lengths:
-        ablation += ("\n\nA longer final fine-tune, on the shipped SqueezeNet with distillation (4 epochs "
-                     "instead of the default 1,000 batches, about 1.2 epochs; `--settings final4`, same "
-                     "seeds): " + "; ".join(lengths) + ". At 95% the 4-epoch fine-tune lowered validation "
-                     "accuracy from 88.18% to 82.18%, the same to the digit in a second run; the default "
-                     "stays at 1,000 batches, and since then a final fine-tune that lowers validation is "
-                     "discarded (the run keeps the model from before it); the 95% run predates that rule.")
-    text = "\n".join([
-        "Test top-1 after `kprune prune --criterion taylor` with nothing but a target; cell: "
-        "accuracy (change in points against the unpruned model, mean ± sample std over n seeds; "
-        "pruning steps; wall time per run). "
-        "Generated by `python -m scripts.experiments.bench_defaults --report` from docs/results/defaults/ "
-        "(the runs: `python -m scripts.experiments.bench_defaults`). Host: 2-core x86-64 sandbox, "
-        "shared with other work while the runs went on (wall times are not benchmarks).",
-        "",
-        report_table(found),
-        "",
-        f"Distillation's extra fine-tune time (teacher forward pass per batch; best of 3 "
-        f"alternated passes of 150 batches, on each model with half its removable channels gone; "
-        f"`python -m scripts.experiments.bench_defaults --cost`): {cost_line}.",
-        "",
-        ablation,
-    ])  # fmt: skip
+        ablation += (
+            "\n\nA longer final fine-tune, on the shipped SqueezeNet with distillation (4 epochs "
+            "instead of the default 1,000 batches, about 1.2 epochs; `--settings final4`, same "
+            "seeds): " + "; ".join(lengths) + ". At 95% the 4-epoch fine-tune lowered validation "
+            "accuracy from 88.18% to 82.18%, the same to the digit in a second run; the default "
+            "stays at 1,000 batches, and since then a final fine-tune that lowers validation is "
+            "discarded (the run keeps the model from before it); the 95% run predates that rule."
+        )
+    text = "\n".join(
+        [
+            "Test top-1 after `kprune prune --criterion taylor` with nothing but a target; cell: "
+            "accuracy (change in points against the unpruned model, mean ± sample std over n seeds; "
+            "pruning steps; wall time per run). "
+            "Generated by `python -m scripts.experiments.bench_defaults --report` from docs/results/defaults/ "
+            "(the runs: `python -m scripts.experiments.bench_defaults`). Host: 2-core x86-64 sandbox, "
+            "shared with other work while the runs went on (wall times are not benchmarks).",
+            "",
+            report_table(found),
+            "",
+            f"Distillation's extra fine-tune time (teacher forward pass per batch; best of 3 "
+            f"alternated passes of 150 batches, on each model with half its removable channels gone; "
+            f"`python -m scripts.experiments.bench_defaults --cost`): {cost_line}.",
+            "",
+            ablation,
+        ]
+    )
     replace_section(doc, "defaults", "Default settings on models that are not ours", text)
     replace_section(ROOT / "README.md", "defaults", "Your own model, default settings", readme_table(found))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="cnn,mobilenet,squeezenet90,squeezenet95",
-                        help="Comma-separated models to run.")  # fmt: skip
+    parser.add_argument(
+        "--only", default="cnn,mobilenet,squeezenet90,squeezenet95", help="Comma-separated models to run."
+    )
     parser.add_argument("--settings", default="old,new,distill")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--prepare-only", action="store_true", help="Only build the data and models.")
-    parser.add_argument("--report", action="store_true",
-                        help="Only write the RESULTS section from the evidence.")  # fmt: skip
-    parser.add_argument("--cost", action="store_true",
-                        help="Only measure distillation's extra fine-tune time on each model.")  # fmt: skip
+    parser.add_argument(
+        "--report", action="store_true", help="Only write the RESULTS section from the evidence."
+    )
+    parser.add_argument(
+        "--cost", action="store_true", help="Only measure distillation's extra fine-tune time on each model."
+    )
     args = parser.parse_args(argv)
     wanted, settings = args.only.split(","), args.settings.split(",")
     if args.report:
@@ -401,9 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare_only:
         return 0
     if args.cost:
-        sources = {"cnn": (str(RUNS / "models" / "my_cnn.keras"), f"folder:{RUNS / 'cnn_data'}"),
-                   "mobilenet": (str(RUNS / "models" / "my_mobilenet.keras"), "fashion_mnist"),
-                   "squeezenet90": ("models/squeezenet1_1_fmnist_sgd.keras", "fashion_mnist")}  # fmt: skip
+        sources = {
+            "cnn": (str(RUNS / "models" / "my_cnn.keras"), f"folder:{RUNS / 'cnn_data'}"),
+            "mobilenet": (str(RUNS / "models" / "my_mobilenet.keras"), "fashion_mnist"),
+            "squeezenet90": ("models/squeezenet1_1_fmnist_sgd.keras", "fashion_mnist"),
+        }
         costs = {name: distillation_cost(*source) for name, source in sources.items() if name in wanted}
         write_json(EVIDENCE / "distillation_cost.json", costs)
         print(json.dumps({name: round(cost["ratio"], 3) for name, cost in costs.items()}))

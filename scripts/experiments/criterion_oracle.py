@@ -25,9 +25,16 @@ import numpy as np
 from scipy.stats import spearmanr
 
 DEFAULT_LAYERS = (
-    "conv1", "fire2_squeeze1x1", "fire3_expand3x3", "fire4_expand1x1", "fire5_squeeze1x1",
-    "fire6_expand3x3", "fire7_expand1x1", "fire8_squeeze1x1", "fire9_expand3x3",
-)  # fmt: skip
+    "conv1",
+    "fire2_squeeze1x1",
+    "fire3_expand3x3",
+    "fire4_expand1x1",
+    "fire5_squeeze1x1",
+    "fire6_expand3x3",
+    "fire7_expand1x1",
+    "fire8_squeeze1x1",
+    "fire9_expand3x3",
+)
 CRITERIA = ("taylor", "l2", "combined", "apoz", "l1", "l2_weight", "random")
 
 
@@ -87,12 +94,16 @@ def correlations(scores, changes):
 
 def summary_table(spearman: dict) -> str:
     """Markdown: per criterion, mean per-layer and pooled ρ against ΔL and |ΔL|."""
-    lines = ["| criterion | mean per-layer ρ (ΔL) | pooled ρ (ΔL) | mean per-layer ρ (abs ΔL) | pooled ρ (abs ΔL) |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| criterion | mean per-layer ρ (ΔL) | pooled ρ (ΔL) | mean per-layer ρ (abs ΔL) | pooled ρ (abs ΔL) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for criterion, table in spearman.items():
         d, a = table["delta"], table["abs_delta"]
-        lines.append(f"| {criterion} | {d['mean_per_layer']:.3f} | {d['pooled']:.3f} | "
-                     f"{a['mean_per_layer']:.3f} | {a['pooled']:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {criterion} | {d['mean_per_layer']:.3f} | {d['pooled']:.3f} | "
+            f"{a['mean_per_layer']:.3f} | {a['pooled']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -114,8 +125,14 @@ def main() -> None:
 
     started = time.time()
     model = kprune.load_model(args.model)
-    val = load(args.dataset, "val", input_shape=model.input_shape[1:], batch_size=args.examples,
-               limit=args.examples, shuffle=False)  # fmt: skip
+    val = load(
+        args.dataset,
+        "val",
+        input_shape=model.input_shape[1:],
+        batch_size=args.examples,
+        limit=args.examples,
+        shuffle=False,
+    )
     images, labels = next(iter(val.dataset))
     layers = [name for name in args.layers.split(",") if name]
     base, changes = oracle_changes(model, images, labels, layers, args.per_layer, args.seed)
@@ -125,8 +142,10 @@ def main() -> None:
         scores = kprune.rank(model, data, criterion, normalize="l2", seed=args.seed)
         results[criterion] = correlations(scores, changes)
 
-    print(f"Oracle: {sum(len(c[0]) for c in changes.values())} filters in {len(layers)} layers, "
-          f"{args.examples} {args.dataset} val images, base loss {base:.4f}")  # fmt: skip
+    print(
+        f"Oracle: {sum(len(c[0]) for c in changes.values())} filters in {len(layers)} layers, "
+        f"{args.examples} {args.dataset} val images, base loss {base:.4f}"
+    )
     print("\n" + summary_table(results))
     print("\nPer layer, ρ against ΔL:\n")
     print("| layer | " + " | ".join(CRITERIA) + " |")
@@ -137,7 +156,8 @@ def main() -> None:
     print(f"\n{time.time() - started:.0f} s on {platform.machine()} with {os.cpu_count()} CPU cores")
     if args.out:
         payload = {
-            "command": "python -m scripts.experiments.criterion_oracle " + " ".join(
+            "command": "python -m scripts.experiments.criterion_oracle "
+            + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None and k != "out"
             ),
             "base_loss": base,

@@ -37,16 +37,23 @@ def collect(out: Path, baseline: dict) -> list[dict]:
             card = load_json(card_path)
             target = int(card_path.name.split("-")[1].split(".")[0])
             model_path = card_path.with_name(card_path.name.replace(".card.json", ".keras"))
-            rows.append({
-                "criterion": report["criterion"], "target": target, "run": str(run),
-                "model": str(model_path), "accuracy": card["test_accuracy"],
-                "drop": 100 * (baseline["test_accuracy"] - card["test_accuracy"]),
-                "params": card["params"], "flops": card["flops"],
-                "params_removed": 1 - card["params"] / baseline["params"],
-                "flops_removed": 1 - card["flops"] / baseline["flops"],
-                "bytes": model_path.stat().st_size,
-                "seconds": card["wall_time_s"], "prune_seconds": report.get("wall_time_s"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "criterion": report["criterion"],
+                    "target": target,
+                    "run": str(run),
+                    "model": str(model_path),
+                    "accuracy": card["test_accuracy"],
+                    "drop": 100 * (baseline["test_accuracy"] - card["test_accuracy"]),
+                    "params": card["params"],
+                    "flops": card["flops"],
+                    "params_removed": 1 - card["params"] / baseline["params"],
+                    "flops_removed": 1 - card["flops"] / baseline["flops"],
+                    "bytes": model_path.stat().st_size,
+                    "seconds": card["wall_time_s"],
+                    "prune_seconds": report.get("wall_time_s"),
+                }
+            )
     return rows
 
 
@@ -56,8 +63,11 @@ def control_row(out: Path, baseline: dict) -> dict | None:
     if not card_path.is_file():
         return None
     card = load_json(card_path)
-    return {"accuracy": card["test_accuracy"], "drop": 100 * (baseline["test_accuracy"] - card["test_accuracy"]),
-            "bytes": card_path.with_name("baseline-finetuned.keras").stat().st_size}  # fmt: skip
+    return {
+        "accuracy": card["test_accuracy"],
+        "drop": 100 * (baseline["test_accuracy"] - card["test_accuracy"]),
+        "bytes": card_path.with_name("baseline-finetuned.keras").stat().st_size,
+    }
 
 
 def accuracy_table(rows, baseline, control) -> str:
@@ -68,8 +78,10 @@ def accuracy_table(rows, baseline, control) -> str:
         f"{baseline['bytes'] / 1e6:.2f} MB |",
     ]
     if control is not None:
-        lines.append(f"| (baseline + same fine-tune, control) | – | 0% | 0% | 1.00× | {100 * control['accuracy']:.2f}% | "
-                     f"{-control['drop']:+.2f} | {control['bytes'] / 1e6:.2f} MB |")  # fmt: skip
+        lines.append(
+            f"| (baseline + same fine-tune, control) | – | 0% | 0% | 1.00× | {100 * control['accuracy']:.2f}% | "
+            f"{-control['drop']:+.2f} | {control['bytes'] / 1e6:.2f} MB |"
+        )
     for r in sorted(rows, key=lambda r: (r["criterion"], r["target"])):
         lines.append(
             f"| {r['criterion']} | {r['target']}% | {100 * r['params_removed']:.1f}% | "
@@ -83,8 +95,10 @@ def pivot_table(rows) -> str:
     criteria = sorted({r["criterion"] for r in rows})
     targets = sorted({r["target"] for r in rows})
     cell = {(r["criterion"], r["target"]): r for r in rows}
-    lines = ["| criterion | " + " | ".join(f"{t}% params removed" for t in targets) + " |",
-             "| --- |" + " --- |" * len(targets)]  # fmt: skip
+    lines = [
+        "| criterion | " + " | ".join(f"{t}% params removed" for t in targets) + " |",
+        "| --- |" + " --- |" * len(targets),
+    ]
     for c in criteria:
         values = []
         for t in targets:
@@ -112,15 +126,19 @@ def threads_cell(row: dict) -> str:
 
 def bench_tables(bench_dir: Path, baseline_path: str, best_path: str) -> str:
     bench = load_json(bench_dir / "bench.json")
-    lines = ["| runtime | threads | batch | baseline median ms | pruned median ms | speed-up | FLOPs ratio |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| runtime | threads | batch | baseline median ms | pruned median ms | speed-up | FLOPs ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     by_key = {(m["model"], m["runtime"], m["threads"], m["batch"]): m for m in bench["measurements"]}
     base_label = bench["models"][0]["label"]
     for row in bench["speedups"]:
         base = by_key[(base_label, row["runtime"], row["threads"], row["batch"])]
         pruned = by_key[(row["model"], row["runtime"], row["threads"], row["batch"])]
-        lines.append(f"| {row['runtime']} | {threads_cell(row)} | {row['batch']} | {base['median_ms']:.2f} | "
-                     f"{pruned['median_ms']:.2f} | {row['speedup']:.2f}× | {row['flops_ratio']:.2f}× |")  # fmt: skip
+        lines.append(
+            f"| {row['runtime']} | {threads_cell(row)} | {row['batch']} | {base['median_ms']:.2f} | "
+            f"{pruned['median_ms']:.2f} | {row['speedup']:.2f}× | {row['flops_ratio']:.2f}× |"
+        )
     sizes = ["", "| file | baseline | pruned | ratio |", "| --- | --- | --- | --- |"]
     for suffix in (".keras", ".tflite", "_int8.tflite", ".onnx"):
         files = []
@@ -129,7 +147,9 @@ def bench_tables(bench_dir: Path, baseline_path: str, best_path: str) -> str:
             files.append(Path(path) if suffix == ".keras" else bench_dir / stem / f"{stem}{suffix}")
         if all(f.is_file() for f in files):
             a, b = (f.stat().st_size for f in files)
-            sizes.append(f"| {suffix.lstrip('_')} | {a / 1e6:.3f} MB | {b / 1e6:.3f} MB | {a / b:.2f}× smaller |")
+            sizes.append(
+                f"| {suffix.lstrip('_')} | {a / 1e6:.3f} MB | {b / 1e6:.3f} MB | {a / b:.2f}× smaller |"
+            )
     return "\n".join(lines + sizes)
 
 
@@ -158,17 +178,22 @@ def rounded_section(out: Path, baseline: dict, baseline_path: str, best: dict) -
             continue
         key = (row["runtime"], row["threads"], row["batch"])
         other = speedups[(rounded_label, *key)]
-        lines.append(f"| {row['runtime']} | {threads_cell(row)} | {row['batch']} | {row['speedup']:.2f}× | {other['speedup']:.2f}× |")
-    accuracy = (f"The rounded model: {100 * (1 - card['params'] / baseline['params']):.1f}% of the parameters "
-                f"removed, test accuracy {100 * card['test_accuracy']:.2f}% "
-                f"({100 * (card['test_accuracy'] - baseline['test_accuracy']):+.2f} points).")  # fmt: skip
+        lines.append(
+            f"| {row['runtime']} | {threads_cell(row)} | {row['batch']} | {row['speedup']:.2f}× | {other['speedup']:.2f}× |"
+        )
+    accuracy = (
+        f"The rounded model: {100 * (1 - card['params'] / baseline['params']):.1f}% of the parameters "
+        f"removed, test accuracy {100 * card['test_accuracy']:.2f}% "
+        f"({100 * (card['test_accuracy'] - baseline['test_accuracy']):+.2f} points)."
+    )
     return [
         "#### Channel counts rounded to 8",
         "`scripts/experiments/reproduce.sh` also prunes with Taylor to the same target with `--round-to 8` "
         "(every layer keeps a multiple of 8 filters) and gives it the same fine-tune. Speed-up over "
         f"the baseline, measured in one run (`kprune bench {baseline_path} {best['model']} {rounded_path}`):",
-        "\n".join(lines), accuracy,
-    ]  # fmt: skip
+        "\n".join(lines),
+        accuracy,
+    ]
 
 
 def overlay_section(out: Path, images: Path, criteria: list[str]) -> list[str]:
@@ -178,23 +203,29 @@ def overlay_section(out: Path, images: Path, criteria: list[str]) -> list[str]:
         return []
     shutil.copy(overlay, images / "val_accuracy_while_pruning.png")
     command = f"kprune report {' '.join(f'{out}/{c}' for c in criteria)} --out {overlay}"
-    return [f"Validation accuracy along each trajectory, before the final fine-tunes (`{command}`):",
-            "![validation accuracy while pruning](img/val_accuracy_while_pruning.png)"]  # fmt: skip
+    return [
+        f"Validation accuracy along each trajectory, before the final fine-tunes (`{command}`):",
+        "![validation accuracy while pruning](img/val_accuracy_while_pruning.png)",
+    ]
 
 
 def time_table(rows) -> str:
     lines = ["| criterion | pruning trajectory (s) | final fine-tunes (s) |", "| --- | --- | --- |"]
     for criterion in sorted({r["criterion"] for r in rows}):
         mine = [r for r in rows if r["criterion"] == criterion]
-        lines.append(f"| {criterion} | {mine[0]['prune_seconds']:.0f} | {sum(r['seconds'] for r in mine):.0f} |")
+        lines.append(
+            f"| {criterion} | {mine[0]['prune_seconds']:.0f} | {sum(r['seconds'] for r in mine):.0f} |"
+        )
     return "\n".join(lines)
 
 
 def environment_text(card: dict) -> str:
     env = card.get("environment", {})
     libraries = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items() if v)
-    return (f"Machine: {env.get('platform')}, {env.get('cpu_count')} CPU cores, Python "
-            f"{env.get('python')}; {libraries}.")  # fmt: skip
+    return (
+        f"Machine: {env.get('platform')}, {env.get('cpu_count')} CPU cores, Python "
+        f"{env.get('python')}; {libraries}."
+    )
 
 
 def plot(rows, baseline, path: Path) -> None:
@@ -206,10 +237,16 @@ def plot(rows, baseline, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for criterion in sorted({r["criterion"] for r in rows}):
         mine = sorted((r for r in rows if r["criterion"] == criterion), key=lambda r: r["params_removed"])
-        axes.plot([100 * r["params_removed"] for r in mine], [100 * r["accuracy"] for r in mine],
-                  marker="o", label=criterion)  # fmt: skip
+        axes.plot(
+            [100 * r["params_removed"] for r in mine],
+            [100 * r["accuracy"] for r in mine],
+            marker="o",
+            label=criterion,
+        )
     axes.axhline(100 * baseline["test_accuracy"], color="gray", linestyle="--", label="baseline")
-    axes.axhline(100 * baseline["test_accuracy"] - MAX_DROP, color="gray", linestyle=":", label="baseline − 1 pt")
+    axes.axhline(
+        100 * baseline["test_accuracy"] - MAX_DROP, color="gray", linestyle=":", label="baseline − 1 pt"
+    )
     axes.set_xlabel("parameters removed (%)")
     axes.set_ylabel("test top-1 accuracy (%)")
     axes.set_title("SqueezeNet 1.1 on Fashion-MNIST: pruned and fine-tuned")
@@ -232,7 +269,9 @@ def shipped_card(best: dict, baseline_card: dict) -> dict:
     run_card = load_json(Path(best["run"]) / "pruned.card.json")
     strip = ("environment", "trained_from")
     prune = {k: v for k, v in run_card.items() if k not in strip}
-    prune["snapshot"] = f"snapshots/params-{best['target']}.keras (the model when {best['target']}% of the parameters were gone)"
+    prune["snapshot"] = (
+        f"snapshots/params-{best['target']}.keras (the model when {best['target']}% of the parameters were gone)"
+    )
     prune["trained_from"] = {k: v for k, v in baseline_card.items() if k != "environment"}
     card["trained_from"] = prune
     return card
@@ -260,40 +299,65 @@ def main() -> None:
     if not rows:
         sys.exit(f"No finetuned-*.card.json under {args.out}: run scripts/experiments/reproduce.sh first.")
     # the most pruned model within the budget; between criteria at the same target, the most accurate
-    best = best_within_budget(rows, MAX_DROP, drop=lambda r: r["drop"], prefer=lambda r: (r["target"], r["accuracy"]))
+    best = best_within_budget(
+        rows, MAX_DROP, drop=lambda r: r["drop"], prefer=lambda r: (r["target"], r["accuracy"])
+    )
     images = args.doc.parent / "img"
     plot(rows, baseline, images / "test_accuracy_vs_params.png")
     sections = [
         f"_Generated by `python -m scripts.experiments.results {args.out} --baseline {args.baseline}` from the "
         f"files of `scripts/experiments/reproduce.sh` (final fine-tune: {args.epochs} epochs per snapshot)._",
-        "### Test accuracy by criterion and target (Δ to the baseline in points)", pivot_table(rows),
-        *([] if control is None else [
-            f"Control: the unpruned baseline given the same {args.epochs}-epoch fine-tune reaches "
-            f"{100 * control['accuracy']:.2f}% ({-control['drop']:+.2f} points): the reference that separates "
-            "the effect of pruning from that of the extra training."]),
-        "### Every pruned model", accuracy_table(rows, baseline, control),
+        "### Test accuracy by criterion and target (Δ to the baseline in points)",
+        pivot_table(rows),
+        *(
+            []
+            if control is None
+            else [
+                f"Control: the unpruned baseline given the same {args.epochs}-epoch fine-tune reaches "
+                f"{100 * control['accuracy']:.2f}% ({-control['drop']:+.2f} points): the reference that separates "
+                "the effect of pruning from that of the extra training."
+            ]
+        ),
+        "### Every pruned model",
+        accuracy_table(rows, baseline, control),
         "![test accuracy vs parameters removed](img/test_accuracy_vs_params.png)",
-        *overlay_section(args.out, images, sorted({r['criterion'] for r in rows})),
-        "### Wall time (2 CPU cores)", time_table(rows),
+        *overlay_section(args.out, images, sorted({r["criterion"] for r in rows})),
+        "### Wall time (2 CPU cores)",
+        time_table(rows),
         environment_text(load_json(Path(rows[0]["model"]).with_suffix(".card.json"))),
-    ]  # fmt: skip
+    ]
     if best is not None:
         sections += [
             f"### Best model within {MAX_DROP:.0f} point: {best['criterion']}, {best['target']}% target",
             f"`{best['model']}`: {100 * best['params_removed']:.1f}% of the parameters and "
             f"{100 * best['flops_removed']:.1f}% of the FLOPs removed ({baseline['flops'] / best['flops']:.2f}× fewer), "
             f"test accuracy {100 * best['accuracy']:.2f}% ({-best['drop']:+.2f} points).",
-            "#### Filters per layer (before → at that target)", layer_table(best),
+            "#### Filters per layer (before → at that target)",
+            layer_table(best),
             "Plot: filters per layer before pruning and at the end of the same trajectory (90% target):",
             "![filters per layer](img/filters_per_layer.png)",
-        ]  # fmt: skip
+        ]
         shutil.copy(Path(best["run"]) / "filters_per_layer.png", images / "filters_per_layer.png")
         bench_dir = args.out / "bench"
         if not (bench_dir / "bench.json").is_file():
-            subprocess.run([sys.executable, "-m", "scripts.benchmarks.bench_export", "--baseline", args.baseline,
-                            "--pruned", best["model"], "--out", str(bench_dir)], check=True)  # fmt: skip
-        sections += ["#### Deployment: file sizes and latency, baseline vs this model (one run)",
-                     bench_tables(bench_dir, args.baseline, best["model"])]  # fmt: skip
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "scripts.benchmarks.bench_export",
+                    "--baseline",
+                    args.baseline,
+                    "--pruned",
+                    best["model"],
+                    "--out",
+                    str(bench_dir),
+                ],
+                check=True,
+            )
+        sections += [
+            "#### Deployment: file sizes and latency, baseline vs this model (one run)",
+            bench_tables(bench_dir, args.baseline, best["model"]),
+        ]
         sections += rounded_section(args.out, baseline, args.baseline, best)
         if args.ship:
             shipped = Path("models/squeezenet1_1_fmnist_pruned.keras")
@@ -303,8 +367,11 @@ def main() -> None:
     oracle_path = args.out / "oracle.json"
     if oracle_path.is_file():
         oracle = load_json(oracle_path)
-        sections += ["### Criterion quality: Spearman ρ with the oracle",
-                     f"`{oracle['command']}`", summary_table(oracle["spearman"])]  # fmt: skip
+        sections += [
+            "### Criterion quality: Spearman ρ with the oracle",
+            f"`{oracle['command']}`",
+            summary_table(oracle["spearman"]),
+        ]
     generated = "\n\n".join(sections)
     replace_section(args.doc, "generated", "Measured results", generated)
     print(generated)

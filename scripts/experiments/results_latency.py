@@ -1,18 +1,18 @@
 """The latency section of docs/RESULTS.md, from the files of scripts/experiments/reproduce_latency.sh.
 
-    python -m scripts.experiments.results_latency runs/latency --baseline models/squeezenet1_1_fmnist_sgd.keras --pick
-        benchmarks the latency-pruned model and every snapshot of the params and
-        FLOPs runs in one run, and picks, for each of those runs, the model whose
-        measured latency is closest to the latency-pruned model's
-        (writes pick.json and NAME.chosen.keras);
-    python -m scripts.experiments.results_latency runs/latency --baseline models/squeezenet1_1_fmnist_sgd.keras --collect
-        copies the run's small result files (tables, picks, timings, fine-tune
-        cards, reports) to docs/results/latency/, the committed evidence;
-    python -m scripts.experiments.results_latency docs/results/latency --baseline models/squeezenet1_1_fmnist_sgd.keras
-        rewrites the section between <!-- latency:start --> and <!-- latency:end -->
-        of docs/RESULTS.md from that evidence (runs/ does not survive a session);
-    python -m scripts.experiments.results_latency runs/latency --baseline models/squeezenet1_1_fmnist_sgd.keras --ship
-        copies the latency-pruned model, its card and a fresh bundle into models/.
+python -m scripts.experiments.results_latency runs/latency --baseline models/squeezenet1_1_fmnist_sgd.keras --pick
+    benchmarks the latency-pruned model and every snapshot of the params and
+    FLOPs runs in one run, and picks, for each of those runs, the model whose
+    measured latency is closest to the latency-pruned model's
+    (writes pick.json and NAME.chosen.keras);
+python -m scripts.experiments.results_latency runs/latency --baseline models/squeezenet1_1_fmnist_sgd.keras --collect
+    copies the run's small result files (tables, picks, timings, fine-tune
+    cards, reports) to docs/results/latency/, the committed evidence;
+python -m scripts.experiments.results_latency docs/results/latency --baseline models/squeezenet1_1_fmnist_sgd.keras
+    rewrites the section between <!-- latency:start --> and <!-- latency:end -->
+    of docs/RESULTS.md from that evidence (runs/ does not survive a session);
+python -m scripts.experiments.results_latency runs/latency --baseline models/squeezenet1_1_fmnist_sgd.keras --ship
+    copies the latency-pruned model, its card and a fresh bundle into models/.
 """
 
 from __future__ import annotations
@@ -78,10 +78,13 @@ def measure_final(out: Path, baseline: str) -> None:
             model = kprune.load_model(path)
             fp32, int8 = deployed_files(model, path, Path(folder), str(index))
             runners.append((tflite_runner(fp32, 1, rng), tflite_runner(int8, 1, rng)))
-            result["models"].append({"path": path, "params": kprune.count_params(model),
-                                     "flops": kprune.count_flops(model)})  # fmt: skip
-        passes = [[[time_group([run], 20, 300, passes=1)[0] * 1000 for run in pair] for pair in runners]
-                  for _ in range(3)]  # fmt: skip
+            result["models"].append(
+                {"path": path, "params": kprune.count_params(model), "flops": kprune.count_flops(model)}
+            )
+        passes = [
+            [[time_group([run], 20, 300, passes=1)[0] * 1000 for run in pair] for pair in runners]
+            for _ in range(3)
+        ]
     means = np.mean(passes, axis=0)
     for entry, (fp32_ms, int8_ms) in zip(result["models"], means):
         entry["fp32_ms"], entry["int8_ms"] = float(fp32_ms), float(int8_ms)
@@ -124,8 +127,13 @@ def section(out: Path, baseline_path: str) -> str:
         speedup = base_fp32 / model["fp32_ms"]
         int8_speedup = base_fp32 / model["int8_ms"]
         drop = 100 * (baseline["test_accuracy"] - card["test_accuracy"])
-        summary[name] = {"speedup": speedup, "int8_speedup": int8_speedup, "drop": drop,
-                         "ratio": speedup / flops_ratio, "accuracy": card["test_accuracy"]}  # fmt: skip
+        summary[name] = {
+            "speedup": speedup,
+            "int8_speedup": int8_speedup,
+            "drop": drop,
+            "ratio": speedup / flops_ratio,
+            "accuracy": card["test_accuracy"],
+        }
         lines.append(
             f"| {LABELS[name]} ({Path(picked['chosen'][name]).name}) | {100 * (1 - model['params'] / baseline['params']):.1f}% "
             f"| {100 * (1 - model['flops'] / baseline['flops']):.1f}% | {flops_ratio:.2f}× "
@@ -152,9 +160,11 @@ def section(out: Path, baseline_path: str) -> str:
         "≤ 0.5 point: **{}** ({:.2f}× at {:+.2f}); int8 ≥ 10× over the fp32 baseline at ≤ 1 point: "
         "**{}** ({:.2f}×); speed-up ÷ FLOPs ratio ≥ 0.85: **{}** ({:.2f}).".format(
             _met(summary["latency"]["speedup"] >= 4.0 and summary["latency"]["drop"] <= 0.5),
-            summary["latency"]["speedup"], -summary["latency"]["drop"],
+            summary["latency"]["speedup"],
+            -summary["latency"]["drop"],
             _met(summary["latency"]["int8_speedup"] >= 10 and summary["latency"]["drop"] <= 1.0),
-            summary["latency"]["int8_speedup"], _met(summary["latency"]["ratio"] >= 0.85),
+            summary["latency"]["int8_speedup"],
+            _met(summary["latency"]["ratio"] >= 0.85),
             summary["latency"]["ratio"],
         ),
     ]
@@ -199,8 +209,11 @@ def _prediction_table(out: Path) -> list[str]:
         "unpruned: predicted / measured ms | tile step | weight traffic | profile time |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    inputs = {"squeezenet": "SqueezeNet 1.1, 28×28×1", "mobilenetv2": "MobileNetV2, 96×96×3",
-              "resnet50": "ResNet50, 64×64×3"}  # fmt: skip
+    inputs = {
+        "squeezenet": "SqueezeNet 1.1, 28×28×1",
+        "mobilenetv2": "MobileNetV2, 96×96×3",
+        "resnet50": "ResNet50, 64×64×3",
+    }
     for r in results:
         lines.append(
             f"| {inputs.get(r['architecture'], r['architecture'])} | {r['variants']} | {r['within_10pct']:.0%} "

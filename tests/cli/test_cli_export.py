@@ -27,21 +27,37 @@ def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "cnn.keras"
     kprune.save_model(model, path)
     train = synthetic("train")
-    write_card(path, {
-        "dataset": "synthetic",
-        "preprocessing": train.preprocessing.to_dict(),
-        "class_names": list(train.info.class_names),
-    })  # fmt: skip
+    write_card(
+        path,
+        {
+            "dataset": "synthetic",
+            "preprocessing": train.preprocessing.to_dict(),
+            "class_names": list(train.info.class_names),
+        },
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def export_dir(model_file, tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
-    result = runner.invoke(app, [
-        "export", str(model_file), "--format", "tflite,onnx", "--quantize", "none,int8",
-        "--out", str(folder), "--samples", "160", "--calibration-samples", "200",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            str(model_file),
+            "--format",
+            "tflite,onnx",
+            "--quantize",
+            "none,int8",
+            "--out",
+            str(folder),
+            "--samples",
+            "160",
+            "--calibration-samples",
+            "200",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return folder
 
@@ -62,10 +78,22 @@ def test_export_writes_verified_files_and_a_report(export_dir):
 
 
 def test_export_json_output_lists_ops(model_file, tmp_path):
-    result = runner.invoke(app, [
-        "export", str(model_file), "-f", "tflite", "-q", "float16,dynamic", "-o", str(tmp_path),
-        "-n", "32", "--json",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            str(model_file),
+            "-f",
+            "tflite",
+            "-q",
+            "float16,dynamic",
+            "-o",
+            str(tmp_path),
+            "-n",
+            "32",
+            "--json",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     artifacts = json.loads(result.stdout)["artifacts"]
@@ -74,19 +102,36 @@ def test_export_json_output_lists_ops(model_file, tmp_path):
 
 
 def test_verify_passes_on_the_exported_files(model_file, export_dir):
-    result = runner.invoke(app, [
-        "verify", str(model_file), str(export_dir / "cnn.tflite"),
-        str(export_dir / "cnn_int8.tflite"), str(export_dir / "cnn.onnx"), "--samples", "160",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "verify",
+            str(model_file),
+            str(export_dir / "cnn.tflite"),
+            str(export_dir / "cnn_int8.tflite"),
+            str(export_dir / "cnn.onnx"),
+            "--samples",
+            "160",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     assert "cnn_int8.tflite" in result.stdout and "FAILED" not in result.stdout
 
 
 def test_verify_fails_with_exit_1_when_a_threshold_is_violated(model_file, export_dir):
-    result = runner.invoke(app, [
-        "verify", str(model_file), str(export_dir / "cnn.onnx"), "--max-diff", "1e-30", "-n", "32",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "verify",
+            str(model_file),
+            str(export_dir / "cnn.onnx"),
+            "--max-diff",
+            "1e-30",
+            "-n",
+            "32",
+        ],
+    )
 
     assert result.exit_code == 1
     assert "FAILED" in result.stdout
@@ -111,10 +156,19 @@ def test_verify_fails_with_exit_1_on_a_tampered_file(model_file, export_dir, tmp
 
 def test_bundle_then_verify_the_bundle_and_catch_a_modified_file(model_file, tmp_path):
     bundle = tmp_path / "bundle"
-    result = runner.invoke(app, [
-        "bundle", str(model_file), "--out", str(bundle), "--samples", "64",
-        "--calibration-samples", "200",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "bundle",
+            str(model_file),
+            "--out",
+            str(bundle),
+            "--samples",
+            "64",
+            "--calibration-samples",
+            "200",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "run_bundle.py" in result.stdout and (bundle / "rtmaps_kprune.py").is_file()
 
@@ -128,11 +182,27 @@ def test_bundle_then_verify_the_bundle_and_catch_a_modified_file(model_file, tmp
 
 def test_bench_prints_json_for_scripts(model_file, tmp_path):
     output = tmp_path / "bench.json"
-    result = runner.invoke(app, [
-        "bench", str(model_file), str(model_file), "--runtimes", "tflite,onnx",
-        "--batch-sizes", "1", "--threads", "1", "--warmup", "1", "--repeats", "2", "--json",
-        "--output", str(output),
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            str(model_file),
+            str(model_file),
+            "--runtimes",
+            "tflite,onnx",
+            "--batch-sizes",
+            "1",
+            "--threads",
+            "1",
+            "--warmup",
+            "1",
+            "--repeats",
+            "2",
+            "--json",
+            "--output",
+            str(output),
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -142,29 +212,62 @@ def test_bench_prints_json_for_scripts(model_file, tmp_path):
 
 
 def test_bench_table(model_file):
-    result = runner.invoke(app, [
-        "bench", str(model_file), "--runtimes", "keras", "--batch-sizes", "1,2", "--repeats", "2",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            str(model_file),
+            "--runtimes",
+            "keras",
+            "--batch-sizes",
+            "1,2",
+            "--repeats",
+            "2",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     assert "median / p90 ms" in result.stdout and "ideal = FLOPs ratio" in result.stdout
 
 
 def test_bench_table_with_int8_over_the_fp32_baseline(model_file, tmp_path):
-    result = runner.invoke(app, [
-        "bench", str(model_file), str(model_file), "--runtimes", "tflite", "--batch-sizes", "1",
-        "--threads", "1", "--precisions", "fp32,int8", "--calibration", "synthetic",
-        "--calibration-samples", "32", "--warmup", "0", "--repeats", "2",
-        "--keep-files", str(tmp_path),
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            str(model_file),
+            str(model_file),
+            "--runtimes",
+            "tflite",
+            "--batch-sizes",
+            "1",
+            "--threads",
+            "1",
+            "--precisions",
+            "fp32,int8",
+            "--calibration",
+            "synthetic",
+            "--calibration-samples",
+            "32",
+            "--warmup",
+            "0",
+            "--repeats",
+            "2",
+            "--keep-files",
+            str(tmp_path),
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())  # the table wraps at the runner's 80 columns
     assert "│ int8 │" in text and "fp32 baseline: cnn's fp32 file" in text
     assert "int8 calibration: synthetic (train split, 32 examples" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "0.tflite", "0_int8.tflite", "1.tflite", "1_int8.tflite"
-    ]  # fmt: skip
+        "0.tflite",
+        "0_int8.tflite",
+        "1.tflite",
+        "1_int8.tflite",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -200,9 +303,21 @@ def test_export_without_card_or_dataset_names_the_fix(tmp_path):
 def test_export_that_fails_verification_leaves_nothing(model_file, tmp_path):
     out = tmp_path / "out"
 
-    result = runner.invoke(app, [
-        "export", str(model_file), "-f", "onnx", "-o", str(out), "-n", "16", "--max-diff", "1e-30",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            str(model_file),
+            "-f",
+            "onnx",
+            "-o",
+            str(out),
+            "-n",
+            "16",
+            "--max-diff",
+            "1e-30",
+        ],
+    )
 
     assert result.exit_code == 1 and "disagree" in result.stderr
     assert not out.exists()
@@ -212,8 +327,9 @@ def test_verify_a_bundle_of_a_model_without_card_uses_the_bundle_dataset(model_f
     bare = tmp_path / "bare.keras"
     bare.write_bytes(model_file.read_bytes())  # same model, no card beside it
     bundle = tmp_path / "bundle"
-    made = runner.invoke(app, ["bundle", str(bare), "-o", str(bundle), "-d", "synthetic",
-                               "--no-int8", "-n", "32"])  # fmt: skip
+    made = runner.invoke(
+        app, ["bundle", str(bare), "-o", str(bundle), "-d", "synthetic", "--no-int8", "-n", "32"]
+    )
     assert made.exit_code == 0, made.output
 
     result = runner.invoke(app, ["verify", str(bare), str(bundle), "-n", "32", "--json"])
@@ -230,12 +346,32 @@ def test_series_model_exports_with_data_file_and_bundle_refuses_it(tmp_path):
     (series,) = random_inputs(model, count=24)
     np.savez(tmp_path / "examples.npz", series=series)
 
-    exported = runner.invoke(app, [
-        "export", str(tmp_path / "series.keras"), "--out", str(tmp_path / "out"),
-        "--format", "onnx", "--data", str(tmp_path / "examples.npz"), "--samples", "24",
-    ])  # fmt: skip
-    bundled = runner.invoke(app, ["bundle", str(tmp_path / "series.keras"), "--out",
-                                  str(tmp_path / "bundle"), "--dataset", "synthetic"])  # fmt: skip
+    exported = runner.invoke(
+        app,
+        [
+            "export",
+            str(tmp_path / "series.keras"),
+            "--out",
+            str(tmp_path / "out"),
+            "--format",
+            "onnx",
+            "--data",
+            str(tmp_path / "examples.npz"),
+            "--samples",
+            "24",
+        ],
+    )
+    bundled = runner.invoke(
+        app,
+        [
+            "bundle",
+            str(tmp_path / "series.keras"),
+            "--out",
+            str(tmp_path / "bundle"),
+            "--dataset",
+            "synthetic",
+        ],
+    )
 
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "out" / "series.onnx").is_file()

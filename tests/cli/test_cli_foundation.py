@@ -66,8 +66,14 @@ def test_models_lists_registered_names():
     assert result.exit_code == 0
     names = result.stdout.split()
     assert names == sorted(names)
-    for name in ("squeezenet1_0", "squeezenet1_1", "mobilenet_v2", "mobilenet_v3_small",
-                 "resnet50_v2", "efficientnet_v2_s"):  # fmt: skip
+    for name in (
+        "squeezenet1_0",
+        "squeezenet1_1",
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "resnet50_v2",
+        "efficientnet_v2_s",
+    ):
         assert name in names
 
 
@@ -77,8 +83,23 @@ def trained(tmp_path_factory):
     from tensorflow.python.framework import config as tf_config
 
     out = tmp_path_factory.mktemp("run") / "tiny.keras"
-    args = ["train", "--model", "squeezenet1_1", "--dataset", "synthetic", "--limit", "32",
-            "--epochs", "1", "--batch-size", "32", "--input-shape", "36,36,3", "--out", str(out)]  # fmt: skip
+    args = [
+        "train",
+        "--model",
+        "squeezenet1_1",
+        "--dataset",
+        "synthetic",
+        "--limit",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--input-shape",
+        "36,36,3",
+        "--out",
+        str(out),
+    ]
     try:
         result = invoke(*args)
     finally:
@@ -103,8 +124,11 @@ def test_train_writes_model_and_card(trained):
     )
     assert card["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
     assert "Reproduce with:" in md_path.read_text()
-    assert re.fullmatch(r"Saved .*tiny.keras: test accuracy \d\.\d{4} on 32 synthetic test "
-                        r"images, 727.63 k params, .*FLOPs, \d+ s.\n", result.stdout)  # fmt: skip
+    assert re.fullmatch(
+        r"Saved .*tiny.keras: test accuracy \d\.\d{4} on 32 synthetic test "
+        r"images, 727.63 k params, .*FLOPs, \d+ s.\n",
+        result.stdout,
+    )
 
 
 def test_eval_prints_accuracy(trained):
@@ -115,8 +139,11 @@ def test_eval_prints_accuracy(trained):
     out, _ = trained
     result = invoke("eval", out, "--dataset", "synthetic", "--split", "test", "--limit", 40)
     assert result.exit_code == 0, result.output
-    match = re.fullmatch(r".*tiny.keras on synthetic test \(40 images\): accuracy (\d\.\d{4}), "
-                         r"loss (\d+\.\d{4})\n", result.stdout)  # one line, for scripts
+    match = re.fullmatch(
+        r".*tiny.keras on synthetic test \(40 images\): accuracy (\d\.\d{4}), "
+        r"loss (\d+\.\d{4})\n",
+        result.stdout,
+    )  # one line, for scripts
     assert match, result.stdout
     model = keras.models.load_model(out)
     images, labels = zip(*load("synthetic", "test", input_shape=(36, 36, 3), limit=40))
@@ -150,12 +177,34 @@ def test_info_of_a_model_file(trained):
         (["info", "squeezenet1_1", "--input-shape", "32,a,3"], ["`--input-shape` must be H,W,C"]),
         (["info", "squeezenet1_1", "--input-shape", "32,32"], ["`input_shape` must be (height, width"]),
         (["info", "mobilenet_v2", "--input-shape", "8,8,3"], ["at least 32x32"]),
-        (["train", "--model", "mobilenet_v2", "--input-shape", "28,28,1", "--dataset", "synthetic",
-          "--out", "x.keras"], ["at least 32x32"]),  # fmt: skip
+        (
+            [
+                "train",
+                "--model",
+                "mobilenet_v2",
+                "--input-shape",
+                "28,28,1",
+                "--dataset",
+                "synthetic",
+                "--out",
+                "x.keras",
+            ],
+            ["at least 32x32"],
+        ),
         (["train", "--input-shape", "32x32", "--out", "x.keras"], ["`--input-shape` must be H,W,C"]),
         (["train", "--out", "x.h5"], ["must end in .keras", "Fix: name it MODEL.keras"]),
-        (["train", "--model", "models/squeezenet1_1_fmnist_sgd.keras", "--input-shape", "32,32,1",
-          "--out", "x.keras"], ["applies to a model built by name", "Fix: leave input_shape out"]),  # fmt: skip
+        (
+            [
+                "train",
+                "--model",
+                "models/squeezenet1_1_fmnist_sgd.keras",
+                "--input-shape",
+                "32,32,1",
+                "--out",
+                "x.keras",
+            ],
+            ["applies to a model built by name", "Fix: leave input_shape out"],
+        ),
     ],
 )
 def test_user_errors_are_one_line(args, fragments, tmp_path, monkeypatch):
@@ -167,8 +216,17 @@ def test_user_errors_are_one_line(args, fragments, tmp_path, monkeypatch):
 
 def test_train_stops_at_an_unfinished_training_unless_resumed(tmp_path):
     (tmp_path / "x.training").mkdir()  # left by a killed `kprune train --out x.keras`
-    result = invoke("train", "--dataset", "synthetic", "--limit", "32", "--input-shape", "36,36,3",
-                    "--out", tmp_path / "x.keras")  # fmt: skip
+    result = invoke(
+        "train",
+        "--dataset",
+        "synthetic",
+        "--limit",
+        "32",
+        "--input-shape",
+        "36,36,3",
+        "--out",
+        tmp_path / "x.keras",
+    )
     assert_one_line_error(result, "x.training holds an unfinished training", "Fix: pass --resume")
     assert "--resume" in invoke("train", "--help").output
 
@@ -233,10 +291,20 @@ def test_cli_process_prints_only_the_error():
     env = {**os.environ, "KPRUNE_PROGRESS": "0"}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     result = subprocess.run(
-        [sys.executable, "-c", "from kprune.cli import main; main()",
-         "info", "squeezenet1_1", "--input-shape", "32,a,3"],
-        capture_output=True, text=True, timeout=120, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from kprune.cli import main; main()",
+            "info",
+            "squeezenet1_1",
+            "--input-shape",
+            "32,a,3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "Error: `--input-shape` must be H,W,C such as 32,32,3. Received '32,a,3'."

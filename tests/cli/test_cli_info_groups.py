@@ -73,9 +73,7 @@ def test_squeezenet_groups_show_concat_offsets_and_frozen_output():
     assert expand["passes / joins"] == ["fire2_concat [64..127 of 128]"]
     assert expand["consumers [span]"] == ["fire3_squeeze1x1 [64..127 of 128]"]
     squeeze = row_of(result.stdout, "fire2_squeeze1x1")
-    assert squeeze["consumers [span]"] == [
-        "fire2_expand1x1 [0..15 of 16]", "fire2_expand3x3 [0..15 of 16]"
-    ]
+    assert squeeze["consumers [span]"] == ["fire2_expand1x1 [0..15 of 16]", "fire2_expand3x3 [0..15 of 16]"]
     assert " ".join(row_of(result.stdout, "conv10")["prunable"]).startswith("no: frozen by")
 
 
@@ -86,9 +84,7 @@ def test_coupled_producers_share_a_row_through_a_nested_model(residual_file):
     assert coupled["producers"] == ["stem", "inner"]  # flattened block; its Add couples them
     assert coupled["passes / joins"] == ["add", "flat [0..95 of 96]"]  # 4×4 positions × 6
     assert coupled["consumers [span]"] == ["inner [0..5 of 6]", "hidden [0..95 of 96]"]
-    assert " ".join(row_of(result.stdout, "logits")["prunable"]) == (
-        "no: frozen by model output 'logits'"
-    )
+    assert " ".join(row_of(result.stdout, "logits")["prunable"]) == ("no: frozen by model output 'logits'")
     assert "3 channel groups, 2 prunable (3 prunable layers)" in result.stdout
 
 
@@ -104,9 +100,7 @@ def test_unsupported_layer_is_one_error_line_naming_the_fix(residual_file):
 def test_bad_unsupported_value_is_refused():
     result = invoke("info", "squeezenet1_1", "--groups", "--unsupported", "maybe")
     assert result.exit_code == 1
-    assert "`unsupported` must be one of ('error', 'freeze'). Received unsupported='maybe'" in (
-        result.stderr
-    )
+    assert "`unsupported` must be one of ('error', 'freeze'). Received unsupported='maybe'" in (result.stderr)
 
 
 def test_without_groups_the_layer_table_is_unchanged(residual_file):

@@ -55,10 +55,16 @@ def user(tmp_path_factory):
     train = keras.utils.image_dataset_from_directory(
         str(home / "data" / "train"), image_size=SHAPE[:2], batch_size=8, seed=0, verbose=False
     )
-    model = keras.Sequential([
-        keras.Input(SHAPE), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax"),
-    ], name="my_cnn")  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ],
+        name="my_cnn",
+    )
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(train, epochs=30, verbose=0)
     path = home / "my_cnn.keras"
@@ -125,9 +131,7 @@ def test_a_model_card_gives_the_preprocessing_and_the_option_overrides_it(user, 
     card = {"preprocessing": Preprocessing(SHAPE, 1 / 255, (0.5,), (0.5,)).to_dict()}
     (tmp_path / "carded.card.json").write_text(json.dumps(card))
     accuracy, result = eval_accuracy(carded, "--dataset", f"folder:{root}")
-    assert accuracy == pytest.approx(
-        numpy_accuracy(model, root, lambda x: (x / 255.0 - 0.5) / 0.5), abs=5e-5
-    )
+    assert accuracy == pytest.approx(numpy_accuracy(model, root, lambda x: (x / 255.0 - 0.5) / 0.5), abs=5e-5)
     assert "model card" not in result.stderr
     accuracy, _ = eval_accuracy(carded, "--dataset", f"folder:{root}", "--preprocess", "raw")
     assert accuracy == pytest.approx(keras_accuracy, abs=5e-5)
@@ -136,11 +140,30 @@ def test_a_model_card_gives_the_preprocessing_and_the_option_overrides_it(user, 
 def test_prune_starts_from_keras_accuracy_and_records_the_preprocessing(user, tmp_path):
     root, path, _, keras_accuracy = user
     out = tmp_path / "run"
-    result = runner.invoke(app, [
-        "prune", "--model", str(path), "--dataset", f"folder:{root}", "--criterion", "l1",
-        "--target-filters", "1", "--filters-per-step", "1", "--finetune-steps", "1",
-        "--final-finetune-epochs", "0", "--rank-batches", "1", "--out", str(out),
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "prune",
+            "--model",
+            str(path),
+            "--dataset",
+            f"folder:{root}",
+            "--criterion",
+            "l1",
+            "--target-filters",
+            "1",
+            "--filters-per-step",
+            "1",
+            "--finetune-steps",
+            "1",
+            "--final-finetune-epochs",
+            "0",
+            "--rank-batches",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["test_before"]["accuracy"] == pytest.approx(keras_accuracy, abs=5e-5)
@@ -157,14 +180,17 @@ def test_bad_preprocess_text_is_one_line_naming_the_fix(user, tmp_path, monkeypa
     root, path, _, _ = user
     monkeypatch.chdir(tmp_path)
     arguments = {
-        "eval": ["eval", path], "rank": ["rank", path, "--criterion", "taylor"],
+        "eval": ["eval", path],
+        "rank": ["rank", path, "--criterion", "taylor"],
         "prune": ["prune", "--model", path, "--target-params", "0.5", "--out", tmp_path / "run"],
         "export": ["export", path, "--out", tmp_path / "export"],
-    }[command]  # fmt: skip
-    result = runner.invoke(app, [*map(str, arguments), "--dataset", f"folder:{root}",
-                                 "--preprocess", "scale=1/255;mean=0.5"])  # fmt: skip
+    }[command]
+    result = runner.invoke(
+        app, [*map(str, arguments), "--dataset", f"folder:{root}", "--preprocess", "scale=1/255;mean=0.5"]
+    )
     assert_one_line_error(
-        result, "`preprocess` must be raw, card, dataset or scale=S,mean=M,std=D",
+        result,
+        "`preprocess` must be raw, card, dataset or scale=S,mean=M,std=D",
         "Received preprocess='scale=1/255;mean=0.5'. Fix: e.g. --preprocess raw",
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
@@ -174,8 +200,11 @@ def test_bad_preprocess_in_a_config_file(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("criterion: l1\ntarget_params: 0.5\npreprocess: imagenet\n")
     result = runner.invoke(app, ["prune", "--config", str(config), "--out", str(tmp_path / "run")])
-    assert_one_line_error(result, "`preprocess`: `preprocess` must be raw, card, dataset",
-                          "Received preprocess='imagenet'. Fix:")  # fmt: skip
+    assert_one_line_error(
+        result,
+        "`preprocess`: `preprocess` must be raw, card, dataset",
+        "Received preprocess='imagenet'. Fix:",
+    )
 
 
 BASELINE = baselines.DIRECTORY / "squeezenet1_1_fmnist_sgd.keras"  # the shipped one
@@ -201,8 +230,10 @@ def test_bundle_of_a_keras_model_ships_raw_pixels_the_runtime_reproduces(user, t
 
     root, path, _, keras_accuracy = user
     bundle = tmp_path / "bundle"
-    result = runner.invoke(app, ["bundle", str(path), "-o", str(bundle), "-d", f"folder:{root}",
-                                 "--no-int8", "-n", "12", "--json"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        ["bundle", str(path), "-o", str(bundle), "-d", f"folder:{root}", "--no-int8", "-n", "12", "--json"],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["preprocessing"] == Preprocessing.raw(SHAPE).to_dict()

@@ -27,8 +27,21 @@ def model_file(tmp_path_factory):
 def test_profile_writes_a_table_that_predicts_the_model(model_file, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "table.json"
-    result = runner.invoke(app, ["profile", str(model_file), "--out", str(out), "--repeats", "3",
-                                 "--sweep-channels", "8", "--seconds", "1"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "profile",
+            str(model_file),
+            "--out",
+            str(out),
+            "--repeats",
+            "3",
+            "--sweep-channels",
+            "8",
+            "--seconds",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Channel tile step" in result.output and "conv_a" in result.output
     table = LatencyTable.load(out)
@@ -40,7 +53,9 @@ def test_profile_writes_a_table_that_predicts_the_model(model_file, tmp_path, mo
 
 def test_profile_plan_only_writes_files_for_the_board(model_file, tmp_path):
     folder = tmp_path / "plan"
-    result = runner.invoke(app, ["profile", str(model_file), "--plan-only", str(folder), "--sweep-channels", "4"])
+    result = runner.invoke(
+        app, ["profile", str(model_file), "--plan-only", str(folder), "--sweep-channels", "4"]
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads((folder / "plan.json").read_text())
     assert sorted(p.name for p in folder.glob("*.tflite")) == sorted(f for g in plan["groups"] for f in g)
@@ -48,15 +63,31 @@ def test_profile_plan_only_writes_files_for_the_board(model_file, tmp_path):
 
 
 def test_profile_bad_runtime_is_one_line_and_exit_1(model_file, tmp_path):
-    result = runner.invoke(app, ["profile", str(model_file), "--runtime", "tensorrt", "--out", str(tmp_path / "t.json")])
+    result = runner.invoke(
+        app, ["profile", str(model_file), "--runtime", "tensorrt", "--out", str(tmp_path / "t.json")]
+    )
     assert result.exit_code == 1
     assert "`runtime` must be one of" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "t.json").exists()
 
 
 def test_prune_missing_latency_table_is_one_line(model_file, tmp_path):
-    result = runner.invoke(app, ["prune", "--model", str(model_file), "--dataset", "synthetic",
-                                 "--target-latency", "0.5", "--latency-table", str(tmp_path / "none.json"),
-                                 "--out", str(tmp_path / "run"), "--no-chance-check"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "prune",
+            "--model",
+            str(model_file),
+            "--dataset",
+            "synthetic",
+            "--target-latency",
+            "0.5",
+            "--latency-table",
+            str(tmp_path / "none.json"),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-chance-check",
+        ],
+    )
     assert result.exit_code == 1
     assert "does not exist. Fix: write one with `kprune profile" in result.output

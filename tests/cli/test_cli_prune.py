@@ -7,8 +7,18 @@ from typer.testing import CliRunner
 from kprune.cli import app
 
 runner = CliRunner()
-QUICK = ["--dataset", "synthetic", "--filters-per-step", "8", "--finetune-steps", "2",
-         "--final-finetune-epochs", "0.1", "--rank-batches", "1"]  # fmt: skip
+QUICK = [
+    "--dataset",
+    "synthetic",
+    "--filters-per-step",
+    "8",
+    "--finetune-steps",
+    "2",
+    "--final-finetune-epochs",
+    "0.1",
+    "--rank-batches",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +37,36 @@ def model_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(model_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "l1"
-    result = runner.invoke(app, ["prune", "--criterion", "l1", "--model", str(model_file),
-                                 "--target-params", "0.3", "--out", str(out), *QUICK])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "prune",
+            "--criterion",
+            "l1",
+            "--model",
+            str(model_file),
+            "--target-params",
+            "0.3",
+            "--out",
+            str(out),
+            *QUICK,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out, result.output
 
 
 def test_prune_writes_the_run_and_prints_before_after(run_dir):
     out, output = run_dir
-    for name in ("pruned.keras", "pruned.card.json", "pruned.card.md", "config.yaml", "report.json",
-                 "history.json", "accuracy_vs_params.png"):  # fmt: skip
+    for name in (
+        "pruned.keras",
+        "pruned.card.json",
+        "pruned.card.md",
+        "config.yaml",
+        "report.json",
+        "history.json",
+        "accuracy_vs_params.png",
+    ):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert report["test_after"]["params"] <= 0.7 * report["test_before"]["params"]
@@ -50,8 +80,22 @@ def test_prune_writes_the_run_and_prints_before_after(run_dir):
 
 def test_resume_of_a_finished_run_returns_it(run_dir, model_file):
     out, _ = run_dir
-    result = runner.invoke(app, ["prune", "--criterion", "l1", "--model", str(model_file),
-                                 "--target-params", "0.3", "--out", str(out), "--resume", *QUICK])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "prune",
+            "--criterion",
+            "l1",
+            "--model",
+            str(model_file),
+            "--target-params",
+            "0.3",
+            "--out",
+            str(out),
+            "--resume",
+            *QUICK,
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -84,8 +128,22 @@ def test_user_errors_exit_1_with_one_line(model_file, arguments, message):
 
 def test_nothing_is_written_on_a_bad_criterion(model_file, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["prune", "--criterion", "tailor", "--model", str(model_file),
-                                 "--dataset", "synthetic", "--target-params", "0.3", "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "prune",
+            "--criterion",
+            "tailor",
+            "--model",
+            str(model_file),
+            "--dataset",
+            "synthetic",
+            "--target-params",
+            "0.3",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 1 and not out.exists()
 
 

@@ -25,8 +25,9 @@ def model_file(tmp_path_factory):
 
 def test_rank_prints_the_weakest_and_writes_every_score(model_file, tmp_path):
     out = tmp_path / "scores.json"
-    result = runner.invoke(app, ["rank", str(model_file), "--criterion", "l1", "--show", "2",
-                                 "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app, ["rank", str(model_file), "--criterion", "l1", "--show", "2", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     scores = json.loads(out.read_text())
     assert scores["criterion"] == "l1" and set(scores["scores"]) == {"conv_a", "conv_b"}
@@ -38,8 +39,9 @@ def test_rank_prints_the_weakest_and_writes_every_score(model_file, tmp_path):
 
 
 def test_rank_with_data_on_the_synthetic_set(model_file):
-    result = runner.invoke(app, ["rank", str(model_file), "--criterion", "taylor", "--dataset",
-                                 "synthetic", "--batches", "2"])  # fmt: skip
+    result = runner.invoke(
+        app, ["rank", str(model_file), "--criterion", "taylor", "--dataset", "synthetic", "--batches", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert "conv_a" in result.output and "taylor" in result.output
 

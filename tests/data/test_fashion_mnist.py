@@ -10,7 +10,6 @@ from kprune.errors import DatasetNotFoundError, InvalidArgumentError
 
 from .conftest import write_fake_fashion_mnist, write_idx
 
-
 # --- IDX parsing --------------------------------------------------------------------
 
 
@@ -180,8 +179,11 @@ def test_download_result_is_used(nowhere, monkeypatch):
 
 def test_mismatched_images_and_labels(fake_fashion_dir):
     write_idx(fake_fashion_dir / fashion_mnist.FILES["test"][1], np.zeros(3, np.uint8))
-    with pytest.raises(InvalidArgumentError, match=r"do not form a dataset: images \(20, 28, 28\), "
-                       r"labels \(3,\)"):  # fmt: skip
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"do not form a dataset: images \(20, 28, 28\), "
+        r"labels \(3,\)",
+    ):
         fashion_mnist.load_arrays(fake_fashion_dir, download=False)
 
 
@@ -203,11 +205,12 @@ def test_arrays_shapes_dtypes_and_info(fake_fashion_dir):
 # --- the real data (Debian package dataset-fashion-mnist) ---------------------------
 
 realdata = pytest.mark.skipif(
-    not all((fashion_mnist.DEBIAN_DIR / name).is_file()
-            for pair in fashion_mnist.FILES.values() for name in pair),
+    not all(
+        (fashion_mnist.DEBIAN_DIR / name).is_file() for pair in fashion_mnist.FILES.values() for name in pair
+    ),
     reason=f"Fashion-MNIST is not installed in {fashion_mnist.DEBIAN_DIR} "
     "(run `bash scripts/checks/fetch_data.sh`)",
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")
@@ -225,13 +228,16 @@ def test_real_split_sizes_and_labels(real_arrays):
     np.testing.assert_array_equal(np.bincount(arrays["train"][1]), [6000] * 10)
     np.testing.assert_array_equal(np.bincount(arrays["test"][1]), [1000] * 10)
     splits = {
-        split: load("fashion_mnist", split, batch_size=1000, data_dir=fashion_mnist.DEBIAN_DIR,
-                    download=False)
+        split: load(
+            "fashion_mnist", split, batch_size=1000, data_dir=fashion_mnist.DEBIAN_DIR, download=False
+        )
         for split in ("train", "val", "test")
-    }  # fmt: skip
+    }
     assert {split: s.num_examples for split, s in splits.items()} == {
-        "train": 54_000, "val": 6_000, "test": 10_000,
-    }  # fmt: skip
+        "train": 54_000,
+        "val": 6_000,
+        "test": 10_000,
+    }
     val_labels = np.concatenate([labels.numpy() for _, labels in splits["val"]])
     counts = np.bincount(val_labels, minlength=10)
     assert counts.sum() == 6000

@@ -75,8 +75,11 @@ def test_tiny_folder_val_split(image_root):
     name = f"folder:{image_root}"
     assert load(name, "train", input_shape=(6, 6, 3), val_fraction=0.1).num_examples == 7
     assert load(name, "val", input_shape=(6, 6, 3), val_fraction=0.1).num_examples == 1
-    with pytest.raises(InvalidArgumentError, match=r"has 8 images; val_fraction=0.05 leaves none "
-                       r"for the val split"):  # fmt: skip
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"has 8 images; val_fraction=0.05 leaves none "
+        r"for the val split",
+    ):
         load(name, "val", input_shape=(6, 6, 3), val_fraction=0.05)
 
 
@@ -106,8 +109,7 @@ def test_without_test_folder_the_test_split_is_val_and_says_so(tmp_path, caplog)
     test = load(name, "test", input_shape=(6, 6, 3))
     assert image_ids(test) == image_ids(val) == [100, 101, 110, 111]
     assert test.note == (
-        f"{name} has no test/ folder: its test split is {tmp_path / 'keras' / 'val'} "
-        "(the validation images)."
+        f"{name} has no test/ folder: its test split is {tmp_path / 'keras' / 'val'} (the validation images)."
     )
     assert [record.getMessage() for record in caplog.records] == [test.note]  # said once
 

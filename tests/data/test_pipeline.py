@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kprune.data import Preprocessing, as_dataset, dataset_info, load
-from kprune.data import fashion_mnist, synthetic
+from kprune.data import Preprocessing, as_dataset, dataset_info, fashion_mnist, load, synthetic
 from kprune.errors import DatasetNotFoundError, InvalidArgumentError
 
 
@@ -112,11 +111,17 @@ def test_explicit_preprocessing_sets_the_shape_and_must_agree(fake_fashion_dir):
     explicit = Preprocessing((14, 14, 1), scale=0.5, mean=(3.0,), std=(2.0,))
     images, _ = collect(fmnist(fake_fashion_dir, "test", preprocessing=explicit))
     assert images.shape == (20, 14, 14, 1)
-    with pytest.raises(InvalidArgumentError, match=r"`preprocessing` resizes to \(14, 14, 1\), "
-                       r"but input_shape=\(28, 28, 1\). Fix:"):  # fmt: skip
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"`preprocessing` resizes to \(14, 14, 1\), "
+        r"but input_shape=\(28, 28, 1\). Fix:",
+    ):
         fmnist(fake_fashion_dir, "test", input_shape=(28, 28, 1), preprocessing=explicit)
-    with pytest.raises(InvalidArgumentError, match=r"`preprocessing` must be one of \('dataset', "
-                       r"'raw'\) or a kprune.data.Preprocessing. Received preprocessing='card'"):  # fmt: skip
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"`preprocessing` must be one of \('dataset', "
+        r"'raw'\) or a kprune.data.Preprocessing. Received preprocessing='card'",
+    ):
         fmnist(fake_fashion_dir, "test", preprocessing="card")
 
 
@@ -169,8 +174,11 @@ def test_limit(fake_fashion_dir):
         ({"val_fraction": 1.0}, r"`val_fraction` must be in \(0, 1\). Received val_fraction=1.0"),
         ({"batch_size": 0}, r"`batch_size` must be positive. Received batch_size=0"),
         ({"limit": 0}, r"`limit` must be positive. Received limit=0"),
-        ({"name": "imagenet"}, r"Unknown dataset 'imagenet'. Use one of: cifar10, fashion_mnist, "
-                               r"synthetic, folder:PATH"),
+        (
+            {"name": "imagenet"},
+            r"Unknown dataset 'imagenet'. Use one of: cifar10, fashion_mnist, "
+            r"synthetic, folder:PATH",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -69,12 +69,15 @@ def model_file(trained_cnn, synthetic_train, tmp_path_factory) -> Path:
     """``trained_cnn`` saved as a .keras file with a model card naming its dataset."""
     path = tmp_path_factory.mktemp("model") / "position_cnn.keras"
     kprune.save_model(trained_cnn, path)
-    write_card(path, {
-        "dataset": "synthetic",
-        "preprocessing": synthetic_train.preprocessing.to_dict(),
-        "class_names": list(synthetic_train.info.class_names),
-        "test_accuracy": 1.0,
-    })  # fmt: skip
+    write_card(
+        path,
+        {
+            "dataset": "synthetic",
+            "preprocessing": synthetic_train.preprocessing.to_dict(),
+            "class_names": list(synthetic_train.info.class_names),
+            "test_accuracy": 1.0,
+        },
+    )
     return path
 
 

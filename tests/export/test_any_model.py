@@ -26,9 +26,9 @@ def series_classifier(seed: int = 0) -> keras.Model:
     x = keras.layers.Conv1D(8, 3, activation="relu", name="conv_a")(inputs)
     x = keras.layers.Conv1D(8, 3, activation="relu", name="conv_b")(x)
     x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
-    outputs = keras.layers.Dense(
-        4, activation="softmax", kernel_initializer=_decisive(seed), name="classes"
-    )(x)
+    outputs = keras.layers.Dense(4, activation="softmax", kernel_initializer=_decisive(seed), name="classes")(
+        x
+    )
     return keras.Model(inputs, outputs, name="series_classifier")
 
 
@@ -51,9 +51,9 @@ def two_by_two(seed: int = 0) -> keras.Model:
     x = keras.layers.Conv1D(6, 3, activation="relu", name="conv")(series)
     x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
     joined = keras.layers.Concatenate(name="join")([x, extra])
-    classes = keras.layers.Dense(
-        3, activation="softmax", kernel_initializer=_decisive(seed), name="classes"
-    )(joined)
+    classes = keras.layers.Dense(3, activation="softmax", kernel_initializer=_decisive(seed), name="classes")(
+        joined
+    )
     values = keras.layers.Dense(2, name="values")(joined)
     return keras.Model([series, extra], [classes, values], name="two_by_two")
 
@@ -121,9 +121,7 @@ def test_tflite_signature_outputs_are_keras_outputs_by_name(models, exported):
 
     inputs = random_inputs(models["two"], count=4)
     interpreter = Interpreter(model_path=str(exported["two"][0].path))
-    outputs = interpreter.get_signature_runner("serving_default")(
-        series=inputs[0], extra=inputs[1]
-    )
+    outputs = interpreter.get_signature_runner("serving_default")(series=inputs[0], extra=inputs[1])
     classes, values = keras_reference(models["two"], inputs)
     np.testing.assert_allclose(outputs["output_0"], classes, atol=1e-5)
     np.testing.assert_allclose(outputs["output_1"], values, atol=1e-5)
@@ -163,9 +161,12 @@ def test_quantized_regression_outputs_are_judged_by_relative_error(models, expor
     inputs = random_inputs(models["two"], count=32)
 
     strict = verify_export(
-        models["two"], [exported["two"][1]], inputs, max_relative_error=1e-6,
+        models["two"],
+        [exported["two"][1]],
+        inputs,
+        max_relative_error=1e-6,
         raise_on_failure=False,
-    )  # fmt: skip
+    )
 
     assert not strict.passed and "relative error ≤" in strict.checks[0].criterion
 
@@ -185,9 +186,13 @@ def test_user_data_must_fit_the_inputs(models, tmp_path):
 
 def test_bench_times_a_model_of_two_inputs(models):
     report = benchmark(
-        [models["two"]], runtimes=["keras", "tflite", "onnx"], batch_sizes=[3], threads=[1],
-        warmup=1, repeats=2,
-    )  # fmt: skip
+        [models["two"]],
+        runtimes=["keras", "tflite", "onnx"],
+        batch_sizes=[3],
+        threads=[1],
+        warmup=1,
+        repeats=2,
+    )
 
     assert {m.runtime for m in report.measurements} == {"keras", "tflite", "onnx"}
     assert all(m.runs == 2 and m.median_ms > 0 for m in report.measurements)

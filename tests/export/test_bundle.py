@@ -24,9 +24,17 @@ from kprune.export import check_bundle, write_bundle
 
 STUB = Path(__file__).parent / "rtmaps_stub"
 EXPECTED_FILES = {
-    "model.tflite", "model_int8.tflite", "model.onnx", "labels.txt", "manifest.json",
-    "kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py", "kprune_profile.py",
-}  # fmt: skip
+    "model.tflite",
+    "model_int8.tflite",
+    "model.onnx",
+    "labels.txt",
+    "manifest.json",
+    "kprune_runtime.py",
+    "kprune_images.py",
+    "run_bundle.py",
+    "rtmaps_kprune.py",
+    "kprune_profile.py",
+}
 # Runs a bundle program with TensorFlow and kprune made unimportable.
 ISOLATED = (
     "import sys, runpy; sys.modules['tensorflow'] = None; sys.modules['kprune'] = None; "
@@ -52,9 +60,11 @@ def raw_test_images():
 def keras_classes(model, raw_images, preprocessing: dict) -> np.ndarray:
     """Keras' top-1 classes of raw images, preprocessed by kprune's training transform."""
     transform = Preprocessing(
-        input_shape=tuple(preprocessing["input_shape"]), scale=preprocessing["scale"],
-        mean=tuple(preprocessing["mean"]), std=tuple(preprocessing["std"]),
-    )  # fmt: skip
+        input_shape=tuple(preprocessing["input_shape"]),
+        scale=preprocessing["scale"],
+        mean=tuple(preprocessing["mean"]),
+        std=tuple(preprocessing["std"]),
+    )
     inputs = np.stack([transform.apply(tf.constant(image)).numpy() for image in raw_images])
     return np.asarray(model(inputs, training=False))
 
@@ -72,8 +82,16 @@ def write_pngs(folder: Path, images: np.ndarray) -> list[Path]:
 
 
 def run_bundle(bundle: Path, folder: Path, backend: str) -> list[dict]:
-    command = [sys.executable, "-c", ISOLATED, str(bundle / "run_bundle.py"), str(folder),
-               "--backend", backend, "--json"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        ISOLATED,
+        str(bundle / "run_bundle.py"),
+        str(folder),
+        "--backend",
+        backend,
+        "--json",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=folder)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -102,8 +120,11 @@ def test_manifest_describes_input_preprocessing_and_quantization(bundle_dir, mod
     card = json.loads(model_file.with_name("position_cnn.card.json").read_text())
 
     assert manifest["input"] == {
-        "name": "input", "shape": [None, 16, 16, 3], "dtype": "float32", "layout": "NHWC",
-    }  # fmt: skip
+        "name": "input",
+        "shape": [None, 16, 16, 3],
+        "dtype": "float32",
+        "layout": "NHWC",
+    }
     assert manifest["output"]["kind"] == "probabilities"
     assert manifest["preprocessing"] == card["preprocessing"]
     assert manifest["preprocessing"]["channel_order"] == "RGB"
@@ -118,8 +139,10 @@ def test_manifest_describes_input_preprocessing_and_quantization(bundle_dir, mod
     verification = manifest["metrics"]["verification"]
     assert verification["passed"] and verification["samples"] == 160
     assert {entry["file"] for entry in verification["artifacts"]} == {
-        "model.tflite", "model_int8.tflite", "model.onnx",
-    }  # fmt: skip
+        "model.tflite",
+        "model_int8.tflite",
+        "model.onnx",
+    }
 
 
 def test_check_bundle_names_a_modified_file(bundle_dir, tmp_path):
@@ -151,8 +174,7 @@ def test_existing_folder_needs_overwrite(model_file, bundle_dir, tmp_path):
 
 def test_failed_verification_writes_nothing(model_file, tmp_path):
     with pytest.raises(VerificationError, match="disagree"):
-        write_bundle(model_file, tmp_path / "bundle", int8=False, verify_samples=16,
-                     max_abs_diff=1e-30)  # fmt: skip
+        write_bundle(model_file, tmp_path / "bundle", int8=False, verify_samples=16, max_abs_diff=1e-30)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -163,15 +185,11 @@ def test_without_card_or_dataset_the_fix_is_named(trained_cnn, tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["tflite", "onnx", "tflite_int8"])
-def test_run_bundle_on_pngs_predicts_like_keras(
-    bundle_dir, trained_cnn, raw_test_images, tmp_path, backend
-):
+def test_run_bundle_on_pngs_predicts_like_keras(bundle_dir, trained_cnn, raw_test_images, tmp_path, backend):
     images, labels = raw_test_images
     paths = write_pngs(tmp_path, images)
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    by_path = dict(
-        zip(map(str, paths), keras_classes(trained_cnn, images, manifest["preprocessing"]))
-    )
+    by_path = dict(zip(map(str, paths), keras_classes(trained_cnn, images, manifest["preprocessing"])))
 
     results = run_bundle(bundle_dir, tmp_path, backend)
 
@@ -210,10 +228,11 @@ def test_run_bundle_reports_a_tampered_model(bundle_dir, tmp_path):
     (tmp_path / "images" / "x.npy").write_bytes(b"")
 
     result = subprocess.run(
-        [sys.executable, str(copy / "run_bundle.py"), str(tmp_path / "images"),
-         "--backend", "onnx"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, str(copy / "run_bundle.py"), str(tmp_path / "images"), "--backend", "onnx"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 1 and "model.onnx" in result.stderr and "modified" in result.stderr
 
@@ -256,9 +275,14 @@ def rtmaps_component(bundle_dir, monkeypatch):
     sys.modules.pop("kprune_runtime", None)
 
 
-@pytest.mark.parametrize(("backend", "model_path"), [
-    ("tflite", ""), ("onnx", "model.onnx"), ("tflite_int8", "."),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("backend", "model_path"),
+    [
+        ("tflite", ""),
+        ("onnx", "model.onnx"),
+        ("tflite_int8", "."),
+    ],
+)
 def test_rtmaps_component_classifies_frames_like_keras(
     rtmaps_component, bundle_dir, trained_cnn, raw_test_images, backend, model_path
 ):
@@ -274,9 +298,7 @@ def test_rtmaps_component_classifies_frames_like_keras(
     assert set(declared.outputs) == {"class_id", "label", "probability", "probabilities"}
     assert declared.properties["backend"].choices == ["tflite", "tflite_int8", "onnx"]
     # Cameras often deliver BGR: every other frame comes reversed, labelled as such.
-    frames = [
-        (image[:, :, ::-1], "BGR") if k % 2 else (image, "RGB") for k, image in enumerate(images)
-    ]
+    frames = [(image[:, :, ::-1], "BGR") if k % 2 else (image, "RGB") for k, image in enumerate(images)]
     location = {"": "", ".": str(bundle_dir)}.get(model_path, str(bundle_dir / model_path))
 
     outputs = run_component(rtmaps_component, frames, backend, location)
@@ -286,9 +308,7 @@ def test_rtmaps_component_classifies_frames_like_keras(
         assert np.mean(np.array(class_ids) == expected.argmax(-1)) >= 0.95
     else:
         assert class_ids == expected.argmax(-1).tolist()
-        np.testing.assert_allclose(
-            [e.data for e in outputs["probability"]], expected.max(-1), atol=1e-4
-        )
+        np.testing.assert_allclose([e.data for e in outputs["probability"]], expected.max(-1), atol=1e-4)
     assert [e.data for e in outputs["label"]] == [f"class_{k}" for k in class_ids]
     assert [e.ts for e in outputs["class_id"]] == [1000 + k for k in range(len(images))]
     assert outputs["probabilities"][0].data.shape == (10,)
@@ -324,8 +344,13 @@ def test_run_bundle_on_real_fashion_mnist_pngs(tmp_path, monkeypatch):
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(train.dataset, epochs=2, shuffle=False, verbose=0)
     kprune.save_model(model, tmp_path / "fmnist.keras")
-    write_bundle(tmp_path / "fmnist.keras", tmp_path / "bundle", dataset="fashion_mnist",
-                 verify_samples=300, calibration_samples=300)  # fmt: skip
+    write_bundle(
+        tmp_path / "fmnist.keras",
+        tmp_path / "bundle",
+        dataset="fashion_mnist",
+        verify_samples=300,
+        calibration_samples=300,
+    )
     arrays, _ = fashion_mnist.load_arrays()
     raw_images, labels = arrays["test"][0][:100], arrays["test"][1][:100]
     paths = write_pngs(tmp_path / "images", raw_images)

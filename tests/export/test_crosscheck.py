@@ -33,10 +33,13 @@ def record(machine: str, probabilities: dict[str, np.ndarray]) -> dict:
     for backend, values in probabilities.items():
         classes = values.argmax(-1).tolist()
         backends[backend] = {
-            "run_bundle": {"paths": PATHS, "class_ids": classes,
-                           "top1_probabilities": values.max(-1).tolist()},
+            "run_bundle": {
+                "paths": PATHS,
+                "class_ids": classes,
+                "top1_probabilities": values.max(-1).tolist(),
+            },
             "rtmaps": {"paths": PATHS, "class_ids": classes, "probabilities": values.tolist()},
-        }  # fmt: skip
+        }
     return {"environment": {"machine": machine}, "backends": backends}
 
 
@@ -89,8 +92,10 @@ def test_thresholds_come_from_the_manifest(outputs):
 
     failed = {(row.backend, row.program) for row in rows if not row.passed}
     assert failed == {
-        ("tflite", "rtmaps"), ("tflite_int8", "run_bundle"), ("tflite_int8", "rtmaps"),
-    }  # fmt: skip
+        ("tflite", "rtmaps"),
+        ("tflite_int8", "run_bundle"),
+        ("tflite_int8", "rtmaps"),
+    }
     assert {row.criterion for row in rows} == {"max abs diff ≤ 1e-04", "top-1 agreement ≥ 98%"}
     assert "**FAIL**" in format_table({"cortex-a53": rows}, 50)
 
@@ -121,15 +126,29 @@ def test_compare_command_exits_1_and_names_what_failed(outputs, tmp_path, capsys
     arm = {key: value.copy() for key, value in values.items()}
     arm["tflite"][0, 0] += 1e-3
     (tmp_path / "bundle").mkdir()
-    files = {"bundle/manifest.json": MANIFEST, "labels.json": labels,
-             "x86.json": record("x86_64", values), "a53.json": record("aarch64", arm)}  # fmt: skip
+    files = {
+        "bundle/manifest.json": MANIFEST,
+        "labels.json": labels,
+        "x86.json": record("x86_64", values),
+        "a53.json": record("aarch64", arm),
+    }
     for name, content in files.items():
         (tmp_path / name).write_text(json.dumps(content))
 
-    status = main(["compare", "--bundle", str(tmp_path / "bundle"), "--labels",
-                   str(tmp_path / "labels.json"), "--reference", str(tmp_path / "x86.json"),
-                   "--json", str(tmp_path / "rows.json"),
-                   f"cortex-a53={tmp_path / 'a53.json'}"])  # fmt: skip
+    status = main(
+        [
+            "compare",
+            "--bundle",
+            str(tmp_path / "bundle"),
+            "--labels",
+            str(tmp_path / "labels.json"),
+            "--reference",
+            str(tmp_path / "x86.json"),
+            "--json",
+            str(tmp_path / "rows.json"),
+            f"cortex-a53={tmp_path / 'a53.json'}",
+        ]
+    )
 
     assert status == 1
     assert "cortex-a53 model.tflite rtmaps" in capsys.readouterr().err
@@ -159,8 +178,13 @@ def test_board_requirements_follow_the_bundle(tmp_path):
 
 
 def dry_run(*arguments: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *arguments], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        ["bash", str(SCRIPT), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_script_builds_root_install_and_one_probe_per_core(tmp_path):
@@ -169,9 +193,20 @@ def test_script_builds_root_install_and_one_probe_per_core(tmp_path):
     (bundle / "manifest.json").write_text("{}")
     root = tmp_path / "root"
 
-    result = dry_run(str(bundle), "--dry-run", "--root", str(root), "--out", str(tmp_path / "out"),
-                     "--cores", "cortex-a53,cortex-a72", "--suite", "bullseye",
-                     "--pin", "numpy==1.24.4")  # fmt: skip
+    result = dry_run(
+        str(bundle),
+        "--dry-run",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "out"),
+        "--cores",
+        "cortex-a53,cortex-a72",
+        "--suite",
+        "bullseye",
+        "--pin",
+        "numpy==1.24.4",
+    )
 
     assert result.returncode == 0, result.stderr
     commands = [shlex.split(line) for line in result.stdout.splitlines() if ": " not in line]
@@ -188,8 +223,10 @@ def test_script_builds_root_install_and_one_probe_per_core(tmp_path):
     assert [c[c.index("--enter-root") + 2] for c in probes] == ["cortex-a53", "cortex-a72"]
     assert [c[-1] for c in probes] == ["/mnt/out/cortex-a53.json", "/mnt/out/cortex-a72.json"]
     compare_command = next(c for c in commands if "compare" in c)
-    assert compare_command[-2:] == [f"cortex-a53={tmp_path}/out/cortex-a53.json",
-                                    f"cortex-a72={tmp_path}/out/cortex-a72.json"]  # fmt: skip
+    assert compare_command[-2:] == [
+        f"cortex-a53={tmp_path}/out/cortex-a53.json",
+        f"cortex-a72={tmp_path}/out/cortex-a72.json",
+    ]
 
 
 def test_script_reuses_a_complete_root(tmp_path):
@@ -199,16 +236,20 @@ def test_script_reuses_a_complete_root(tmp_path):
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / ".kprune-root-complete").touch()
 
-    result = dry_run(str(bundle), "--dry-run", "--root", str(tmp_path / "root"),
-                     "--out", str(tmp_path / "out"))  # fmt: skip
+    result = dry_run(
+        str(bundle), "--dry-run", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "out")
+    )
 
     assert "arm64 root: reusing" in result.stdout and "mmdebstrap" not in result.stdout
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    ((), "no bundle given. Fix:"),
-    (("/nonexistent",), "is not a kprune bundle.*Fix: pass the folder"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ((), "no bundle given. Fix:"),
+        (("/nonexistent",), "is not a kprune bundle.*Fix: pass the folder"),
+    ],
+)
 def test_script_names_the_fix(arguments, message):
     result = dry_run(*arguments)
 
@@ -225,14 +266,28 @@ REAL_TABLE = Path(__file__).parents[2] / "docs" / "results" / "latency" / "laten
 def _compare_with_profiles(tmp_path, outputs, profilers: dict[str, dict]) -> int:
     values, labels = outputs
     (tmp_path / "bundle").mkdir()
-    files = {"bundle/manifest.json": MANIFEST, "labels.json": labels,
-             "x86.json": {**record("x86_64", values), "profiler": profilers["x86"]},
-             "a53.json": {**record("aarch64", values), "profiler": profilers["a53"]}}  # fmt: skip
+    files = {
+        "bundle/manifest.json": MANIFEST,
+        "labels.json": labels,
+        "x86.json": {**record("x86_64", values), "profiler": profilers["x86"]},
+        "a53.json": {**record("aarch64", values), "profiler": profilers["a53"]},
+    }
     for name, content in files.items():
         (tmp_path / name).write_text(json.dumps(content))
-    return main(["compare", "--bundle", str(tmp_path / "bundle"), "--labels", str(tmp_path / "labels.json"),
-                 "--reference", str(tmp_path / "x86.json"), "--json", str(tmp_path / "rows.json"),
-                 f"cortex-a53={tmp_path / 'a53.json'}"])  # fmt: skip
+    return main(
+        [
+            "compare",
+            "--bundle",
+            str(tmp_path / "bundle"),
+            "--labels",
+            str(tmp_path / "labels.json"),
+            "--reference",
+            str(tmp_path / "x86.json"),
+            "--json",
+            str(tmp_path / "rows.json"),
+            f"cortex-a53={tmp_path / 'a53.json'}",
+        ]
+    )
 
 
 def test_profiler_tables_are_loaded_and_summarized(outputs, tmp_path, capsys):
@@ -241,8 +296,14 @@ def test_profiler_tables_are_loaded_and_summarized(outputs, tmp_path, capsys):
     (tmp_path / "x86.latency_table.json").write_bytes(REAL_TABLE.read_bytes())
     (tmp_path / "a53.latency_table.json").write_bytes(REAL_TABLE.read_bytes())
     ran = {"status": "ran", "seconds": 12.0}
-    status = _compare_with_profiles(tmp_path, outputs, {
-        "x86": {**ran, "table": "x86.latency_table.json"}, "a53": {**ran, "table": "a53.latency_table.json"}})
+    status = _compare_with_profiles(
+        tmp_path,
+        outputs,
+        {
+            "x86": {**ran, "table": "x86.latency_table.json"},
+            "a53": {**ran, "table": "a53.latency_table.json"},
+        },
+    )
 
     assert status == 0
     data = json.loads(REAL_TABLE.read_text())
@@ -255,9 +316,14 @@ def test_profiler_tables_are_loaded_and_summarized(outputs, tmp_path, capsys):
 
 def test_a_profiler_that_failed_on_arm_fails_the_check(outputs, tmp_path, capsys):
     (tmp_path / "x86.latency_table.json").write_bytes(REAL_TABLE.read_bytes())
-    status = _compare_with_profiles(tmp_path, outputs, {
-        "x86": {"status": "ran", "table": "x86.latency_table.json", "seconds": 3.0},
-        "a53": {"status": "failed", "error": "Traceback …\nImportError: no runtime"}})
+    status = _compare_with_profiles(
+        tmp_path,
+        outputs,
+        {
+            "x86": {"status": "ran", "table": "x86.latency_table.json", "seconds": 3.0},
+            "a53": {"status": "failed", "error": "Traceback …\nImportError: no runtime"},
+        },
+    )
 
     assert status == 1
     captured = capsys.readouterr()
@@ -276,7 +342,9 @@ def test_probe_runs_the_bundles_profiler_on_a_plan(tmp_path):
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    (bundle / "kprune_profile.py").write_bytes((Path(templates.__file__).parent / "kprune_profile.py").read_bytes())
+    (bundle / "kprune_profile.py").write_bytes(
+        (Path(templates.__file__).parent / "kprune_profile.py").read_bytes()
+    )
     plan = write_plan(make_small_model(), tmp_path / "plan", sweep_channels=2)
 
     result = aarch64_probe.run_profiler(str(bundle), str(tmp_path / "plan"), str(tmp_path / "x86.json"))
@@ -285,8 +353,10 @@ def test_probe_runs_the_bundles_profiler_on_a_plan(tmp_path):
     assert set(LatencyTable.load(tmp_path / "x86.latency_table.json").entries) == set(plan["entries"])
     assert aarch64_probe.run_profiler(str(bundle), None, str(tmp_path / "x.json"))["status"] == "not run"
     (bundle / "kprune_profile.py").unlink()
-    assert "write it again with kprune bundle" in aarch64_probe.run_profiler(
-        str(bundle), str(tmp_path / "plan"), str(tmp_path / "y.json"))["error"]
+    assert (
+        "write it again with kprune bundle"
+        in aarch64_probe.run_profiler(str(bundle), str(tmp_path / "plan"), str(tmp_path / "y.json"))["error"]
+    )
 
 
 def test_script_profiles_on_every_machine_with_profile(tmp_path):
@@ -295,8 +365,16 @@ def test_script_profiles_on_every_machine_with_profile(tmp_path):
     (bundle / "manifest.json").write_text("{}")
     (bundle / "kprune_profile.py").touch()
 
-    result = dry_run(str(bundle), "--dry-run", "--root", str(tmp_path / "root"), "--out",
-                     str(tmp_path / "out"), "--profile", "base.keras")  # fmt: skip
+    result = dry_run(
+        str(bundle),
+        "--dry-run",
+        "--root",
+        str(tmp_path / "root"),
+        "--out",
+        str(tmp_path / "out"),
+        "--profile",
+        "base.keras",
+    )
 
     assert result.returncode == 0, result.stderr
     commands = [shlex.split(line) for line in result.stdout.splitlines() if ": " not in line]
@@ -304,7 +382,10 @@ def test_script_profiles_on_every_machine_with_profile(tmp_path):
     assert plan[plan.index("profile") + 1] == "base.keras" and plan[-1] == f"{tmp_path}/out/profile-plan"
     probes = [c for c in commands if any(p.endswith("aarch64_probe.py") for p in c)]
     assert [c[c.index("--profile-plan") + 1] for c in probes] == [
-        f"{tmp_path}/out/profile-plan", "/mnt/out/profile-plan", "/mnt/out/profile-plan"]
+        f"{tmp_path}/out/profile-plan",
+        "/mnt/out/profile-plan",
+        "/mnt/out/profile-plan",
+    ]
     (bundle / "kprune_profile.py").unlink()
     refused = dry_run(str(bundle), "--dry-run", "--root", str(tmp_path / "root"), "--profile", "base.keras")
     assert refused.returncode == 1 and "has no kprune_profile.py" in refused.stderr

@@ -44,9 +44,7 @@ def test_opset_is_configurable(trained_cnn, tmp_path):
 
     proto = onnx.load(str(artifact.path))
     assert artifact.opset == 17
-    assert [entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")] == [
-        17
-    ]
+    assert [entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")] == [17]
 
 
 def test_opset_out_of_range_is_refused(trained_cnn, tmp_path):
@@ -60,12 +58,14 @@ def test_opset_out_of_range_is_refused(trained_cnn, tmp_path):
 def test_sequential_and_reloaded_models_convert(trained_cnn, synthetic_test, tmp_path):
     # tf2onnx's from_keras breaks on both; from_function must not.
     keras.utils.set_random_seed(1)
-    sequential = keras.Sequential([
-        keras.Input((16, 16, 3)),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ])  # fmt: skip
+    sequential = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
     trained_cnn.save(tmp_path / "saved.keras")
     reloaded = keras.models.load_model(tmp_path / "saved.keras")
     images, _ = collect_examples(synthetic_test, 8)

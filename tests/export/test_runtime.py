@@ -21,13 +21,32 @@ from kprune.export.templates import kprune_images as images
 from kprune.export.templates import kprune_runtime as runtime
 
 TEMPLATES = (
-    "kprune_runtime.py", "kprune_images.py", "run_bundle.py", "rtmaps_kprune.py", "kprune_profile.py",
-)  # fmt: skip
+    "kprune_runtime.py",
+    "kprune_images.py",
+    "run_bundle.py",
+    "rtmaps_kprune.py",
+    "kprune_profile.py",
+)
 ALLOWED_IMPORTS = {
-    "__future__", "argparse", "hashlib", "json", "os", "platform", "struct", "sys", "time", "zlib",
-    "numpy", "ai_edge_litert", "tflite_runtime", "onnxruntime", "PIL", "rtmaps",
-    "kprune_runtime", "kprune_images",
-}  # fmt: skip
+    "__future__",
+    "argparse",
+    "hashlib",
+    "json",
+    "os",
+    "platform",
+    "struct",
+    "sys",
+    "time",
+    "zlib",
+    "numpy",
+    "ai_edge_litert",
+    "tflite_runtime",
+    "onnxruntime",
+    "PIL",
+    "rtmaps",
+    "kprune_runtime",
+    "kprune_images",
+}
 
 
 def random_image(shape, seed=0) -> np.ndarray:
@@ -82,9 +101,7 @@ def test_channel_orders_are_normalised_to_rgb():
         preprocess(rgb, "YUV")
 
 
-def encode_png(
-    pixels: np.ndarray, colour: int, depth: int = 8, palette=None, filters=(0,)
-) -> bytes:
+def encode_png(pixels: np.ndarray, colour: int, depth: int = 8, palette=None, filters=(0,)) -> bytes:
     """A PNG encoder for tests: row r uses filter filters[r % len(filters)]."""
     height, width = pixels.shape[:2]
     data = pixels.astype(">u2").tobytes() if depth == 16 else pixels.astype(np.uint8).tobytes()
@@ -99,17 +116,18 @@ def encode_png(
             left = line[i - bpp] if i >= bpp else 0
             up, upper_left = previous[i], previous[i - bpp] if i >= bpp else 0
             estimate = left + up - upper_left
-            paeth = min((abs(estimate - left), 0, left), (abs(estimate - up), 1, up),
-                        (abs(estimate - upper_left), 2, upper_left))[2]  # fmt: skip
+            paeth = min(
+                (abs(estimate - left), 0, left),
+                (abs(estimate - up), 1, up),
+                (abs(estimate - upper_left), 2, upper_left),
+            )[2]
             predictor = (0, left, up, (left + up) // 2, paeth)[kind]
             encoded.append((value - predictor) & 0xFF)
         rows.append(bytes([kind]) + bytes(encoded))
         previous = line
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     chunks = chunk(b"IHDR", header)
@@ -138,9 +156,7 @@ def test_png_decoder_reads_palette_and_16_bit():
     np.testing.assert_array_equal(
         images.decode_png(encode_png(indices, 3, palette=palette)), palette[indices[:, :, 0]]
     )
-    np.testing.assert_array_equal(
-        images.decode_png(encode_png(wide, 2, depth=16, filters=(1, 4))), wide >> 8
-    )
+    np.testing.assert_array_equal(images.decode_png(encode_png(wide, 2, depth=16, filters=(1, 4))), wide >> 8)
 
 
 def test_read_image_needs_no_pillow_for_png_and_pnm(tmp_path, monkeypatch):

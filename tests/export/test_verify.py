@@ -38,9 +38,7 @@ def test_tampered_tflite_fails(exported, trained_cnn, synthetic_test, copy_of):
     shifted = (bias + np.arange(10, dtype="<f4")).tobytes()
     tampered.write_bytes(content[:offset] + shifted + content[offset + len(shifted) :])
 
-    with pytest.raises(
-        VerificationError, match=r"model_none\.tflite \(fp32\): max abs diff .* FAILED"
-    ):
+    with pytest.raises(VerificationError, match=r"model_none\.tflite \(fp32\): max abs diff .* FAILED"):
         verify_export(trained_cnn, [tampered], synthetic_test, samples=64)
 
 
@@ -52,9 +50,7 @@ def test_tampered_onnx_fails(exported, trained_cnn, synthetic_test, copy_of):
     weights.CopyFrom(numpy_helper.from_array(values, weights.name))
     onnx.save(proto, str(tampered))
 
-    report = verify_export(
-        trained_cnn, [tampered], synthetic_test, samples=64, raise_on_failure=False
-    )
+    report = verify_export(trained_cnn, [tampered], synthetic_test, samples=64, raise_on_failure=False)
 
     assert not report.passed and report.checks[0].max_abs_diff > 1e-4
     with pytest.raises(VerificationError, match="model.onnx"):
@@ -66,18 +62,14 @@ def test_fp32_threshold_is_configurable(trained_cnn, synthetic_test, tmp_path):
     perturbed.set_weights([w + 1e-3 for w in trained_cnn.get_weights()])
     artifact = export_tflite(perturbed, tmp_path / "perturbed.tflite")
 
-    strict = verify_export(
-        trained_cnn, [artifact], synthetic_test, samples=64, raise_on_failure=False
-    )
+    strict = verify_export(trained_cnn, [artifact], synthetic_test, samples=64, raise_on_failure=False)
     loose = verify_export(trained_cnn, [artifact], synthetic_test, samples=64, max_abs_diff=0.5)
 
     assert not strict.passed and strict.checks[0].max_abs_diff > 1e-4
     assert loose.passed
 
 
-def test_int8_agreement_below_threshold_fails(
-    trained_cnn, synthetic_train, synthetic_test, tmp_path
-):
+def test_int8_agreement_below_threshold_fails(trained_cnn, synthetic_train, synthetic_test, tmp_path):
     # Same shapes, other weights: an int8 file that does not come from this model.
     keras.utils.set_random_seed(7)
     stranger = make_position_cnn()
@@ -86,9 +78,13 @@ def test_int8_agreement_below_threshold_fails(
     with pytest.raises(VerificationError, match=r"stranger_int8\.tflite \(int8\).*agreement"):
         verify_export(trained_cnn, [artifact], synthetic_test, samples=160)
     lenient = verify_export(
-        trained_cnn, [artifact], synthetic_test, samples=160, min_agreement=0.01,
+        trained_cnn,
+        [artifact],
+        synthetic_test,
+        samples=160,
+        min_agreement=0.01,
         raise_on_failure=False,
-    )  # fmt: skip
+    )
     assert lenient.checks[0].top1_agreement < 0.98
 
 
@@ -157,9 +153,13 @@ def test_squeezenet_before_and_after_surgery(tmp_path):
     )
     original = he_initialized_squeezenet()
     pruned = surgery.remove_filters(
-        original, {"fire2_squeeze1x1": [0, 5], "fire4_expand3x3": list(range(0, 128, 3)),
-                   "fire9_expand1x1": list(range(64))}
-    )  # fmt: skip
+        original,
+        {
+            "fire2_squeeze1x1": [0, 5],
+            "fire4_expand3x3": list(range(0, 128, 3)),
+            "fire9_expand1x1": list(range(64)),
+        },
+    )
     data = synthetic("test", input_shape=(32, 32, 3), limit=32)
     images, _ = collect_examples(data, 32)
     assert np.abs(np.asarray(original(images))).max() > 0.1  # logits big enough to compare

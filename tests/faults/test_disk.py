@@ -21,13 +21,29 @@ import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
 
-from kprune.pruning import checkpoint
+import kprune
 from kprune.cli import app
+from kprune.pruning import checkpoint
 
 runner = CliRunner()
-QUICK = ["--criterion", "l1", "--dataset", "synthetic", "--target-filters", "2", "--filters-per-step", "1",
-         "--finetune-steps", "2", "--final-finetune-epochs", "0.1", "--rank-batches", "1",
-         "--no-chance-check", "--no-distill"]  # fmt: skip
+QUICK = [
+    "--criterion",
+    "l1",
+    "--dataset",
+    "synthetic",
+    "--target-filters",
+    "2",
+    "--filters-per-step",
+    "1",
+    "--finetune-steps",
+    "2",
+    "--final-finetune-epochs",
+    "0.1",
+    "--rank-batches",
+    "1",
+    "--no-chance-check",
+    "--no-distill",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +64,13 @@ def small_disk(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)],
-                                 capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError) as error:
         pytest.skip(f"cannot mount a tmpfs here: {error}")
     if mounted.returncode != 0:
@@ -93,7 +114,10 @@ def prune(model_file: Path, out: Path, *more: str):
 
 def error_line(result) -> str:
     """The run's one error line; fails on a traceback or an error over several lines."""
-    assert result.exit_code == 1 and not isinstance(result.exception, Exception), (result.output, result.exception)
+    assert result.exit_code == 1 and not isinstance(result.exception, Exception), (
+        result.output,
+        result.exception,
+    )
     assert "Traceback" not in result.output and "Errno" not in result.output, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1, result.output
@@ -104,7 +128,9 @@ def error_line(result) -> str:
 
 def assert_nothing_half_written(folder: Path) -> None:
     assert not [p for p in folder.rglob(".tmp-*")], "a temporary was left"
-    assert not [p for p in folder.rglob("*") if p.is_dir() and not any(p.iterdir())], "an empty folder was left"
+    assert not [p for p in folder.rglob("*") if p.is_dir() and not any(p.iterdir())], (
+        "an empty folder was left"
+    )
     assert not (folder / ".kprune.lock").exists(), "the lock was left"
 
 
@@ -137,8 +163,10 @@ def test_a_full_tmpfs_keeps_the_last_checkpoint_and_the_run_resumes(model_file, 
     monkeypatch.setattr(checkpoint, "save", save_on_a_disk_that_fills)
     line = error_line(prune(model_file, out))
 
-    assert line.startswith(f"Error: No space left on the disk to write {out / 'checkpoint' / 'step-0002.keras'}: "
-                           "it needs at least ")  # fmt: skip
+    assert line.startswith(
+        f"Error: No space left on the disk to write {out / 'checkpoint' / 'step-0002.keras'}: "
+        "it needs at least "
+    )
     assert "The run is saved at step 1; once that is fixed, continue it with: kprune prune " in line
     assert f" --out {out} " in line and line.endswith(" --resume")
     assert_checkpoint_at(out, 1)
@@ -158,16 +186,21 @@ def test_a_tmpfs_too_full_for_the_first_checkpoint_leaves_no_run_dir(model_file,
 
     line = error_line(prune(model_file, out))
 
-    assert line.startswith(f"Error: No space left on the disk to write {out / 'checkpoint' / 'step-0000.keras'}: ")
+    assert line.startswith(
+        f"Error: No space left on the disk to write {out / 'checkpoint' / 'step-0000.keras'}: "
+    )
     assert line.endswith("Nothing of the run was kept (no step was saved); once that is fixed, run it again.")
     assert sorted(p.name for p in small_disk.iterdir()) == ["ballast"]  # runs/ and runs/l1 are gone
     assert model_file.read_bytes() == original
 
 
-@pytest.mark.parametrize("code, says", [
-    (errno.ENOSPC, "No space left on the disk to write {path}: it needs at least "),
-    (errno.EROFS, "Cannot write {path}: its file system is read-only. Fix: write somewhere else."),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "code, says",
+    [
+        (errno.ENOSPC, "No space left on the disk to write {path}: it needs at least "),
+        (errno.EROFS, "Cannot write {path}: its file system is read-only. Fix: write somewhere else."),
+    ],
+)
 def test_a_refused_checkpoint_keeps_the_previous_one(model_file, tmp_path, monkeypatch, code, says):
     """Where no tmpfs can be mounted (CI): the same fault, from a failing ``os.replace``."""
     out, original = tmp_path / "run", model_file.read_bytes()
@@ -186,7 +219,9 @@ def test_a_refused_checkpoint_keeps_the_previous_one(model_file, tmp_path, monke
         assert_finishes_with_resume(model_file, out)
 
 
-def test_a_read_only_run_dir_names_the_permission_and_resumes_once_writable(model_file, tmp_path, monkeypatch):
+def test_a_read_only_run_dir_names_the_permission_and_resumes_once_writable(
+    model_file, tmp_path, monkeypatch
+):
     out, original = tmp_path / "run", model_file.read_bytes()
     refuse_writes(monkeypatch, errno.ENOSPC, lambda path: path.name == "step-0002.keras")
     error_line(prune(model_file, out))  # a run saved at step 1
@@ -198,7 +233,9 @@ def test_a_read_only_run_dir_names_the_permission_and_resumes_once_writable(mode
     line = error_line(prune(model_file, out, "--resume"))
 
     assert line.startswith(f"Error: No permission to write {out / 'config.yaml'} (as user ")
-    assert f"Fix: make {out} writable for this user, or write somewhere else. The run is saved at step 1" in line
+    assert (
+        f"Fix: make {out} writable for this user, or write somewhere else. The run is saved at step 1" in line
+    )
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == saved
     assert_checkpoint_at(out, 1)
     assert_nothing_half_written(tmp_path)
@@ -220,7 +257,9 @@ def test_a_run_refused_before_its_first_checkpoint_takes_back_only_what_it_made(
 
     line = error_line(prune(model_file, out))
 
-    assert line.startswith(f"Error: No space left on the disk to write {out / 'checkpoint' / 'step-0000.keras'}")
+    assert line.startswith(
+        f"Error: No space left on the disk to write {out / 'checkpoint' / 'step-0000.keras'}"
+    )
     if existing:
         assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
         assert (out / "notes.txt").read_text() == "mine"
@@ -228,19 +267,22 @@ def test_a_run_refused_before_its_first_checkpoint_takes_back_only_what_it_made(
         assert list(tmp_path.iterdir()) == []
 
 
-
 def export(model_file: Path, out: Path):
-    return runner.invoke(app, ["export", str(model_file), "--out", str(out), "--format", "tflite",
-                               "--dataset", "synthetic"])  # fmt: skip
+    return runner.invoke(
+        app, ["export", str(model_file), "--out", str(out), "--format", "tflite", "--dataset", "synthetic"]
+    )
 
 
 def assert_the_temporary_folder_is_named(line: str, temporary: Path) -> None:
-    assert line.startswith(f"Error: No space left on the disk to write {temporary / 'kprune-savedmodel-'}"), line
+    assert line.startswith(f"Error: No space left on the disk to write {temporary / 'kprune-savedmodel-'}"), (
+        line
+    )
     assert line.endswith("under the system's temporary folder; TMPDIR=FOLDER moves it.)"), line
 
 
-def test_a_full_temporary_folder_during_tflite_conversion_is_one_line(model_file, small_disk, tmp_path,
-                                                                      monkeypatch):  # fmt: skip
+def test_a_full_temporary_folder_during_tflite_conversion_is_one_line(
+    model_file, small_disk, tmp_path, monkeypatch
+):
     """TFLite conversion writes a SavedModel under the system's temporary folder first (a real full tmpfs)."""
     original, out = model_file.read_bytes(), tmp_path / "export"
     monkeypatch.setattr(tempfile, "tempdir", str(small_disk))
@@ -260,7 +302,8 @@ def test_tensorflow_refusing_the_savedmodel_write_is_one_line(model_file, tmp_pa
 
     def full_disk(self, path, *args, **kwargs):
         raise tf.errors.ResourceExhaustedError(
-            None, None, f"{path}/variables/variables_temp/part-00000; No space left on device [Op:SaveV2]")
+            None, None, f"{path}/variables/variables_temp/part-00000; No space left on device [Op:SaveV2]"
+        )
 
     monkeypatch.setattr(keras.Model, "export", full_disk)
     line = error_line(export(model_file, out))
@@ -269,18 +312,23 @@ def test_tensorflow_refusing_the_savedmodel_write_is_one_line(model_file, tmp_pa
     assert not out.exists() or not any(out.rglob("*"))
     assert model_file.read_bytes() == original
 
+
 def test_a_failed_state_write_keeps_the_previous_checkpoint_whole(tiny_cnn, tmp_path, monkeypatch):
     """A model file written but its state.json refused: the new model is removed, the old pair stays."""
     checkpoint.save(tmp_path, tiny_cnn, {"step": 0})
     refuse_writes(monkeypatch, errno.ENOSPC, lambda path: path.name == "state.json")
-    with pytest.raises(OSError, match=r"No space left on the disk to write .*state\.json: it needs at least \d+ B"):
+    with pytest.raises(
+        OSError, match=r"No space left on the disk to write .*state\.json: it needs at least \d+ B"
+    ):
         checkpoint.save(tmp_path, tiny_cnn, {"step": 1})
     monkeypatch.undo()
     assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == ["state.json", "step-0000.keras"]
     assert checkpoint.load(tmp_path)[1]["step"] == 0
 
 
-def test_a_second_checkpoint_of_one_step_never_replaces_the_file_its_state_names(tiny_cnn, tmp_path, monkeypatch):
+def test_a_second_checkpoint_of_one_step_never_replaces_the_file_its_state_names(
+    tiny_cnn, tmp_path, monkeypatch
+):
     """The final fine-tune saves the last step again: a kill between its two renames must not
     pair the old state with the new model."""
     checkpoint.save(tmp_path, tiny_cnn, {"step": 3, "finished": False})
@@ -299,13 +347,16 @@ def test_a_second_checkpoint_of_one_step_never_replaces_the_file_its_state_names
 
 def test_no_kprune_module_writes_around_the_atomic_writer():
     """Every file write in the package goes through kprune.files (board-side templates excepted)."""
-    package = Path(checkpoint.__file__).parent
+    package = Path(kprune.__file__).parent
     direct = ("write_text(", "write_bytes(", ".savefig(", "json.dump(", "shutil.copy", 'open(path, "w')
     found = {
         (str(path.relative_to(package)), line.strip())
-        for path in package.rglob("*.py") if "templates" not in path.parts and path.name != "files.py"
+        for path in package.rglob("*.py")
+        if "templates" not in path.parts and path.name != "files.py"
         for line in path.read_text().splitlines()
         if any(call in line for call in direct) and "temporary" not in line
-    }  # fmt: skip
+    }
     # The one exception: dump_config writes the path it is given, and runs.py gives it a temporary.
-    assert found == {("config.py", "Path(path).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))")}
+    assert found == {
+        ("config.py", "Path(path).write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))")
+    }

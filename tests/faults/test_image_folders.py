@@ -64,9 +64,14 @@ def collect(split):
 def keras_images(directory: Path, image_size=(8, 8), color_mode="rgb"):
     """The reference: keras.utils.image_dataset_from_directory, in file order."""
     data = keras.utils.image_dataset_from_directory(
-        str(directory), image_size=image_size, color_mode=color_mode, batch_size=None,
-        shuffle=False, verbose=False, class_names=list(COLOURS),
-    )  # fmt: skip
+        str(directory),
+        image_size=image_size,
+        color_mode=color_mode,
+        batch_size=None,
+        shuffle=False,
+        verbose=False,
+        class_names=list(COLOURS),
+    )
     images, labels = zip(*data.as_numpy_iterator())
     return np.stack(images), np.array(labels)
 
@@ -111,8 +116,14 @@ def test_a_clean_folder_read_as_grayscale_gives_keras_images(root):
 
 def test_the_val_split_of_a_flat_folder_is_the_same_files_as_before(tmp_path):
     write_classes(tmp_path / "flat", 5)
-    val = load(f"folder:{tmp_path / 'flat'}", "val", input_shape=SHAPE, val_fraction=0.2,
-               preprocessing="raw", shuffle=False)  # fmt: skip
+    val = load(
+        f"folder:{tmp_path / 'flat'}",
+        "val",
+        input_shape=SHAPE,
+        val_fraction=0.2,
+        preprocessing="raw",
+        shuffle=False,
+    )
     keras_all, keras_labels = keras_images(tmp_path / "flat")
     # The rule of the array datasets: a permutation with seed 0, the first 20% held out.
     held_out = np.sort(np.random.default_rng(0).permutation(10)[:2])
@@ -126,7 +137,9 @@ def test_the_val_split_of_a_flat_folder_is_the_same_files_as_before(tmp_path):
 
 def keras_fails_on(directory: Path) -> None:
     """The fault is real: Keras' loader (kprune's before this check) stops on it."""
-    with pytest.raises(Exception, match="Unknown image file format|Invalid PNG|Invalid JPEG|corrupt|Input is empty"):
+    with pytest.raises(
+        Exception, match="Unknown image file format|Invalid PNG|Invalid JPEG|corrupt|Input is empty"
+    ):
         keras_images(directory)
 
 
@@ -134,11 +147,14 @@ def keras_fails_on(directory: Path) -> None:
     "name, content, problem",
     [
         ("broken.png", b"this is text, not an image\n", "is not an image"),
-        ("garbage.jpg", np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes(),
-         "is not an image"),
+        (
+            "garbage.jpg",
+            np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes(),
+            "is not an image",
+        ),
         ("empty.png", b"", "is empty (0 bytes)"),
     ],
-)  # fmt: skip
+)
 def test_a_corrupt_or_empty_file_is_skipped_and_named(root, caplog, name, content, problem):
     expected_images, expected_labels = keras_images(root / "test")  # the folder without it
     (root / "test" / "cat" / name).write_bytes(content)
@@ -146,8 +162,10 @@ def test_a_corrupt_or_empty_file_is_skipped_and_named(root, caplog, name, conten
     images, labels = collect(load_test(root))
     np.testing.assert_array_equal(images, expected_images)  # every good image, none lost
     np.testing.assert_array_equal(labels, expected_labels)
-    assert f"Skipping 1 of 7 image files in {root / 'test'} that cannot be decoded: cat/{name} {problem}." in notes(
-        caplog)[0]
+    assert (
+        f"Skipping 1 of 7 image files in {root / 'test'} that cannot be decoded: cat/{name} {problem}."
+        in notes(caplog)[0]
+    )
 
 
 @pytest.mark.parametrize("suffix, marker", [(".png", "PNG end chunk"), (".jpg", "JPEG end marker")])
@@ -182,16 +200,20 @@ def test_many_bad_files_name_the_first_few_and_count_the_rest(root, caplog):
     assert load_test(root).num_examples == 6
     (message,) = notes(caplog)
     assert message.startswith(f"Skipping 5 of 11 image files in {root / 'test'}")
-    assert "cat/bad0.png is not an image; cat/bad1.png is not an image; cat/bad2.png is not an image; and 2 more." \
-        in message  # fmt: skip
+    assert (
+        "cat/bad0.png is not an image; cat/bad1.png is not an image; cat/bad2.png is not an image; and 2 more."
+        in message
+    )
 
 
 def test_a_note_is_said_once_however_often_a_split_is_loaded(tmp_path, caplog):
     write_classes(tmp_path / "flat", 4)
     (tmp_path / "flat" / "dog" / "broken.png").write_text("x")
     name = f"folder:{tmp_path / 'flat'}"
-    sizes = [load(name, split, input_shape=SHAPE, val_fraction=0.25).num_examples
-             for split in ("train", "val", "test", "train")]  # fmt: skip
+    sizes = [
+        load(name, split, input_shape=SHAPE, val_fraction=0.25).num_examples
+        for split in ("train", "val", "test", "train")
+    ]
     assert sum(sizes[:2]) == 8  # the 9 files are carved, then the bad one is left out
     assert len([m for m in notes(caplog) if m.startswith("Skipping")]) == 1
 
@@ -224,8 +246,11 @@ def test_an_unreadable_file_is_skipped_and_named_as_root_too(root, caplog, monke
 def test_a_split_of_bad_files_only_is_one_error_naming_them(root):
     for path in (root / "test").rglob("*.png"):
         path.write_bytes(b"")
-    with pytest.raises(DatasetNotFoundError, match=r"has no readable image for the test split: cat/0.png "
-                       r"is empty \(0 bytes\); .*; and 3 more\. Fix:") as error:  # fmt: skip
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=r"has no readable image for the test split: cat/0.png "
+        r"is empty \(0 bytes\); .*; and 3 more\. Fix:",
+    ) as error:
         load_test(root)
     assert "\n" not in str(error.value)
 
@@ -239,8 +264,10 @@ def test_strict_data_refuses_a_bad_file_with_its_path(root):
     with pytest.raises(InvalidArgumentError) as error:
         load_test(root, strict_data=True)
     message = str(error.value)
-    assert message.startswith(f"Image file {root / 'test' / 'dog' / 'broken.png'} is not an image "
-                              f"(and 1 more such files in {root / 'test'}). Fix: delete or replace it")  # fmt: skip
+    assert message.startswith(
+        f"Image file {root / 'test' / 'dog' / 'broken.png'} is not an image "
+        f"(and 1 more such files in {root / 'test'}). Fix: delete or replace it"
+    )
     assert "\n" not in message
     assert load_test(root).num_examples == 6  # without it: skipped
 
@@ -254,15 +281,19 @@ def test_an_empty_class_folder_gets_a_note(root, caplog):
     split = load_test(root)
     assert split.num_examples == 3 and split.info.class_names == ("cat", "dog")
     (message,) = notes(caplog)
-    assert message == (f"Class folder {root / 'test' / 'dog'} holds no readable images: class 'dog' keeps "
-                       "its label (1) but has no examples here.")  # fmt: skip
+    assert message == (
+        f"Class folder {root / 'test' / 'dog'} holds no readable images: class 'dog' keeps "
+        "its label (1) but has no examples here."
+    )
 
 
 def test_a_class_folder_of_bad_files_only_is_empty_too(root, caplog):
     for path in (root / "test" / "dog").iterdir():
         path.write_text("x")
     assert load_test(root).num_examples == 3
-    assert any(m.startswith(f"Class folder {root / 'test' / 'dog'} holds no readable images") for m in notes(caplog))
+    assert any(
+        m.startswith(f"Class folder {root / 'test' / 'dog'} holds no readable images") for m in notes(caplog)
+    )
 
 
 def test_grayscale_and_colour_images_in_one_folder_get_a_note(root, caplog):
@@ -270,8 +301,10 @@ def test_grayscale_and_colour_images_in_one_folder_get_a_note(root, caplog):
     write_image(root / "test" / "cat" / "gray.png", gray, mode="L")
     images, _ = collect(load_test(root))
     (message,) = notes(caplog)
-    assert message == (f"{root / 'test'} mixes 1 grayscale and 6 colour images (e.g. cat/gray.png is "
-                       "grayscale): kprune reads them all as RGB, the input's 3 channels.")  # fmt: skip
+    assert message == (
+        f"{root / 'test'} mixes 1 grayscale and 6 colour images (e.g. cat/gray.png is "
+        "grayscale): kprune reads them all as RGB, the input's 3 channels."
+    )
     luma = np.asarray(Image.fromarray(gray).convert("L"), np.float32)  # Pillow: the reference
     read = images[3]  # cat/0, 1, 2, then gray.png (file order)
     for channel in range(3):
@@ -302,10 +335,15 @@ def test_gif_and_bmp_are_read_for_a_grayscale_input(root):
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input(SHAPE), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax", name="probs"),
-    ], name="tiny")  # fmt: skip
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax", name="probs"),
+        ],
+        name="tiny",
+    )
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     model.save(path)
     return path
@@ -319,8 +357,12 @@ def test_eval_skips_a_broken_file_with_a_one_line_note(root, model_file):
     assert "Traceback" not in result.output and "Unknown image file format" not in result.output
     assert "(6 images): accuracy" in result.stdout
     skipped = [line for line in result.stderr.splitlines() if "cannot be decoded" in line]
-    assert skipped == [(f"Note: Skipping 1 of 7 image files in {root / 'test'} that cannot be decoded: "
-                        "cat/broken.png is not an image. --strict-data stops on them instead.")]  # fmt: skip
+    assert skipped == [
+        (
+            f"Note: Skipping 1 of 7 image files in {root / 'test'} that cannot be decoded: "
+            "cat/broken.png is not an image. --strict-data stops on them instead."
+        )
+    ]
     assert model_file.read_bytes() == before
 
 
@@ -331,13 +373,40 @@ def test_strict_data_is_one_line_naming_the_file_and_nothing_is_written(root, mo
     out = tmp_path / "out"
     arguments = {
         "eval": ["eval", model_file, "--split", "train"],
-        "rank": ["rank", model_file, "--criterion", "taylor", "--split", "train", "--out", out / "scores.json"],
+        "rank": [
+            "rank",
+            model_file,
+            "--criterion",
+            "taylor",
+            "--split",
+            "train",
+            "--out",
+            out / "scores.json",
+        ],
         "train": ["train", "--model", model_file, "--out", out / "trained.keras", "--epochs", "1"],
-        "prune": ["prune", "--model", model_file, "--criterion", "l1", "--target-params", "0.5", "--out", out],
+        "prune": [
+            "prune",
+            "--model",
+            model_file,
+            "--criterion",
+            "l1",
+            "--target-params",
+            "0.5",
+            "--out",
+            out,
+        ],
     }[command]
     before = model_file.read_bytes()
-    result = runner.invoke(app, [*map(str, arguments), "--dataset", f"folder:{root}", "--strict-data",
-                                 *([] if command == "train" else ["--preprocess", "raw"])])  # no card: no note
+    result = runner.invoke(
+        app,
+        [
+            *map(str, arguments),
+            "--dataset",
+            f"folder:{root}",
+            "--strict-data",
+            *([] if command == "train" else ["--preprocess", "raw"]),
+        ],
+    )  # no card: no note
     assert_one_line_error(result, f"Image file {broken} is empty (0 bytes)", "Fix: delete or replace it")
     assert not out.exists()
     assert model_file.read_bytes() == before
@@ -346,8 +415,10 @@ def test_strict_data_is_one_line_naming_the_file_and_nothing_is_written(root, mo
 def test_strict_data_in_a_run_config(root, model_file, tmp_path):
     (root / "train" / "cat" / "broken.png").write_text("x")
     config = tmp_path / "run.yaml"
-    config.write_text(f"model: {model_file}\ndataset: folder:{root}\ncriterion: l1\ntarget_params: 0.5\n"
-                      "preprocess: raw\nstrict_data: true\n")  # fmt: skip
+    config.write_text(
+        f"model: {model_file}\ndataset: folder:{root}\ncriterion: l1\ntarget_params: 0.5\n"
+        "preprocess: raw\nstrict_data: true\n"
+    )
     result = runner.invoke(app, ["prune", "--config", str(config), "--out", str(tmp_path / "run")])
     assert_one_line_error(result, f"Image file {root / 'train' / 'cat' / 'broken.png'} is not an image")
     assert not (tmp_path / "run").exists()
@@ -364,11 +435,13 @@ def test_damage_inside_a_file_that_passes_the_quick_check_is_one_line(root, mode
     damaged = root / "test" / "cat" / "0.png"
     content = bytearray(damaged.read_bytes())
     data = content.index(b"IDAT") + 4  # the chunk's compressed pixels; its length and CRC stay
-    content[data:data + 8] = bytes(8)
+    content[data : data + 8] = bytes(8)
     damaged.write_bytes(bytes(content))
     result = runner.invoke(app, ["eval", str(model_file), "--dataset", f"folder:{root}"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     errors = [line for line in result.stderr.splitlines() if not line.startswith("Note:")]
-    expected = ("Error: TensorFlow stopped: Invalid PNG data, size 266. Fix: check the data and the model "
-                "named above; --debug shows the traceback.")
+    expected = (
+        "Error: TensorFlow stopped: Invalid PNG data, size 266. Fix: check the data and the model "
+        "named above; --debug shows the traceback."
+    )
     assert errors == [expected], result.stderr

@@ -51,6 +51,7 @@ def test_a_signal_during_training_stops_it_at_the_end_of_that_batch():
             ended.append(batch)
 
     with interrupts.deferred(), pytest.raises(KeyboardInterrupt):
-        TrainingSetup(TrainSettings()).fit(model, (x, y), epochs=1, steps_per_epoch=8, callbacks=[SignalAtBatch2()],
-                                           progress=False)  # fmt: skip
+        TrainingSetup(TrainSettings()).fit(
+            model, (x, y), epochs=1, steps_per_epoch=8, callbacks=[SignalAtBatch2()], progress=False
+        )
     assert ended == [0, 1]  # batch 2 trained, then the run stopped before any callback after the check

@@ -18,16 +18,30 @@ import pytest
 from typer.testing import CliRunner
 
 import kprune
-from kprune.pruning import checkpoint
 from kprune.cli import app
 from kprune.data import load
 from kprune.errors import RunDirInUseError
+from kprune.pruning import checkpoint
 from kprune.pruning.runlock import LOCK_NAME, acquire, held
 
 runner = CliRunner()
-QUICK = ["--criterion", "l1", "--dataset", "synthetic", "--target-filters", "2", "--filters-per-step", "1",
-         "--finetune-steps", "2", "--final-finetune-epochs", "0.1", "--rank-batches", "1",
-         "--no-chance-check"]  # fmt: skip
+QUICK = [
+    "--criterion",
+    "l1",
+    "--dataset",
+    "synthetic",
+    "--target-filters",
+    "2",
+    "--filters-per-step",
+    "1",
+    "--finetune-steps",
+    "2",
+    "--final-finetune-epochs",
+    "0.1",
+    "--rank-batches",
+    "1",
+    "--no-chance-check",
+]
 HOLD = "import sys, time\nfrom kprune.pruning.runlock import held\nwith held(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
 
 
@@ -75,7 +89,9 @@ def test_a_run_dir_held_by_a_live_run_is_refused_until_it_dies_then_taken_over(m
             f"since {json.loads(lock_before)['since']}). Fix: wait for that run to end, or give another --out; "
             f"if no such run is alive, delete {out / LOCK_NAME}."
         ), result.output
-        assert [p.name for p in out.iterdir()] == [LOCK_NAME] and (out / LOCK_NAME).read_bytes() == lock_before
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME] and (
+            out / LOCK_NAME
+        ).read_bytes() == lock_before
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
@@ -85,8 +101,10 @@ def test_a_run_dir_held_by_a_live_run_is_refused_until_it_dies_then_taken_over(m
     result = prune(model_file, out)
 
     assert result.exit_code == 0, result.output
-    assert (f"Note: Took over the lock of {out}: the run that held it (process {holder.pid} on "
-            f"{socket.gethostname()}") in result.output and "is no longer running." in result.output
+    assert (
+        f"Note: Took over the lock of {out}: the run that held it (process {holder.pid} on "
+        f"{socket.gethostname()}"
+    ) in result.output and "is no longer running." in result.output
     assert json.loads((out / "report.json").read_text())["finished"] is True
     assert not (out / LOCK_NAME).exists()  # released at the end
     assert model_file.read_bytes() == original
@@ -94,8 +112,11 @@ def test_a_run_dir_held_by_a_live_run_is_refused_until_it_dies_then_taken_over(m
 
 def test_a_lock_naming_a_live_process_is_refused(tmp_path, sleeper):
     path = write_lock(tmp_path / "run", pid=sleeper.pid)
-    with pytest.raises(RunDirInUseError, match=rf"^{tmp_path / 'run'} is in use by another kprune run "
-                                               rf"\(process {sleeper.pid} on .+Fix: wait"):  # fmt: skip
+    with pytest.raises(
+        RunDirInUseError,
+        match=rf"^{tmp_path / 'run'} is in use by another kprune run "
+        rf"\(process {sleeper.pid} on .+Fix: wait",
+    ):
         acquire(tmp_path / "run")
     assert json.loads(path.read_text())["pid"] == sleeper.pid  # left to its holder
 
@@ -106,15 +127,19 @@ def test_a_lock_of_a_dead_process_or_a_recycled_id_is_taken_over_with_a_note(tmp
         with caplog.at_level(logging.WARNING, logger="kprune"), held(tmp_path / "run"):
             mine = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
             assert mine["pid"] == os.getpid() and mine["host"] == socket.gethostname()
-        assert f"(process {holder['pid']} on {socket.gethostname()}, since 2030-01-01 12:00:00) is no " \
-               "longer running" in caplog.text
+        assert (
+            f"(process {holder['pid']} on {socket.gethostname()}, since 2030-01-01 12:00:00) is no "
+            "longer running" in caplog.text
+        )
         assert not (tmp_path / "run" / LOCK_NAME).exists()
         caplog.clear()
 
 
 def test_a_lock_from_another_host_cannot_be_checked_and_is_refused(tmp_path):
     write_lock(tmp_path / "run", pid=dead_pid(), host="other-host")
-    with pytest.raises(RunDirInUseError, match=r"\(process \d+ on other-host, since .*if no such run is alive, delete"):
+    with pytest.raises(
+        RunDirInUseError, match=r"\(process \d+ on other-host, since .*if no such run is alive, delete"
+    ):
         acquire(tmp_path / "run")
 
 
@@ -155,8 +180,16 @@ def test_the_python_api_holds_the_lock_for_its_run(model_file, tmp_path, sleeper
     def train(seed):
         return load("synthetic", "train", input_shape=(16, 16, 3), batch_size=32, seed=seed)
 
-    options = {"criterion": "l1", "target_filters": 1, "finetune_steps": 2, "final_finetune_epochs": 0,
-               "rank_batches": 1, "distill": False, "check_chance": False, "progress": False}  # fmt: skip
+    options = {
+        "criterion": "l1",
+        "target_filters": 1,
+        "finetune_steps": 2,
+        "final_finetune_epochs": 0,
+        "rank_batches": 1,
+        "distill": False,
+        "check_chance": False,
+        "progress": False,
+    }
     write_lock(out, pid=sleeper.pid)
     with pytest.raises(RunDirInUseError, match=rf"process {sleeper.pid} on "):
         kprune.prune(model, train, val, run_dir=out, **options)

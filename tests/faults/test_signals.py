@@ -15,9 +15,26 @@ from typer.testing import CliRunner
 
 from kprune.cli import app
 
-RUN = ["prune", "--criterion", "l1", "--dataset", "synthetic", "--target-filters", "2", "--filters-per-step", "1",
-       "--finetune-steps", "10", "--final-finetune-epochs", "0.1", "--rank-batches", "1", "--no-chance-check",
-       "--seed", "3"]  # fmt: skip
+RUN = [
+    "prune",
+    "--criterion",
+    "l1",
+    "--dataset",
+    "synthetic",
+    "--target-filters",
+    "2",
+    "--filters-per-step",
+    "1",
+    "--finetune-steps",
+    "10",
+    "--final-finetune-epochs",
+    "0.1",
+    "--rank-batches",
+    "1",
+    "--no-chance-check",
+    "--seed",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +46,29 @@ def uninterrupted(model_file, tmp_path_factory):
 
 
 @pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_a_signalled_run_resumes_to_the_uninterrupted_result(model_file, uninterrupted, tmp_path, signal_name,
-                                                             code):  # fmt: skip
+def test_a_signalled_run_resumes_to_the_uninterrupted_result(
+    model_file, uninterrupted, tmp_path, signal_name, code
+):
     original = model_file.read_bytes()
     out = tmp_path / "run"
-    command = [sys.executable, "-c", "from kprune.cli import main; main()", *RUN, "--model", str(model_file),
-               "--out", str(out)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "KPRUNE_PROGRESS": "0"},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        "from kprune.cli import main; main()",
+        *RUN,
+        "--model",
+        str(model_file),
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "KPRUNE_PROGRESS": "0"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     state = out / "checkpoint" / "state.json"
     deadline = time.time() + 240
     while not state.is_file() or json.loads(state.read_text())["step"] < 1:  # mid-run: step 1 saved
@@ -48,7 +79,9 @@ def test_a_signalled_run_resumes_to_the_uninterrupted_result(model_file, uninter
     assert process.returncode == code, stderr[-2000:]
     lines = stderr.strip().splitlines()  # the step reached, then the command alone on a line
     step = json.loads(state.read_text())["step"]
-    assert lines[-2] == f"Interrupted: the run in {out} is saved at step {step}. Continue it with:", stderr[-2000:]
+    assert lines[-2] == f"Interrupted: the run in {out} is saved at step {step}. Continue it with:", stderr[
+        -2000:
+    ]
     resume = lines[-1].strip()
     assert resume.startswith("kprune prune ") and resume.endswith(" --resume") and f"--out {out} " in resume
     assert "about 2 more steps of 1 channel " in stderr  # the plan, printed at the start

@@ -11,12 +11,14 @@ def randomize_batchnorm(model, seed: int = 0) -> None:
             randomize_batchnorm(layer, seed + 1)
         elif isinstance(layer, keras.layers.BatchNormalization):
             size = layer.gamma.shape[0]
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, size).astype("float32"),
-                rng.normal(0, 0.2, size).astype("float32"),
-                rng.normal(0, 0.2, size).astype("float32"),
-                rng.uniform(0.5, 1.5, size).astype("float32"),
-            ])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, size).astype("float32"),
+                    rng.normal(0, 0.2, size).astype("float32"),
+                    rng.normal(0, 0.2, size).astype("float32"),
+                    rng.uniform(0.5, 1.5, size).astype("float32"),
+                ]
+            )
 
 
 def mixed_graph() -> keras.Model:

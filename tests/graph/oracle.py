@@ -119,7 +119,9 @@ def _zero_output_channels(layer, positions: list[int]) -> None:
     names = [w.name for w in layer.weights]
     for k, name in enumerate(names):
         if name in ("kernel", "pointwise_kernel"):
-            axis = -2 if isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv1DTranspose)) else -1
+            axis = (
+                -2 if isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Conv1DTranspose)) else -1
+            )
             index = [slice(None)] * weights[k].ndim
             index[axis] = positions
             weights[k][tuple(index)] = 0.0

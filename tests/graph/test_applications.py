@@ -29,8 +29,7 @@ layers = keras.layers
 COUPLED = {
     "nested": [{"conv", "block_conv"}],  # outer conv + inner conv meet at the inner Add
     "ResNet50": [
-        {"conv2_block1_0_conv", "conv2_block1_3_conv", "conv2_block2_3_conv",
-         "conv2_block3_3_conv"},
+        {"conv2_block1_0_conv", "conv2_block1_3_conv", "conv2_block2_3_conv", "conv2_block3_3_conv"},
     ],
     "MobileNetV2": [{"block_3_project", "block_4_project", "block_5_project"}],
     "EfficientNetB0": [
@@ -68,10 +67,7 @@ def _removed_entries(graph, removal) -> dict[str, int]:
         before = sum(math.prod(shape) for shape in shapes.values())
         kept_in = kept(call.inputs[0]) if call.inputs else None
         kept_out = kept(call.outputs[0])
-        after = sum(
-            math.prod(shape)
-            for shape in _kept_shapes(layer, shapes, kept_in, kept_out).values()
-        )
+        after = sum(math.prod(shape) for shape in _kept_shapes(layer, shapes, kept_in, kept_out).values())
         counts[call.name] = before - after
     return counts
 

@@ -74,18 +74,22 @@ BOUNDARIES = {
     "l2 normalize": (lambda x: ops.normalize(x), "Normalize", "acts along the channel axis"),
     "transpose": (
         lambda x: ops.transpose(ops.transpose(x, (0, 3, 1, 2)), (0, 2, 3, 1)),
-        "Transpose", "moves the channel axis",
+        "Transpose",
+        "moves the channel axis",
     ),
     "permute": (
         lambda x: layers.Permute((2, 3, 1))(layers.Permute((3, 1, 2))(x)),
-        "Permute", "moves the channel axis",
+        "Permute",
+        "moves the channel axis",
     ),
     "pad channels": (lambda x: ops.pad(x, ((0, 0), (0, 0), (0, 0), (1, 1))), "Pad", "pads"),
     "pick channels": (lambda x: ops.relu(x[..., ::2]), "GetItem", "indexes the channel axis"),
     "expand_dims last": (
-        lambda x: ops.squeeze(ops.expand_dims(x, -1), -1), "ExpandDims", "moves the channel axis"
+        lambda x: ops.squeeze(ops.expand_dims(x, -1), -1),
+        "ExpandDims",
+        "moves the channel axis",
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", BOUNDARIES)

@@ -130,13 +130,16 @@ def test_subclassed_model_is_refused_with_the_fix():
 
 def test_sequential_and_nested_models_are_flattened():
     inner_input = keras.Input((8, 8, 4))
-    inner = keras.Model(
-        inner_input, keras.layers.Conv2D(3, 1, name="inner_conv")(inner_input), name="block"
-    )
+    inner = keras.Model(inner_input, keras.layers.Conv2D(3, 1, name="inner_conv")(inner_input), name="block")
     sequential = keras.Sequential(
-        [keras.Input((8, 8, 2)), keras.layers.Conv2D(4, 3, padding="same", name="outer_conv"), inner,
-         keras.layers.Flatten(), keras.layers.Dense(2, name="head")]
-    )  # fmt: skip
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.Conv2D(4, 3, padding="same", name="outer_conv"),
+            inner,
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="head"),
+        ]
+    )
     graph = analyze(sequential)
     assert graph.prunable_layers() == ["outer_conv", "inner_conv"]
     assert "inner_conv" in graph.group_of("outer_conv").layers("consumer")

@@ -54,8 +54,9 @@ def test_a_layer_called_on_two_groups_couples_them(shared_class):
     outputs = layers.Dense(3, name="logits")(layers.GlobalAveragePooling2D()(joined))
     model = keras.Model(inputs, outputs)
     if shared_class == "batchnorm":
-        shared.set_weights([np.random.default_rng(1).uniform(0.5, 1.5, 6).astype("float32")
-                            for _ in range(4)])  # fmt: skip
+        shared.set_weights(
+            [np.random.default_rng(1).uniform(0.5, 1.5, 6).astype("float32") for _ in range(4)]
+        )
     graph = analyze(model)
     # Its weights have one row per input channel, so both inputs keep the same ones.
     assert set(graph.group_of("left").producers) == {"left", "right"}

@@ -34,31 +34,91 @@ def branches(*functions):
 
 # f(0) = 0: the plain oracle (removed channels zeroed at the producer) is exact.
 ZERO_PRESERVING = {
-    "nn": branches(ops.relu, ops.relu6, ops.silu, ops.gelu, ops.hard_silu, ops.elu, ops.selu,
-                   ops.leaky_relu, ops.celu, ops.hard_tanh, ops.soft_shrink, ops.tanh_shrink,
-                   lambda x: ops.threshold(x, 0.1, 0.0)),  # fmt: skip
-    "numpy": branches(ops.tanh, ops.abs, ops.negative, ops.square, ops.sin, ops.arctan,
-                      ops.sinh, ops.expm1, ops.cbrt, ops.erf,
-                      lambda x: ops.clip(x, 0.0, 6.0),
-                      lambda x: ops.where(x > 0, x, 0.1 * x),
-                      lambda x: ops.stop_gradient(ops.cast(x, "float32")),
-                      lambda x: ops.log1p(ops.abs(x)), lambda x: ops.sqrt(ops.abs(x))),  # fmt: skip
-    "activations": branches(keras.activations.relu, keras.activations.silu,
-                            keras.activations.gelu, keras.activations.elu,
-                            lambda x: keras.activations.relu(x, max_value=2.0, negative_slope=0.1),
-                            lambda x: keras.activations.leaky_relu(x, 0.3)),  # fmt: skip
-    "Activation layers": branches(*(layers.Activation(name, name=f"act_{name}") for name in (
-        "relu", "relu6", "swish", "gelu", "hard_swish", "mish", "tanh", "selu", "elu", "linear"))),
+    "nn": branches(
+        ops.relu,
+        ops.relu6,
+        ops.silu,
+        ops.gelu,
+        ops.hard_silu,
+        ops.elu,
+        ops.selu,
+        ops.leaky_relu,
+        ops.celu,
+        ops.hard_tanh,
+        ops.soft_shrink,
+        ops.tanh_shrink,
+        lambda x: ops.threshold(x, 0.1, 0.0),
+    ),
+    "numpy": branches(
+        ops.tanh,
+        ops.abs,
+        ops.negative,
+        ops.square,
+        ops.sin,
+        ops.arctan,
+        ops.sinh,
+        ops.expm1,
+        ops.cbrt,
+        ops.erf,
+        lambda x: ops.clip(x, 0.0, 6.0),
+        lambda x: ops.where(x > 0, x, 0.1 * x),
+        lambda x: ops.stop_gradient(ops.cast(x, "float32")),
+        lambda x: ops.log1p(ops.abs(x)),
+        lambda x: ops.sqrt(ops.abs(x)),
+    ),
+    "activations": branches(
+        keras.activations.relu,
+        keras.activations.silu,
+        keras.activations.gelu,
+        keras.activations.elu,
+        lambda x: keras.activations.relu(x, max_value=2.0, negative_slope=0.1),
+        lambda x: keras.activations.leaky_relu(x, 0.3),
+    ),
+    "Activation layers": branches(
+        *(
+            layers.Activation(name, name=f"act_{name}")
+            for name in (
+                "relu",
+                "relu6",
+                "swish",
+                "gelu",
+                "hard_swish",
+                "mish",
+                "tanh",
+                "selu",
+                "elu",
+                "linear",
+            )
+        )
+    ),
 }
 # f(0) ≠ 0: the consumers' rows of removed channels are zeroed in the reference too.
 NOT_ZERO_PRESERVING = {
-    "nn": branches(ops.sigmoid, ops.hard_sigmoid, ops.softplus, ops.softsign, ops.log_sigmoid,
-                   ops.sparse_plus, ops.sparse_sigmoid, ops.squareplus),  # fmt: skip
-    "numpy": branches(ops.exp, ops.cos, ops.cosh, lambda x: ops.log(ops.abs(x) + 1.0),
-                      lambda x: ops.reciprocal(ops.abs(x) + 1.0), lambda x: 2.0 ** ops.tanh(x),
-                      lambda x: ops.cast(ops.logical_not(x > 0), "float32")),  # fmt: skip
-    "Activation layers": branches(*(layers.Activation(name, name=f"act_{name}") for name in (
-        "sigmoid", "hard_sigmoid", "softplus", "exponential"))),
+    "nn": branches(
+        ops.sigmoid,
+        ops.hard_sigmoid,
+        ops.softplus,
+        ops.softsign,
+        ops.log_sigmoid,
+        ops.sparse_plus,
+        ops.sparse_sigmoid,
+        ops.squareplus,
+    ),
+    "numpy": branches(
+        ops.exp,
+        ops.cos,
+        ops.cosh,
+        lambda x: ops.log(ops.abs(x) + 1.0),
+        lambda x: ops.reciprocal(ops.abs(x) + 1.0),
+        lambda x: 2.0 ** ops.tanh(x),
+        lambda x: ops.cast(ops.logical_not(x > 0), "float32"),
+    ),
+    "Activation layers": branches(
+        *(
+            layers.Activation(name, name=f"act_{name}")
+            for name in ("sigmoid", "hard_sigmoid", "softplus", "exponential")
+        )
+    ),
 }
 
 
@@ -81,11 +141,15 @@ def test_other_elementwise_ops_pass_channels_through(family, tmp_path):
 
 def _augmented(x):
     for layer in (
-        layers.RandomFlip(name="flip"), layers.RandomTranslation(0.2, 0.2, name="translate"),
-        layers.RandomRotation(0.1, name="rotate"), layers.RandomZoom(0.2, name="zoom"),
-        layers.RandomContrast(0.2, name="contrast"), layers.Resizing(6, 6, name="resize"),
-        layers.CenterCrop(4, 4, name="crop"), layers.Rescaling(0.5, name="rescale"),
-    ):  # fmt: skip
+        layers.RandomFlip(name="flip"),
+        layers.RandomTranslation(0.2, 0.2, name="translate"),
+        layers.RandomRotation(0.1, name="rotate"),
+        layers.RandomZoom(0.2, name="zoom"),
+        layers.RandomContrast(0.2, name="contrast"),
+        layers.Resizing(6, 6, name="resize"),
+        layers.CenterCrop(4, 4, name="crop"),
+        layers.Rescaling(0.5, name="rescale"),
+    ):
         x = layer(x)
     return x
 
@@ -116,18 +180,19 @@ def _adapted_normalization(x):
     "middle",
     [
         _adapted_normalization,
-        lambda x: layers.Normalization(mean=[1, 2, 3, 4, 5, 6], variance=[1, 4, 9, 1, 4, 9],
-                                       name="norm")(x),  # fmt: skip
-        lambda x: layers.Rescaling(np.arange(1, 7, dtype="float32"), offset=[0, 1, 2, 3, 4, 5],
-                                   name="norm")(x),  # fmt: skip
+        lambda x: layers.Normalization(mean=[1, 2, 3, 4, 5, 6], variance=[1, 4, 9, 1, 4, 9], name="norm")(x),
+        lambda x: layers.Rescaling(np.arange(1, 7, dtype="float32"), offset=[0, 1, 2, 3, 4, 5], name="norm")(
+            x
+        ),
     ],
     ids=["adapted", "normalization_config", "rescaling"],
 )
 def test_per_channel_statistics_are_sliced(middle, tmp_path):
     model = between_convs(middle)
     assert "norm" in analyze(model).group_of("before").layers("passthrough")
-    pruned = assert_exact(model, REMOVAL, reference=zeroed_through_consumers,
-                          saved_to=tmp_path / "pruned.keras")  # fmt: skip
+    pruned = assert_exact(
+        model, REMOVAL, reference=zeroed_through_consumers, saved_to=tmp_path / "pruned.keras"
+    )
     layer = pruned.get_layer("norm")
     kept = [0, 2, 3, 5]
     if isinstance(layer, layers.Rescaling):
@@ -143,9 +208,7 @@ def test_rescaling_with_scalars_keeps_its_config():
     assert pruned.get_layer("rescale").get_config()["scale"] == 2.0
 
 
-@pytest.mark.parametrize(
-    "function", ["softmax", "log_softmax", "sparsemax"], ids=lambda name: name
-)
+@pytest.mark.parametrize("function", ["softmax", "log_softmax", "sparsemax"], ids=lambda name: name)
 def test_channel_mixing_activations_are_boundaries(function):
     graph = analyze(between_convs(layers.Activation(function, name="mix")))
     assert graph.group_of("before").frozen_by == [f"Activation 'mix' ({function} activation)"]

@@ -7,8 +7,7 @@ import pytest
 from keras import ops
 
 from kprune.errors import UnsupportedModelError
-from kprune.graph import PassThrough, analyze, handler_for, register_handler
-from kprune.graph import registry
+from kprune.graph import PassThrough, analyze, handler_for, register_handler, registry
 from tests.graph.test_handlers import between_convs
 
 layers = keras.layers
@@ -16,18 +15,28 @@ layers = keras.layers
 
 def _preprocessing_layers() -> list[type]:
     return sorted(
-        (value for value in vars(keras.layers).values()
-         if inspect.isclass(value) and ".preprocessing." in value.__module__),
+        (
+            value
+            for value in vars(keras.layers).values()
+            if inspect.isclass(value) and ".preprocessing." in value.__module__
+        ),
         key=lambda cls: cls.__name__,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("layer_class", _preprocessing_layers(), ids=lambda cls: cls.__name__)
 def test_every_preprocessing_layer_has_a_handler(layer_class):
     handler = handler_for(object.__new__(layer_class))  # the registry reads only the type
     assert handler is not None
-    colour = {"RandomGrayscale", "RandomHue", "RandomSaturation", "RandomColorJitter",
-              "RandomColorDegeneration", "AugMix", "RandAugment"}  # fmt: skip
+    colour = {
+        "RandomGrayscale",
+        "RandomHue",
+        "RandomSaturation",
+        "RandomColorJitter",
+        "RandomColorDegeneration",
+        "AugMix",
+        "RandAugment",
+    }
     if layer_class.__name__ in colour:
         assert handler.role == "boundary"
 
@@ -76,7 +85,8 @@ def test_keras_activation_functions_are_all_classified():
     from kprune.graph.handlers import CHANNEL_MIXING_ACTIVATIONS, ELEMENTWISE_ACTIVATIONS
 
     names = {
-        function.__name__ for name, function in vars(keras.activations).items()
+        function.__name__
+        for name, function in vars(keras.activations).items()
         if inspect.isfunction(function) and name not in ("get", "serialize", "deserialize")
-    }  # fmt: skip
+    }
     assert names == ELEMENTWISE_ACTIVATIONS | CHANNEL_MIXING_ACTIVATIONS

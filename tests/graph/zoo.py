@@ -40,9 +40,13 @@ def _squeezenet(version: str, stem: str, batch_norm: bool):
     def build():
         side = 64 if stem == "imagenet" else 32
         return kprune.models.squeezenet(
-            version, input_shape=(side, side, 3), num_classes=10, stem=stem,
-            batch_norm=batch_norm, classifier_activation=None,
-        )  # fmt: skip
+            version,
+            input_shape=(side, side, 3),
+            num_classes=10,
+            stem=stem,
+            batch_norm=batch_norm,
+            classifier_activation=None,
+        )
 
     return build
 
@@ -77,10 +81,14 @@ def _nested():
     x = layers.Concatenate(name="concat")([x, branch])
     block = keras.Model(block_in, x, name="block")
     head = keras.Sequential(
-        [keras.Input((4, 4, 18)), layers.Conv2D(9, 1, activation="relu", name="conv"),
-         layers.Flatten(name="flat"), layers.Dense(4, name="logits")],
+        [
+            keras.Input((4, 4, 18)),
+            layers.Conv2D(9, 1, activation="relu", name="conv"),
+            layers.Flatten(name="flat"),
+            layers.Dense(4, name="logits"),
+        ],
         name="head",
-    )  # fmt: skip
+    )
 
     inputs = keras.Input((16, 16, 3), name="image")
     x = layers.Conv2D(12, 3, padding="same", name="conv")(inputs)
@@ -147,9 +155,7 @@ def _randomize_constant_weights(model, rng) -> None:
 
 def _calibrate_batchnorm(model, images) -> None:
     """Sets every BatchNorm's moving statistics to those of one batch (momentum 0)."""
-    batch_norms = [
-        layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)
-    ]
+    batch_norms = [layer for layer in _all_layers(model) if isinstance(layer, layers.BatchNormalization)]
     if not batch_norms:
         return
     momenta = [layer.momentum for layer in batch_norms]

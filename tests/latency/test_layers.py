@@ -13,11 +13,17 @@ def test_timed_layers_kinds_counts_and_fusion(block_model):
     assert "stem_bn" not in by_name and "stem_relu" not in by_name and "drop" not in by_name
     assert untimed == []
     expected = {
-        "stem": (MATRIX, 3, 24), "left": (MATRIX, 24, 16), "right": (MATRIX, 24, 16),
-        "concat": (CHANNELS, 32, 32), "pool": (CHANNELS, 32, 32), "proj": (MATRIX, 32, 32),
-        "add": (CHANNELS, 64, 64), "gap": (CHANNELS, 32, 32), "head": (MATRIX, 32, 5),
+        "stem": (MATRIX, 3, 24),
+        "left": (MATRIX, 24, 16),
+        "right": (MATRIX, 24, 16),
+        "concat": (CHANNELS, 32, 32),
+        "pool": (CHANNELS, 32, 32),
+        "proj": (MATRIX, 32, 32),
+        "add": (CHANNELS, 64, 64),
+        "gap": (CHANNELS, 32, 32),
+        "head": (MATRIX, 32, 5),
     }
-    assert {n: (l.kind, l.cin, l.cout) for n, l in by_name.items()} == expected
+    assert {n: (layer.kind, layer.cin, layer.cout) for n, layer in by_name.items()} == expected
 
 
 def test_same_configuration_shares_a_key_whatever_the_channels():

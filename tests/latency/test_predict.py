@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 import kprune
@@ -45,7 +44,9 @@ def test_predict_latency_refuses_a_model_the_table_never_saw(block_table):
 
     inputs = keras.Input((20, 20, 3))
     other = keras.Model(inputs, keras.layers.Conv2D(4, 5, name="wide")(inputs))
-    with pytest.raises(InvalidArgumentError, match="has no entry for layer\\(s\\) wide .*Fix: profile this model"):
+    with pytest.raises(
+        InvalidArgumentError, match="has no entry for layer\\(s\\) wide .*Fix: profile this model"
+    ):
         predict_latency(other, block_table)
 
 

@@ -1,5 +1,4 @@
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -55,7 +54,9 @@ def test_weight_counts_of_the_table_equal_keras_counts(block_model, block_table)
         layers = {layer.name: layer for layer in model.layers}
         for timed in timed_layers(model)[0]:
             expected = sum(int(np.prod(w.shape)) for w in layers[timed.name].weights)
-            assert block_table.layer_weights(timed.key, timed.cin, timed.cout) == pytest.approx(expected, abs=1e-3)
+            assert block_table.layer_weights(timed.key, timed.cin, timed.cout) == pytest.approx(
+                expected, abs=1e-3
+            )
 
 
 def test_profile_is_cached_by_model_runtime_and_threads(block_model, block_table, block_cache):
@@ -63,9 +64,13 @@ def test_profile_is_cached_by_model_runtime_and_threads(block_model, block_table
     assert len(cached) == 1
     again = profile(block_model, repeats=5, warmup=1, cache_dir=block_cache, sweep_channels=SWEEP, seconds=0)
     assert again.data["measured_ms"] == block_table.data["measured_ms"]  # read back, not re-measured
-    keys = {cache_key(block_model, "tflite", 1, "none", SWEEP), cache_key(block_model, "tflite", 2, "none", SWEEP),
-            cache_key(block_model, "onnx", 1, "none", SWEEP), cache_key(block_model, "tflite", 1, "int8", SWEEP),
-            cache_key(make_block_model("other_name"), "tflite", 1, "none", SWEEP)}
+    keys = {
+        cache_key(block_model, "tflite", 1, "none", SWEEP),
+        cache_key(block_model, "tflite", 2, "none", SWEEP),
+        cache_key(block_model, "onnx", 1, "none", SWEEP),
+        cache_key(block_model, "tflite", 1, "int8", SWEEP),
+        cache_key(make_block_model("other_name"), "tflite", 1, "none", SWEEP),
+    }
     assert len(keys) == 5 and cached[0].stem in keys
 
 
@@ -78,20 +83,29 @@ def test_board_profiler_runs_without_tensorflow_and_writes_a_table(tmp_path):
         "import runpy, sys; sys.argv = ['kprune_profile.py', %r, '--repeats', '2', '--warmup', '0', '--seconds', '0', "
         "'--out', %r]; runpy.run_path(%r, run_name='__main__')"
     ) % (str(folder), str(tmp_path / "t.json"), script)
-    code = check.replace("runpy.run_path", "exec(\"import sys\\nassert 'tensorflow' not in sys.modules\") or runpy.run_path")
-    done = subprocess.run([sys.executable, "-c", code + "; assert 'tensorflow' not in sys.modules"],
-                          capture_output=True, text=True, timeout=300)
+    code = check.replace(
+        "runpy.run_path", "exec(\"import sys\\nassert 'tensorflow' not in sys.modules\") or runpy.run_path"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code + "; assert 'tensorflow' not in sys.modules"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     table = LatencyTable.load(tmp_path / "t.json")
     assert set(table.entries) == set(plan["entries"])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"runtime": "coreml"}, "`runtime` must be one of"),
-    ({"quantize": "int4"}, "`quantize` must be one of"),
-    ({"runtime": "onnx", "quantize": "int8"}, "is a TFLite precision. Fix: use runtime='tflite'"),
-    ({"threads": 0}, "`threads` and `repeats` must be ≥ 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"runtime": "coreml"}, "`runtime` must be one of"),
+        ({"quantize": "int4"}, "`quantize` must be one of"),
+        ({"runtime": "onnx", "quantize": "int8"}, "is a TFLite precision. Fix: use runtime='tflite'"),
+        ({"threads": 0}, "`threads` and `repeats` must be ≥ 1"),
+    ],
+)
 def test_profile_refuses_bad_settings(block_model, kwargs, message):
     with pytest.raises(InvalidArgumentError, match=message):
         profile(block_model, use_cache=False, **kwargs)
@@ -109,8 +123,15 @@ def test_int8_profile_times_integer_files(tmp_path):
 
 
 def test_onnx_runtime_profile(tmp_path):
-    table = profile(make_small_model(), runtime="onnx", repeats=2, warmup=0, cache_dir=tmp_path,
-                    sweep_channels=2, seconds=0)  # fmt: skip
+    table = profile(
+        make_small_model(),
+        runtime="onnx",
+        repeats=2,
+        warmup=0,
+        cache_dir=tmp_path,
+        sweep_channels=2,
+        seconds=0,
+    )
     assert table.runtime == "onnx" and table.scale > 0
     assert all(name.endswith(".onnx") for name in table.data["measured_ms"])
     assert set(table.entries) == {layer.key for layer in timed_layers(make_small_model())[0]}

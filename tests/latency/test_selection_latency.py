@@ -51,7 +51,9 @@ def test_cheapest_importance_per_millisecond_goes_first_until_the_budget(setup):
 
 def test_count_and_budget_limits(setup):
     graph, predict, scores = setup
-    assert select_for_latency(graph, scores, 8, predict=predict, step=STEP, budget=1.0) == {"a": list(range(8))}
+    assert select_for_latency(graph, scores, 8, predict=predict, step=STEP, budget=1.0) == {
+        "a": list(range(8))
+    }
     everything = select_for_latency(graph, scores, 1000, predict=predict, step=STEP, budget=1.0)
     # every group ends at the floor: one tile of 8 channels each
     assert {name: len(indices) for name, indices in everything.items()} == {"a": 8, "b": 24, "c": 24}
@@ -62,8 +64,9 @@ def test_sizes_snap_to_tiles_and_respect_the_minimum(setup):
     spec = select_for_latency(graph, scores, 1000, predict=predict, step=STEP, budget=1.0, min_per_group=12)
     # the floor is the first multiple of 8 at or above 12: 16
     assert {name: len(indices) for name, indices in spec.items()} == {"b": 16, "c": 16}
-    assert select_for_latency(graph, scores, 1000, predict=predict, step=STEP, budget=1.0,
-                              ignore=("a", "b")) == {"c": list(range(24))}  # fmt: skip
+    assert select_for_latency(
+        graph, scores, 1000, predict=predict, step=STEP, budget=1.0, ignore=("a", "b")
+    ) == {"c": list(range(24))}
 
 
 def test_a_move_that_saves_nothing_is_skipped_for_the_next_size(setup):
@@ -71,7 +74,7 @@ def test_a_move_that_saves_nothing_is_skipped_for_the_next_size(setup):
     index = graph.group_of("c").index
 
     def predict(kept):  # c only gets faster below 16 channels
-        return 0.001 * (kept.get(index, 32) <= 16)  * -1 + 0.01
+        return 0.001 * (kept.get(index, 32) <= 16) * -1 + 0.01
 
     spec = select_for_latency(graph, {index: scores[index]}, 1000, predict=predict, step=STEP, budget=0.0005)
     assert spec == {"c": list(range(16))}

@@ -51,12 +51,25 @@ def _table_data():
         measured[f"m{c}"] = 2 * layer_sum + 0.05
         calibration.append({"fraction": fraction, "file": f"m{c}", "layers": [["k", c, c], ["k", c, c]]})
     return {
-        "format": "kprune-latency-table", "version": 1, "runtime": "tflite", "quantize": "none",
-        "threads": 1, "model": {"name": "hand"}, "measured_ms": measured,
+        "format": "kprune-latency-table",
+        "version": 1,
+        "runtime": "tflite",
+        "quantize": "none",
+        "threads": 1,
+        "model": {"name": "hand"},
+        "measured_ms": measured,
         "sweep": {"layer": "x", "cin": 8, "couts": sweep_c, "files": [f"s{c}" for c in sweep_c]},
-        "entries": {"k": {"kind": "channels", "layers": ["x", "y"], "full": [32, 32], "points": points,
-                          "files": [f"e{c}" for c, _ in points]}},
-        "calibration": calibration, "groups": [],
+        "entries": {
+            "k": {
+                "kind": "channels",
+                "layers": ["x", "y"],
+                "full": [32, 32],
+                "points": points,
+                "files": [f"e{c}" for c, _ in points],
+            }
+        },
+        "calibration": calibration,
+        "groups": [],
     }
 
 
@@ -124,8 +137,12 @@ def test_weight_traffic_term_is_recovered_from_the_calibration_models():
     # Independent reference: the formula the times were made with.
     table = LatencyTable(_weighed_table_data())
     np.testing.assert_allclose(table.layer_weights("k", 7, 7), 70, rtol=1e-9)
-    np.testing.assert_allclose([table.scale, table.traffic, table.resident, table.offset],
-                               [1.5, 2e-4, 240, 0.05], rtol=1e-6, atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        [table.scale, table.traffic, table.resident, table.offset],
+        [1.5, 2e-4, 240, 0.05],
+        rtol=1e-6,
+        atol=1e-9,
+    )
     for c, expected_traffic in ((30, 2e-4 * (600 - 240)), (10, 0.0)):
         expected = 1.5 * 2 * (0.1 + 0.01 * float(padded(c, 4))) + expected_traffic + 0.05
         np.testing.assert_allclose(table.predict([["k", c, c], ["k", c, c]]), expected, rtol=1e-6)

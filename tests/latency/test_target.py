@@ -20,15 +20,26 @@ def test_prune_to_a_latency_target_keeps_tile_sized_layers(tmp_path):
     table = profile(model, repeats=3, warmup=1, cache_dir=tmp_path / "cache", sweep_channels=8, seconds=0)
     table_path = table.save(tmp_path / "table.json")
     run = tmp_path / "run"
-    result = kprune.prune(model, train_stream, val, target_latency=0.3, latency_table=str(table_path),
-                          round_to=4, latency_per_step=0.2, run_dir=run, **QUICK)  # fmt: skip
+    result = kprune.prune(
+        model,
+        train_stream,
+        val,
+        target_latency=0.3,
+        latency_table=str(table_path),
+        round_to=4,
+        latency_per_step=0.2,
+        run_dir=run,
+        **QUICK,
+    )
     steps = result.report["steps"]
     initial = predict_latency(model, table)
     assert steps[0]["latency_ms"] == initial
     final = predict_latency(result.model, table)
     assert steps[-1]["latency_ms"] == final
     assert final <= 0.7 * initial or "nothing left" in result.report["stop_reason"]
-    assert result.report["stop_reason"] in ("target reached",) or "nothing left" in result.report["stop_reason"]
+    assert (
+        result.report["stop_reason"] in ("target reached",) or "nothing left" in result.report["stop_reason"]
+    )
     for name in ("conv_a", "conv_b"):
         filters = result.model.get_layer(name).filters
         assert filters == model.get_layer(name).filters or filters % 4 == 0, (name, filters)
@@ -47,5 +58,7 @@ def test_latency_ms_target_is_a_goal_in_milliseconds(block_model, block_table):
     target = make_target(PruneConfig(latency_ms=initial / 2), {"latency": initial}, block_table)
     assert isinstance(target, LatencyTarget) and target.goal == initial / 2
     assert target.remaining(block_model) == initial - initial / 2
-    share = make_target(PruneConfig(target_latency=0.75, latency_per_step=0.1), {"latency": initial}, block_table)
+    share = make_target(
+        PruneConfig(target_latency=0.75, latency_per_step=0.1), {"latency": initial}, block_table
+    )
     assert share.goal == 0.25 * initial and share.per_step == 0.1

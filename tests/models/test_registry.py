@@ -51,9 +51,10 @@ def test_application_table_is_readable_and_complete():
         assert re.fullmatch(r"[a-z]+[0-9]*(_[a-z0-9]+)*", name), name
     # Every architecture this Keras ships is in the table.
     shipped = {
-        attribute for attribute in dir(keras.applications)
+        attribute
+        for attribute in dir(keras.applications)
         if attribute[0].isupper() and callable(getattr(keras.applications, attribute))
-    }  # fmt: skip
+    }
     assert shipped <= set(registry.APPLICATIONS)
     assert set(names) <= set(available())
 
@@ -85,11 +86,11 @@ def test_application_batch_norm_uses_keras_default_momentum():
     # keras.applications.MobileNetV2 sets 0.999 for ImageNet; on Fashion-MNIST's
     # 235 steps an epoch its moving statistics stay near their initial values.
     keras_own = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10)
-    assert {layer.momentum for layer in keras_own.layers
-            if isinstance(layer, keras.layers.BatchNormalization)} == {0.999}  # fmt: skip
+    assert {
+        layer.momentum for layer in keras_own.layers if isinstance(layer, keras.layers.BatchNormalization)
+    } == {0.999}
     model = build("mobilenet_v2", (32, 32, 3), 10)
-    momenta = [layer.momentum for layer in model.layers
-               if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    momenta = [layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(momenta) == 52
     assert set(momenta) == {keras.layers.BatchNormalization().momentum}
 
@@ -104,8 +105,11 @@ def test_unknown_name_lists_valid_ones():
 
 
 def test_application_rejecting_the_shape_is_a_user_error():
-    with pytest.raises(InvalidArgumentError, match=r"MobileNetV2 cannot be built with "
-                       r"input_shape=\(16, 16, 3\).*at least 32x32"):  # fmt: skip
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"MobileNetV2 cannot be built with "
+        r"input_shape=\(16, 16, 3\).*at least 32x32",
+    ):
         build("mobilenet_v2", (16, 16, 3), 10)
 
 

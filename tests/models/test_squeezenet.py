@@ -143,8 +143,11 @@ def test_default_name_and_custom_name():
     [
         ({"version": "2.0"}, r"`version` must be '1.0' or '1.1'. Received version='2.0'"),
         ({"stem": "tiny"}, r"`stem` must be one of \('imagenet', 'cifar'\). Received stem='tiny'"),
-        ({"input_shape": (32, 32)}, r"`input_shape` must be \(height, width, channels\). "
-                                    r"Received input_shape=\(32, 32\)"),
+        (
+            {"input_shape": (32, 32)},
+            r"`input_shape` must be \(height, width, channels\). "
+            r"Received input_shape=\(32, 32\)",
+        ),
         ({"input_shape": (0, 32, 3)}, r"Received input_shape=\(0, 32, 3\)"),
         ({"num_classes": 0}, r"`num_classes` must be at least 1. Received num_classes=0"),
     ],

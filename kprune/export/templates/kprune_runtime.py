@@ -38,9 +38,7 @@ def load_manifest(bundle_dir):
     """The parsed manifest.json of a bundle folder."""
     path = os.path.join(str(bundle_dir), MANIFEST_NAME)
     if not os.path.isfile(path):
-        raise BundleError(
-            "%s not found. Fix: point to the folder written by `kprune bundle`." % path
-        )
+        raise BundleError("%s not found. Fix: point to the folder written by `kprune bundle`." % path)
     with open(path, encoding="utf-8") as stream:
         manifest = json.load(stream)
     if manifest.get("format") != FORMAT_NAME:
@@ -135,8 +133,7 @@ def to_model_order(image, channel_order=None):
         order = "GRAY"
     if len(order) != pixels.shape[2] and not (order == "GRAY" and pixels.shape[2] == 1):
         raise BundleError(
-            "Channel order %r does not fit an image with %d channels."
-            % (channel_order, pixels.shape[2])
+            "Channel order %r does not fit an image with %d channels." % (channel_order, pixels.shape[2])
         )
     if order == "GRAY":
         return pixels
@@ -144,9 +141,7 @@ def to_model_order(image, channel_order=None):
         return pixels[:, :, :3]
     if order in ("BGR", "BGRA"):
         return pixels[:, :, 2::-1]
-    raise BundleError(
-        "Unsupported channel order %r; use RGB, BGR, RGBA, BGRA or GRAY." % channel_order
-    )
+    raise BundleError("Unsupported channel order %r; use RGB, BGR, RGBA, BGRA or GRAY." % channel_order)
 
 
 def resize_bilinear(image, height, width):
@@ -235,15 +230,10 @@ class TFLiteModel:
     def predict(self, images):
         images = np.asarray(images, dtype=np.float32)
         if not self._dynamic_batch and len(images) != self._batch:
-            parts = [
-                self.predict(images[i : i + self._batch])
-                for i in range(0, len(images), self._batch)
-            ]
+            parts = [self.predict(images[i : i + self._batch]) for i in range(0, len(images), self._batch)]
             return np.concatenate(parts)
         if len(images) != self._batch:
-            self._interpreter.resize_tensor_input(
-                self._input["index"], [len(images), *self.input_shape]
-            )
+            self._interpreter.resize_tensor_input(self._input["index"], [len(images), *self.input_shape])
             self._interpreter.allocate_tensors()
             self._batch = len(images)
         self._interpreter.set_tensor(self._input["index"], _quantize(images, self._input))
@@ -280,8 +270,7 @@ class OnnxModel:
             import onnxruntime
         except ImportError:
             raise BundleError(
-                "onnxruntime is not installed. Fix: pip install onnxruntime, or use a "
-                "TFLite backend."
+                "onnxruntime is not installed. Fix: pip install onnxruntime, or use a TFLite backend."
             ) from None
         options = onnxruntime.SessionOptions()
         if threads:
@@ -394,9 +383,7 @@ class Classifier:
         predictions = []
         for row in self.probabilities(images, channel_order):
             class_id = int(np.argmax(row))
-            label = (
-                self.class_names[class_id] if class_id < len(self.class_names) else str(class_id)
-            )
+            label = self.class_names[class_id] if class_id < len(self.class_names) else str(class_id)
             predictions.append(Prediction(class_id, label, float(row[class_id]), row))
         return predictions
 
