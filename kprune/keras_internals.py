@@ -55,10 +55,10 @@ def producer(tensor: keras.KerasTensor) -> tuple[Any, int, int]:
     return operation, node_index, tensor_index
 
 
-def node_of(tensor: keras.KerasTensor):
-    """The call node that made ``tensor`` (an input's node for a model input)."""
+def producing_call(tensor: keras.KerasTensor) -> tuple[Any, Any]:
+    """(operation, call node) that made ``tensor`` (an input's node for a model input)."""
     operation, node_index, _ = producer(tensor)
-    return operation._inbound_nodes[node_index]
+    return operation, operation._inbound_nodes[node_index]
 
 
 def inbound_nodes(operation) -> list:

@@ -9,6 +9,7 @@ import pytest
 
 import kprune
 from kprune.data import load
+from kprune.pruning import checkpoint
 from kprune.training import recovery
 from tests.test_schedule import SHAPE, _Kill, train_stream
 
@@ -254,7 +255,9 @@ def test_a_regression_model_is_distilled_end_to_end(tmp_path):
     assert np.isfinite(result.report["steps"][-1]["val_loss"])
 
 
-def test_the_model_within_one_point_is_kept_when_the_target_costs_more(val, tmp_path):
+def _prune_a_trained_cnn(val, tmp_path, finetune):
+    """A compiled CNN trained for 3 epochs, pruned by 2 filters in 2 steps with ``finetune``
+    (1 batch per step, 50 in the final fine-tune)."""
     keras.utils.set_random_seed(0)
     model = _cnn(8, "cnn")
     model.compile(
@@ -263,15 +266,7 @@ def test_the_model_within_one_point_is_kept_when_the_target_costs_more(val, tmp_
         metrics=["accuracy"],
     )
     model.fit(train_stream(0).dataset, epochs=3, verbose=0)
-    fits = []
-
-    def finetune(candidate, data, steps):  # the last step's fine-tune breaks the model
-        fits.append(steps)
-        if len(fits) == 2:
-            candidate.set_weights([np.zeros_like(w) for w in candidate.get_weights()])
-        return candidate
-
-    result = kprune.prune(
+    return kprune.prune(
         model,
         train_stream,
         val,
@@ -285,6 +280,18 @@ def test_the_model_within_one_point_is_kept_when_the_target_costs_more(val, tmp_
         run_dir=tmp_path,
         finetune=finetune,
     )
+
+
+def test_the_model_within_one_point_is_kept_when_the_target_costs_more(val, tmp_path):
+    fits = []
+
+    def finetune(candidate, data, steps):  # the last step's fine-tune breaks the model
+        fits.append(steps)
+        if len(fits) == 2:
+            candidate.set_weights([np.zeros_like(w) for w in candidate.get_weights()])
+        return candidate
+
+    result = _prune_a_trained_cnn(val, tmp_path, finetune)
     within = result.within_budget
     assert within is not None and within["final_val_drop"] > 1.0 and within["limit"] == 1.0
     assert within == result.report["within_budget"]
@@ -301,14 +308,6 @@ def val_batches_of_train() -> int:
 
 
 def test_a_final_fine_tune_that_lowers_validation_is_discarded(val, tmp_path):
-    keras.utils.set_random_seed(0)
-    model = _cnn(8, "cnn")
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(train_stream(0).dataset, epochs=3, verbose=0)
     fits = []
 
     def finetune(candidate, data, steps):  # the final fine-tune (50 batches) breaks the model
@@ -317,29 +316,12 @@ def test_a_final_fine_tune_that_lowers_validation_is_discarded(val, tmp_path):
             candidate.set_weights([np.zeros_like(w) for w in candidate.get_weights()])
         return candidate
 
-    result = kprune.prune(
-        model,
-        train_stream,
-        val,
-        target_filters=2,
-        filters_per_step=1,
-        criterion="l2_weight",
-        finetune_steps=1,
-        final_finetune_epochs=50 / val_batches_of_train(),
-        rank_batches=1,
-        progress=False,
-        run_dir=tmp_path,
-        finetune=finetune,
-    )
+    result = _prune_a_trained_cnn(val, tmp_path, finetune)
     assert fits[-1] == 50
     *_, last_step, final = result.report["steps"]
     assert final["phase"] == "final" and final["final_finetune_discarded"] is True
     assert final["val_accuracy"] == last_step["val_accuracy"] > 0.2  # the zeroed model scores 0.1
     assert any(np.any(w != 0) for w in result.model.get_weights())
-    saved = keras.models.load_model(
-        tmp_path
-        / "checkpoint"
-        / json.loads((tmp_path / "checkpoint" / "state.json").read_text())["model_file"]
-    )
+    saved, _ = checkpoint.load(tmp_path)
     for kept, returned in zip(saved.get_weights(), result.model.get_weights()):
         np.testing.assert_array_equal(kept, returned)

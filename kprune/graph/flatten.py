@@ -107,8 +107,7 @@ def flatten(model: keras.Model) -> FlatGraph:
         stack = [(tensor, False) for tensor in reversed(inner.outputs)]
         while stack:
             tensor, expanded = stack.pop()
-            operation, _, _ = keras_internals.producer(tensor)
-            node = keras_internals.node_of(tensor)
+            operation, node = keras_internals.producing_call(tensor)
             if id(node) in done or node.is_input:
                 continue
             if not expanded:

@@ -23,6 +23,7 @@ from kprune.data import load
 from kprune.errors import RunDirInUseError
 from kprune.pruning import checkpoint
 from kprune.pruning.runlock import LOCK_NAME, acquire, held
+from tests.test_schedule import SHAPE, train_stream
 
 runner = CliRunner()
 QUICK = [
@@ -175,11 +176,7 @@ def test_the_python_api_holds_the_lock_for_its_run(model_file, tmp_path, sleeper
     """`kprune.prune(run_dir=…)` is refused in a run dir a live run holds, and holds the lock while it runs."""
     out = tmp_path / "run"
     model = keras.models.load_model(model_file)
-    val = load("synthetic", "val", input_shape=(16, 16, 3), batch_size=64)
-
-    def train(seed):
-        return load("synthetic", "train", input_shape=(16, 16, 3), batch_size=32, seed=seed)
-
+    val = load("synthetic", "val", input_shape=SHAPE, batch_size=64)
     options = {
         "criterion": "l1",
         "target_filters": 1,
@@ -192,7 +189,7 @@ def test_the_python_api_holds_the_lock_for_its_run(model_file, tmp_path, sleeper
     }
     write_lock(out, pid=sleeper.pid)
     with pytest.raises(RunDirInUseError, match=rf"process {sleeper.pid} on "):
-        kprune.prune(model, train, val, run_dir=out, **options)
+        kprune.prune(model, train_stream, val, run_dir=out, **options)
     assert [p.name for p in out.iterdir()] == [LOCK_NAME]
     (out / LOCK_NAME).unlink()
 
@@ -204,5 +201,5 @@ def test_the_python_api_holds_the_lock_for_its_run(model_file, tmp_path, sleeper
                 acquire(out)
             refusals.append(refused.value)
 
-    kprune.prune(model, train, val, run_dir=out, callbacks=[TryToTakeTheLock()], **options)
+    kprune.prune(model, train_stream, val, run_dir=out, callbacks=[TryToTakeTheLock()], **options)
     assert refusals and not (out / LOCK_NAME).exists()
