@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -42,6 +41,7 @@ from kprune.export.artifact import (
 from kprune.export.onnx import export_onnx
 from kprune.export.pipeline import named_examples
 from kprune.export.runners import open_artifact
+from kprune.export.templates.kprune_profile import time_alternating
 from kprune.export.tflite import DEFAULT_REPRESENTATIVE_SAMPLES, export_tflite
 from kprune.metrics import count_flops, count_params
 from kprune.progress import track
@@ -261,7 +261,7 @@ def benchmark(
                 )
                 for index, precision in timed
             ]
-            timings = _time_alternating(runners, warmup, repeats)
+            timings = time_alternating(runners, warmup, repeats)
             for (index, precision), seconds in zip(timed, timings):
                 measurements.append(
                     _measurement(labels[index], runtime, precision, thread_count, batch, seconds)
@@ -289,21 +289,6 @@ def benchmark(
         for (index, runtime, precision), artifact in files.items()
     ]
     return BenchReport(entries, measurements, settings, environment(), files=file_rows)
-
-
-def _time_alternating(runners: list[Callable[[], object]], warmup: int, repeats: int) -> list[list[float]]:
-    for runner in runners:
-        for _ in range(warmup):
-            runner()
-    timings: list[list[float]] = [[] for _ in runners]
-    for round_index in range(repeats):
-        # Rotate who goes first, so no model always follows the same neighbour.
-        order = [(round_index + k) % len(runners) for k in range(len(runners))]
-        for index in order:
-            started = time.perf_counter()
-            runners[index]()
-            timings[index].append(time.perf_counter() - started)
-    return timings
 
 
 def _measurement(label, runtime, precision, threads, batch, seconds) -> Measurement:

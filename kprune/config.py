@@ -18,7 +18,7 @@ from kprune import baselines
 from kprune.data.preprocess import check_preprocess
 from kprune.errors import InvalidArgumentError
 
-TARGET_FIELDS = ("target_params", "target_flops", "target_filters", "target_latency", "latency_ms")
+TARGET_FIELDS = ("target_params", "target_flops", "target_filters", "target_latency", "latency_ms", "target")
 
 
 class PruneConfig(BaseModel):
@@ -50,6 +50,10 @@ class PruneConfig(BaseModel):
     A step of a latency target removes up to ``latency_per_step`` of the
     start latency (``filters_per_step`` does not apply: the cheap time is in
     the layers with few channels).
+
+    ``target={"name": value}`` prunes to a target registered with
+    `kprune.register_target` (the built-in ones by name too: ``params``,
+    ``flops``, ``filters``, ``latency``, ``latency_ms``).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -61,6 +65,7 @@ class PruneConfig(BaseModel):
     target_filters: Optional[float] = Field(None, gt=0)
     target_latency: Optional[float] = Field(None, gt=0, lt=1)
     latency_ms: Optional[float] = Field(None, gt=0)
+    target: Optional[dict[str, float]] = None  # {registered target name: value}
     latency_table: Optional[str] = None
     latency_runtime: Literal["tflite", "onnx"] = "tflite"
     latency_threads: int = Field(1, ge=1)
@@ -109,6 +114,8 @@ class PruneConfig(BaseModel):
         targets = [t for t in TARGET_FIELDS if getattr(self, t) is not None]
         if len(targets) > 1:
             raise ValueError(f"give one target, not {len(targets)}: {', '.join(targets)}")
+        if self.target is not None and len(self.target) != 1:
+            raise ValueError(f"target names one target, as {{name: value}}; got {self.target}")
         if any(not 0 < s < 1 for s in self.snapshots):
             raise ValueError(f"snapshots must be fractions in (0, 1), got {self.snapshots}")
         return self
@@ -120,11 +127,8 @@ class PruneConfig(BaseModel):
     @property
     def snapshot_measure(self) -> Literal["params", "flops"]:
         """What the ``snapshots`` fractions count: FLOPs for a FLOPs target, else parameters."""
-        return "flops" if self.target_flops is not None else "params"
-
-    @property
-    def latency_target(self) -> bool:
-        return self.target_latency is not None or self.latency_ms is not None
+        flops = self.target_flops is not None or (self.target is not None and "flops" in self.target)
+        return "flops" if flops else "params"
 
 
 class RunConfig(PruneConfig):

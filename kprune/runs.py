@@ -26,6 +26,7 @@ from kprune.modelio import load_model, resolve_model_path
 from kprune.pruning import checkpoint, runlock
 from kprune.pruning.loop import prune
 from kprune.pruning.report import write_run_files
+from kprune.pruning.targets import check_requested
 from kprune.training.distribute import is_chief, make_strategy, worker_dir
 from kprune.training.setup import TrainingSetup
 
@@ -61,9 +62,10 @@ def run_prune(
     get_criterion(config.criterion)  # every check before anything is written
     if not config.has_target and config.max_accuracy_drop is None:
         raise InvalidArgumentError(
-            "Give a target (--target-params, --target-flops or --target-filters) or "
-            "--max-accuracy-drop, so that pruning knows when to stop."
+            "Give a target (--target-params, --target-flops, --target-filters, --target-latency or "
+            "--latency-ms) or --max-accuracy-drop, so that pruning knows when to stop."
         )
+    check_requested(config)
     model_path = resolve_model_path(config.model)
     if resume and run_dir is None:
         raise InvalidArgumentError("--resume needs --out RUN_DIR: the folder of the run to continue.")

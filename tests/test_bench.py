@@ -11,8 +11,9 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 import kprune
-from kprune.bench import _time_alternating, benchmark
+from kprune.bench import benchmark
 from kprune.errors import InvalidArgumentError
+from kprune.export.templates.kprune_profile import time_alternating
 from tests.conftest import make_tiny_cnn
 
 
@@ -73,7 +74,7 @@ def test_models_alternate_and_the_first_rotates():
     calls = []
     runners = [lambda name=name: calls.append(name) for name in "abc"]
 
-    timings = _time_alternating(runners, warmup=2, repeats=3)
+    timings = time_alternating(runners, warmup=2, repeats=3)
 
     assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, model by model
     assert calls[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]

@@ -5,7 +5,14 @@ import pytest
 
 from kprune.config import PruneConfig
 from kprune.graph import analyze
-from kprune.pruning.targets import FiltersTarget, FlopsTarget, ParamsTarget, initial_size, make_target
+from kprune.pruning.targets import (
+    FiltersTarget,
+    FlopsTarget,
+    ParamsTarget,
+    TargetContext,
+    initial_size,
+    make_target,
+)
 from kprune.surgery import remove_filters
 
 
@@ -18,6 +25,11 @@ def _coupled_model():
     x = keras.layers.Conv2D(3, 1, name="c")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+
+
+def _target(model, **options):
+    config = PruneConfig(**options)
+    return make_target(config, TargetContext(model, analyze(model), config))
 
 
 def test_initial_size_counts_params_flops_and_group_channels():
@@ -33,7 +45,7 @@ def test_filters_target_counts_coupled_producers_once():
     model = _coupled_model()
     graph = analyze(model)
     config = PruneConfig(target_filters=4)
-    target = make_target(config, initial_size(model, graph))
+    target = make_target(config, TargetContext(model, graph, config))
     assert isinstance(target, FiltersTarget) and (target.initial, target.goal) == (7, 3)
     # Removing 2 channels of the a+b group removes 2 filters, not 4.
     pruned = remove_filters(model, {"a": [0, 1]})
@@ -46,15 +58,14 @@ def test_filters_target_counts_coupled_producers_once():
 
 def test_filters_target_fraction_is_rounded_share_of_prunable_channels():
     model = _coupled_model()
-    target = make_target(PruneConfig(target_filters=0.5), initial_size(model, analyze(model)))
+    target = _target(model, target_filters=0.5)
     assert target.goal == 7 - round(0.5 * 7)
 
 
 def test_params_target_budget_and_costs():
     model = _coupled_model()
     graph = analyze(model)
-    initial = initial_size(model, graph)
-    target = make_target(PruneConfig(target_params=0.25), initial)
+    target = _target(model, target_params=0.25)
     assert isinstance(target, ParamsTarget)
     assert target.goal == pytest.approx(0.75 * 47)
     assert target.remaining(model) == pytest.approx(47 - 0.75 * 47)
@@ -71,10 +82,10 @@ def test_params_target_budget_and_costs():
 
 def test_flops_target_measures_flops():
     model = _coupled_model()
-    target = make_target(PruneConfig(target_flops=0.5), initial_size(model, analyze(model)))
+    target = _target(model, target_flops=0.5)
     assert isinstance(target, FlopsTarget) and target.goal == pytest.approx(target.initial / 2)
 
 
 def test_no_target_without_a_target_field():
     model = _coupled_model()
-    assert make_target(PruneConfig(max_accuracy_drop=1.0), initial_size(model, analyze(model))) is None
+    assert _target(model, max_accuracy_drop=1.0) is None

@@ -26,7 +26,7 @@ def _rank(tensor) -> int:
     return len(tensor.shape)
 
 
-class AlongAxis(PassThrough):
+class AlongAxisHandler(PassThrough):
     """Softmax, log-softmax, sparsemax, glu, L2-normalize (layer or op) along ``axis``:
     a boundary along the channel axis, channel-wise along others."""
 
@@ -38,7 +38,7 @@ class AlongAxis(PassThrough):
         return super().propagate(call, input_ids, context)
 
 
-class Reduction(PassThrough):
+class ReductionHandler(PassThrough):
     """Mean, max, sum, … over ``axis`` (`keras.ops`): channel-wise when the channel axis
     is not reduced (e.g. a spatial mean, with or without ``keepdims``); over the
     channels or over every axis, a boundary."""
@@ -51,7 +51,7 @@ class Reduction(PassThrough):
         return super().propagate(call, input_ids, context)
 
 
-class ExpandDims(PassThrough):
+class ExpandDimsHandler(PassThrough):
     """`ops.expand_dims`: channel-wise unless the new axis is the last one."""
 
     def propagate(self, call, input_ids, context):
@@ -61,7 +61,7 @@ class ExpandDims(PassThrough):
         return super().propagate(call, input_ids, context)
 
 
-class Squeeze(PassThrough):
+class SqueezeHandler(PassThrough):
     """`ops.squeeze`: channel-wise unless it removes the channel axis."""
 
     def propagate(self, call, input_ids, context):
@@ -74,7 +74,7 @@ class Squeeze(PassThrough):
         return super().propagate(call, input_ids, context)
 
 
-class Transpose(PassThrough):
+class TransposeHandler(PassThrough):
     """`ops.transpose`: channel-wise when the channel axis stays last (e.g. swapping
     height and width); a boundary when it moves the channels."""
 
@@ -88,14 +88,14 @@ class Transpose(PassThrough):
         return super().propagate(call, input_ids, context)
 
 
-class Permute(Transpose):
+class PermuteHandler(TransposeHandler):
     """Permute: as `ops.transpose`; its ``dims`` leave out the batch axis."""
 
     def permutation(self, layer, rank):
         return (0, *layer.dims)
 
 
-class Pad(PassThrough):
+class PadHandler(PassThrough):
     """`ops.pad`: channel-wise when the channel axis is not padded."""
 
     def propagate(self, call, input_ids, context):
@@ -105,7 +105,7 @@ class Pad(PassThrough):
         return super().propagate(call, input_ids, context)
 
 
-class GetItem(PassThrough):
+class GetItemHandler(PassThrough):
     """``x[...]`` indexing: channel-wise when it takes the channel axis whole and keeps
     it last (``x[:, 1:-1, 1:-1]``, ``x[..., ::2, :]``); a boundary when it picks channels
     or indexes with tensors or arrays."""

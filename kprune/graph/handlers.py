@@ -12,7 +12,14 @@ Handlers whose role depends on the axes an operation acts on (``ops.mean``,
 softmax, transposes, …) are in `kprune.graph.axes`; those of Rescaling and
 Normalization, which slice per-channel values, in `kprune.graph.preprocessing`.
 Which handler serves which class is `kprune.graph.registry`'s table; users
-register handlers for their own layers::
+register handlers for their own layers.
+
+Names follow one rule. The roles are nouns for what a layer does to channels:
+`Producer`, `PassThrough`, `Merge`, `Boundary` (public: users subclass them,
+and the registry serves the last two as they are). A handler for one family of
+Keras layers or ops is that family's name plus ``Handler``:
+`ConvolutionHandler`, `DenseHandler`, `ConcatenateHandler`, `TransposeHandler`.
+An example of a user's own::
 
     @kprune.register_handler(MyScale)
     class MyScaleHandler(kprune.graph.PassThrough):
@@ -189,7 +196,7 @@ class Producer(LayerHandler):
         return {**config, self.size_key: int(kept_outputs)}
 
 
-class Convolution(Producer):
+class ConvolutionHandler(Producer):
     """Conv1D/2D/3D. With ``groups == in_channels == filters`` (a depthwise
     convolution written as a grouped one, as in ConvNeXt) channels pass through;
     other grouped convolutions tie channels to groups, so neither side is pruned."""
@@ -234,7 +241,7 @@ class Convolution(Producer):
         return layer.groups != 1 and layer.groups == layer.filters == in_channels
 
 
-class TransposedConvolution(Producer):
+class TransposedConvolutionHandler(Producer):
     """Conv1D/2D/3DTranspose: a producer whose kernel is (..., filters, in_channels)."""
 
     def weight_axes(self, layer):  # kernel (..., filters, in_channels)
@@ -247,7 +254,7 @@ class DenseHandler(Producer):
     size_key = "units"
 
 
-class SeparableConvolution(Producer):
+class SeparableConvolutionHandler(Producer):
     """SeparableConv: a producer; its depthwise part is sliced with the input channels."""
 
     def weight_axes(self, layer):
@@ -296,7 +303,7 @@ class PReLUHandler(PassThrough):
     per_channel_weights = ("alpha",)
 
 
-class Depthwise(PassThrough):
+class DepthwiseHandler(PassThrough):
     """DepthwiseConv: channel c becomes channels c·m … c·m+m−1 (m = depth_multiplier)."""
 
     def propagate(self, call, input_ids, context):
@@ -382,7 +389,7 @@ class ReshapeHandler(LayerHandler):
         return {**config, self.shape_key: tuple(target)}
 
 
-class ReshapeOperation(ReshapeHandler):
+class ReshapeOpHandler(ReshapeHandler):
     """`ops.reshape`: as the Reshape layer; its new shape includes the batch axis."""
 
     shape_key = "newshape"

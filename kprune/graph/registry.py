@@ -23,17 +23,22 @@ _layers = keras.layers
 
 
 def _serve_layers(serve) -> None:
-    serve(h.Convolution, _layers.Conv1D, _layers.Conv2D, _layers.Conv3D)
-    serve(h.TransposedConvolution, _layers.Conv1DTranspose, _layers.Conv2DTranspose, _layers.Conv3DTranspose)
-    serve(h.SeparableConvolution, _layers.SeparableConv1D, _layers.SeparableConv2D)
+    serve(h.ConvolutionHandler, _layers.Conv1D, _layers.Conv2D, _layers.Conv3D)
+    serve(
+        h.TransposedConvolutionHandler,
+        _layers.Conv1DTranspose,
+        _layers.Conv2DTranspose,
+        _layers.Conv3DTranspose,
+    )
+    serve(h.SeparableConvolutionHandler, _layers.SeparableConv1D, _layers.SeparableConv2D)
     serve(h.DenseHandler, _layers.Dense)
-    serve(h.Depthwise, _layers.DepthwiseConv1D, _layers.DepthwiseConv2D)
+    serve(h.DepthwiseHandler, _layers.DepthwiseConv1D, _layers.DepthwiseConv2D)
     serve(h.BatchNormalizationHandler, _layers.BatchNormalization)
     serve(h.PReLUHandler, _layers.PReLU)
     serve(preprocessing.RescalingHandler, _layers.Rescaling)
     serve(preprocessing.NormalizationHandler, _layers.Normalization)
     serve(h.ActivationHandler, _layers.Activation)
-    serve(axes.AlongAxis, _layers.Softmax)
+    serve(axes.AlongAxisHandler, _layers.Softmax)
     serve(
         h.PassThrough,
         _layers.ReLU,
@@ -112,7 +117,7 @@ def _serve_layers(serve) -> None:
     serve(h.ConcatenateHandler, _layers.Concatenate)
     serve(h.FlattenHandler, _layers.Flatten)
     serve(h.ReshapeHandler, _layers.Reshape)
-    serve(axes.Permute, _layers.Permute)
+    serve(axes.PermuteHandler, _layers.Permute)
     serve(
         h.Boundary,
         _layers.LayerNormalization,
@@ -246,15 +251,15 @@ def _serve_operations(serve) -> None:
         np_.Where,
     )
     serve(h.ConcatenateHandler, np_.Concatenate)
-    serve(h.ReshapeOperation, np_.Reshape)
-    serve(axes.ExpandDims, np_.ExpandDims)
-    serve(axes.Squeeze, np_.Squeeze)
-    serve(axes.Transpose, np_.Transpose)
-    serve(axes.Pad, np_.Pad)
-    serve(axes.GetItem, np_.GetItem)
-    serve(axes.AlongAxis, nn.Softmax, nn.LogSoftmax, nn.Sparsemax, nn.Glu, nn.Normalize)
+    serve(h.ReshapeOpHandler, np_.Reshape)
+    serve(axes.ExpandDimsHandler, np_.ExpandDims)
+    serve(axes.SqueezeHandler, np_.Squeeze)
+    serve(axes.TransposeHandler, np_.Transpose)
+    serve(axes.PadHandler, np_.Pad)
+    serve(axes.GetItemHandler, np_.GetItem)
+    serve(axes.AlongAxisHandler, nn.Softmax, nn.LogSoftmax, nn.Sparsemax, nn.Glu, nn.Normalize)
     serve(
-        axes.Reduction,
+        axes.ReductionHandler,
         np_.Mean,
         np_.Max,
         np_.Min,

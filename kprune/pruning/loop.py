@@ -37,16 +37,13 @@ from kprune.errors import InvalidArgumentError, TrainingDivergedError
 from kprune.graph import analyze
 from kprune.graph.rebuild import flatten_model
 from kprune.history import PruningHistory
-from kprune.latency.predict import predict_latency
-from kprune.latency.profile import profile
-from kprune.latency.table import LatencyTable
 from kprune.modelio import save_model
 from kprune.progress import PruneProgress
 from kprune.pruning import checkpoint, runlock
 from kprune.pruning.ranking import rank_groups
 from kprune.pruning.report import step_record, write_run_files
 from kprune.pruning.selection import removable_channels, select
-from kprune.pruning.targets import initial_size, make_target
+from kprune.pruning.targets import TargetContext, check_requested, initial_size, make_target, target_names
 from kprune.surgery import remove_filters
 from kprune.training import recovery
 from kprune.training.checks import check_data, non_finite_weights
@@ -54,8 +51,6 @@ from kprune.training.determinism import deterministic, seed_everything
 from kprune.training.distill import Distillation
 from kprune.training.distribute import is_chief, worker_dir
 from kprune.training.setup import TrainingSetup, TrainSettings
-
-LATENCY_TABLE = "latency_table.json"  # in the run dir: the table a latency target used
 
 
 @dataclass
@@ -194,10 +189,12 @@ def _resolved_options(config: PruneConfig | None, options: dict, **given: Any) -
     config = make_config(PruneConfig, {**base, **names, **options}, source="prune options")
     if not config.has_target and config.max_accuracy_drop is None:
         raise InvalidArgumentError(
-            "Give a target (target_params, target_flops, target_filters, target_latency or "
-            "latency_ms) or max_accuracy_drop, so that pruning knows when to stop."
+            "Give a target (target_params, target_flops, target_filters, target_latency, latency_ms, "
+            f"or target={{name: value}} with a registered name: {', '.join(target_names())}) "
+            "or max_accuracy_drop, so that pruning knows when to stop."
         )
     get_criterion(config.criterion)  # unknown names fail before any work
+    check_requested(config)
     return config, objects
 
 
@@ -259,11 +256,11 @@ class _Loop:
         self.started = time.time()
         self.monitor = setup.monitor_name(model)
         self.higher_is_better = setup.higher_is_better(model)
-        self.initial = initial_size(model, analyze(model, unsupported=config.unsupported))
-        table = self._latency_table(model) if config.latency_target else None
-        if table is not None:
-            self.initial["latency"] = predict_latency(model, table)
-        self.target = make_target(config, self.initial, table)
+        graph = analyze(model, unsupported=config.unsupported)
+        self.initial = initial_size(model, graph)
+        self.target = make_target(config, TargetContext(model, graph, config, run_dir, progress))
+        if self.target is not None:
+            self.initial.setdefault(self.target.name, self.target.initial)
         self.display = PruneProgress(False)
 
     # --- the algorithm ----------------------------------------------------------
@@ -465,27 +462,6 @@ class _Loop:
             save_model(state.model, self.write_dir / name)
             state.within["file"] = name
 
-    def _latency_table(self, model) -> LatencyTable:
-        """The table a latency target predicts from: the given file, the run's own copy
-        (on resume), or one measured now; kept in the run dir beside the results."""
-        config = self.config
-        kept = self.run_dir / LATENCY_TABLE if self.run_dir is not None else None
-        if config.latency_table:
-            table = LatencyTable.load(config.latency_table)
-        elif kept is not None and kept.is_file():
-            table = LatencyTable.load(kept)
-        else:
-            table = profile(
-                model,
-                runtime=config.latency_runtime,
-                threads=config.latency_threads,
-                quantize=config.latency_quantize,
-                progress=self.progress,
-            )
-        if kept is not None:
-            table.save(kept)
-        return table
-
     def _train_stream(self, step: int) -> tf.data.Dataset:
         if callable(self.train_data) and not isinstance(self.train_data, tf.data.Dataset):
             return as_dataset(self.train_data(self.config.seed + step))
@@ -524,10 +500,9 @@ class _Loop:
         record = step_record(
             model, removal, metrics, time.time() - started, step, self.initial, self.started, self.monitor
         )
-        if "latency" in self.initial:
-            latency = self.target.measure(model)
-            record["latency_ms"] = latency  # predicted, on the latency table's runtime
-            record["latency_removed"] = 1 - latency / self.initial["latency"]
+        if self.target is not None:
+            for key, value in self.target.record(model).items():
+                record.setdefault(key, value)
         return record
 
     def _drop(self, start: dict, now: dict) -> float:
@@ -669,10 +644,11 @@ class _Loop:
             ),
         )
         if last["step"] and self.progress:
+            note = self.target.note(last) if self.target is not None else ""
             self.display.log(
                 f"step {last['step']}{' (final)' if last.get('phase') else ''}: "
                 f"params -{100 * last['params_removed']:.1f}%  FLOPs -{100 * last['flops_removed']:.1f}%  "
-                + (f"latency -{100 * last['latency_removed']:.1f}%  " if "latency_ms" in last else "")
+                + (f"{note}  " if note else "")
                 + f"val {self.monitor} {last['val_monitor']:.4f}  ({last['seconds']:.0f} s)"
             )
 

@@ -1,28 +1,50 @@
 """Pruning targets: how far a model is from its goal, and what removing a channel saves.
 
 A target watches one quantity of the model — parameters, FLOPs, prunable
-filters or predicted latency — that pruning lowers. It knows the quantity's
-value at the start, the value to reach, the value now, and how one pruning
-step chooses channels (`Target.choose`): the count targets let
-`kprune.pruning.selection.select` weigh scores against each group's per-channel
-saving; the latency target asks `kprune.pruning.selection.select_for_latency`,
-which also keeps channel counts at the latency table's tile step. Adding a
-target means one more subclass and one more line in `make_target`.
+filters, predicted latency, or one a user registers — that pruning lowers. It
+knows the quantity's value at the start, the value to reach, the value now, and
+how one pruning step chooses channels (`Target.choose`): by default
+`kprune.pruning.selection.select` weighs scores against each group's
+per-channel saving (`Target.channel_costs`); the latency target asks
+`kprune.pruning.selection.select_for_latency`, which also keeps channel counts
+at the latency table's tile step.
+
+Targets are found by name in one table. The built-in ones come from the
+config's ``target_params``, ``target_flops``, ``target_filters``,
+``target_latency`` and ``latency_ms`` fields; any registered one from
+``target={name: value}``. Adding a target is a `Target` subclass and a factory
+registered with `register_target`; the loop knows no target by name.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import keras
 
+from kprune.errors import InvalidArgumentError
 from kprune.graph import DependencyGraph, analyze
 from kprune.latency.predict import GroupLatency, predict_latency
+from kprune.latency.profile import profile
 from kprune.latency.table import LatencyTable
 from kprune.metrics import channel_flops, channel_params, count_flops, count_params
 from kprune.pruning.selection import select, select_for_latency
 from kprune.training.recovery import estimated_steps
+
+LATENCY_TABLE = "latency_table.json"  # in the run dir: the table a latency target used
+
+# config field → registered target name, for the built-in targets' own fields
+CONFIG_FIELDS = {
+    "target_params": "params",
+    "target_flops": "flops",
+    "target_filters": "filters",
+    "target_latency": "latency",
+    "latency_ms": "latency_ms",
+}
 
 
 def prunable_channels(graph: DependencyGraph) -> int:
@@ -42,7 +64,8 @@ class Target:
     group is worth in it.
 
     Attributes:
-        name: ``params``, ``flops`` or ``filters``.
+        name: What the quantity is called in step records (``params``, ``flops``,
+            ``filters``, ``latency``, or a registered target's name).
         initial: The quantity at the start of the run.
         goal: The value at which the target is reached.
     """
@@ -116,6 +139,17 @@ class Target:
             return 1.0
         return min(1.0, max(0.0, (self.initial - self.measure(model, graph)) / span))
 
+    def record(self, model: keras.Model) -> dict[str, float]:
+        """What a step's record says of this target: the quantity now, by its ``name``
+        (the records already hold params, FLOPs and filters)."""
+        return {self.name: self.measure(model)}
+
+    def note(self, record: Mapping[str, Any]) -> str:
+        """How far it got, for a step's progress line ("" when the line shows it already)."""
+        if self.name not in record or self.initial <= 0:
+            return ""
+        return f"{self.name} -{100 * (1 - record[self.name] / self.initial):.1f}%"
+
 
 class _CountTarget(Target):
     """A quantity counted on the model, with a per-channel cost from `kprune.metrics`."""
@@ -128,6 +162,9 @@ class _CountTarget(Target):
 
     def channel_costs(self, graph):
         return self.costs(graph)
+
+    def note(self, record):
+        return ""  # the progress line shows params and FLOPs
 
 
 class ParamsTarget(_CountTarget):
@@ -159,6 +196,9 @@ class FiltersTarget(Target):
     def channel_costs(self, graph):
         return {group.index: 1.0 for group in graph.groups}
 
+    def note(self, record):
+        return ""  # the progress bar shows filters
+
 
 class LatencyTarget(Target):
     """Bring the predicted latency (ms, on the table's runtime and machine) down to a goal.
@@ -189,6 +229,13 @@ class LatencyTarget(Target):
             )
         return costs
 
+    def record(self, model):
+        latency = self.measure(model)  # predicted, on the latency table's runtime
+        return {"latency_ms": latency, "latency_removed": 1 - latency / self.initial}
+
+    def note(self, record):
+        return f"latency -{100 * record['latency_removed']:.1f}%" if "latency_removed" in record else ""
+
     def estimated_steps(self, model, graph, per_step, shrinking=True):
         """Steps of ``per_step`` of the start latency each (``per_step`` channels do not apply)."""
         remaining = self.remaining(model, graph)
@@ -211,24 +258,175 @@ class LatencyTarget(Target):
         )
 
 
-def make_target(config, initial: Mapping[str, float], table: LatencyTable | None = None) -> Target | None:
+@dataclass(frozen=True)
+class TargetContext:
+    """What a target factory reads to set the start and the goal of its quantity.
+
+    Attributes:
+        model: The model at the start of the run (not to be modified).
+        graph: Its channel groups (`kprune.analyze`).
+        config: The run's `PruneConfig`.
+        run_dir: Where the run keeps its files (None without one): a target that
+            measures something at the start (the latency table) keeps it there, so
+            that a resumed run reads the same numbers back.
+        progress: Whether the run shows progress (a long measurement may say so).
+    """
+
+    model: keras.Model
+    graph: DependencyGraph
+    config: Any
+    run_dir: Path | None = None
+    progress: bool = False
+
+    @cached_property
+    def initial(self) -> dict[str, int]:
+        """Parameters, FLOPs and prunable filters of the start model (`initial_size`)."""
+        return initial_size(self.model, self.graph)
+
+
+TargetFactory = Callable[[float, TargetContext], Target]
+_TARGETS: dict[str, TargetFactory] = {}
+
+
+def register_target(name: str) -> Callable[[TargetFactory], TargetFactory]:
+    """Registers a target factory under ``name`` (decorator); ``prune(target={name: value})``
+    then prunes to it.
+
+    The factory gets the value given and a `TargetContext`, and returns a `Target`
+    whose ``initial`` and ``goal`` say where the quantity starts and where it must
+    get to. A `Target` subclass implements ``measure`` (the quantity of a model)
+    and ``channel_costs`` (what one channel of each group is worth in it).
+
+    Raises:
+        InvalidArgumentError: If ``name`` is not an identifier or is registered already.
+
+    Example:
+        >>> @kprune.register_target("conv_params")
+        ... def conv_params(fraction, context):
+        ...     start = ConvParams.count(context.model)
+        ...     return ConvParams(start, (1 - fraction) * start)
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InvalidArgumentError(
+            f"A target's name must be an identifier such as 'conv_params', not {name!r}."
+        )
+    if name in _TARGETS:
+        raise InvalidArgumentError(
+            f"A target called {name!r} is registered already. Fix: give yours another name."
+        )
+
+    def decorator(factory: TargetFactory) -> TargetFactory:
+        _TARGETS[name] = factory
+        return factory
+
+    return decorator
+
+
+def target_names() -> list[str]:
+    """The registered targets' names, built-in ones first."""
+    return list(_TARGETS)
+
+
+def requested(config) -> tuple[str, float] | None:
+    """The (target name, value) a `PruneConfig` asks for, or None when it names none."""
+    for field, name in CONFIG_FIELDS.items():
+        if getattr(config, field) is not None:
+            return name, getattr(config, field)
+    if config.target:
+        ((name, value),) = config.target.items()
+        return name, value
+    return None
+
+
+def check_requested(config) -> None:
+    """Refuses a ``target={name: …}`` whose name is not registered, before any work.
+
+    Raises:
+        InvalidArgumentError: The name is unknown (the registered ones are listed).
+    """
+    wanted = requested(config)
+    if wanted is not None and wanted[0] not in _TARGETS:
+        raise InvalidArgumentError(
+            f"Unknown target {wanted[0]!r}. Use one of: {', '.join(target_names())}, "
+            "or register yours first with kprune.register_target."
+        )
+
+
+def make_target(config, context: TargetContext) -> Target | None:
     """The target a `PruneConfig` asks for, or None when it names none.
 
-    Fractions remove that share of the initial quantity; ``target_filters``
-    of 1 or more is a number of filters. A latency target needs the
-    ``table`` and ``initial["latency"]`` (ms predicted for the start model).
+    Raises:
+        InvalidArgumentError: An unknown target name.
     """
-    if config.target_latency is not None:
-        goal = (1 - config.target_latency) * initial["latency"]
-        return LatencyTarget(initial["latency"], goal, table, config.latency_per_step)
-    if config.latency_ms is not None:
-        return LatencyTarget(initial["latency"], config.latency_ms, table, config.latency_per_step)
-    if config.target_params is not None:
-        return ParamsTarget(initial["params"], (1 - config.target_params) * initial["params"])
-    if config.target_flops is not None:
-        return FlopsTarget(initial["flops"], (1 - config.target_flops) * initial["flops"])
-    if config.target_filters is not None:
-        wanted = config.target_filters
-        wanted = round(wanted * initial["filters"] if wanted < 1 else wanted)
-        return FiltersTarget(initial["filters"], initial["filters"] - wanted, config.unsupported)
-    return None
+    check_requested(config)
+    wanted = requested(config)
+    if wanted is None:
+        return None
+    name, value = wanted
+    target = _TARGETS[name](value, context)
+    if not isinstance(target, Target):
+        raise InvalidArgumentError(
+            f"The factory of target {name!r} returned {type(target).__name__}, not a kprune Target."
+        )
+    return target
+
+
+# --- the built-in targets ---------------------------------------------------------
+@register_target("params")
+def _params(fraction: float, context: TargetContext) -> Target:
+    """Remove ``fraction`` of the parameters."""
+    start = context.initial["params"]
+    return ParamsTarget(start, (1 - fraction) * start)
+
+
+@register_target("flops")
+def _flops(fraction: float, context: TargetContext) -> Target:
+    """Remove ``fraction`` of the FLOPs."""
+    start = context.initial["flops"]
+    return FlopsTarget(start, (1 - fraction) * start)
+
+
+@register_target("filters")
+def _filters(wanted: float, context: TargetContext) -> Target:
+    """Remove ``wanted`` filters (≥ 1), or that fraction of the prunable ones (< 1)."""
+    start = context.initial["filters"]
+    count = round(wanted * start if wanted < 1 else wanted)
+    return FiltersTarget(start, start - count, context.config.unsupported)
+
+
+@register_target("latency")
+def _latency_share(fraction: float, context: TargetContext) -> Target:
+    """Remove ``fraction`` of the predicted latency."""
+    table = latency_table(context)
+    start = predict_latency(context.model, table)
+    return LatencyTarget(start, (1 - fraction) * start, table, context.config.latency_per_step)
+
+
+@register_target("latency_ms")
+def _latency_ms(milliseconds: float, context: TargetContext) -> Target:
+    """Prune until the predicted latency is ``milliseconds``."""
+    table = latency_table(context)
+    start = predict_latency(context.model, table)
+    return LatencyTarget(start, milliseconds, table, context.config.latency_per_step)
+
+
+def latency_table(context: TargetContext) -> LatencyTable:
+    """The table a latency target predicts from: the config's file, the run's own copy
+    (on resume), or one measured now; kept in the run dir beside the results."""
+    config = context.config
+    kept = context.run_dir / LATENCY_TABLE if context.run_dir is not None else None
+    if config.latency_table:
+        table = LatencyTable.load(config.latency_table)
+    elif kept is not None and kept.is_file():
+        table = LatencyTable.load(kept)
+    else:
+        table = profile(
+            context.model,
+            runtime=config.latency_runtime,
+            threads=config.latency_threads,
+            quantize=config.latency_quantize,
+            progress=context.progress,
+        )
+    if kept is not None:
+        table.save(kept)
+    return table

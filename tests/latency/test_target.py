@@ -50,15 +50,21 @@ def test_prune_to_a_latency_target_keeps_tile_sized_layers(tmp_path):
     assert len(latencies) >= 2 and all(b < a for a, b in zip(latencies, latencies[1:]))
 
 
-def test_latency_ms_target_is_a_goal_in_milliseconds(block_model, block_table):
+def test_latency_ms_target_is_a_goal_in_milliseconds(block_model, block_table, tmp_path):
     from kprune.config import PruneConfig
-    from kprune.pruning.targets import LatencyTarget, make_target
+    from kprune.graph import analyze
+    from kprune.pruning.targets import LatencyTarget, TargetContext, make_target
+
+    table_path = str(block_table.save(tmp_path / "table.json"))
+    graph = analyze(block_model)
+
+    def target(**options):
+        config = PruneConfig(latency_table=table_path, **options)
+        return make_target(config, TargetContext(block_model, graph, config))
 
     initial = predict_latency(block_model, block_table)
-    target = make_target(PruneConfig(latency_ms=initial / 2), {"latency": initial}, block_table)
-    assert isinstance(target, LatencyTarget) and target.goal == initial / 2
-    assert target.remaining(block_model) == initial - initial / 2
-    share = make_target(
-        PruneConfig(target_latency=0.75, latency_per_step=0.1), {"latency": initial}, block_table
-    )
+    ms = target(latency_ms=initial / 2)
+    assert isinstance(ms, LatencyTarget) and ms.initial == initial and ms.goal == initial / 2
+    assert ms.remaining(block_model) == initial - initial / 2
+    share = target(target_latency=0.75, latency_per_step=0.1)
     assert share.goal == 0.25 * initial and share.per_step == 0.1

@@ -16,6 +16,9 @@ the machine only ever slows a pass down. The table this writes
 is what ``kprune prune --latency-table`` and ``kprune.predict_latency`` read:
 measure on the board, fit and prune on the workstation.
 
+This module is kprune's one timer: `kprune bench` compares whole models with
+its `time_alternating`, `kprune profile` times a plan here with `measure`.
+
 Needs Python 3.8 or later, numpy, and the runtime of the plan (ai_edge_litert
 or tflite_runtime for .tflite, onnxruntime for .onnx). Never imports
 TensorFlow or kprune.
@@ -82,6 +85,24 @@ def onnx_runner(path, threads, rng):
     for tensor in session.get_outputs():
         binding.bind_output(tensor.name)
     return lambda: session.run_with_iobinding(binding)
+
+
+def time_alternating(runners, warmup, repeats):
+    """Seconds of each of ``repeats`` runs of each runner (`kprune bench`'s protocol, for
+    comparing whole models): after ``warmup`` untimed runs each, the runners take turns,
+    one run each per round, and who goes first rotates, so that no model always follows
+    the same neighbour and a slow spell of the machine falls on all of them."""
+    for run in runners:
+        for _ in range(warmup):
+            run()
+    timings = [[] for _ in runners]
+    for round_index in range(repeats):
+        for offset in range(len(runners)):
+            index = (round_index + offset) % len(runners)
+            started = time.perf_counter()
+            runners[index]()
+            timings[index].append(time.perf_counter() - started)
+    return timings
 
 
 def time_group(runners, warmup, repeats, passes=3):
