@@ -234,7 +234,7 @@ def prune(
             preprocess=preprocess,
             strict_data=strict_data or None,  # absent: the config file's
         )
-        if any(overrides[t] is not None for t in TARGET_FIELDS):
+        if any(overrides.get(t) is not None for t in TARGET_FIELDS):
             base = {k: v for k, v in QUICKSTART.items() if not k.startswith("target_")}
         else:
             base = QUICKSTART
