@@ -53,7 +53,8 @@ class PruneConfig(BaseModel):
 
     ``target={"name": value}`` prunes to a target registered with
     `kprune.register_target` (the built-in ones by name too: ``params``,
-    ``flops``, ``filters``, ``latency``, ``latency_ms``).
+    ``flops``, ``filters``, ``latency``, ``latency_ms``); ``target_options``
+    are for its factory, which reads them from the config it is given.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -66,6 +67,7 @@ class PruneConfig(BaseModel):
     target_latency: Optional[float] = Field(None, gt=0, lt=1)
     latency_ms: Optional[float] = Field(None, gt=0)
     target: Optional[dict[str, float]] = None  # {registered target name: value}
+    target_options: dict[str, Any] = Field(default_factory=dict)  # read by that target's factory
     latency_table: Optional[str] = None
     latency_runtime: Literal["tflite", "onnx"] = "tflite"
     latency_threads: int = Field(1, ge=1)

@@ -57,9 +57,28 @@ def test_a_registered_target_is_pruned_to_and_recorded(trained, val, tmp_path):
     assert result.report["initial"]["conv_width"] == start
     assert steps[0]["conv_width"] == start
     assert steps[-1]["conv_width"] == conv_width(result.model)
+    end = conv_width(result.model)
+    assert result.report["target_row"] == [
+        "conv_width",
+        f"{start}",
+        f"{end}",
+        f"{100 * (end / start - 1):+.1f}%",
+    ]
     # each step stops at the target's budget: the step before the last was still above the goal
     pruning_steps = [s for s in steps if "phase" not in s]
     assert pruning_steps[-2]["conv_width"] > start / 2
+
+
+def test_a_factory_reads_its_options_from_the_config(trained, val):
+    seen = []
+
+    @kprune.register_target("probe")
+    def probe(value, context):
+        seen.append((value, context.config.target_options, context.model.name))
+        return ConvWidth(conv_width(context.model), conv_width(context.model))  # reached at once
+
+    kprune.prune(trained, train_stream, val, target={"probe": 3}, target_options={"table": "t.json"}, **QUICK)
+    assert seen == [(3, {"table": "t.json"}, trained.name)]
 
 
 def test_an_unknown_target_name_is_refused_before_any_work(trained, val, tmp_path):

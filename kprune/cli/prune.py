@@ -315,14 +315,8 @@ def _print_summary(report: dict) -> None:
         f"{100 * after['accuracy']:.2f}%",
         f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pts",
     )
-    first, last = report["steps"][0], report["steps"][-1]
-    if "latency_ms" in last:
-        table.add_row(
-            "latency (predicted)",
-            f"{first['latency_ms']:.3f} ms",
-            f"{last['latency_ms']:.3f} ms",
-            f"{100 * (last['latency_ms'] / first['latency_ms'] - 1):+.1f}%",
-        )
+    if report.get("target_row"):
+        table.add_row(*report["target_row"])
     out.print(table)
     if report.get("within_budget"):
         from kprune.pruning.loop import over_budget_message

@@ -607,6 +607,10 @@ class _Loop:
             "stop_reason": state.stop_reason,
             "finished": state.finished,
             "within_budget": self._over_budget(state),
+            # the end-of-run table's row for the target, where it is not params or FLOPs
+            "target_row": None
+            if self.target is None
+            else self.target.summary(state.records[0], state.records[-1]),
             "wall_time_s": round(time.time() - self.started, 1),
             "environment": environment(),
         }

@@ -150,6 +150,15 @@ class Target:
             return ""
         return f"{self.name} -{100 * (1 - record[self.name] / self.initial):.1f}%"
 
+    def summary(self, first: Mapping[str, Any], last: Mapping[str, Any]) -> list[str] | None:
+        """The row [label, before, after, change] that the end-of-run table shows for this
+        target, from the first and last step records (None when the table has it already)."""
+        if self.name not in first or self.name not in last:
+            return None
+        before, after = first[self.name], last[self.name]
+        change = f"{100 * (after / before - 1):+.1f}%" if before else ""
+        return [self.name, f"{before:.4g}", f"{after:.4g}", change]
+
 
 class _CountTarget(Target):
     """A quantity counted on the model, with a per-channel cost from `kprune.metrics`."""
@@ -165,6 +174,9 @@ class _CountTarget(Target):
 
     def note(self, record):
         return ""  # the progress line shows params and FLOPs
+
+    def summary(self, first, last):
+        return None  # the end-of-run table shows params and FLOPs
 
 
 class ParamsTarget(_CountTarget):
@@ -198,6 +210,17 @@ class FiltersTarget(Target):
 
     def note(self, record):
         return ""  # the progress bar shows filters
+
+    def record(self, model):
+        # "filters" in a record is every layer's filters; this target counts group channels
+        return {"prunable_channels": self.measure(model)}
+
+    def summary(self, first, last):
+        if "prunable_channels" not in first or "prunable_channels" not in last:
+            return None
+        before, after = first["prunable_channels"], last["prunable_channels"]
+        change = f"{100 * (after / before - 1):+.1f}%" if before else ""
+        return ["prunable channels", f"{before:,.0f}", f"{after:,.0f}", change]
 
 
 class LatencyTarget(Target):
@@ -235,6 +258,17 @@ class LatencyTarget(Target):
 
     def note(self, record):
         return f"latency -{100 * record['latency_removed']:.1f}%" if "latency_removed" in record else ""
+
+    def summary(self, first, last):
+        if "latency_ms" not in first or "latency_ms" not in last:
+            return None
+        before, after = first["latency_ms"], last["latency_ms"]
+        return [
+            "latency (predicted)",
+            f"{before:.3f} ms",
+            f"{after:.3f} ms",
+            f"{100 * (after / before - 1):+.1f}%",
+        ]
 
     def estimated_steps(self, model, graph, per_step, shrinking=True):
         """Steps of ``per_step`` of the start latency each (``per_step`` channels do not apply)."""

@@ -168,6 +168,9 @@ def test_prune_starts_from_keras_accuracy_and_records_the_preprocessing(user, tm
     report = json.loads((out / "report.json").read_text())
     assert report["test_before"]["accuracy"] == pytest.approx(keras_accuracy, abs=5e-5)
     assert report["preprocess"] == "raw"
+    label, before, after, _ = report["target_row"]  # the filters target's row in the summary
+    assert label == "prunable channels" and int(before.replace(",", "")) - int(after.replace(",", "")) == 1
+    assert "prunable channels" in result.stdout
     assert report["preprocessing"] == Preprocessing.raw(SHAPE).to_dict()
     assert "has no test/ folder" in report["test_split_note"]
     assert result.stderr.count("has no test/ folder") == 1
