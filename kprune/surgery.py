@@ -93,6 +93,7 @@ def _removed_roots(graph: DependencyGraph, filters: Mapping[str, Iterable[int]])
                 f"{', '.join(graph.prunable_layers()) or 'none'}."
             )
         indices = _checked_indices(layer, indices, len(group.producers[layer]))
+        _check_whole_blocks(layer, indices, group)
         removed[graph.roots[graph.producer_ids(layer)[indices]]] = True
     for group in graph.groups:
         for name in group.producers:
@@ -103,6 +104,29 @@ def _removed_roots(graph: DependencyGraph, filters: Mapping[str, Iterable[int]])
                     f"{group.index}, {group.channels} channels) with none. Keep at least one."
                 )
     return removed
+
+
+def _check_whole_blocks(layer: str, indices: np.ndarray, group) -> None:
+    """Refuses part of a block of channels that a layer ties together (`Group.tied_by`)."""
+    if not group.tied_by:
+        return
+    mapping = group.producers[layer]
+    for channel in np.unique(mapping[indices]).tolist():
+        block = np.flatnonzero(mapping == channel)
+        missing = np.setdiff1d(block, indices)
+        if missing.size:
+            raise InvalidArgumentError(
+                f"Channels {_span(block)} of {layer!r} go together ({'; '.join(group.tied_by)} "
+                f"works on them as one block), but {_span(missing)} are not listed. Fix: remove "
+                "the whole block or none of it."
+            )
+
+
+def _span(indices: np.ndarray) -> str:
+    first, last = int(indices[0]), int(indices[-1])
+    if last - first + 1 == len(indices):
+        return f"{first}..{last}"
+    return ", ".join(str(int(i)) for i in indices)
 
 
 def _checked_indices(layer: str, indices: Iterable[int], size: int) -> np.ndarray:

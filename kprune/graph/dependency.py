@@ -61,10 +61,14 @@ class Group:
 
     Attributes:
         index: Position in `DependencyGraph.groups`.
-        channels: Number of coupled channels.
+        channels: Number of group channels: coupled channels count once, and so
+            does a block of channels tied together (see ``tied_by``).
         producers: Producer name → group channel of each of its output channels.
         members: Every layer the group's channels touch, with its role.
         frozen_by: Why the group may not be pruned (empty when it may).
+        tied_by: The layers that tie blocks of a producer's channels into one
+            group channel (GroupNormalization, grouped convolutions): a group
+            channel is then a block, removed whole.
     """
 
     index: int
@@ -72,6 +76,7 @@ class Group:
     producers: dict[str, np.ndarray]
     members: list[Member] = field(default_factory=list)
     frozen_by: list[str] = field(default_factory=list)
+    tied_by: list[str] = field(default_factory=list)
 
     @property
     def prunable(self) -> bool:
@@ -90,7 +95,7 @@ class _Context:
         self._count = 0
         self.producer_ids: dict[str, Ids] = {}
         self.freezes: list[tuple[Ids, str]] = []
-        self.merges: list[tuple[str, Ids]] = []
+        self.ties: list[tuple[Ids, str]] = []
 
     def new_channels(self, call: Call, count: int) -> Ids:
         # A layer called several times makes the same channels at every call.
@@ -101,7 +106,16 @@ class _Context:
     def couple(self, first: Ids, second: Ids, call: Call) -> None:
         for a, b in zip(first.tolist(), second.tolist()):
             self.channels.merge(a, b)
-        self.merges.append((call.name, first))
+
+    def tie(self, ids: Ids, size: int, reason: str) -> None:
+        """Makes each block of ``size`` consecutive ``ids`` one channel (removed whole)."""
+        if size <= 1:
+            return
+        for start in range(0, len(ids) - size + 1, size):
+            block = ids[start : start + size].tolist()
+            for other in block[1:]:
+                self.channels.merge(block[0], other)
+        self.ties.append((ids, reason))
 
     def freeze(self, ids: Ids, reason: str) -> None:
         self.freezes.append((ids, reason))
@@ -197,6 +211,8 @@ class DependencyGraph:
             state = "prunable" if group.prunable else "frozen by " + "; ".join(group.frozen_by[:3])
             lines.append(f"group {group.index}: {group.channels} channels, {state}")
             lines.append(f"  producers: {', '.join(group.producers)}")
+            if group.tied_by:
+                lines.append(f"  blocks of channels tied by: {', '.join(group.tied_by)}")
             for role, label in (
                 ("merge", "coupled by"),
                 ("passthrough", "passes through"),
@@ -331,11 +347,12 @@ def _build_graph(model, flat, handlers, context, tensor_ids) -> DependencyGraph:
             channel_index[root] = (group.index, k)
         groups.append(group)
 
-    for ids, reason in context.freezes:
-        touched = {channel_index[r][0] for r in roots[ids].tolist() if r in channel_index}
-        for g in touched:
-            if reason not in groups[g].frozen_by:
-                groups[g].frozen_by.append(reason)
+    for notes, attribute in ((context.freezes, "frozen_by"), (context.ties, "tied_by")):
+        for ids, reason in notes:
+            touched = {channel_index[r][0] for r in roots[ids].tolist() if r in channel_index}
+            for g in touched:
+                if reason not in getattr(groups[g], attribute):
+                    getattr(groups[g], attribute).append(reason)
 
     graph = DependencyGraph(
         model, flat, groups, tensor_ids, roots, handlers, channel_index, context.producer_ids

@@ -2,7 +2,9 @@
 
 Channels are tracked as integer ids. A producer (Conv, Dense, …) gives each
 of its output channels a fresh id; a channel-wise layer passes its input ids
-on; an elementwise merge (Add, Multiply, …) declares the ids at each position
+on; a layer that works on blocks of consecutive channels (GroupNormalization's
+groups, a grouped convolution's groups) ties each block into one channel of
+the group, so that pruning removes whole blocks; an elementwise merge (Add, Multiply, …) declares the ids at each position
 of its inputs the same channel (they are coupled); Concatenate joins id lists;
 Flatten repeats them once per spatial position. A boundary layer (Reshape that
 moves channels, LayerNormalization, softmax over channels, …) freezes the
@@ -78,6 +80,7 @@ class Context(Protocol):
     def couple(self, first: Ids, second: Ids, call) -> None: ...
     def freeze(self, ids: Ids, reason: str) -> None: ...
     def frozen_channels(self, count: int, reason: str) -> Ids: ...
+    def tie(self, ids: Ids, size: int, reason: str) -> None: ...
 
 
 class LayerHandler:
@@ -198,35 +201,52 @@ class Producer(LayerHandler):
 
 class ConvolutionHandler(Producer):
     """Conv1D/2D/3D. With ``groups == in_channels == filters`` (a depthwise
-    convolution written as a grouped one, as in ConvNeXt) channels pass through;
-    other grouped convolutions tie channels to groups, so neither side is pruned."""
+    convolution written as a grouped one, as in ConvNeXt) channels pass through.
+    Other grouped convolutions work on whole groups: group g's outputs read only
+    group g's inputs, so each group of input channels is tied into one channel
+    of its producers' group, and the group's outputs follow it — pruning removes
+    whole groups of inputs and outputs together, and ``groups`` shrinks to match."""
 
     def call_role(self, call) -> str:
-        if self._is_depthwise(call):
+        if self._is_depthwise(call) or call.layer.groups != 1:
             return "passthrough"
-        return "producer" if call.layer.groups == 1 else "boundary"
+        return "producer"
 
     def propagate(self, call, input_ids, context):
         if self._is_depthwise(call):
             _freeze_if_activation_mixes(call, input_ids[0], context)
             return [input_ids[0]]
         if call.layer.groups != 1:
-            return freeze(call, input_ids, context, "grouped convolution")
+            return self._propagate_grouped(call, input_ids[0], context)
         return super().propagate(call, input_ids, context)
+
+    @staticmethod
+    def _propagate_grouped(call, ids, context):
+        layer = call.layer
+        if ids is None:
+            return [None]
+        per_group_in = len(ids) // layer.groups
+        per_group_out = layer.filters // layer.groups
+        context.tie(ids, per_group_in, f"{type(layer).__name__} {call.name!r} ({layer.groups} groups)")
+        _freeze_if_activation_mixes(call, ids, context)
+        # Every output of group g carries group g's (tied) channel.
+        return [np.repeat(ids[::per_group_in], per_group_out)]
 
     def weight_axes(self, layer):
         if layer.groups == 1:
             return super().weight_axes(layer)
         if self._is_depthwise_layer(layer):  # kernel (..., 1, channels)
             return {"kernel": {-1: "in"}, "bias": {0: "out"}}
-        return {}
+        # kernel (..., in/groups, filters): whole groups go, each keeps its inputs
+        return {"kernel": {-1: "out"}, "bias": {0: "out"}}
 
-    def resized_config(self, layer, config, kept_outputs):
+    def slice_config(self, layer, config, out_keep):
         if layer.groups == 1:
-            return super().resized_config(layer, config, kept_outputs)
+            return super().slice_config(layer, config, out_keep)
+        kept = int(out_keep.sum())
         if self._is_depthwise_layer(layer):
-            return {**config, "filters": int(kept_outputs), "groups": int(kept_outputs)}
-        return config
+            return {**config, "filters": kept, "groups": kept}
+        return {**config, "filters": kept, "groups": kept // (layer.filters // layer.groups)}
 
     @staticmethod
     def _is_depthwise_layer(layer) -> bool:
@@ -295,6 +315,36 @@ class BatchNormalizationHandler(PassThrough):
         if (axis if isinstance(axis, int) else -1) % rank != rank - 1:
             return freeze(call, input_ids, context, f"its feature axis is {axis}")
         return super().propagate(call, input_ids, context)
+
+
+class GroupNormalizationHandler(PassThrough):
+    """GroupNormalization over the last axis: each group of ``channels / groups``
+    consecutive channels is normalized on its own, so the groups are tied (pruning
+    removes whole groups; γ and β are sliced, ``groups`` shrinks to match). With
+    one group it normalizes all channels together, like LayerNormalization: a
+    boundary; with one channel per group it is channel-wise."""
+
+    per_channel_weights = ("gamma", "beta")
+
+    def propagate(self, call, input_ids, context):
+        layer, ids = call.layer, input_ids[0]
+        rank = len(call.node.outputs[0].shape)
+        if layer.axis % rank != rank - 1:
+            return freeze(call, input_ids, context, f"its feature axis is {layer.axis}")
+        if ids is None:
+            return [None]
+        if layer.groups == 1 and len(ids) > 1:
+            return freeze(
+                call, input_ids, context, "one group: every channel is normalized with all the others"
+            )
+        context.tie(
+            ids, len(ids) // layer.groups, f"GroupNormalization {call.name!r} ({layer.groups} groups)"
+        )
+        return super().propagate(call, input_ids, context)
+
+    def slice_config(self, layer, config, out_keep):
+        per_group = len(out_keep) // layer.groups
+        return {**config, "groups": int(out_keep.sum()) // per_group}
 
 
 class PReLUHandler(PassThrough):

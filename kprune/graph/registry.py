@@ -114,6 +114,7 @@ def _serve_layers(serve) -> None:
         _layers.Maximum,
         _layers.Minimum,
     )
+    serve(h.GroupNormalizationHandler, _layers.GroupNormalization)
     serve(h.ConcatenateHandler, _layers.Concatenate)
     serve(h.FlattenHandler, _layers.Flatten)
     serve(h.ReshapeHandler, _layers.Reshape)
@@ -121,7 +122,6 @@ def _serve_layers(serve) -> None:
     serve(
         h.Boundary,
         _layers.LayerNormalization,
-        _layers.GroupNormalization,
         _layers.UnitNormalization,
         _layers.Dot,
         # Colour augmentation mixes the channels (and needs exactly 3 of them).

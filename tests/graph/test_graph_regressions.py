@@ -24,8 +24,9 @@ def _assert_exact(model, removal, graph=None):
     return pruned
 
 
-def test_grouped_conv_with_as_many_groups_as_filters_but_more_inputs_is_a_boundary():
-    # groups == filters == 4 but 8 input channels: kernel (3, 3, 2, 4), not depthwise.
+def test_grouped_conv_with_as_many_groups_as_filters_but_more_inputs_is_not_depthwise():
+    # groups == filters == 4 but 8 input channels: kernel (3, 3, 2, 4), not depthwise:
+    # each output reads a block of 2 inputs, so blocks of 2 go with one output each.
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
     x = layers.Conv2D(8, 3, padding="same", name="before")(inputs)
@@ -34,10 +35,14 @@ def test_grouped_conv_with_as_many_groups_as_filters_but_more_inputs_is_a_bounda
     outputs = layers.Dense(3, name="logits")(layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
     graph = analyze(model)
-    assert graph.prunable_layers() == ["after"]  # channels tied to groups on both sides
+    assert graph.prunable_layers() == ["before", "after"]
+    assert graph.group_of("before").channels == 4  # blocks of 2
     pruned = _assert_exact(model, {"after": [1, 4]}, graph)
     assert pruned.get_layer("grouped").kernel.shape == (3, 3, 2, 4)
     assert pruned.get_layer("logits").kernel.shape == (4, 3)
+    pruned = remove_filters(model, {"before": [2, 3]}, graph=graph)
+    assert pruned.get_layer("grouped").kernel.shape == (3, 3, 2, 3)
+    assert pruned.get_layer("grouped").groups == 3 and pruned.get_layer("after").kernel.shape == (1, 1, 3, 6)
 
 
 @pytest.mark.parametrize("shared_class", ["conv", "batchnorm"])
