@@ -131,17 +131,18 @@ def _zero_output_channels(layer, positions: list[int]) -> None:
 
 
 def random_removal(graph, rng, fraction: float = 0.25, max_per_layer: int | None = None):
-    """Random channels of every prunable group (named by its first producer)."""
+    """Random group channels of every prunable group (a tied block whole), named by
+    the group's first producer."""
     removal = {}
     for group in graph.groups:
         if not group.prunable or group.channels < 2:
             continue
         name = next(iter(group.producers))
-        size = len(group.producers[name])
-        count = max(1, min(size - 1, int(round(size * fraction))))
+        count = max(1, min(group.channels - 1, int(round(group.channels * fraction))))
         if max_per_layer:
             count = min(count, max_per_layer)
-        removal[name] = sorted(rng.choice(size, count, replace=False).tolist())
+        chosen = rng.choice(group.channels, count, replace=False)
+        removal[name] = np.flatnonzero(np.isin(group.producers[name], chosen)).tolist()
     return removal
 
 
