@@ -143,3 +143,25 @@ def test_selection_takes_whole_blocks_and_their_costs_are_what_removal_saves():
     saved = count_params(model) - count_params(remove_filters(model, {"a": [0, 1, 2, 3]}))
     assert channel_params(graph)[group.index] == pytest.approx(saved, rel=0.02)
     assert pruned.get_layer("g").groups == 3
+
+
+def test_a_pruning_run_with_taylor_keeps_every_block_whole():
+    from tests.test_schedule import QUICK, train_stream
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(16, 3, padding="same", name="a")(inputs)
+    x = layers.GroupNormalization(groups=4, name="gn")(x)
+    x = layers.ReLU()(x)
+    x = layers.Conv2D(16, 3, groups=4, padding="same", name="g")(x)
+    x = layers.ReLU()(x)
+    x = layers.Conv2D(16, 3, padding="same", name="c")(x)
+    x = layers.GlobalAveragePooling2D()(layers.MaxPooling2D(4)(x))
+    model = keras.Model(inputs, layers.Dense(10, name="logits")(x))
+    val = kprune.data.load("synthetic", "val", input_shape=(16, 16, 3), batch_size=64)
+    result = kprune.prune(model, train_stream, val, criterion="taylor", target_params=0.4, **QUICK)
+    assert result.report["stop_reason"] == "target reached"
+    norm, grouped = result.model.get_layer("gn"), result.model.get_layer("g")
+    kept = result.model.get_layer("a").filters
+    assert kept % 4 == 0 and norm.groups == kept // 4 == grouped.groups and grouped.filters == kept
+    assert kept < 16 or result.model.get_layer("c").filters < 16
