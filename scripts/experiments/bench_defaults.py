@@ -388,6 +388,14 @@ def readme_table(found: dict) -> str:
     return "\n".join(lines)
 
 
+GOALS = {"squeezenet90": 0.3, "squeezenet95": 1.0}  # issue 27: mean test drop, points
+RECOVERY_LABELS = {
+    "final4": "a 4-epoch final fine-tune",
+    "final4lr": "4 epochs at a tenth of the learning rate",
+    "long": "250 fine-tune batches per step (the default: 84) and 4 final epochs",
+}
+
+
 def write_results(found: dict, doc: Path = ROOT / "docs" / "RESULTS.md") -> None:
     cost_path = EVIDENCE / "distillation_cost.json"
     costs = load_json(cost_path) if cost_path.is_file() else {}
@@ -404,24 +412,29 @@ def write_results(found: dict, doc: Path = ROOT / "docs" / "RESULTS.md") -> None
             "Step size, on the small CNN with distillation (share of the removable channels per "
             "step; `--settings step2.5,step10`): " + "; ".join(parts) + "."
         )
-    lengths = []
+    recovery, met = [], []
     for model in ("squeezenet90", "squeezenet95"):
         runs = found.get(model, {})
-        if "final4" in runs and "distill" in runs:
-            seeds = set(runs["final4"]) & set(runs["distill"])  # the same seeds side by side
-            default = {seed: runs["distill"][seed] for seed in seeds}
-            final4 = {seed: runs["final4"][seed] for seed in seeds}
-            lengths.append(
-                f"{TARGET_LABELS[model]}: {_cell(final4)} against {_cell(default)} with the default"
-            )
-    if lengths:
+        for setting, label in RECOVERY_LABELS.items():
+            if setting in runs and "distill" in runs:
+                seeds = set(runs[setting]) & set(runs["distill"])  # the same seeds side by side
+                drops = [runs[setting][seed]["drop"] for seed in seeds]
+                if len(drops) >= 3 and sum(drops) / len(drops) <= GOALS[model]:
+                    met.append(f"{label} at {TARGET_LABELS[model]}")
+                recovery.append(
+                    f"{TARGET_LABELS[model]}, {label}: {_cell({s: runs[setting][s] for s in seeds})} "
+                    f"against {_cell({s: runs['distill'][s] for s in seeds})} with the default"
+                )
+    if recovery:
         ablation += (
-            "\n\nA longer final fine-tune, on the shipped SqueezeNet with distillation (4 epochs "
-            "instead of the default 1,000 batches, about 1.2 epochs; `--settings final4`, same "
-            "seeds): " + "; ".join(lengths) + ". At 95% the 4-epoch fine-tune lowered validation "
-            "accuracy from 88.18% to 82.18%, the same to the digit in a second run; the default "
-            "stays at 1,000 batches, and since then a final fine-tune that lowers validation is "
-            "discarded (the run keeps the model from before it); the 95% run predates that rule."
+            "\n\nLonger recovery, on the shipped SqueezeNet with distillation (same seeds as the "
+            "default beside it; `--settings final4,final4lr,long`):\n\n"
+            + "\n".join(f"- {line}" for line in recovery)
+            + "\n\nAt 95% the 4-epoch final fine-tune at learning rate 0.01 lowered validation "
+            "accuracy from 88.18% to 82.18%, the same to the digit in a second run; that run "
+            "predates the rule that now discards a final fine-tune which lowers validation. "
+            "Goals: a mean drop of at most 0.3 point at 90% and 1 point at 95%, over 3 seeds; "
+            + (f"met by {', '.join(met)}." if met else "met by none of these.")
         )
     text = "\n".join(
         [
