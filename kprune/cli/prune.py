@@ -67,6 +67,13 @@ def prune(
     latency_threads: Annotated[
         Optional[int], typer.Option("--latency-threads", help="Threads, when the table is measured here.")
     ] = None,
+    latency_quantize: Annotated[
+        Optional[str],
+        typer.Option(
+            "--latency-quantize",
+            help="TFLite precision the table is measured in here: none, float16 or int8 (prune for the int8 cost).",
+        ),
+    ] = None,
     max_accuracy_drop: Annotated[
         Optional[float],
         typer.Option("--max-accuracy-drop", help="Stop and roll back past this drop, in points."),
@@ -206,6 +213,7 @@ def prune(
             latency_table=latency_table,
             latency_runtime=latency_runtime,
             latency_threads=latency_threads,
+            latency_quantize=latency_quantize,
             max_accuracy_drop=max_accuracy_drop,
             filters_per_step=filters_per_step,
             step_fraction=step_fraction,

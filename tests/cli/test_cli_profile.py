@@ -91,3 +91,11 @@ def test_prune_missing_latency_table_is_one_line(model_file, tmp_path):
     )
     assert result.exit_code == 1
     assert "does not exist. Fix: write one with `kprune profile" in result.output
+
+
+def test_prune_latency_quantize_reaches_the_config_check_and_a_bad_one_is_one_line(model_file, tmp_path):
+    common = ["prune", "--model", str(model_file), "--dataset", "synthetic", "--target-latency", "0.5"]
+    result = runner.invoke(app, [*common, "--latency-quantize", "int4", "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "latency_quantize" in result.output and "int8" in result.output
+    assert not (tmp_path / "bad").exists()
