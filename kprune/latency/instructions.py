@@ -124,6 +124,17 @@ def count_plan(
     return table
 
 
+def check_emulation(root: str | os.PathLike | None = None) -> None:
+    """Refuses early, before files are exported, when something counting needs is missing.
+
+    Raises:
+        EmulatorError: If qemu-aarch64 (dynamic), the root, its venv or a C compiler is missing.
+    """
+    find_qemu()
+    GuestPython(root)
+    build_plugin()
+
+
 def device_core(device: str) -> str:
     """The emulated core of a ``qemu:CORE`` device name.
 
@@ -183,6 +194,8 @@ def _count(files: list[str], cpu, inferences, repeats, seed, root) -> tuple[dict
         "machine": f"aarch64 {cpu} (QEMU {qemu_version(qemu)}, instructions)",
         "device": f"qemu:{cpu}",
         "root": str(guest.root),
+        # LiteRT says so on stderr; without /sys or a cpuinfo it runs its builtin kernels instead.
+        "xnnpack_delegate": "XNNPACK delegate" in result.stderr,
         **guest_facts,
     }
     return per_inference(marks, files, inferences, repeats), environment
