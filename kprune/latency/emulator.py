@@ -18,7 +18,7 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from kprune.errors import InvalidArgumentError, KpruneError
+from kprune.errors import EmulatorError, InvalidArgumentError
 from kprune.files import write_atomically
 
 # MIDR fields of the cores QEMU emulates as `-cpu cortex-a53|cortex-a72` (Arm TRMs).
@@ -32,10 +32,6 @@ COUNT_VENV = "/opt/kprune-count/venv"
 ROOT_COMMAND = "sudo PYTHON=.venv/bin/python bash scripts/checks/check_aarch64.sh --root-only"
 QEMU_PACKAGES = "apt-get install -y qemu-user libcapstone4 liburing2"
 PLUGIN_SOURCE = "qemu_count.c"
-
-
-class EmulatorError(KpruneError, OSError):
-    """Something the aarch64 emulation needs is missing here; the message names the fix."""
 
 
 def cpuinfo_text(core: str, processors: int = 2) -> str:

@@ -23,12 +23,11 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from kprune.errors import InvalidArgumentError, ModelFileError
+from kprune.errors import EmulatorError, InvalidArgumentError, ModelFileError
 from kprune.export.templates.kprune_profile import PLAN_NAME
 from kprune.latency.emulator import (
     CORES,
     ROOT_COMMAND,
-    EmulatorError,
     GuestPython,
     build_plugin,
     find_qemu,
@@ -83,8 +82,8 @@ def count_instructions(
             compiler is missing, or the guest fails.
 
     Example:
-        >>> count_instructions(["model.tflite", "model_int8.tflite"], cpu="cortex-a53")
-        {'model.tflite': 11987012.4, 'model_int8.tflite': 7870331.2}
+        >>> count_instructions(["squeezenet.tflite", "squeezenet_int8.tflite"], cpu="cortex-a53")
+        {'squeezenet.tflite': 11966558.44, 'squeezenet_int8.tflite': 7917593.28}
     """
     files = [str(file) for file in files]
     counts, _ = _count(files, cpu, inferences, repeats, seed, root)

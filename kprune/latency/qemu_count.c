@@ -10,7 +10,9 @@
  *
  * kprune/latency/instructions.py builds it with the system compiler and reads
  * its marks. The counter is one uint64_t shared by all guest threads (the API's
- * inline add is not atomic): count single-threaded programs.
+ * inline add is not atomic): count single-threaded programs. A block's count is
+ * added when it starts, so a block left early (a fault) counts whole: rare, and
+ * not in an inference loop.
  */
 #include <inttypes.h>
 #include <stdbool.h>

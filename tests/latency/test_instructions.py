@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from kprune.bench import count_benchmark
-from kprune.errors import InvalidArgumentError, ModelFileError
+from kprune.errors import EmulatorError, InvalidArgumentError, ModelFileError
 from kprune.export.tflite import convert_small_model
 from kprune.latency import emulator
-from kprune.latency.emulator import EmulatorError, GuestPython, build_plugin, find_qemu
+from kprune.latency.emulator import GuestPython, build_plugin, find_qemu
 from kprune.latency.instructions import count_instructions, per_inference, read_marks
 from kprune.latency.profile import profile
 from kprune.latency.table import LatencyTable
