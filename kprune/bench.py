@@ -47,7 +47,7 @@ from kprune.export.pipeline import named_examples
 from kprune.export.runners import open_artifact
 from kprune.export.templates.kprune_profile import time_alternating
 from kprune.export.tflite import DEFAULT_REPRESENTATIVE_SAMPLES, export_tflite
-from kprune.latency.instructions import check_emulation, count_instructions, device_core
+from kprune.latency.instructions import INFERENCES, check_emulation, count_instructions, device_core
 from kprune.metrics import count_flops, count_params
 from kprune.progress import track
 
@@ -360,7 +360,7 @@ def count_benchmark(
     calibration_dataset: str | None = None,
     calibration_samples: int = DEFAULT_REPRESENTATIVE_SAMPLES,
     files_dir: str | os.PathLike | None = None,
-    inferences: int = 100,
+    inferences: int = INFERENCES,
     repeats: int = 3,
     seed: int = 0,
     root: str | os.PathLike | None = None,

@@ -62,7 +62,7 @@ def bench(
     ] = None,
     inferences: Annotated[
         int, typer.Option("--inferences", help="With --device: inferences counted per file.")
-    ] = 100,
+    ] = 20,
 ):
     """Measure latency and throughput; print speed-ups next to FLOPs ratios.
 

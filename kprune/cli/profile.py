@@ -56,7 +56,7 @@ def profile(
     ] = None,
     inferences: Annotated[
         int, typer.Option("--inferences", help="With --device: inferences counted per file.")
-    ] = 100,
+    ] = 20,
 ):
     """Measure per-layer latency as a function of channel counts; write the table.
 

@@ -41,13 +41,16 @@ DEVICES = tuple(f"qemu:{core}" for core in CORES)
 MARK_SYSCALL = 0x6B70
 MARK_MAGIC = 0x6B7072756E65
 GUEST_PROGRAM = Path(__file__).with_name("count_guest.py")
+# Counts are nearly deterministic: on the 390 files of SqueezeNet's profile plan, 10 inferences
+# differ from 100 by at most 0.4% (21 instructions of a 5,074-instruction file), median 0.03%.
+INFERENCES = 20
 
 
 def count_instructions(
     files: Iterable[str | os.PathLike],
     cpu: str = "cortex-a53",
     *,
-    inferences: int = 100,
+    inferences: int = INFERENCES,
     repeats: int = 3,
     seed: int = 0,
     root: str | os.PathLike | None = None,
@@ -94,7 +97,7 @@ def count_plan(
     folder: str | os.PathLike,
     cpu: str = "cortex-a53",
     *,
-    inferences: int = 100,
+    inferences: int = INFERENCES,
     repeats: int = 3,
     root: str | os.PathLike | None = None,
 ) -> dict:

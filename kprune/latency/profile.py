@@ -43,7 +43,7 @@ from kprune.files import write_atomically
 from kprune.graph import analyze
 from kprune.graph.flatten import flatten
 from kprune.graph.rebuild import for_inference
-from kprune.latency.instructions import check_emulation, count_plan, device_core
+from kprune.latency.instructions import INFERENCES, check_emulation, count_plan, device_core
 from kprune.latency.layers import MATRIX, single_layer_model, timed_layers
 from kprune.latency.table import TABLE_FORMAT, TABLE_VERSION, LatencyTable
 from kprune.progress import make_progress
@@ -81,7 +81,7 @@ def profile(
     sweep_channels: int = SWEEP_CHANNELS,
     seconds: float = kprune_profile.MIN_SECONDS,
     device: str | None = None,
-    inferences: int = 100,
+    inferences: int = INFERENCES,
 ) -> LatencyTable:
     """Measures the latency table of ``model`` on a runtime of this machine, or counts it.
 
@@ -412,7 +412,7 @@ def cache_key(
     quantize: str,
     sweep: int = SWEEP_CHANNELS,
     device: str | None = None,
-    inferences: int = 100,
+    inferences: int = INFERENCES,
 ) -> str:
     """The name of a cached table: model architecture, runtime settings, machine (or the
     emulated device and the inferences counted)."""
