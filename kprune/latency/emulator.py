@@ -59,6 +59,10 @@ def default_root(suite: str = "bookworm") -> Path:
     """Where ``check_aarch64.sh`` keeps the arm64 root of ``suite`` (``$KPRUNE_AARCH64_ROOT`` wins)."""
     if os.environ.get("KPRUNE_AARCH64_ROOT"):
         return Path(os.environ["KPRUNE_AARCH64_ROOT"])
+    return _cached_root(suite)
+
+
+def _cached_root(suite: str) -> Path:
     return Path(os.path.expanduser("~")) / ".cache" / "kprune" / "aarch64-root" / suite
 
 
@@ -96,7 +100,8 @@ class GuestPython:
             EmulatorError: If the root or its venv is missing or incomplete.
         """
         self.root = Path(root) if root is not None else default_root()
-        fix = f"Fix: build it with `{ROOT_COMMAND}`" + (f" --root {self.root}." if root is not None else ".")
+        elsewhere = self.root != _cached_root("bookworm")  # not where the script builds by default
+        fix = f"Fix: build it with `{ROOT_COMMAND}" + (f" --root {self.root}`." if elsewhere else "`.")
         if not (self.root / ".kprune-root-complete").is_file():
             raise EmulatorError(f"No complete arm64 root at {self.root}. {fix}")
         venv = self.root / COUNT_VENV.lstrip("/")

@@ -169,10 +169,13 @@ def test_a_missing_root_or_venv_is_refused_with_the_command_that_builds_it(tmp_p
     with pytest.raises(EmulatorError) as error:
         count_instructions([files["narrow"]], root=tmp_path / "root")
     assert "No complete arm64 root at" in _one_line(error)
-    assert (
-        "Fix: build it with `sudo PYTHON=.venv/bin/python bash scripts/checks/check_aarch64.sh --root-only`"
-        in (_one_line(error))
-    )
+    command = "sudo PYTHON=.venv/bin/python bash scripts/checks/check_aarch64.sh --root-only"
+    assert f"Fix: build it with `{command} --root {tmp_path / 'root'}`." in _one_line(error)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default root, ~/.cache/kprune/…
+    monkeypatch.delenv("KPRUNE_AARCH64_ROOT", raising=False)
+    with pytest.raises(EmulatorError) as error:
+        count_instructions([files["narrow"]])
+    assert _one_line(error).endswith(f"Fix: build it with `{command}`.")
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / ".kprune-root-complete").touch()
     with pytest.raises(EmulatorError, match=r"has no count venv \(/opt/kprune-count/venv\). Fix: build it"):
