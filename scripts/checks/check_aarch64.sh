@@ -25,7 +25,7 @@
 #   --root DIR       the arm64 root (default ~/.cache/kprune/aarch64-root/SUITE)
 #   --out DIR        records, comparison and timings (default runs/aarch64/BUNDLE_NAME)
 #   --root-only      no bundle: build the root and the venv that kprune's instruction
-#                    counts run in (numpy, ai-edge-litert at $COUNT_VENV), then stop
+#                    counts run in (numpy, ai-edge-litert in /opt/kprune-count/venv), then stop
 #   --dry-run        print the commands instead of running them
 #   PYTHON=...       (environment) the x86 Python; imports kprune, numpy, Pillow, the runtimes
 #
