@@ -20,6 +20,7 @@ from kprune.version import __version__ as __version__  # noqa: PLC0414 (the re-e
 # public name → module that defines it
 _EXPORTS = {
     "DatasetNotFoundError": "kprune.errors",
+    "EmulatorError": "kprune.errors",
     "InvalidArgumentError": "kprune.errors",
     "KpruneError": "kprune.errors",
     "MissingDependencyError": "kprune.errors",
@@ -28,6 +29,8 @@ _EXPORTS = {
     "UnsupportedModelError": "kprune.errors",
     "VerificationError": "kprune.errors",
     "benchmark": "kprune.bench",
+    "count_benchmark": "kprune.bench",
+    "count_instructions": "kprune.latency.instructions",
     "check_bundle": "kprune.export.bundle",
     "DependencyGraph": "kprune.graph",
     "PruningHistory": "kprune.history",

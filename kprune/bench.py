@@ -16,6 +16,10 @@ with several inputs or outputs through `kprune.export.runners`). Any model
 that exports can be timed: images, time series, volumes, several inputs; the
 inputs are random values of the model's input shapes (latency does not depend
 on them).
+
+`count_benchmark` gives the same files' executed aarch64 instructions per
+inference on an emulated Cortex-A53 or A72 instead (`kprune.latency.instructions`):
+deterministic, a proxy for the board's cycles, not its milliseconds.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from kprune.export.pipeline import named_examples
 from kprune.export.runners import open_artifact
 from kprune.export.templates.kprune_profile import time_alternating
 from kprune.export.tflite import DEFAULT_REPRESENTATIVE_SAMPLES, export_tflite
+from kprune.latency.instructions import INFERENCES, check_emulation, count_instructions, device_core
 from kprune.metrics import count_flops, count_params
 from kprune.progress import track
 
@@ -289,6 +294,162 @@ def benchmark(
         for (index, runtime, precision), artifact in files.items()
     ]
     return BenchReport(entries, measurements, settings, environment(), files=file_rows)
+
+
+@dataclass(frozen=True)
+class InstructionCount:
+    """Executed aarch64 instructions per inference of one model's TFLite file (batch 1)."""
+
+    model: str
+    precision: str
+    instructions: float
+
+
+@dataclass
+class InstructionReport:
+    """Instruction counts of every model and precision on one emulated core."""
+
+    models: list[BenchModel]
+    counts: list[InstructionCount]
+    settings: dict
+    environment: dict = field(default_factory=dict)
+    files: list[dict] = field(default_factory=list)
+
+    def ratios(self) -> list[dict]:
+        """Every count but the first model's fp32 one: how many times fewer instructions it
+        executes than the first model's fp32 file (``fewer_than_fp32``) and than the first
+        model at the same precision (``fewer``; None for the first model), beside the FLOPs
+        ratio."""
+        base = self.models[0]
+        flops = {model.label: model.flops for model in self.models}
+        by_key = {(count.model, count.precision): count.instructions for count in self.counts}
+        rows = []
+        for count in self.counts:
+            if count.model == base.label and count.precision == "fp32":
+                continue
+            same = by_key.get((base.label, count.precision))
+            rows.append(
+                {
+                    "model": count.model,
+                    "precision": count.precision,
+                    "baseline": base.label,
+                    "fewer": None if count.model == base.label or same is None else same / count.instructions,
+                    "fewer_than_fp32": by_key[(base.label, "fp32")] / count.instructions,
+                    "flops_ratio": base.flops / flops[count.model] if flops[count.model] else None,
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict:
+        return {
+            "models": [asdict(model) for model in self.models],
+            "counts": [asdict(count) for count in self.counts],
+            "ratios": self.ratios(),
+            "files": self.files,
+            "settings": self.settings,
+            "environment": self.environment,
+        }
+
+
+def count_benchmark(
+    models: Sequence[str | os.PathLike | keras.Model],
+    *,
+    device: str = "qemu:cortex-a53",
+    precisions: Sequence[str] = ("fp32",),
+    calibration_data: Any = None,
+    calibration_dataset: str | None = None,
+    calibration_samples: int = DEFAULT_REPRESENTATIVE_SAMPLES,
+    files_dir: str | os.PathLike | None = None,
+    inferences: int = INFERENCES,
+    repeats: int = 3,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+) -> InstructionReport:
+    """Executed aarch64 instructions per inference of each model's TFLite files, emulated.
+
+    The models are exported as `benchmark` exports them (fp32, and fp16 / int8
+    with ``precisions``) and counted with `count_instructions` on the core of
+    ``device`` (ai_edge_litert, 1 thread, batch 1, one fixed random input).
+
+    Args:
+        models: As for `benchmark`; the first is the baseline of the ratios.
+        device: ``qemu:cortex-a53`` or ``qemu:cortex-a72``.
+        precisions, calibration_data, calibration_dataset, calibration_samples,
+            files_dir, seed: As for `benchmark`.
+        inferences, repeats, root: As for `count_instructions`.
+
+    Returns:
+        An `InstructionReport`; ``report.ratios()`` says how many times fewer
+        instructions each file executes than the first model's fp32 file.
+
+    Raises:
+        InvalidArgumentError: On an unknown device or precision, or models with
+            different input shapes.
+        EmulatorError: If QEMU, the arm64 root or a C compiler is missing.
+
+    Example:
+        >>> report = count_benchmark(["models/base.keras", "runs/pruned.keras"],
+        ...                          device="qemu:cortex-a53", precisions=["fp32", "int8"])
+    """
+    core = device_core(device)
+    precisions = list(dict.fromkeys(precisions))
+    _check_settings(models, ["tflite"], [1], [1], 0, 1)
+    _check_precisions(precisions, ["tflite"], calibration_data, calibration_dataset)
+    check_emulation(root)
+    loaded = [resolve_model(model) for model in models]
+    tensors = [model_tensors(network) for network, _ in loaded]
+    shapes = {tuple(t.shape[1:] for t in model.inputs) for model in tensors}
+    if len(shapes) != 1:
+        raise InvalidArgumentError(
+            f"All models must take the same input shapes to be compared. Received {sorted(shapes)}."
+        )
+    labels = _labels(loaded)
+    entries = [
+        BenchModel(label, str(path) if path else None, count_params(net), count_flops(net))
+        for label, (net, path) in zip(labels, loaded)
+    ]
+    calibration, calibration_note = (
+        _calibration(loaded, tensors[0], calibration_data, calibration_dataset, calibration_samples, seed)
+        if "int8" in precisions
+        else (None, None)
+    )
+    with tempfile.TemporaryDirectory(prefix="kprune-bench-") as temporary:
+        folder = Path(files_dir) if files_dir is not None else Path(temporary)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = _export_files(
+            [net for net, _ in loaded], ["tflite"], precisions, folder, calibration, calibration_samples
+        )
+        counted = count_instructions(
+            [str(artifact.path) for artifact in files.values()],
+            core,
+            inferences=inferences,
+            repeats=repeats,
+            seed=seed,
+            root=root,
+        )
+    counts = [
+        InstructionCount(labels[index], precision, counted[str(artifact.path)])
+        for (index, _, precision), artifact in files.items()
+    ]
+    settings = {
+        "device": device,
+        "precisions": precisions,
+        "inferences": inferences,
+        "repeats": repeats,
+        **_shape_settings(shapes.pop()),
+    }
+    if calibration_note is not None:
+        settings["calibration"] = calibration_note
+    file_rows = [
+        {
+            "model": labels[index],
+            "precision": precision,
+            "file": artifact.path.name,
+            "size_bytes": artifact.size_bytes,
+        }
+        for (index, _, precision), artifact in files.items()
+    ]
+    return InstructionReport(entries, counts, settings, environment(), files=file_rows)
 
 
 def _measurement(label, runtime, precision, threads, batch, seconds) -> Measurement:

@@ -45,3 +45,8 @@ class TrainingDivergedError(KpruneError):
 
 class MissingDependencyError(KpruneError, ImportError):
     """A feature needs an optional dependency that is not installed; the message names the extra."""
+
+
+class EmulatorError(KpruneError, OSError):
+    """Something that counting aarch64 instructions under QEMU needs is missing (the dynamic
+    qemu-aarch64, the arm64 root, a C compiler) or failed; the message names the fix."""

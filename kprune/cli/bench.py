@@ -1,4 +1,5 @@
-"""``kprune bench``: latency of Keras, TFLite (XNNPACK) and ONNX Runtime, models alternating."""
+"""``kprune bench``: latency of Keras, TFLite (XNNPACK) and ONNX Runtime, models alternating; or
+executed aarch64 instructions of the TFLite files under QEMU (``--device``)."""
 
 from __future__ import annotations
 
@@ -50,8 +51,23 @@ def bench(
         Optional[str], typer.Option("--output", help="Also write the JSON result to this file.")
     ] = None,
     as_json: JsonOption = False,
+    device: Annotated[
+        Optional[str],
+        typer.Option(
+            "--device",
+            help="qemu:cortex-a53 or qemu:cortex-a72: count executed aarch64 instructions per "
+            "inference of each model's TFLite files under QEMU instead of timing (1 thread, "
+            "batch 1; --runtimes, --threads, --batch-sizes, --warmup and --repeats do not apply).",
+        ),
+    ] = None,
+    inferences: Annotated[
+        int, typer.Option("--inferences", help="With --device: inferences counted per file.")
+    ] = 20,
 ):
     """Measure latency and throughput; print speed-ups next to FLOPs ratios.
+
+    With --device qemu:cortex-a53 (or qemu:cortex-a72), count each TFLite
+    file's executed aarch64 instructions per inference under QEMU instead.
 
     Reports median and p90 latency and throughput for every model, runtime,
     thread count and batch size, the models alternating in one run, and each
@@ -62,8 +78,22 @@ def bench(
     """
     quiet_import()
     with user_errors():
-        from kprune.bench import benchmark
+        from kprune.bench import benchmark, count_benchmark
 
+        if device is not None:
+            report = count_benchmark(
+                models,
+                device=device,
+                precisions=split_list(precisions),
+                calibration_samples=calibration_samples,
+                files_dir=keep_files,
+                inferences=inferences,
+                **_calibration_source(calibration),
+            )
+            _write_report(report.to_dict(), output, as_json)
+            if not as_json:
+                _print_counts(report)
+            return
         report = benchmark(
             models,
             runtimes=split_list(runtimes),
@@ -77,7 +107,12 @@ def bench(
             progress=not as_json,
             **_calibration_source(calibration),
         )
-    result = report.to_dict()
+    _write_report(report.to_dict(), output, as_json)
+    if not as_json:
+        _print_table(report)
+
+
+def _write_report(result: dict, output: str | None, as_json: bool) -> None:
     if output:
         with user_errors():
             from kprune.files import write_atomically
@@ -85,8 +120,34 @@ def bench(
             write_atomically(output, (json.dumps(result, indent=2) + "\n").encode())
     if as_json:
         typer.echo(json.dumps(result, indent=2))
-        return
-    _print_table(report)
+
+
+def _print_counts(report) -> None:
+    """One row per model and precision: instructions per inference, and how many times
+    fewer than the first model's fp32 file."""
+    base = report.models[0].label
+    ratios = {(row["model"], row["precision"]): row for row in report.ratios()}
+    flops = {model.label: model.flops for model in report.models}
+    table = Table(
+        title=f"Executed aarch64 instructions per inference, {report.settings['device']} "
+        f"(QEMU, TFLite, 1 thread, batch 1)",
+        caption=f"fewer than {base}'s fp32 file; ideal of pruning alone = FLOPs ratio. "
+        "Instructions are a proxy for the core's cycles, not milliseconds.",
+    )
+    for column in ("model", "precision", "instructions", "fewer than fp32 baseline", "FLOPs ratio"):
+        table.add_column(column, justify="left" if column in ("model", "precision") else "right")
+    for count in report.counts:
+        row = ratios.get((count.model, count.precision))
+        table.add_row(
+            count.model,
+            count.precision,
+            f"{count.instructions:,.0f}",
+            "1.00×" if row is None else f"{row['fewer_than_fp32']:.2f}×",
+            f"{flops[base] / flops[count.model]:.2f}×" if flops[count.model] else "",
+        )
+    out.print(table)
+    if "calibration" in report.settings:
+        out.print(f"int8 calibration: {report.settings['calibration']}", highlight=False)
 
 
 def _calibration_source(calibration: str | None) -> dict:

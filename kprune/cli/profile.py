@@ -1,4 +1,5 @@
-"""``kprune profile``: measure a model's per-layer latency table on a real runtime."""
+"""``kprune profile``: measure a model's per-layer latency table on a real runtime, or count
+its aarch64 instructions under QEMU."""
 
 from __future__ import annotations
 
@@ -44,6 +45,18 @@ def profile(
             help="Time the whole plan again and again for at least this long (2 to 20 times); each file keeps its fastest time.",
         ),
     ] = 30.0,
+    device: Annotated[
+        Optional[str],
+        typer.Option(
+            "--device",
+            help="qemu:cortex-a53 or qemu:cortex-a72: count executed aarch64 instructions per "
+            "inference under QEMU instead of timing here (TFLite, 1 thread; the table's unit is "
+            "instructions). Needs qemu-user and the arm64 root (docs/LATENCY.md).",
+        ),
+    ] = None,
+    inferences: Annotated[
+        int, typer.Option("--inferences", help="With --device: inferences counted per file.")
+    ] = 20,
 ):
     """Measure per-layer latency as a function of channel counts; write the table.
 
@@ -52,6 +65,8 @@ def profile(
     on the real runtime of this machine. Pass the table to
     `kprune prune --latency-table`, or predict with kprune.predict_latency.
     With --plan-only, writes the files for measuring on the board instead.
+    With --device qemu:CORE, counts the instructions those files execute on an
+    emulated Cortex-A53 or A72 (a proxy for the board's cycles, not its ms).
     """
     quiet_import()
     with user_errors():
@@ -85,6 +100,8 @@ def profile(
             progress=True,
             sweep_channels=sweep_channels,
             seconds=seconds,
+            device=device,
+            inferences=inferences,
         )
         table.save(output)
     _print_table(table, Path(output))
@@ -92,11 +109,12 @@ def profile(
 
 def _print_table(table, path: Path) -> None:
     summary = table.summary()
+    unit = table.unit
+    where = table.environment.get("device", f"{summary['threads']} thread(s)")
     view = Table(
-        title=f"Latency table of {summary['model']} — {summary['runtime']}, "
-        f"{summary['threads']} thread(s), {summary['quantize']}"
+        title=f"Latency table of {summary['model']} — {summary['runtime']}, {where}, {summary['quantize']}"
     )
-    for column in ("layer configuration", "layers", "kind", "full channels", "ms at full"):
+    for column in ("layer configuration", "layers", "kind", "full channels", f"{unit} at full"):
         view.add_column(
             column, justify="left" if column in ("layer configuration", "layers", "kind") else "right"
         )
@@ -107,22 +125,33 @@ def _print_table(table, path: Path) -> None:
             ", ".join(entry.layers[:3]) + (" …" if len(entry.layers) > 3 else ""),
             entry.kind,
             f"{cin}→{cout}" if entry.kind == "matrix" else str(cin),
-            f"{float(table.layer_ms(key, cin, cout)):.4f}",
+            _amount(float(table.layer_ms(key, cin, cout)), unit, digits=4),
         )
     out.print(view)
     full = [item for item in table.calibration if item["fraction"] == 1.0]
-    measured = f"{table.data['measured_ms'][full[0]['file']]:.3f} ms measured, " if full else ""
+    measured = f"{_amount(table.measured[full[0]['file']], unit)} {unit} measured, " if full else ""
+    predicted = _amount(table.predict(full[0]["layers"]), unit) if full else "nan"
     out.print(
-        f"Whole model: {measured}{table.predict(full[0]['layers']) if full else float('nan'):.3f} ms predicted. "
+        f"Whole model: {measured}{predicted} {unit} predicted. "
         f"Channel tile step: {summary['step']}. Machine: {summary['machine']}. Wrote {path}.",
         highlight=False,
     )
+    if unit == "instructions":
+        out.print(
+            "Executed aarch64 instructions per inference under QEMU: a proxy for the core's cycles, "
+            "not milliseconds (docs/LATENCY.md).",
+            highlight=False,
+        )
     if table.traffic > 0:
         out.print(
-            f"Weight traffic: {summary['traffic_ms_per_mweight']:.3f} ms per million weights beyond the "
+            f"Weight traffic: {summary[f'traffic_{unit}_per_mweight']:.3f} {unit} per million weights beyond the "
             f"{summary['resident_mweights']:.2f} M the caches hold (fitted on the calibration models).",
             highlight=False,
         )
+
+
+def _amount(value: float, unit: str, digits: int = 3) -> str:
+    return f"{value:,.0f}" if unit == "instructions" else f"{value:.{digits}f}"
 
 
 def register(app: typer.Typer) -> None:

@@ -21,7 +21,8 @@ from kprune.latency.table import LatencyTable
 
 
 def predict_latency(model: keras.Model, table: LatencyTable) -> float:
-    """Predicted inference time of ``model`` in ms on the table's runtime, threads and machine.
+    """Predicted inference cost of ``model`` in the table's unit (``table.unit``: ms, or
+    aarch64 instructions for a table counted under QEMU), on its runtime, threads and machine.
 
     Args:
         model: The model, e.g. a pruned copy of the one the table was measured on.
@@ -33,7 +34,7 @@ def predict_latency(model: keras.Model, table: LatencyTable) -> float:
 
     Example:
         >>> table = kprune.profile(model)
-        >>> kprune.predict_latency(pruned, table)  # ms
+        >>> kprune.predict_latency(pruned, table)  # ms (table.unit)
     """
     layers = [layer for layer in timed_layers(model)[0] if layer.key not in table.skipped]
     _check_covered(table, layers, model.name)
@@ -95,7 +96,7 @@ class GroupLatency:
         return np.rint(self._cin @ vector), np.rint(self._cout @ vector)
 
     def layer_times(self, kept: Mapping[int, int] | None = None) -> np.ndarray:
-        """Uncalibrated predicted time of every timed layer (ms)."""
+        """Uncalibrated predicted time of every timed layer (the table's unit)."""
         cin, cout = self.counts(kept)
         return np.array(
             [float(self.table.layer_ms(layer.key, i, o)) for layer, i, o in zip(self.layers, cin, cout)]
@@ -107,5 +108,5 @@ class GroupLatency:
         return self.table.weight_sum(zip((layer.key for layer in self.layers), cin, cout))
 
     def predict(self, kept: Mapping[int, int] | None = None) -> float:
-        """Predicted whole-model time (ms), calibrated."""
+        """Predicted whole-model time (the table's unit), calibrated."""
         return self.table.calibrated(float(self.layer_times(kept).sum()), self.weights(kept))

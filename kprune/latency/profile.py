@@ -17,7 +17,9 @@ A *plan* is a folder: ``plan.json`` and the files to time —
 `profile` writes the plan, times it with the bundle's standalone
 ``kprune_profile.py`` (so the host and the board measure the same way) and
 returns the fitted `LatencyTable`; tables are cached by model, runtime,
-precision, threads and machine.
+precision, threads and machine. With a ``device`` (``qemu:cortex-a53``,
+``qemu:cortex-a72``) it counts the plan's executed aarch64 instructions under
+QEMU instead (`kprune.latency.instructions`): a table whose unit is instructions.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from kprune.files import write_atomically
 from kprune.graph import analyze
 from kprune.graph.flatten import flatten
 from kprune.graph.rebuild import for_inference
+from kprune.latency.instructions import INFERENCES, check_emulation, count_plan, device_core
 from kprune.latency.layers import MATRIX, single_layer_model, timed_layers
 from kprune.latency.table import TABLE_FORMAT, TABLE_VERSION, LatencyTable
 from kprune.progress import make_progress
@@ -56,6 +59,7 @@ CALIBRATION_FRACTIONS = (1.0, 0.85, 0.7, 0.55, 0.4, 0.3, 0.2, 0.12)
 # faster than predicted. Unevenly thinned copies fill the gaps.
 CALIBRATION_RANDOM, CALIBRATION_SEED = 8, 1
 CALIBRATION_SAMPLES = 16
+COUNT_REPEATS = 3  # instruction counts: each file counted this many times, the smallest kept
 
 
 def default_cache_dir() -> Path:
@@ -76,8 +80,10 @@ def profile(
     progress: bool = False,
     sweep_channels: int = SWEEP_CHANNELS,
     seconds: float = kprune_profile.MIN_SECONDS,
+    device: str | None = None,
+    inferences: int = INFERENCES,
 ) -> LatencyTable:
-    """Measures the latency table of ``model`` on a runtime of this machine.
+    """Measures the latency table of ``model`` on a runtime of this machine, or counts it.
 
     Args:
         model: The model (nested models are flattened; it is only read).
@@ -95,22 +101,35 @@ def profile(
         seconds: Time the whole plan again and again for at least this long (at
             least twice, at most 20 times); every file keeps its fastest time, so
             that a slow spell of a shared machine does not end up in the table.
+        device: ``None`` (time here), or ``qemu:cortex-a53`` / ``qemu:cortex-a72``:
+            count executed aarch64 instructions per inference of every file on that
+            emulated core (TFLite, 1 thread; `kprune.latency.instructions`); the
+            table's unit is then ``instructions``.
+        inferences: With a device: inferences counted per file (3 repeats, the
+            smallest kept).
 
     Returns:
         The fitted `LatencyTable`.
 
     Raises:
-        InvalidArgumentError: On an unknown runtime or precision, or threads < 1.
+        InvalidArgumentError: On an unknown runtime, precision or device, threads < 1,
+            or a device with another runtime than tflite or more than 1 thread.
+        EmulatorError: With a device, if QEMU, the arm64 root or a C compiler is missing.
 
     Example:
         >>> table = kprune.profile(model, runtime="tflite", threads=1)
         >>> kprune.predict_latency(pruned, table)
     """
     _check(runtime, threads, quantize, repeats)
+    if device is not None:
+        _check_device(device, runtime, threads)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cached = cache / f"{cache_key(model, runtime, threads, quantize, sweep_channels)}.json"
+    key = cache_key(model, runtime, threads, quantize, sweep_channels, device, inferences)
+    cached = cache / f"{key}.json"
     if use_cache and cached.is_file():
         return LatencyTable.load(cached)
+    if device is not None:
+        check_emulation()
     with tempfile.TemporaryDirectory(prefix="kprune-profile-") as folder:
         write_plan(
             model,
@@ -120,9 +139,14 @@ def profile(
             progress=progress,
             sweep_channels=sweep_channels,
         )
-        bar = _GroupProgress(progress)
-        data = kprune_profile.measure(folder, threads, warmup, repeats, progress=bar.update, seconds=seconds)
-        bar.close()
+        if device is not None:
+            data = count_plan(folder, device_core(device), inferences=inferences, repeats=COUNT_REPEATS)
+        else:
+            bar = _GroupProgress(progress)
+            data = kprune_profile.measure(
+                folder, threads, warmup, repeats, progress=bar.update, seconds=seconds
+            )
+            bar.close()
     table = LatencyTable(data)
     if use_cache:
         table.save(cached)
@@ -382,10 +406,17 @@ def model_fingerprint(model: keras.Model) -> str:
 
 
 def cache_key(
-    model: keras.Model, runtime: str, threads: int, quantize: str, sweep: int = SWEEP_CHANNELS
+    model: keras.Model,
+    runtime: str,
+    threads: int,
+    quantize: str,
+    sweep: int = SWEEP_CHANNELS,
+    device: str | None = None,
+    inferences: int = INFERENCES,
 ) -> str:
-    """The name of a cached table: model architecture, runtime settings, machine."""
-    machine = kprune_profile.environment()["machine"]
+    """The name of a cached table: model architecture, runtime settings, machine (or the
+    emulated device and the inferences counted)."""
+    machine = kprune_profile.environment()["machine"] if device is None else f"{device} {inferences}"
     parts = [
         model_fingerprint(model),
         runtime,
@@ -397,6 +428,15 @@ def cache_key(
     ]
     text = "|".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _check_device(device: str, runtime: str, threads: int) -> None:
+    device_core(device)  # an unknown device fails here
+    if runtime != "tflite" or threads != 1:
+        raise InvalidArgumentError(
+            f"`device={device!r}` counts TFLite files at 1 thread. Received runtime={runtime!r}, "
+            f"threads={threads}. Fix: use runtime='tflite' and threads=1 (the defaults)."
+        )
 
 
 def _check(runtime: str, threads: int, quantize: str, repeats: int) -> None:

@@ -3,8 +3,13 @@
 The table is data first. It holds what was measured on one runtime, thread
 count and machine (the profile *plan* of `kprune.latency.profile` plus one
 median time per file); the same JSON comes from ``kprune profile`` here or
-from the bundle's ``kprune_profile.py`` on the board. Everything else is
-fitted from those numbers when the table is loaded:
+from the bundle's ``kprune_profile.py`` on the board. Its ``unit`` says what
+was measured: ``ms`` (the default: tables without a unit are in ms), or
+``instructions``, executed aarch64 instructions per inference on an emulated
+core (``kprune profile --device qemu:cortex-a53``, `kprune.latency.instructions`);
+the measurements are under ``measured_<unit>``, and every prediction is in the
+table's unit. "Time" below means that unit. Everything else is fitted from
+those numbers when the table is loaded:
 
 - the **channel step** — the output-channel tile of the runtime's kernels
   (XNNPACK fp32: 8 on ARM NEON, 16 on x86 FMA3) — from a fine sweep of one
@@ -48,8 +53,14 @@ TABLE_FORMAT = "kprune-latency-table"
 # 5: eight unevenly thinned calibration models too (fraction null)
 TABLE_VERSION = 5
 STEPS = (1, 2, 4, 8, 16, 32)
+UNITS = ("ms", "instructions")
 # A coarser step wins when its staircase fits within this factor of the best one.
 _STEP_TOLERANCE = 1.05
+
+
+def measured_key(unit: str) -> str:
+    """Where a table of ``unit`` keeps its measurements: ``measured_ms``, ``measured_instructions``."""
+    return f"measured_{unit}"
 
 
 def padded(channels, step: int):
@@ -151,24 +162,29 @@ class LatencyTable:
     """Per-layer latency on one runtime, and a whole-model predictor (see the module doc).
 
     Attributes:
+        unit: What the measurements and predictions are in: ``ms`` or
+            ``instructions`` (see the module doc).
         runtime: ``tflite`` or ``onnx``.
         threads: Inference threads the times were measured with.
         quantize: ``none``, ``float16`` or ``int8`` (TFLite).
         step: The fitted output-channel tile of the runtime's kernels.
         entries: Layer configuration key → `Entry`.
         scale, offset: The whole-model calibration.
-        traffic, resident: Its weight-traffic term: ms per weight beyond the
+        traffic, resident: Its weight-traffic term: time per weight beyond the
             ``resident`` weights the caches hold (0 and 0 when not fitted).
     """
 
     def __init__(self, data: dict):
         self.data = data
+        self.unit = data.get("unit", "ms")
+        if self.unit not in UNITS:
+            raise ValueError(f"unknown unit {self.unit!r}, not one of {UNITS}")
         self.runtime = data["runtime"]
         self.threads = data["threads"]
         self.quantize = data.get("quantize", "none")
         self.environment = data.get("environment", {})
         self.model = data.get("model", {})
-        measured = data["measured_ms"]
+        measured = self.measured
         sweep = data["sweep"]
         if sweep:
             times = [measured[f] for f in sweep["files"]]
@@ -196,6 +212,11 @@ class LatencyTable:
         if self.calibration:
             self._calibrate(measured)
 
+    @property
+    def measured(self) -> dict[str, float]:
+        """File name → its measurement, in the table's unit."""
+        return self.data[measured_key(self.unit)]
+
     def _calibrate(self, measured: dict) -> None:
         sums = np.array([self.layer_sum(item["layers"]) for item in self.calibration])
         times = np.array([measured[item["file"]] for item in self.calibration])
@@ -217,7 +238,8 @@ class LatencyTable:
             self.scale, self.traffic, self.resident, self.offset = scale, traffic, resident, offset
 
     def layer_ms(self, key: str, cin, cout) -> np.ndarray:
-        """Predicted time of one layer configuration at these channel counts (arrays work)."""
+        """Predicted time (the table's unit) of one layer configuration at these channel counts
+        (arrays work)."""
         return self.entries[key].predict(cin, cout, self.step)
 
     def layer_sum(self, layers) -> float:
@@ -233,12 +255,12 @@ class LatencyTable:
         return float(sum(self.layer_weights(key, cin, cout) for key, cin, cout in layers))
 
     def calibrated(self, layer_sum: float, weight_sum: float) -> float:
-        """Whole-model ms from the sum of layer times and of weight counts."""
+        """Whole-model time (the table's unit) from the sum of layer times and of weight counts."""
         traffic = self.traffic * max(0.0, weight_sum - self.resident)
         return float(self.scale * layer_sum + traffic + self.offset)
 
     def predict(self, layers) -> float:
-        """Predicted whole-model time in ms for ``[(key, cin, cout), …]``."""
+        """Predicted whole-model time, in the table's unit, for ``[(key, cin, cout), …]``."""
         return self.calibrated(self.layer_sum(layers), self.weight_sum(layers))
 
     def fast_sizes(self, channels: int, minimum: int = 1) -> list[int]:
@@ -250,15 +272,16 @@ class LatencyTable:
     def summary(self) -> dict:
         """Small facts for reports and cards."""
         return {
+            "unit": self.unit,
             "runtime": self.runtime,
             "threads": self.threads,
             "quantize": self.quantize,
             "step": self.step,
             "entries": len(self.entries),
-            "files": len(self.data["measured_ms"]),
+            "files": len(self.measured),
             "scale": float(self.scale),
-            "offset_ms": float(self.offset),
-            "traffic_ms_per_mweight": float(self.traffic * 1e6),
+            f"offset_{self.unit}": float(self.offset),
+            f"traffic_{self.unit}_per_mweight": float(self.traffic * 1e6),
             "resident_mweights": float(self.resident / 1e6),
             "model": self.model.get("name"),
             "machine": self.environment.get("machine"),
@@ -294,14 +317,14 @@ class LatencyTable:
                 f"{path} is not a kprune latency table (no format {TABLE_FORMAT!r}). "
                 "Fix: pass the file `kprune profile --out` or kprune_profile.py wrote."
             )
-        if "measured_ms" not in data:
+        if measured_key(data.get("unit", "ms")) not in data:
             raise ModelFileError(
                 f"{path} is a profile plan that was never measured. Fix: run "
                 "`python kprune_profile.py` on it, then pass the table it writes."
             )
         try:
             return cls(data)
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError) as error:  # an unknown unit too
             raise ModelFileError(
                 f"Latency table {path} is incomplete ({error}). Fix: profile again."
             ) from None

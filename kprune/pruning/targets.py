@@ -224,7 +224,7 @@ class FiltersTarget(Target):
 
 
 class LatencyTarget(Target):
-    """Bring the predicted latency (ms, on the table's runtime and machine) down to a goal.
+    """Bring the predicted latency (in the table's unit, on its runtime and machine) down to a goal.
 
     Attributes:
         table: The `LatencyTable` the predictions come from.
@@ -440,6 +440,12 @@ def _latency_share(fraction: float, context: TargetContext) -> Target:
 def _latency_ms(milliseconds: float, context: TargetContext) -> Target:
     """Prune until the predicted latency is ``milliseconds``."""
     table = latency_table(context)
+    if table.unit != "ms":
+        raise InvalidArgumentError(
+            f"latency_ms={milliseconds} asks for milliseconds, but the latency table counts "
+            f"{table.unit}. Fix: prune to a share of it with target_latency (--target-latency), "
+            "or pass a table timed in ms."
+        )
     start = predict_latency(context.model, table)
     return LatencyTarget(start, milliseconds, table, context.config.latency_per_step)
 

@@ -2,6 +2,7 @@
 # Runs a kprune bundle on emulated aarch64 cores and compares it with x86.
 #
 #   sudo PYTHON=.venv/bin/python bash scripts/checks/check_aarch64.sh BUNDLE [options]
+#   sudo PYTHON=.venv/bin/python bash scripts/checks/check_aarch64.sh --root-only
 #
 # In an arm64 Debian root (mmdebstrap + qemu-user-static, built once and
 # cached), installs what docs/DEPLOY.md tells a board user to install for
@@ -23,6 +24,8 @@
 #   --pin SPEC       constrain an installed package, e.g. numpy==1.24.4 (repeatable)
 #   --root DIR       the arm64 root (default ~/.cache/kprune/aarch64-root/SUITE)
 #   --out DIR        records, comparison and timings (default runs/aarch64/BUNDLE_NAME)
+#   --root-only      no bundle: build the root and the venv that kprune's instruction
+#                    counts run in (numpy, ai-edge-litert in /opt/kprune-count/venv), then stop
 #   --dry-run        print the commands instead of running them
 #   PYTHON=...       (environment) the x86 Python; imports kprune, numpy, Pillow, the runtimes
 #
@@ -35,6 +38,10 @@ set -euo pipefail
 
 die() { echo "Error: $*" >&2; exit 1; }
 run() { if ((DRY)); then printf '%q ' "$@"; echo; else "$@"; fi; }
+# kprune.latency.emulator.COUNT_VENV names the same folder: the instruction counts run there.
+COUNT_VENV=/opt/kprune-count/venv
+COUNT_PACKAGES=(--only-binary=:all: numpy ai-edge-litert)
+
 crosscheck() { PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m scripts.checks.crosscheck "$@"; }
 
 enter_root() {  # ROOT CORE CPUINFO BUNDLE OUT REPO COMMAND...
@@ -68,6 +75,7 @@ enter_root() {  # ROOT CORE CPUINFO BUNDLE OUT REPO COMMAND...
 
 parse_arguments() {
     BUNDLE= CORES=cortex-a53,cortex-a72 SAMPLES=500 SUITE=bookworm ROOT= OUT= DRY=0 UPDATES=1 PROFILE=
+    ROOT_ONLY=0
     PINS=()
     while [[ $# -gt 0 ]]; do
         case $1 in
@@ -80,20 +88,26 @@ parse_arguments() {
             --out) OUT=$2; shift 2 ;;
             --no-updates) UPDATES=0; shift ;;
             --dry-run) DRY=1; shift ;;
+            --root-only) ROOT_ONLY=1; shift ;;
             -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
             -*) die "unknown option $1. Fix: see bash scripts/checks/check_aarch64.sh --help." ;;
             *) [[ -z $BUNDLE ]] || die "one bundle at a time (got $BUNDLE and $1)."; BUNDLE=$1; shift ;;
         esac
     done
+    ROOT=${ROOT:-${HOME}/.cache/kprune/aarch64-root/$SUITE}
+    IFS=, read -r -a CORE_LIST <<<"$CORES"
+    if ((ROOT_ONLY)); then
+        [[ -z $BUNDLE && -z $PROFILE ]] || die "--root-only takes no bundle and no --profile. Fix: drop them, or drop --root-only."
+        OUT=${OUT:-$REPO/runs/aarch64/root-only}
+        return
+    fi
     [[ -n $BUNDLE ]] || die "no bundle given. Fix: bash scripts/checks/check_aarch64.sh BUNDLE_DIR (see --help)."
     [[ -f $BUNDLE/manifest.json ]] || die "$BUNDLE is not a kprune bundle (no manifest.json). Fix: pass the folder written by \`kprune bundle\`."
     BUNDLE=$(cd "$BUNDLE" && pwd)
     if [[ -n $PROFILE && ! -f $BUNDLE/kprune_profile.py ]]; then
         die "$BUNDLE has no kprune_profile.py (--profile times the plan with it). Fix: write the bundle again with kprune bundle."
     fi
-    ROOT=${ROOT:-${HOME}/.cache/kprune/aarch64-root/$SUITE}
     OUT=${OUT:-$REPO/runs/aarch64/$(basename "$BUNDLE")}
-    IFS=, read -r -a CORE_LIST <<<"$CORES"
 }
 
 preflight() {
@@ -120,6 +134,20 @@ in_root() {  # in_root CORE COMMAND...: COMMAND inside the root, QEMU emulating 
     shift
     run unshare --mount --propagation private -- bash "$REPO/scripts/checks/check_aarch64.sh" \
         --enter-root "$ROOT" "$core" "$OUT/cpuinfo-$core" "$BUNDLE" "$OUT" "$REPO" "$@"
+}
+
+prepare_root_only() {  # no bundle: the count venv's packages, a cpuinfo to enter the root with
+    PIP_ARGS=("${COUNT_PACKAGES[@]}")
+    VENV=$COUNT_VENV
+    BUNDLE=$OUT  # something to mount at /mnt/bundle
+    local core
+    for core in "${CORE_LIST[@]}"; do
+        if ((DRY)); then
+            run crosscheck cpuinfo "$core" --out "$OUT/cpuinfo-$core"
+        else
+            crosscheck cpuinfo "$core" --out "$OUT/cpuinfo-$core"
+        fi
+    done
 }
 
 prepare() {  # the images, one cpuinfo per core, and the pip arguments of this bundle
@@ -201,6 +229,13 @@ main() {
     OUT=$(cd "$OUT" && pwd)
     TIMINGS=$OUT/timings.txt
     ((DRY)) || : >"$TIMINGS"
+    if ((ROOT_ONLY)); then
+        timed "cpuinfo" prepare_root_only
+        timed "arm64 root ($SUITE)" build_root
+        timed "packages (${PIP_ARGS[*]} ${PINS[*]})" install_requirements
+        echo "total: $SECONDS s" | { ((DRY)) && cat || tee -a "$TIMINGS"; }
+        return 0
+    fi
     timed "images ($SAMPLES) and cpuinfo" prepare
     [[ -z $PROFILE ]] || timed "profile plan ($PROFILE)" write_plan
     timed "arm64 root ($SUITE)" build_root

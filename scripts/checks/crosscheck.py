@@ -27,15 +27,10 @@ import numpy as np
 from kprune.data import fashion_mnist
 from kprune.errors import InvalidArgumentError, KpruneError
 from kprune.files import replaced_atomically, write_atomically
+from kprune.latency.emulator import cpuinfo_text
 from kprune.latency.table import LatencyTable
 
 PROGRAMS = ("run_bundle", "rtmaps")
-# MIDR fields of the cores QEMU emulates as `-cpu cortex-a53|cortex-a72` (Arm TRMs).
-CORES = {
-    "cortex-a53": {"part": "0xd03", "variant": "0x0", "revision": 4},
-    "cortex-a72": {"part": "0xd08", "variant": "0x0", "revision": 3},
-}
-_CORE_FEATURES = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
 # What docs/DEPLOY.md ("Install") tells a board user to install, per backend.
 DEPLOY_PACKAGES = {
     "tflite": "ai-edge-litert",
@@ -59,27 +54,6 @@ class Comparison:
     criterion: str
     passed: bool
     note: str = ""
-
-
-def cpuinfo_text(core: str, processors: int = 2) -> str:
-    """An aarch64 ``/proc/cpuinfo`` as Linux writes it, for ``processors`` cores of one kind.
-
-    Raises:
-        InvalidArgumentError: If the core is not one of `CORES`.
-    """
-    if core not in CORES:
-        raise InvalidArgumentError(f"Unknown core {core!r}. Fix: pass one of {', '.join(CORES)}.")
-    fields = CORES[core]
-    block = (
-        "BogoMIPS\t: 100.00\n"
-        f"Features\t: {_CORE_FEATURES}\n"
-        "CPU implementer\t: 0x41\n"
-        "CPU architecture: 8\n"
-        f"CPU variant\t: {fields['variant']}\n"
-        f"CPU part\t: {fields['part']}\n"
-        f"CPU revision\t: {fields['revision']}\n"
-    )
-    return "".join(f"processor\t: {index}\n{block}\n" for index in range(processors))
 
 
 def board_requirements(bundle_dir: str | os.PathLike, manifest: dict) -> list[str]:
@@ -204,8 +178,8 @@ def profiler_summary(record: dict, record_path: str | os.PathLike) -> dict | Non
     return {
         "status": "ran",
         "step": table.step,
-        "files": len(table.data["measured_ms"]),
-        "model_ms": None if full is None else table.data["measured_ms"][full["file"]],
+        "files": len(table.measured),
+        "model_ms": None if full is None else table.measured[full["file"]],
         "predicted_ms": None if full is None else table.predict(full["layers"]),
         "seconds": run.get("seconds"),
         "note": [],
@@ -351,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     preparation.add_argument("--cores", default="cortex-a53,cortex-a72")
     preparation.add_argument("--samples", type=int, default=500)
     preparation.add_argument("--data-dir")
+    core_info = commands.add_parser("cpuinfo", help="Write an aarch64 /proc/cpuinfo for one emulated core.")
+    core_info.add_argument("core")
+    core_info.add_argument("--out", required=True)
     comparison = commands.add_parser("compare", help="Compare ARM records with the x86 one.")
     comparison.add_argument("--bundle", required=True)
     comparison.add_argument("--labels", required=True)
@@ -365,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                 arguments.bundle, arguments.out, cores, arguments.samples, arguments.data_dir
             )
             print(" ".join(pip_arguments))
+            return 0
+        if arguments.command == "cpuinfo":
+            write_atomically(arguments.out, cpuinfo_text(arguments.core).encode())
             return 0
         return _compare_command(arguments)
     except KpruneError as error:

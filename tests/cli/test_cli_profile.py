@@ -99,3 +99,18 @@ def test_prune_latency_quantize_reaches_the_config_check_and_a_bad_one_is_one_li
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "latency_quantize" in result.output and "int8" in result.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_profile_on_a_device_refuses_an_unknown_device_or_a_missing_root(model_file, tmp_path, monkeypatch):
+    result = runner.invoke(app, ["profile", str(model_file), "--device", "qemu:cortex-a99"])
+    assert result.exit_code == 1 and "`device` must be one of" in result.output
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("KPRUNE_AARCH64_ROOT", str(tmp_path / "no-root"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no qemu-aarch64 either: it is named first
+    result = runner.invoke(app, ["profile", str(model_file), "--device", "qemu:cortex-a53"])
+    assert result.exit_code == 1
+    assert (
+        "qemu-aarch64 is not on PATH" in result.output
+        and "Fix: apt-get install -y qemu-user" in result.output
+    )
+    assert not (tmp_path / "latency_table.json").exists()

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from kprune.errors import InvalidArgumentError
-from scripts.checks.crosscheck import board_requirements, compare, cpuinfo_text, format_table, main
+from kprune.latency.emulator import cpuinfo_text
+from scripts.checks.crosscheck import board_requirements, compare, format_table, main
 
 SCRIPT = Path(__file__).parents[2] / "scripts" / "checks" / "check_aarch64.sh"
 THRESHOLDS = {"max_abs_diff": 1e-4, "min_agreement": 0.98}
@@ -243,10 +244,28 @@ def test_script_reuses_a_complete_root(tmp_path):
     assert "arm64 root: reusing" in result.stdout and "mmdebstrap" not in result.stdout
 
 
+def test_script_root_only_builds_the_root_and_the_count_venv(tmp_path):
+    root = tmp_path / "root"
+
+    result = dry_run("--root-only", "--dry-run", "--root", str(root), "--out", str(tmp_path / "out"))
+
+    assert result.returncode == 0, result.stderr
+    timings = re.compile(r": \d+ s$")  # "arm64 root (bookworm): 0 s"
+    commands = [shlex.split(line) for line in result.stdout.splitlines() if not timings.search(line)]
+    assert any("mmdebstrap" in c for c in commands) and ["mv", f"{root}.partial", str(root)] in commands
+    entered = [c for c in commands if "--enter-root" in c]
+    install = next(c for c in entered if "pip" in c)
+    assert install[install.index("--enter-root") + 7] == "/opt/kprune-count/venv/bin/python"
+    assert install[-3:] == ["--only-binary=:all:", "numpy", "ai-edge-litert"]  # the count venv's
+    assert not [c for c in entered if "aarch64_probe.py" in " ".join(c)]  # no bundle, no probe
+    assert ["touch", f"{root}/opt/kprune-count/venv/.complete"] in commands
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
         ((), "no bundle given. Fix:"),
+        (("--root-only", "/some/bundle"), "--root-only takes no bundle and no --profile. Fix:"),
         (("/nonexistent",), "is not a kprune bundle.*Fix: pass the folder"),
     ],
 )

@@ -154,3 +154,37 @@ def test_without_weight_traffic_the_term_stays_off():
     table = LatencyTable(data)
     np.testing.assert_allclose([table.scale, table.offset], [2.0, 0.05], rtol=1e-6)
     assert table.traffic * 1000 == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_table_without_a_unit_is_in_ms():
+    table = LatencyTable(_table_data())  # the tables of format ≤ 5: no "unit"
+    assert table.unit == "ms" and table.measured is table.data["measured_ms"]
+    assert table.summary()["unit"] == "ms" and "offset_ms" in table.summary()
+
+
+def test_an_instruction_table_predicts_in_instructions(tmp_path):
+    data = _table_data()
+    ms_prediction = LatencyTable(data).predict([["k", 13, 13]])
+    # The same table with every measurement scaled to instructions: the fit is linear, so every
+    # prediction scales by the same factor (and the step, a shape, stays).
+    data = json.loads(json.dumps(data))
+    data["unit"] = "instructions"
+    data["measured_instructions"] = {name: 1e6 * value for name, value in data.pop("measured_ms").items()}
+    table = LatencyTable.load(LatencyTable(data).save(tmp_path / "t.json"))
+    assert table.unit == "instructions" and table.step == 4
+    np.testing.assert_allclose(table.predict([["k", 13, 13]]), 1e6 * ms_prediction, rtol=1e-9)
+    assert "offset_instructions" in table.summary() and "offset_ms" not in table.summary()
+
+
+def test_load_refuses_an_unknown_unit_and_an_uncounted_plan(tmp_path):
+    data = _table_data()
+    data["unit"] = "cycles"
+    data["measured_cycles"] = data.pop("measured_ms")
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(ModelFileError, match="incomplete .unknown unit 'cycles'.*Fix: profile again"):
+        LatencyTable.load(tmp_path / "t.json")
+    data = _table_data()
+    data["unit"] = "instructions"  # measured_ms present, but no measured_instructions
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    with pytest.raises(ModelFileError, match="never measured"):
+        LatencyTable.load(tmp_path / "plan.json")

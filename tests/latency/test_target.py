@@ -3,6 +3,7 @@
 import json
 
 import keras
+import pytest
 
 import kprune
 from kprune.latency.predict import predict_latency
@@ -68,3 +69,25 @@ def test_latency_ms_target_is_a_goal_in_milliseconds(block_model, block_table, t
     assert ms.remaining(block_model) == initial - initial / 2
     share = target(target_latency=0.75, latency_per_step=0.1)
     assert share.goal == 0.25 * initial and share.per_step == 0.1
+
+
+def test_a_table_in_instructions_prunes_to_a_share_not_to_milliseconds(block_model, block_table, tmp_path):
+    from kprune.config import PruneConfig
+    from kprune.errors import InvalidArgumentError
+    from kprune.graph import analyze
+    from kprune.pruning.targets import TargetContext, make_target
+
+    data = json.loads(json.dumps(block_table.data))
+    data["unit"] = "instructions"
+    data["measured_instructions"] = {name: 1e6 * value for name, value in data.pop("measured_ms").items()}
+    table_path = str(LatencyTable(data).save(tmp_path / "instructions.json"))
+    graph = analyze(block_model)
+
+    def target(**options):
+        config = PruneConfig(latency_table=table_path, **options)
+        return make_target(config, TargetContext(block_model, graph, config))
+
+    share = target(target_latency=0.5)
+    assert share.initial == pytest.approx(1e6 * predict_latency(block_model, block_table), rel=1e-6)
+    with pytest.raises(InvalidArgumentError, match="counts instructions.*Fix: prune to a share of it"):
+        target(latency_ms=0.1)
