@@ -240,8 +240,14 @@ class LatencyTarget(Target):
     def measure(self, model, graph=None):
         return predict_latency(model, self.table)
 
+    @property
+    def key(self) -> str:
+        """The step records' key of the predicted latency: ``latency_ms``, or
+        ``latency_instructions`` for a table that counts aarch64 instructions."""
+        return f"latency_{self.table.unit}"
+
     def channel_costs(self, graph):
-        """Milliseconds saved per channel when a group loses one tile of channels."""
+        """Latency (the table's unit) saved per channel when a group loses one tile of channels."""
         latency = GroupLatency(graph, self.table)
         now = latency.predict()
         costs = {}
@@ -254,21 +260,19 @@ class LatencyTarget(Target):
 
     def record(self, model):
         latency = self.measure(model)  # predicted, on the latency table's runtime
-        return {"latency_ms": latency, "latency_removed": 1 - latency / self.initial}
+        return {self.key: latency, "latency_removed": 1 - latency / self.initial}
 
     def note(self, record):
         return f"latency -{100 * record['latency_removed']:.1f}%" if "latency_removed" in record else ""
 
     def summary(self, first, last):
-        if "latency_ms" not in first or "latency_ms" not in last:
+        if self.key not in first or self.key not in last:
             return None
-        before, after = first["latency_ms"], last["latency_ms"]
-        return [
-            "latency (predicted)",
-            f"{before:.3f} ms",
-            f"{after:.3f} ms",
-            f"{100 * (after / before - 1):+.1f}%",
-        ]
+        before, after = first[self.key], last[self.key]
+        change = f"{100 * (after / before - 1):+.1f}%"
+        if self.table.unit == "ms":
+            return ["latency (predicted)", f"{before:.3f} ms", f"{after:.3f} ms", change]
+        return [f"latency (predicted {self.table.unit})", f"{before:,.0f}", f"{after:,.0f}", change]
 
     def estimated_steps(self, model, graph, per_step, shrinking=True):
         """Steps of ``per_step`` of the start latency each (``per_step`` channels do not apply)."""

@@ -91,3 +91,8 @@ def test_a_table_in_instructions_prunes_to_a_share_not_to_milliseconds(block_mod
     assert share.initial == pytest.approx(1e6 * predict_latency(block_model, block_table), rel=1e-6)
     with pytest.raises(InvalidArgumentError, match="counts instructions.*Fix: prune to a share of it"):
         target(latency_ms=0.1)
+    # the records and the end-of-run row speak the table's unit
+    record = share.record(block_model)
+    assert set(record) == {"latency_instructions", "latency_removed"} and record["latency_removed"] == 0
+    label, before, after, change = share.summary(record, record)
+    assert label == "latency (predicted instructions)" and before == after and change == "+0.0%"
