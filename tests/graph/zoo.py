@@ -70,6 +70,22 @@ def _sequential_cnn():
     )
 
 
+def _groupnorm_cnn():
+    """Conv → GroupNorm → grouped conv → GroupNorm, twice: pruned in whole groups."""
+    inputs = keras.Input((16, 16, 3))
+    x = inputs
+    for index, (width, groups) in enumerate(((16, 4), (32, 8))):
+        x = layers.Conv2D(width, 3, padding="same", name=f"conv{index}")(x)
+        x = layers.GroupNormalization(groups=groups, name=f"gn{index}")(x)
+        x = layers.ReLU(name=f"relu{index}")(x)
+        x = layers.Conv2D(width, 3, groups=groups, padding="same", name=f"grouped{index}")(x)
+        x = layers.GroupNormalization(groups=groups, name=f"gn{index}b")(x)
+        x = layers.ReLU(name=f"relu{index}b")(x)
+        x = layers.MaxPooling2D(name=f"pool{index}")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, layers.Dense(5, name="logits")(x), name="groupnorm_cnn")
+
+
 def _nested():
     """Functional model → (residual functional block, Sequential head)."""
     block_in = keras.Input((8, 8, 12), name="block_in")
@@ -116,7 +132,11 @@ CASES = {
     "MobileNetV3Small": _application("MobileNetV3Small"),
     "Xception": _application("Xception", 71),  # the smallest side Keras accepts
     "ConvNeXtTiny": _application("ConvNeXtTiny"),
+    "groupnorm_cnn": _groupnorm_cnn,
 }
+# Cases whose normalization turns a zeroed block into β (GroupNorm): the oracle also zeroes
+# the consumers' input rows (`zeroed_through_consumers`); the others zero the producers only.
+THROUGH_CONSUMERS = {"groupnorm_cnn"}
 SLOW_CASES = {
     "InceptionV3": _application("InceptionV3", 75),
     "NASNetMobile": _application("NASNetMobile"),
