@@ -433,6 +433,8 @@ def write_results(found: dict, doc: Path = ROOT / "docs" / "RESULTS.md") -> None
             + "\n\nAt 95% the 4-epoch final fine-tune at learning rate 0.01 lowered validation "
             "accuracy from 88.18% to 82.18%, the same to the digit in a second run; that run "
             "predates the rule that now discards a final fine-tune which lowers validation. "
+            "A row with n=1 is one seed: it cannot separate settings whose difference is within "
+            "the default's spread over seeds (the ± in the table above). "
             "Goals: a mean drop of at most 0.3 point at 90% and 1 point at 95%, over 3 seeds; "
             + (f"met by {', '.join(met)}." if met else "met by none of these.")
         )
