@@ -194,7 +194,11 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the results as JSON")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    results = [evaluate(name, args, rng) for name in args.models.split(",")]
+    results = []
+    for name in args.models.split(","):
+        results.append(evaluate(name, args, rng))
+        if args.out:  # after each architecture: a long run keeps what it measured
+            write_json(args.out, results)
     where = f"{args.device} instructions" if args.device else f"{args.threads} thread(s), ms"
     print(f"\nTFLite XNNPACK, {where}, batch 1; {args.variants} random variants each")
     print(
