@@ -142,7 +142,7 @@ class GuestPython:
         for entry in self.root.iterdir():
             if entry.name != "proc" and not (view / entry.name).exists():
                 (view / entry.name).symlink_to(entry.resolve())
-        (view / "proc" / "cpuinfo").write_text(cpuinfo_text(core))
+        write_atomically(view / "proc" / "cpuinfo", cpuinfo_text(core).encode())
         return view
 
 
@@ -184,7 +184,7 @@ def build_plugin(cache_dir: str | os.PathLike | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kprune-plugin-") as work:
         source_path = Path(work) / PLUGIN_SOURCE
-        source_path.write_bytes(source)
+        write_atomically(source_path, source)
         built = Path(work) / library.name
         command = [
             compiler,

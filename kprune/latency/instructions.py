@@ -25,6 +25,7 @@ from pathlib import Path
 
 from kprune.errors import EmulatorError, InvalidArgumentError, ModelFileError
 from kprune.export.templates.kprune_profile import PLAN_NAME
+from kprune.files import write_atomically
 from kprune.latency.emulator import (
     CORES,
     ROOT_COMMAND,
@@ -158,7 +159,7 @@ def _count(files: list[str], cpu, inferences, repeats, seed, root) -> tuple[dict
         view = guest.core_view(cpu, folder / "root")
         # A copy beside the job: the guest's sys.path[0] must not be kprune/latency/.
         program = folder / GUEST_PROGRAM.name
-        program.write_text(GUEST_PROGRAM.read_text())
+        write_atomically(program, GUEST_PROGRAM.read_bytes())
         job = {
             "files": [str(Path(file).resolve()) for file in files],
             "inferences": inferences,
@@ -168,7 +169,7 @@ def _count(files: list[str], cpu, inferences, repeats, seed, root) -> tuple[dict
             "syscall": MARK_SYSCALL,
             "magic": MARK_MAGIC,
         }
-        (folder / "job.json").write_text(json.dumps(job))
+        write_atomically(folder / "job.json", json.dumps(job).encode())
         marks_path = folder / "marks.txt"
         command = [
             qemu,
