@@ -11,7 +11,10 @@
 # --profile the bundle's board-side profiler kprune_profile.py — once per
 # emulated core and once on x86 with $PYTHON. Exit 1 when an ARM result
 # differs from x86 beyond the bundle's thresholds, or the profiler fails or
-# writes a table kprune cannot load (scripts.checks.crosscheck).
+# writes a table kprune cannot load (scripts.checks.crosscheck). Beside that
+# check it prints the executed aarch64 instructions per inference of every
+# .tflite file on every core (kprune's counting; needs Debian's dynamic
+# qemu-user and the count venv of --root-only, else it says why in one line).
 #
 # Options:
 #   --cores LIST     emulated cores, comma-separated (default cortex-a53,cortex-a72)
@@ -249,6 +252,9 @@ main() {
     run crosscheck compare --bundle "$BUNDLE" --labels "$OUT/images/labels.json" \
         --reference "$OUT/x86.json" --json "$OUT/comparison.json" "${candidates[@]}" \
         | { ((DRY)) && cat || tee "$OUT/comparison.md"; } || status=$?
+    # the board's cost beside the agreement: executed instructions of every .tflite file
+    run crosscheck counts --bundle "$BUNDLE" --cores "$CORES" --root "$ROOT" --json "$OUT/instructions.json" \
+        | { ((DRY)) && cat || tee "$OUT/instructions.md"; }
     echo "total: $SECONDS s" | { ((DRY)) && cat || tee -a "$TIMINGS"; }
     return "$status"
 }

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kprune.data import fashion_mnist
-from kprune.errors import InvalidArgumentError, KpruneError
+from kprune.errors import EmulatorError, InvalidArgumentError, KpruneError
 from kprune.files import replaced_atomically, write_atomically
 from kprune.latency.emulator import cpuinfo_text
 from kprune.latency.table import LatencyTable
@@ -298,6 +298,49 @@ def _compare_command(arguments) -> int:
     return 0
 
 
+def count_bundle(bundle_dir: str | os.PathLike, cores: list[str], root: str | None = None) -> dict:
+    """Executed aarch64 instructions per inference of every .tflite file of the bundle,
+    per emulated core ({core: {file name: instructions}}; `kprune.count_instructions`)."""
+    from kprune.latency.instructions import count_instructions
+
+    files = sorted(str(path) for path in Path(bundle_dir).glob("*.tflite"))
+    if not files:
+        raise InvalidArgumentError(f"{bundle_dir} holds no .tflite file to count.")
+    found = {}
+    for core in cores:
+        counted = count_instructions(files, core, root=root)
+        found[core] = {Path(path).name: counted[path] for path in files}
+    return found
+
+
+def format_counts(found: dict) -> str:
+    cores = list(found)
+    names = list(next(iter(found.values()))) if found else []
+    lines = [
+        "| file | " + " | ".join(f"{core} instructions / inference" for core in cores) + " |",
+        "| --- | " + " | ".join("--:" for _ in cores) + " |",
+    ]
+    lines += [
+        f"| {name} | " + " | ".join(f"{found[core][name]:,.0f}" for core in cores) + " |" for name in names
+    ]
+    return "\n".join(lines)
+
+
+def _counts_command(arguments) -> int:
+    """Prints the bundle's instruction counts; counts are information, so missing emulation is
+    said in one line and does not fail the check."""
+    try:
+        found = count_bundle(arguments.bundle, arguments.cores.split(","), arguments.root)
+    except EmulatorError as error:
+        print(f"Instruction counts not run: {error}")
+        return 0
+    print("\nExecuted aarch64 instructions per inference (kprune's QEMU counting; a proxy for cycles):\n")
+    print(format_counts(found))
+    if arguments.json:
+        write_atomically(arguments.json, json.dumps(found, indent=1).encode())
+    return 0
+
+
 def prepare(
     bundle_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -334,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     comparison.add_argument("--reference", required=True, help="The x86 record.")
     comparison.add_argument("--json", help="Also write the rows here.")
     comparison.add_argument("candidates", nargs="+", metavar="CORE=RECORD")
+    counting = commands.add_parser("counts", help="Count the bundle's .tflite files' aarch64 instructions.")
+    counting.add_argument("--bundle", required=True)
+    counting.add_argument("--cores", default="cortex-a53,cortex-a72")
+    counting.add_argument("--root", help="The arm64 root (default: kprune's).")
+    counting.add_argument("--json", help="Also write the counts here.")
     arguments = parser.parse_args(argv)
     try:
         if arguments.command == "prepare":
@@ -346,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.command == "cpuinfo":
             write_atomically(arguments.out, cpuinfo_text(arguments.core).encode())
             return 0
+        if arguments.command == "counts":
+            return _counts_command(arguments)
         return _compare_command(arguments)
     except KpruneError as error:
         print(f"Error: {error}", file=sys.stderr)

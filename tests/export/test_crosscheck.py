@@ -242,6 +242,11 @@ def test_script_reuses_a_complete_root(tmp_path):
     )
 
     assert "arm64 root: reusing" in result.stdout and "mmdebstrap" not in result.stdout
+    # the instruction counts of the bundle's files come after the agreement check
+    lines = result.stdout.splitlines()
+    compare_at = next(i for i, line in enumerate(lines) if line.startswith("crosscheck compare"))
+    counts = next(i for i, line in enumerate(lines) if line.startswith("crosscheck counts"))
+    assert counts > compare_at and f"--root {tmp_path / 'root'}" in lines[counts]
 
 
 def test_script_root_only_builds_the_root_and_the_count_venv(tmp_path):
@@ -408,3 +413,35 @@ def test_script_profiles_on_every_machine_with_profile(tmp_path):
     (bundle / "kprune_profile.py").unlink()
     refused = dry_run(str(bundle), "--dry-run", "--root", str(tmp_path / "root"), "--profile", "base.keras")
     assert refused.returncode == 1 and "has no kprune_profile.py" in refused.stderr
+
+
+def test_counts_without_emulation_say_why_in_one_line_and_do_not_fail(tmp_path, monkeypatch, capsys):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.tflite").write_bytes(b"not read: the emulator is looked for first")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no qemu-aarch64
+    assert main(["counts", "--bundle", str(bundle), "--root", str(tmp_path / "no-root")]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("Instruction counts not run:") and "Fix:" in out[0]
+
+
+def test_counts_count_every_tflite_file_of_the_bundle_on_every_core(tmp_path, capsys):
+    from tests.latency.test_instructions import MISSING
+
+    if MISSING:
+        pytest.skip(f"no aarch64 emulation here: {MISSING}")
+    import keras
+
+    from kprune.export.tflite import export_tflite
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(8, 1)(inputs))
+    export_tflite(model, bundle / "model.tflite")
+    json_path = tmp_path / "counts.json"
+    assert main(["counts", "--bundle", str(bundle), "--json", str(json_path)]) == 0
+    found = json.loads(json_path.read_text())
+    assert set(found) == {"cortex-a53", "cortex-a72"}
+    assert all(set(per) == {"model.tflite"} and per["model.tflite"] > 0 for per in found.values())
+    assert "| model.tflite |" in capsys.readouterr().out
