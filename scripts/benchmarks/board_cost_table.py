@@ -23,7 +23,7 @@ from scripts.common import load_json, replace_section, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = (
-    "models/squeezenet1_1_fmnist.keras",
+    "kprune/baselines/squeezenet1_1_fmnist_sgd.keras",  # kprune prune's default model, the shipped ones' start
     "models/squeezenet1_1_fmnist_pruned.keras",
     "models/squeezenet1_1_fmnist_latency.keras",
 )
