@@ -214,20 +214,8 @@ def benchmark(
     precisions = list(dict.fromkeys(precisions))
     _check_settings(models, runtimes, batch_sizes, threads, warmup, repeats)
     _check_precisions(precisions, runtimes, calibration_data, calibration_dataset)
-    loaded = [resolve_model(model) for model in models]
-    tensors = [model_tensors(network) for network, _ in loaded]
-    shapes = {tuple(t.shape[1:] for t in model.inputs) for model in tensors}
-    if len(shapes) != 1:
-        raise InvalidArgumentError(
-            f"All models must take the same input shapes to be compared. Received {sorted(shapes)}."
-        )
-    labels = _labels(loaded)
-    entries = [
-        BenchModel(label, str(path) if path else None, count_params(net), count_flops(net))
-        for label, (net, path) in zip(labels, loaded)
-    ]
+    loaded, tensors, input_shapes, labels, entries = _load_models(models)
     rng = np.random.default_rng(seed)
-    input_shapes = shapes.pop()
     configurations = _configurations(runtimes, batch_sizes, threads)
     quantizing = "int8" in precisions
     calibration, calibration_note = (
@@ -396,18 +384,7 @@ def count_benchmark(
     _check_settings(models, ["tflite"], [1], [1], 0, 1)
     _check_precisions(precisions, ["tflite"], calibration_data, calibration_dataset)
     check_emulation(root)
-    loaded = [resolve_model(model) for model in models]
-    tensors = [model_tensors(network) for network, _ in loaded]
-    shapes = {tuple(t.shape[1:] for t in model.inputs) for model in tensors}
-    if len(shapes) != 1:
-        raise InvalidArgumentError(
-            f"All models must take the same input shapes to be compared. Received {sorted(shapes)}."
-        )
-    labels = _labels(loaded)
-    entries = [
-        BenchModel(label, str(path) if path else None, count_params(net), count_flops(net))
-        for label, (net, path) in zip(labels, loaded)
-    ]
+    loaded, tensors, input_shapes, labels, entries = _load_models(models)
     calibration, calibration_note = (
         _calibration(loaded, tensors[0], calibration_data, calibration_dataset, calibration_samples, seed)
         if "int8" in precisions
@@ -436,7 +413,7 @@ def count_benchmark(
         "precisions": precisions,
         "inferences": inferences,
         "repeats": repeats,
-        **_shape_settings(shapes.pop()),
+        **_shape_settings(input_shapes),
     }
     if calibration_note is not None:
         settings["calibration"] = calibration_note
@@ -450,6 +427,28 @@ def count_benchmark(
         for (index, _, precision), artifact in files.items()
     ]
     return InstructionReport(entries, counts, settings, environment(), files=file_rows)
+
+
+def _load_models(models) -> tuple[list, list[ModelTensors], tuple, list[str], list[BenchModel]]:
+    """The models resolved, their tensors, the input shapes they all share, their labels
+    and their table entries.
+
+    Raises:
+        InvalidArgumentError: If the models take different input shapes.
+    """
+    loaded = [resolve_model(model) for model in models]
+    tensors = [model_tensors(network) for network, _ in loaded]
+    shapes = {tuple(t.shape[1:] for t in model.inputs) for model in tensors}
+    if len(shapes) != 1:
+        raise InvalidArgumentError(
+            f"All models must take the same input shapes to be compared. Received {sorted(shapes)}."
+        )
+    labels = _labels(loaded)
+    entries = [
+        BenchModel(label, str(path) if path else None, count_params(net), count_flops(net))
+        for label, (net, path) in zip(labels, loaded)
+    ]
+    return loaded, tensors, shapes.pop(), labels, entries
 
 
 def _measurement(label, runtime, precision, threads, batch, seconds) -> Measurement:

@@ -24,6 +24,7 @@ from kprune.training.determinism import deterministic, seed_everything
 from kprune.training.setup import TrainingSetup, TrainSettings
 
 
+@deterministic()  # TF op determinism while it trains, the previous state after
 def train_and_save(
     model: str | keras.Model,
     dataset: str,
@@ -61,51 +62,6 @@ def train_and_save(
     ``folder:PATH`` file that cannot be decoded instead of skipping it (see
     `kprune.data.load`).
     """
-    with deterministic():
-        return _train_and_save(
-            model,
-            dataset,
-            out,
-            epochs,
-            batch_size,
-            settings,
-            augment,
-            seed,
-            data_dir,
-            limit,
-            model_options,
-            input_shape,
-            progress,
-            command,
-            resume,
-            strict_data,
-        )
-
-
-def training_backup_dir(out: str | Path) -> Path:
-    """Where `train_and_save` keeps the epoch backups of a training of ``out``."""
-    out = Path(out)
-    return out.with_name(out.stem + ".training")
-
-
-def _train_and_save(
-    model,
-    dataset,
-    out,
-    epochs,
-    batch_size,
-    settings,
-    augment,
-    seed,
-    data_dir,
-    limit,
-    model_options,
-    input_shape,
-    progress,
-    command,
-    resume,
-    strict_data,
-) -> dict:
     started = time.time()
     if Path(out).suffix != ".keras":  # checked now, not after hours of training
         raise InvalidArgumentError(
@@ -202,6 +158,12 @@ def _train_and_save(
     write_card(out, card)
     shutil.rmtree(backup, ignore_errors=True)
     return card
+
+
+def training_backup_dir(out: str | Path) -> Path:
+    """Where `train_and_save` keeps the epoch backups of a training of ``out``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".training")
 
 
 class EpochBackup(keras.callbacks.BackupAndRestore):

@@ -85,11 +85,15 @@ def report(result: dict) -> str:
     ]
     for row in found:
         cells = []
-        for key, form in (("cortex-a53", "{:,.0f}"), ("cortex-a72", "{:,.0f}"), ("x86_ms", "{:.3f}")):
-            value = row[key]
-            ratio = "" if row is base else f" ({base[key] / value:.2f}× fewer)" if key != "x86_ms" else ""
-            speed = f" ({base[key] / value:.2f}× faster)" if key == "x86_ms" and row is not base else ""
-            cells.append(form.format(value) + ratio + speed)
+        for key, form, word in (
+            ("cortex-a53", "{:,.0f}", "fewer"),
+            ("cortex-a72", "{:,.0f}", "fewer"),
+            ("x86_ms", "{:.3f}", "faster"),
+        ):
+            cell = form.format(row[key])
+            if row is not base:
+                cell += f" ({base[key] / row[key]:.2f}× {word})"
+            cells.append(cell)
         lines.append(f"| {row['model']} | {row['precision']} | " + " | ".join(cells) + " |")
     environment = result["counts"]["cortex-a53"]["environment"]
     return "\n".join(
