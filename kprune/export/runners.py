@@ -2,10 +2,11 @@
 
 `open_artifact` returns a function ``inputs → outputs``: lists of arrays in
 the Keras model's order (``model.inputs``, ``model.outputs``), whatever order
-the file keeps its tensors in. A file with one input and one output runs
-through the bundle's runtime code (templates/kprune_runtime.py), so that what
-kprune verifies and times is what runs on the board. Files with several are
-matched to the model by name:
+the file keeps its tensors in. A file with one input runs through the
+bundle's runtime code (templates/kprune_runtime.py), so that what kprune
+verifies and times is what runs on the board (also its outputs' matching, for
+a raw-output bundle). Files with several inputs are matched to the model by
+name, as the runtime matches outputs:
 
 - TFLite: through the SavedModel signature the file was converted from;
   its inputs are keyed by the Keras input names and its outputs are
@@ -53,15 +54,23 @@ def open_artifact(artifact: ExportedArtifact, tensors: ModelTensors, threads: in
             "exported from another model; export again."
         )
     try:
-        if tensors.single:
+        if len(tensors.inputs) == 1:
             _check_shapes(path, [artifact.input.shape], tensors)
-            model = runtime.open_model(path, threads)
-            return lambda inputs: [model.predict(inputs[0])]
+            model = runtime.open_model(path, threads, _file_output_names(artifact, tensors))
+            return lambda inputs: model.run(inputs[0])
         if artifact.format == "tflite":
             return _TFLiteSignature(artifact, tensors, threads)
         return _OnnxByName(artifact, tensors, threads)
     except (runtime.BundleError, RuntimeError, ValueError) as error:
         raise ModelFileError(f"Cannot run {path}: {error}. Fix: export it again.") from error
+
+
+def _file_output_names(artifact: ExportedArtifact, tensors: ModelTensors) -> list[str]:
+    """The names the runtime finds a file's outputs by, in Keras' order: the Keras output
+    names (a TFLite signature's keys ``output_<i>`` are tried first, by the runtime)."""
+    if artifact.format == "onnx":
+        return onnx_names(tensors)[1]
+    return [tensor.name for tensor in tensors.outputs]
 
 
 def _check_shapes(path, file_shapes, tensors: ModelTensors) -> None:
