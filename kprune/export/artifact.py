@@ -196,25 +196,32 @@ EXPORT_INSTEAD = (
 
 
 def image_input_shape(
-    model: keras.Model, purpose: str = "This", fix: str = EXPORT_INSTEAD
+    model: keras.Model, purpose: str = "This", fix: str = EXPORT_INSTEAD, any_outputs: bool = False
 ) -> tuple[int, int, int]:
     """The ``(height, width, channels)`` of an image classifier's single input.
 
     Args:
         purpose: Who needs an image classifier, for the message (``"`kprune bundle`"``).
         fix: What to do instead, for the message.
+        any_outputs: Accept any number of outputs (an image model that is not
+            a classifier: a detector, a regressor); the input is still one image.
 
     Raises:
-        UnsupportedModelError: If the model has several inputs or outputs, or
-            its input is not a batch of images of fixed size.
+        UnsupportedModelError: If the model has several inputs (or, without
+            ``any_outputs``, several outputs), or its input is not a batch of
+            images of fixed size.
     """
     shapes = [tuple(tensor.shape) for tensor in model.inputs]
-    if (
-        len(model.inputs) != 1
-        or len(model.outputs) != 1
-        or len(shapes[0]) != 4
-        or any(dim is None for dim in shapes[0][1:])
-    ):
+    image = len(model.inputs) == 1 and len(shapes[0]) == 4 and None not in shapes[0][1:]
+    if image and any_outputs:
+        return tuple(int(dim) for dim in shapes[0][1:])
+    if any_outputs:
+        raise UnsupportedModelError(
+            f"{purpose} supports image models only: one (batch, height, width, channels) "
+            f"input, any outputs; model {model.name!r} has input shapes "
+            f"{', '.join(map(str, shapes))}. Fix: {fix}."
+        )
+    if not image or len(model.outputs) != 1:
         raise UnsupportedModelError(
             f"{purpose} supports image classifiers only: one (batch, height, width, "
             f"channels) input and one output; model {model.name!r} has input shapes "

@@ -6,22 +6,36 @@ docs/DEPLOY.md)::
     model.tflite         float32, builtin ops only
     model_int8.tflite    full-integer int8 (when calibration data is known)
     model.onnx           float32, dynamic batch
-    labels.txt           one class name per line
-    manifest.json        input, preprocessing, quantization, classes, sha256 of
-                         every file, source metrics, verification, kprune version
+    labels.txt           one class name per line (classifiers only)
+    manifest.json        task, input, outputs, preprocessing, quantization, classes,
+                         sha256 of every file, source metrics, verification, kprune version
     kprune_runtime.py    preprocessing + inference (numpy + a runtime only)
     kprune_images.py     PNG / PGM / PPM / .npy reading (numpy only; Pillow if present)
-    run_bundle.py        classify image files from the command line
-    rtmaps_kprune.py     the RTMaps Python component (class rtmaps_python)
+    run_bundle.py        classify image files, or write a raw model's outputs as .npy
+    rtmaps_kprune.py     the RTMaps Python component (class rtmaps_python), classifiers only
     kprune_profile.py    times a latency-profile plan (`kprune profile --plan-only`) on the board
 
 Every model file is verified with its runtime before the bundle is written;
 the folder appears complete or not at all.
 
-Bundles are for image classifiers (one (batch, height, width, channels) input,
-one output of class scores): their programs read image files and camera
-frames. Other models are refused with that fix: `kprune export` exports and
-verifies models of any inputs and outputs.
+A bundle's model takes one image input (batch, height, width, channels); its
+programs read image files and camera frames. Two tasks (`context.TASKS`):
+
+- ``classifier``: one output of class scores (batch, classes). The manifest
+  has ``output``, ``class_names`` and labels.txt, and no ``task`` key (format
+  version 1, as before raw bundles existed); verification reports top-1
+  agreement and accuracy.
+- ``raw``: any number of outputs of any shape (a detector's boxes and
+  objectness, a regressor's values). The manifest says ``"task": "raw"``
+  (format version 2) and lists ``outputs`` by their Keras names, in the
+  model's order; run_bundle.py writes each as .npy. Quantized files are
+  judged by the relative error of each output (see `verify_export`).
+
+Calibration and verification examples come from a named dataset, or from the
+user's own preprocessed model inputs (``data=``, ``calibration_data=``: a
+numpy array, a ``tf.data.Dataset``, an ``.npz`` file…), which a model trained
+on custom data needs. Models of other inputs are refused with that fix:
+`kprune export` exports and verifies models of any inputs and outputs.
 """
 
 from __future__ import annotations
@@ -31,20 +45,27 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import keras
 
-from kprune.card import read_card
-from kprune.data import Preprocessing, choose_preprocessing, dataset_info, load
+from kprune.data import Preprocessing
 from kprune.errors import InvalidArgumentError, VerificationError
-from kprune.export.artifact import image_input_shape, progress_steps, resolve_model, sha256_of
+from kprune.export.artifact import (
+    image_input_shape,
+    model_tensors,
+    progress_steps,
+    resolve_model,
+    sha256_of,
+)
+from kprune.export.context import bundle_examples, bundle_task, model_context
 from kprune.export.onnx import export_onnx
 from kprune.export.tflite import export_tflite
 from kprune.export.verify import (
     DEFAULT_MAX_ABS_DIFF,
+    DEFAULT_MAX_RELATIVE_ERROR,
     DEFAULT_MIN_AGREEMENT,
     DEFAULT_SAMPLES,
     verify_export,
@@ -69,7 +90,10 @@ ARTIFACT_FILES = {
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
 FORMAT_NAME = "kprune-bundle"
+# The lowest kprune_runtime format that reads a bundle: classifier bundles are
+# read by every runtime, raw-output ones ("task": "raw") from version 2 on.
 FORMAT_VERSION = 1
+RAW_FORMAT_VERSION = 2
 DEFAULT_CALIBRATION_SAMPLES = 300
 _CARD_METRICS = (
     "dataset",
@@ -83,75 +107,14 @@ _CARD_METRICS = (
 )
 
 
-@dataclass(frozen=True)
-class ModelContext:
-    """What a deployment needs to know besides the weights.
-
-    Attributes:
-        preprocessing: ``Preprocessing.to_dict()`` of the model's input transform.
-        class_names: One name per output class.
-        dataset: Dataset name for calibration and verification, or None.
-        card: The model card beside the ``.keras`` file, or None.
-    """
-
-    preprocessing: dict
-    class_names: list[str]
-    dataset: str | None
-    card: dict | None
-
-
-def model_context(
-    network: keras.Model,
-    model_path: Path | None,
-    dataset: str | None = None,
-    data_dir: str | None = None,
-    preprocess: str | Preprocessing | None = None,
-) -> ModelContext:
-    """Preprocessing, classes and dataset of a model, for its deployment.
-
-    Preprocessing follows `choose_preprocessing`: ``preprocess`` when given,
-    else the model card's, else raw pixels (0..255, as Keras' loaders give).
-    Classes and dataset come from the card, else from ``dataset``.
-
-    Raises:
-        InvalidArgumentError: If the preprocessing does not fit the model, is
-            ``dataset`` without a dataset, or the classes do not match the
-            model's outputs.
-    """
-    card = read_card(model_path) if model_path is not None else None
-    dataset = dataset or (card or {}).get("dataset")
-    input_shape = image_input_shape(network)
-    chosen = choose_preprocessing(preprocess, model_path, input_shape)
-    class_names = (card or {}).get("class_names")
-    info = None
-    if dataset is not None and (class_names is None or chosen.preprocessing == "dataset"):
-        info = dataset_info(dataset, data_dir=data_dir)
-        class_names = class_names or list(info.class_names)
-    if chosen.preprocessing == "dataset":
-        if info is None:
-            raise InvalidArgumentError(
-                "`preprocess` is dataset, but no dataset is known (no model card names one). "
-                "Fix: pass --dataset (fashion_mnist, cifar10 or folder:PATH)."
-            )
-        preprocessing = info.preprocessing(input_shape).to_dict()
-    else:
-        preprocessing = chosen.preprocessing.to_dict()
-    num_classes = int(network.outputs[0].shape[-1])
-    if class_names is None:
-        class_names = [str(index) for index in range(num_classes)]
-    if len(class_names) != num_classes:
-        raise InvalidArgumentError(
-            f"The model has {num_classes} outputs but {len(class_names)} class names "
-            f"({dataset or 'model card'}). Fix: pass the dataset the model was trained on."
-        )
-    return ModelContext(preprocessing, list(class_names), dataset, card)
-
-
 def write_bundle(
     model: str | os.PathLike | keras.Model,
     out_dir: str | os.PathLike,
     *,
     dataset: str | None = None,
+    data: Any = None,
+    calibration_data: Any = None,
+    task: str | None = None,
     int8: bool = True,
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     verify_samples: int = DEFAULT_SAMPLES,
@@ -159,6 +122,7 @@ def write_bundle(
     opset: int | None = None,
     max_abs_diff: float = DEFAULT_MAX_ABS_DIFF,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR,
     data_dir: str | None = None,
     preprocess: str | Preprocessing | None = None,
     overwrite: bool = False,
@@ -168,22 +132,36 @@ def write_bundle(
 
     Args:
         model: A ``.keras`` file (its model card gives preprocessing, classes
-            and dataset) or a ``keras.Model``.
+            and dataset) or a ``keras.Model``, with one image input.
         out_dir: The bundle folder to create.
         dataset: Dataset for preprocessing and classes when there is no card,
             and for calibration and verification; defaults to the card's.
+        data: Your own verification examples instead of ``dataset``: model
+            inputs, preprocessed, in any form `verify_export` takes (an array
+            (N, H, W, C), ``(x, y)``, a ``tf.data.Dataset``, an ``.npz``
+            path). For models trained on data that is not a named dataset.
+        calibration_data: Your own int8 calibration examples, like ``data``;
+            defaults to ``data``, else ``calibration_samples`` images of the
+            dataset's train split.
+        task: ``"classifier"`` or ``"raw"`` (every output written as it is;
+            see the module docstring); default: a classifier when the model
+            has one output shaped (batch, classes), else raw.
         int8: Also write ``model_int8.tflite``, calibrated on
-            ``calibration_samples`` images of the train split.
-        calibration_samples: Images that calibrate int8 quantization.
-        verify_samples: Images of ``split`` that every model file is verified on.
-        split: Split for verification and the accuracy of each file.
+            ``calibration_samples`` examples.
+        calibration_samples: Examples that calibrate int8 quantization.
+        verify_samples: Examples that every model file is verified on.
+        split: Split of ``dataset`` for verification and the accuracy of each file.
         opset: ONNX opset (default: tf2onnx's).
         max_abs_diff: Threshold for float32 files (see `verify_export`).
-        min_agreement: Threshold for int8 files (see `verify_export`).
+        min_agreement: Threshold for int8 classifier outputs (see `verify_export`).
+        max_relative_error: Threshold for the other outputs of int8 files,
+            e.g. a detector's boxes (see `verify_export`).
         data_dir: Where to look for the dataset first.
         preprocess: The input transform, written into manifest.json and used
-            for calibration and verification (see `choose_preprocessing`):
-            default the model card's, else raw pixels 0..255.
+            for a dataset's calibration and verification images (see
+            `choose_preprocessing`): default the model card's, else raw pixels
+            0..255. ``data`` is already transformed; run_bundle.py applies
+            this transform to image files.
         overwrite: Replace ``out_dir`` if it exists.
         progress: Show progress.
 
@@ -191,14 +169,16 @@ def write_bundle(
         The manifest, as written to ``manifest.json``.
 
     Raises:
-        InvalidArgumentError: If ``out_dir`` exists (without ``overwrite``) or
-            the preprocessing or dataset cannot be determined.
-        UnsupportedModelError: If the model is not an image classifier (one
-            ``(batch, H, W, C)`` input, one output); use `kprune export` then.
+        InvalidArgumentError: If ``out_dir`` exists (without ``overwrite``),
+            the preprocessing cannot be determined, no examples are known
+            (neither ``data`` nor a dataset), or ``data`` does not fit the model.
+        UnsupportedModelError: If the model has not one ``(batch, H, W, C)``
+            input; use `kprune export` then.
         VerificationError: If a model file disagrees with Keras; nothing is written.
 
     Example:
         >>> write_bundle("models/squeezenet1_1_fmnist_sgd.keras", "bundle/")
+        >>> write_bundle(detector, "detector_bundle/", data=canvases, preprocess="raw")
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -206,29 +186,27 @@ def write_bundle(
             f"{out_dir} already exists. Fix: choose another --out or pass --force to replace it."
         )
     network, model_path = resolve_model(model)
-    input_shape = image_input_shape(network, "`kprune bundle`")
-    context = model_context(network, model_path, dataset, data_dir, preprocess)
-    if context.dataset is None:
-        raise InvalidArgumentError(
-            "A bundle is verified on real images, and int8 is calibrated on them, but no "
-            "dataset is known. Fix: pass --dataset (fashion_mnist, cifar10 or folder:PATH)."
-        )
-    common = dict(
-        input_shape=input_shape,
+    image_input_shape(network, "`kprune bundle`", any_outputs=True)  # refuses other inputs first
+    task = bundle_task(network, task)
+    context = model_context(network, model_path, dataset, data_dir, preprocess, task)
+    verification_data, calibration = bundle_examples(
+        network,
+        context,
+        data=data,
+        calibration_data=calibration_data,
+        int8=int8,
+        verify_samples=verify_samples,
+        calibration_samples=calibration_samples,
+        split=split,
         data_dir=data_dir,
-        shuffle=False,
-        batch_size=64,
-        preprocessing=Preprocessing.from_dict(context.preprocessing),
     )
-    verification_data = load(context.dataset, split, limit=verify_samples, **common)
-    calibration_data = load(context.dataset, "train", limit=calibration_samples, **common) if int8 else None
 
     with named_write_errors(out_dir):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
     try:
         with progress_steps(progress, 5 if int8 else 4) as step:
-            artifacts = _export(network, staging, calibration_data, calibration_samples, opset, step)
+            artifacts = _export(network, staging, calibration, calibration_samples, opset, step)
             report = verify_export(
                 network,
                 list(artifacts.values()),
@@ -236,10 +214,12 @@ def write_bundle(
                 samples=verify_samples,
                 max_abs_diff=max_abs_diff,
                 min_agreement=min_agreement,
+                max_relative_error=max_relative_error,
             )
             step("verified")
-            _copy_programs(staging, context.class_names)
-            manifest = _manifest(network, model_path, context, artifacts, report, split)
+            _copy_programs(staging, task, context.class_names)
+            split_used = split if data is None else None
+            manifest = _manifest(network, model_path, context, artifacts, report, split_used, task)
             manifest["files"] = {
                 path.name: sha256_of(path) for path in sorted(staging.iterdir()) if path.is_file()
             }
@@ -270,50 +250,61 @@ def _export(network, staging, calibration_data, calibration_samples, opset, step
     return artifacts
 
 
-def _copy_programs(staging: Path, class_names: list[str]) -> None:
-    write_atomically(staging / LABELS_NAME, ("\n".join(class_names) + "\n").encode())
+def _copy_programs(staging: Path, task: str, class_names: list[str]) -> None:
+    if task == "classifier":
+        write_atomically(staging / LABELS_NAME, ("\n".join(class_names) + "\n").encode())
     for name in TEMPLATES:
         source = resources.files("kprune.export.templates").joinpath(name)
         write_atomically(staging / name, source.read_bytes())
 
 
-def _manifest(network, model_path, context, artifacts, report, split) -> dict:
-    verification = {**report.to_dict(), "dataset": context.dataset, "split": split}
+def _manifest(network, model_path, context, artifacts, report, split, task) -> dict:
+    verification = {**report.to_dict(), "dataset": context.dataset if split else None, "split": split}
     card = context.card or {}
     onnx = artifacts["onnx"]
-    return {
+    manifest = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if task == "classifier" else RAW_FORMAT_VERSION,
         "kprune_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": {
-            "name": network.name,
-            "source": str(model_path) if model_path else None,
-            "source_sha256": sha256_of(model_path) if model_path else None,
-            "params": count_params(network),
-            "flops": count_flops(network),
-            "flops_convention": "2 per multiply-accumulate, one image",
-        },
-        "input": {
-            "name": onnx.input.name,
-            "shape": [None, *image_input_shape(network)],
-            "dtype": "float32",
-            "layout": "NHWC",
-        },
-        "output": {
+    }
+    if task != "classifier":  # classifier manifests keep their keys, readable by older runtimes
+        manifest["task"] = task
+    manifest["model"] = {
+        "name": network.name,
+        "source": str(model_path) if model_path else None,
+        "source_sha256": sha256_of(model_path) if model_path else None,
+        "params": count_params(network),
+        "flops": count_flops(network),
+        "flops_convention": "2 per multiply-accumulate, one image",
+    }
+    manifest["input"] = {
+        "name": onnx.inputs[0].name,
+        "shape": [None, *image_input_shape(network, any_outputs=True)],
+        "dtype": "float32",
+        "layout": "NHWC",
+    }
+    if task == "classifier":
+        manifest["output"] = {
             "name": onnx.output.name,
             "shape": [None, len(context.class_names)],
             "dtype": "float32",
             "kind": "probabilities" if outputs_probabilities(network) else "logits",
-        },
-        "preprocessing": context.preprocessing,
-        "class_names": context.class_names,
-        "artifacts": {key: artifact.to_dict() for key, artifact in artifacts.items()},
-        "metrics": {
-            "model_card": {key: card[key] for key in _CARD_METRICS if key in card},
-            "verification": verification,
-        },
+        }
+    else:
+        manifest["outputs"] = [
+            {"name": tensor.name, "shape": [None, *tensor.shape[1:]], "dtype": "float32"}
+            for tensor in model_tensors(network).outputs
+        ]
+    manifest["preprocessing"] = context.preprocessing
+    if task == "classifier":
+        manifest["class_names"] = context.class_names
+    manifest["artifacts"] = {key: artifact.to_dict() for key, artifact in artifacts.items()}
+    manifest["metrics"] = {
+        "model_card": {key: card[key] for key in _CARD_METRICS if key in card},
+        "verification": verification,
     }
+    return manifest
 
 
 def check_bundle(bundle_dir: str | os.PathLike) -> dict:

@@ -28,7 +28,8 @@ from kprune.export.artifact import (
     progress_steps,
     resolve_model,
 )
-from kprune.export.bundle import bundle_artifacts, check_bundle, model_context
+from kprune.export.bundle import bundle_artifacts, check_bundle
+from kprune.export.context import bundle_task, model_context
 from kprune.export.onnx import export_onnx
 from kprune.export.tflite import DEFAULT_REPRESENTATIVE_SAMPLES, export_tflite
 from kprune.export.verify import (
@@ -250,8 +251,8 @@ def verify_files(
 def named_examples(network, model_path, dataset, data_dir, preprocess, split, limit, fix) -> Split:
     """``limit`` examples of a split of a named dataset (by default the model card's),
     preprocessed as the model expects (see `kprune.data.choose_preprocessing`)."""
-    input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA)
-    context = model_context(network, model_path, dataset, data_dir, preprocess)
+    input_shape = image_input_shape(network, _NAMED_DATASET, _OWN_DATA, any_outputs=True)
+    context = model_context(network, model_path, dataset, data_dir, preprocess, bundle_task(network))
     if context.dataset is None:
         raise InvalidArgumentError(
             "Verification and int8 calibration need real examples, but no dataset is known "

@@ -218,7 +218,7 @@ def test_export_model_takes_the_users_npz(models, tmp_path):
 def test_bundle_refuses_a_series_model_and_names_the_fix(models, tmp_path):
     with pytest.raises(
         UnsupportedModelError,
-        match=r"`kprune bundle` supports image classifiers only.*\(None, 24, 3\).*kprune export",
+        match=r"`kprune bundle` supports image models only.*\(None, 24, 3\).*kprune export",
     ):
         write_bundle(models["series"], tmp_path / "bundle", dataset="synthetic")
     assert not list(tmp_path.iterdir())

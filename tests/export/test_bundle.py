@@ -119,6 +119,22 @@ def test_manifest_describes_input_preprocessing_and_quantization(bundle_dir, mod
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     card = json.loads(model_file.with_name("position_cnn.card.json").read_text())
 
+    # The keys and order of classifier manifests before raw-output bundles existed.
+    assert list(manifest) == [
+        "format",
+        "format_version",
+        "kprune_version",
+        "created",
+        "model",
+        "input",
+        "output",
+        "preprocessing",
+        "class_names",
+        "artifacts",
+        "metrics",
+        "files",
+    ]
+    assert manifest["format_version"] == 1
     assert manifest["input"] == {
         "name": "input",
         "shape": [None, 16, 16, 3],
