@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,6 +19,7 @@ from kprune.cli._common import (
 )
 from kprune.cli._deploy import (
     CalibrationOption,
+    DataFileOption,
     JsonOption,
     MaxDiffOption,
     MinAgreementOption,
@@ -33,6 +34,19 @@ def bundle(
     model: ModelArgument,
     out_dir: Annotated[str, typer.Option("--out", "-o", help="The bundle folder to create.")],
     dataset: OptionalDatasetOption = None,
+    data: DataFileOption = None,
+    calibration_data: Annotated[
+        Optional[str],
+        typer.Option("--calibration-data", help="An .npz like --data for int8; default --data."),
+    ] = None,
+    task: Annotated[
+        Optional[str],
+        typer.Option(
+            "--task",
+            help="classifier or raw (every output written as .npy by run_bundle.py). "
+            "Default: classifier for one (batch, classes) output, else raw.",
+        ),
+    ] = None,
     int8: Annotated[
         bool, typer.Option("--int8/--no-int8", help="Also ship model_int8.tflite (full integer).")
     ] = True,
@@ -52,7 +66,9 @@ def bundle(
     The folder holds model.tflite, model_int8.tflite, model.onnx, labels.txt,
     manifest.json (preprocessing, quantization, classes, sha256 of every file),
     kprune_runtime.py, run_bundle.py and rtmaps_kprune.py. Every model file is
-    verified against Keras first; on failure nothing is written.
+    verified against Keras first; on failure nothing is written. Models with
+    other outputs (a detector) make raw-output bundles (--task raw): no labels,
+    run_bundle.py --out writes every output as .npy, the RTMaps component refuses them.
     """
     quiet_import()
     with user_errors():
@@ -62,6 +78,9 @@ def bundle(
             model,
             out_dir,
             dataset=dataset,
+            data=data,
+            calibration_data=calibration_data,
+            task=task,
             int8=int8,
             calibration_samples=calibration_samples,
             verify_samples=samples,
@@ -82,13 +101,16 @@ def bundle(
     for name in manifest["files"]:
         out.print(f"  {name:<20} {format_count((folder / name).stat().st_size)}B", highlight=False)
     for check in manifest["metrics"]["verification"]["artifacts"]:
-        accuracy = "" if check["accuracy"] is None else f", accuracy {check['accuracy']:.4f}"
-        out.print(
-            f"  verified {check['file']}: max abs diff {check['max_abs_diff']:.2e}, "
-            f"top-1 agreement {check['top1_agreement']:.2%}{accuracy}",
-            highlight=False,
-        )
-    out.print(f"Try it: python {folder / 'run_bundle.py'} IMAGE_OR_FOLDER", highlight=False)
+        parts = [f"max abs diff {check['max_abs_diff']:.2e}"]
+        if check["top1_agreement"] is not None:
+            parts.append(f"top-1 agreement {check['top1_agreement']:.2%}")
+        if check.get("relative_error") is not None:
+            parts.append(f"relative error {check['relative_error']:.2%}")
+        if check["accuracy"] is not None:
+            parts.append(f"accuracy {check['accuracy']:.4f}")
+        out.print(f"  verified {check['file']}: {', '.join(parts)}", highlight=False)
+    raw = " --out OUTPUTS/" if manifest.get("task") == "raw" else ""
+    out.print(f"Try it: python {folder / 'run_bundle.py'} IMAGE_OR_FOLDER{raw}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -377,6 +377,30 @@ def test_series_model_exports_with_data_file_and_bundle_refuses_it(tmp_path):
     assert (tmp_path / "out" / "series.onnx").is_file()
     assert bundled.exit_code == 1 and "Traceback" not in bundled.output
     message = " ".join(bundled.stderr.split())
-    assert "`kprune bundle` supports image classifiers only" in message
+    assert "`kprune bundle` supports image models only" in message
     assert "Fix: use `kprune export`" in message
     assert not (tmp_path / "bundle").exists()
+
+
+def test_bundle_of_a_detector_takes_a_data_file_and_without_one_names_the_fix(tmp_path):
+    from tests.export.test_raw_bundle import canvases, model_inputs, tiny_detector
+
+    kprune.save_model(tiny_detector(), tmp_path / "detector.keras")
+    np.savez(tmp_path / "canvases.npz", canvas=model_inputs(canvases(32, seed=0)))
+    command = ["bundle", str(tmp_path / "detector.keras"), "--preprocess", "scale=1/255", "--no-int8"]
+
+    bundled = runner.invoke(
+        app,
+        [*command, "--out", str(tmp_path / "bundle"), "--data", str(tmp_path / "canvases.npz"), "-n", "32"],
+    )
+    refused = runner.invoke(app, [*command, "--out", str(tmp_path / "refused")])
+
+    assert bundled.exit_code == 0, bundled.output
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["task"] == "raw" and [o["name"] for o in manifest["outputs"]] == ["boxes", "objectness"]
+    assert manifest["metrics"]["verification"]["samples"] == 32
+    assert "run_bundle.py IMAGE_OR_FOLDER --out OUTPUTS/" in " ".join(bundled.stdout.split())
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    message = " ".join(refused.stderr.split())
+    assert "no dataset is known" in message and "--data FILE.npz" in message
+    assert not (tmp_path / "refused").exists()
