@@ -6,6 +6,10 @@ written in the manifest is implemented once. kprune's own verification and
 benchmarks run models through this same code, so what is verified is what
 runs on the board.
 
+A bundle's manifest says its task: ``classifier`` (the default; `Classifier`
+gives classes and probabilities) or ``raw`` (`RawModel` gives every output of
+the model as an array, by the Keras output names in manifest["outputs"]).
+
 Needs Python 3.8 or later, numpy, and one runtime: ai_edge_litert (or the
 older tflite_runtime) for .tflite files, onnxruntime for .onnx files. Never
 imports TensorFlow or kprune. Image files are read by kprune_images.py.
@@ -21,7 +25,9 @@ import numpy as np
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "kprune-bundle"
-FORMAT_VERSION = 1
+# Version 2 added raw-output bundles ("task": "raw"); classifier bundles still say 1.
+FORMAT_VERSION = 2
+TASKS = ("classifier", "raw")
 BACKENDS = ("tflite", "tflite_int8", "onnx")
 # ITU-R 601 luma, the weights of tf.image.rgb_to_grayscale.
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
@@ -50,6 +56,24 @@ def load_manifest(bundle_dir):
             % (path, manifest.get("format_version"), FORMAT_VERSION)
         )
     return manifest
+
+
+def bundle_task(manifest):
+    """``classifier`` or ``raw``: what the bundle's model gives (classifier when unsaid)."""
+    task = manifest.get("task", "classifier")
+    if task not in TASKS:
+        raise BundleError(
+            "The bundle's task is %r; this runtime knows %s. Fix: use the kprune_runtime.py "
+            "shipped in the same bundle." % (task, ", ".join(TASKS))
+        )
+    return task
+
+
+def output_names(manifest):
+    """The names of the model's outputs, in the model's order (a classifier has one, its scores)."""
+    if "outputs" in manifest:
+        return [str(entry["name"]) for entry in manifest["outputs"]]
+    return [str(manifest.get("output", {}).get("name", "output"))]
 
 
 def sha256_of(path):
@@ -206,11 +230,17 @@ def _interpreter_class():
 class TFLiteModel:
     """A .tflite file run by the TFLite interpreter (XNNPACK on CPU).
 
-    ``predict`` takes float32 inputs and returns float32 scores whatever the
-    file's precision: int8 inputs and outputs are (de)quantized here.
+    ``run`` takes float32 inputs and returns every output as float32 whatever
+    the file's precision: int8 inputs and outputs are (de)quantized here.
+    ``predict`` returns the first output (a classifier's scores).
+
+    A file with several outputs keeps them in no useful order; they are found
+    through its ``serving_default`` signature, whose keys are ``output_0``,
+    ``output_1``, … in the Keras model's order (or the Keras output names).
+    ``output_names`` says how many there are and what they are called.
     """
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None, output_names=None):
         interpreter_class = _interpreter_class()
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
@@ -218,7 +248,7 @@ class TFLiteModel:
             raise BundleError("Cannot load %s: %s" % (path, error)) from None
         self.path = str(path)
         self._input = self._interpreter.get_input_details()[0]
-        self._output_index = self._interpreter.get_output_details()[0]["index"]
+        self._outputs = _tflite_outputs(self._interpreter, self.path, output_names)
         self._dynamic_batch = int(self._input.get("shape_signature", [0])[0]) == -1
         self._batch = int(self._input["shape"][0])
         self._interpreter.allocate_tensors()
@@ -228,22 +258,54 @@ class TFLiteModel:
         return tuple(int(v) for v in self._input["shape"][1:])
 
     def predict(self, images):
+        return self.run(images)[0]
+
+    def run(self, images):
+        """Every output (a list of float32 arrays, batch first) of a float32 input batch."""
         images = np.asarray(images, dtype=np.float32)
         if not self._dynamic_batch and len(images) != self._batch:
-            parts = [self.predict(images[i : i + self._batch]) for i in range(0, len(images), self._batch)]
-            return np.concatenate(parts)
+            parts = [self.run(images[i : i + self._batch]) for i in range(0, len(images), self._batch)]
+            return [np.concatenate(outputs) for outputs in zip(*parts)]
         if len(images) != self._batch:
             self._interpreter.resize_tensor_input(self._input["index"], [len(images), *self.input_shape])
             self._interpreter.allocate_tensors()
             self._batch = len(images)
         self._interpreter.set_tensor(self._input["index"], _quantize(images, self._input))
         self._interpreter.invoke()
-        output = self._interpreter.get_tensor(self._output_index)
-        details = self._interpreter.get_output_details()[0]
-        return _dequantize(output, details)
+        return [_dequantize(self._interpreter.get_tensor(d["index"]), d) for d in self._outputs]
 
     def close(self):
         self._interpreter = None
+
+
+def _tflite_outputs(interpreter, path, names):
+    """The output tensor details of a .tflite file, in the model's order."""
+    details = interpreter.get_output_details()
+    if len(details) == 1:
+        return details
+    count = len(names or ())
+    if count != len(details):
+        raise BundleError(
+            "%s has %d outputs, not the model's %d: it was exported from another model. "
+            "Fix: export (and bundle) the model again." % (path, len(details), count)
+        )
+    try:
+        signature = interpreter.get_signature_runner("serving_default")
+        by_key = signature.get_output_details()
+    except (ValueError, AttributeError) as error:
+        raise BundleError(
+            "%s has no usable serving_default signature (%s), so its %d outputs cannot be "
+            "told apart. Fix: a TFLite runtime of version 2.7 or later, or the ONNX backend."
+            % (path, error, len(details))
+        ) from None
+    del signature  # it holds views of the tensors, which forbid resizing them
+    for keys in (["output_%d" % i for i in range(count)], list(names)):
+        if sorted(keys) == sorted(by_key):
+            return [by_key[key] for key in keys]
+    raise BundleError(
+        "%s has outputs %s, not the model's %s: it was exported from another model. "
+        "Fix: export (and bundle) the model again." % (path, ", ".join(sorted(by_key)), ", ".join(names))
+    )
 
 
 def _quantize(values, details):
@@ -263,9 +325,13 @@ def _dequantize(values, details):
 
 
 class OnnxModel:
-    """An .onnx file run by onnxruntime's CPU execution provider."""
+    """An .onnx file run by onnxruntime's CPU execution provider.
 
-    def __init__(self, path, threads=None):
+    ``run`` returns every output; a file with several is read by the names in
+    ``output_names`` (kprune names them after the Keras outputs).
+    """
+
+    def __init__(self, path, threads=None, output_names=None):
         try:
             import onnxruntime
         except ImportError:
@@ -285,27 +351,106 @@ class OnnxModel:
         self.path = str(path)
         self._input_name = self._session.get_inputs()[0].name
         self._input_shape = tuple(self._session.get_inputs()[0].shape[1:])
+        in_file = [value.name for value in self._session.get_outputs()]
+        self._output_names = in_file
+        if len(in_file) > 1:
+            wanted = list(output_names or ())
+            if sorted(wanted) != sorted(in_file):
+                raise BundleError(
+                    "%s has outputs %s, not the model's %s: it was exported from another model. "
+                    "Fix: export (and bundle) the model again."
+                    % (path, ", ".join(sorted(in_file)), ", ".join(wanted) or "none")
+                )
+            self._output_names = wanted
 
     @property
     def input_shape(self):
         return self._input_shape
 
     def predict(self, images):
+        return self.run(images)[0]
+
+    def run(self, images):
+        """Every output (a list of float32 arrays, batch first) of a float32 input batch."""
         feed = {self._input_name: np.asarray(images, dtype=np.float32)}
-        return np.asarray(self._session.run(None, feed)[0], dtype=np.float32)
+        outputs = self._session.run(self._output_names, feed)
+        return [np.asarray(values, dtype=np.float32) for values in outputs]
 
     def close(self):
         self._session = None
 
 
-def open_model(path, threads=None):
-    """A TFLiteModel or OnnxModel for a file, chosen by its suffix."""
+def open_model(path, threads=None, output_names=None):
+    """A TFLiteModel or OnnxModel for a file, chosen by its suffix.
+
+    ``output_names`` (the model's, in order) is needed for files with several outputs.
+    """
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix == ".tflite":
-        return TFLiteModel(path, threads)
+        return TFLiteModel(path, threads, output_names)
     if suffix == ".onnx":
-        return OnnxModel(path, threads)
+        return OnnxModel(path, threads, output_names)
     raise BundleError("%s is neither a .tflite nor an .onnx file." % path)
+
+
+# --------------------------------------------------------------------------- bundle models
+
+
+def locate_model(location, backend="tflite", check_files=True):
+    """``(bundle folder, manifest, model file)`` for a bundle folder or a model file in one."""
+    location = str(location)
+    if os.path.isdir(location):
+        bundle_dir = location
+        manifest = load_manifest(bundle_dir)
+        artifacts = manifest.get("artifacts", {})
+        if backend not in artifacts:
+            raise BundleError(
+                "Backend %r is not in the bundle %s; it has %s."
+                % (backend, bundle_dir, ", ".join(sorted(artifacts)) or "none")
+            )
+        model_name = artifacts[backend]["file"]
+    else:
+        bundle_dir = os.path.dirname(os.path.abspath(location))
+        manifest = load_manifest(bundle_dir)
+        model_name = os.path.basename(location)
+    if check_files:
+        check_file(bundle_dir, manifest, model_name)
+    return bundle_dir, manifest, os.path.join(bundle_dir, model_name)
+
+
+class RawModel:
+    """A bundle's model and preprocessing, giving every output of raw images by name.
+
+    For raw-output bundles (``"task": "raw"``: detectors, regressors, …); a
+    classifier bundle gives its one output, the class scores, too.
+
+    Args:
+        location: The bundle folder, or one model file inside it.
+        backend: ``tflite``, ``tflite_int8`` or ``onnx``; ignored when
+            ``location`` is a model file.
+        threads: Inference threads; None lets the runtime choose, 0 uses all cores.
+        check_files: Compare the model file's sha256 with the manifest first.
+    """
+
+    def __init__(self, location, backend="tflite", threads=None, check_files=True):
+        self.bundle_dir, self.manifest, path = locate_model(location, backend, check_files)
+        bundle_task(self.manifest)
+        self.output_names = output_names(self.manifest)
+        if threads == 0:
+            threads = os.cpu_count() or 1
+        self.model = open_model(path, threads, self.output_names)
+        self.preprocess = Preprocessor(self.manifest["preprocessing"])
+
+    def run(self, images, channel_order=None):
+        """``{output name: float32 array (N, ...)}`` of raw images, in one inference."""
+        return self.run_inputs(self.preprocess.batch(images, channel_order))
+
+    def run_inputs(self, inputs):
+        """Like `run`, for a batch that is already the model's input (N, H, W, C), preprocessed."""
+        return dict(zip(self.output_names, self.model.run(inputs)))
+
+    def close(self):
+        self.model.close()
 
 
 # --------------------------------------------------------------------------- classifier
@@ -344,27 +489,17 @@ class Classifier:
     """
 
     def __init__(self, location, backend="tflite", threads=None, check_files=True):
-        location = str(location)
-        if os.path.isdir(location):
-            bundle_dir = location
-            self.manifest = load_manifest(bundle_dir)
-            artifacts = self.manifest.get("artifacts", {})
-            if backend not in artifacts:
-                raise BundleError(
-                    "Backend %r is not in the bundle %s; it has %s."
-                    % (backend, bundle_dir, ", ".join(sorted(artifacts)) or "none")
-                )
-            model_name = artifacts[backend]["file"]
-        else:
-            bundle_dir = os.path.dirname(os.path.abspath(location))
-            self.manifest = load_manifest(bundle_dir)
-            model_name = os.path.basename(location)
-        if check_files:
-            check_file(bundle_dir, self.manifest, model_name)
+        bundle_dir, self.manifest, path = locate_model(location, backend, check_files)
+        if bundle_task(self.manifest) != "classifier":
+            raise BundleError(
+                "The bundle %s holds a model with raw outputs (%s), not an image classifier. "
+                "Fix: run it with kprune_runtime.RawModel, or run_bundle.py --out FOLDER, which "
+                "writes its outputs as .npy." % (bundle_dir, ", ".join(output_names(self.manifest)))
+            )
         if threads == 0:
             threads = os.cpu_count() or 1
         self.bundle_dir = bundle_dir
-        self.model = open_model(os.path.join(bundle_dir, model_name), threads)
+        self.model = open_model(path, threads)
         self.preprocess = Preprocessor(self.manifest["preprocessing"])
         self.class_names = list(self.manifest.get("class_names") or [])
         self.outputs_probabilities = self.manifest.get("output", {}).get("kind") == "probabilities"

@@ -1,5 +1,9 @@
 """RTMaps Python component: classifies each image of its input with a kprune bundle.
 
+For image classifier bundles only: a raw-output bundle ("task": "raw" in
+manifest.json, e.g. a detector) is refused when the component is born; run
+those with run_bundle.py --out FOLDER or kprune_runtime.RawModel.
+
 Load this file in RTMaps' Python component (PythonBridge); the class must be
 named ``rtmaps_python``. It needs numpy and ai_edge_litert (or onnxruntime)
 in RTMaps' Python, and kprune_runtime.py and manifest.json beside the model.
@@ -67,6 +71,15 @@ class rtmaps_python(BaseComponent):  # noqa: N801  (the name RTMaps looks for)
                 sys.path.insert(0, folder)
         import kprune_runtime
 
+        bundle_dir = location if os.path.isdir(location) else os.path.dirname(os.path.abspath(location))
+        manifest = kprune_runtime.load_manifest(bundle_dir)
+        if kprune_runtime.bundle_task(manifest) != "classifier":
+            raise ValueError(
+                "rtmaps_kprune.py classifies images only, and the bundle %s holds a model with raw "
+                "outputs (%s). Fix: run it with run_bundle.py --out FOLDER, or build your own "
+                "component on kprune_runtime.RawModel."
+                % (bundle_dir, ", ".join(kprune_runtime.output_names(manifest)))
+            )
         threads = int(self.properties["threads"].data)
         self.classifier = kprune_runtime.Classifier(location, backend, threads)
         rt.report_info(
