@@ -26,6 +26,7 @@ MODELS = (
     "kprune/baselines/squeezenet1_1_fmnist_sgd.keras",  # kprune prune's default model, the shipped ones' start
     "models/squeezenet1_1_fmnist_pruned.keras",
     "models/squeezenet1_1_fmnist_latency.keras",
+    "models/squeezenet1_1_fmnist_int8.keras",
 )
 CORES = ("cortex-a53", "cortex-a72")
 PRECISIONS = ("fp32", "int8")

@@ -33,6 +33,7 @@ COMMAND = "python -m scripts.checks.shipped_bundles"
 BUNDLES = {  # bundle folder (relative to the repository root): the model it is written from
     "models/squeezenet1_1_fmnist_pruned_bundle": "models/squeezenet1_1_fmnist_pruned.keras",
     "models/squeezenet1_1_fmnist_latency_bundle": "models/squeezenet1_1_fmnist_latency.keras",
+    "models/squeezenet1_1_fmnist_int8_bundle": "models/squeezenet1_1_fmnist_int8.keras",
 }
 TEMPLATES = "kprune.export.templates"
 
