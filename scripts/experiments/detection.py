@@ -70,11 +70,12 @@ def make_canvases(
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(items), count)
     sides = np.rint(28 * rng.uniform(*scale, count)).astype(int)
+    places = np.floor(rng.uniform(size=(count, 2)) * (CANVAS - sides[:, None] + 1)).astype(int)
+    # the background last, so that the noise level does not move the items
     images = rng.integers(0, noise + 1, (count, CANVAS, CANVAS), dtype=np.uint8)
     boxes = np.zeros((count, 4), np.float32)
-    for n, (pick, side) in enumerate(zip(picks, sides)):
+    for n, (pick, side, (top, left)) in enumerate(zip(picks, sides, places)):
         item = np.asarray(Image.fromarray(items[pick]).resize((side, side), Image.BILINEAR))
-        top, left = rng.integers(0, CANVAS - side + 1, 2)
         region = images[n, top : top + side, left : left + side]
         np.maximum(region, item, out=region)
         rows = np.flatnonzero(item.max(axis=1) > INK)
