@@ -231,8 +231,8 @@ def box_iou(a, b):
     return ops.divide_no_nan(intersection, area(a) + area(b) - intersection)
 
 
-def compile_detector(model: keras.Model, learning_rate: float = 2e-3) -> keras.Model:
-    """Compiles ``model`` in place: Adam, the two losses (box weighted 5×; ``detections`` has none),
+def compile_detector(model: keras.Model, learning_rate=2e-3) -> keras.Model:
+    """Compiles ``model`` in place: Adam (a rate or a schedule), the two losses (box weighted 5×; ``detections`` has none),
     IoU and hit rate."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
