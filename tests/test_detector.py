@@ -199,3 +199,70 @@ def test_a_tiny_detector_is_ranked_pruned_and_exported_with_parity(tmp_path):
     fp32, int8, onnx = report.checks
     assert fp32.max_abs_diff <= 1e-4 and onnx.max_abs_diff <= 1e-4
     assert int8.relative_error is not None and int8.relative_error <= 0.1
+
+
+def test_the_results_section_states_sizes_changes_and_speedups_of_the_evidence():
+    from scripts.experiments.detector import report_text
+
+    def scores(params, flops, test_iou):
+        return {"params": params, "flops": flops, "val_iou": 0.9, "test_iou": test_iou, "test_hit50": 0.99}
+
+    def check(quantize, form, diff):
+        return {
+            "quantize": quantize,
+            "format": form,
+            "file": "f",
+            "max_abs_diff": diff,
+            "relative_error": 0.0123,
+        }
+
+    facts = {
+        "command": "python -m scripts.experiments.detector",
+        "canvases": {"train": 20000, "val": 2000, "test": 2000},
+        "training": {"epochs": 10},
+        "target_flops": 0.8,
+        "monitor": "detections_box_iou",
+        "pruning": {
+            "steps": 30,
+            "stop_reason": "target reached",
+            "within_budget": {"step": 12, "file": "within-1pt.keras"},
+            "pick": "within-1pt.keras",
+            "wall_time_s": 600,
+        },
+        "scores": {
+            "unpruned": scores(1000, 40e6, 0.9),
+            "pick": scores(400, 10e6, 0.8925),
+            "end": scores(250, 8e6, 0.85),
+        },
+        "verification": {
+            "samples": 500,
+            "artifacts": [
+                check("none", "tflite", 1e-7),
+                check("int8", "tflite", 1e-2),
+                check(None, "onnx", 2e-7),
+            ],
+        },
+        "file_test_iou": {"none": 0.8925, "int8": 0.89, "onnx": 0.8925},
+        "bench": {
+            "models": [{"label": "a"}, {"label": "b"}],
+            "measurements": [
+                {"model": "a", "precision": "fp32", "median_ms": 2.0},
+                {"model": "a", "precision": "int8", "median_ms": 0.8},
+                {"model": "b", "precision": "fp32", "median_ms": 0.5},
+                {"model": "b", "precision": "int8", "median_ms": 0.25},
+            ],
+            "settings": {"repeats": 300},
+            "environment": {"machine": "x86_64"},
+        },
+    }
+
+    text = report_text(facts)
+
+    assert "| 400 (−60.0%) | 10.0 M (−75.0%) | 90.00 | 89.25 (−0.75) |" in text  # the pick
+    assert "| 250 (−75.0%) | 8.0 M (−80.0%) |" in text and "85.00 (−5.00)" in text  # the end
+    assert (
+        "step 12" in text
+        and "TFLite int8 (`f`): max abs diff 1.0e-02, relative error 1.23%, test IoU 89.00" in text
+    )
+    assert "| unpruned | 2.000 | 0.800 | 1.00× | 2.50× |" in text
+    assert "| pick | 0.500 | 0.250 | 4.00× | 8.00× |" in text
