@@ -201,11 +201,37 @@ def test_a_tiny_detector_is_ranked_pruned_and_exported_with_parity(tmp_path):
     assert int8.relative_error is not None and int8.relative_error <= 0.1
 
 
+def _scores(params, flops, val_iou, test_iou):
+    return {"params": params, "flops": flops, "val_iou": val_iou, "test_iou": test_iou, "test_hit50": 0.99}
+
+
+def _run(scores, within=None):
+    return {
+        "steps": 20,
+        "stop_reason": "target reached",
+        "within_budget": within,
+        "wall_time_s": 300,
+        "scores": scores,
+    }
+
+
+def test_the_pick_is_the_most_pruned_end_within_a_point_else_a_kept_snapshot_else_the_unpruned():
+    from scripts.experiments.detector import choose
+
+    kept = {"step": 5, "file": "within-1pt.keras", "flops_removed": 0.3}
+    runs = {
+        "0.6": _run(_scores(500, 16e6, 0.925, 0.92)),  # 0.5 point down: within
+        "0.7": _run(_scores(400, 12e6, 0.9201, 0.91)),  # 0.99 point down: within, more pruned
+        "0.8": _run(_scores(300, 8e6, 0.91, 0.90), kept),  # 2 points down
+    }
+    assert choose(0.93, runs) == ("0.7", "end")
+    assert choose(0.95, runs) == ("0.8", "within")  # no end within 1 point of 95
+    runs["0.8"]["within_budget"] = {"step": 0, "file": None, "flops_removed": 0.0}
+    assert choose(0.95, runs) == (None, "unpruned")
+
+
 def test_the_results_section_states_sizes_changes_and_speedups_of_the_evidence():
     from scripts.experiments.detector import report_text
-
-    def scores(params, flops, test_iou):
-        return {"params": params, "flops": flops, "val_iou": 0.9, "test_iou": test_iou, "test_hit50": 0.99}
 
     def check(quantize, form, diff):
         return {
@@ -220,20 +246,14 @@ def test_the_results_section_states_sizes_changes_and_speedups_of_the_evidence()
         "command": "python -m scripts.experiments.detector",
         "canvases": {"train": 20000, "val": 2000, "test": 2000},
         "training": {"epochs": 10},
-        "target_flops": 0.8,
         "monitor": "detections_box_iou",
-        "pruning": {
-            "steps": 30,
-            "stop_reason": "target reached",
-            "within_budget": {"step": 12, "file": "within-1pt.keras"},
-            "pick": "within-1pt.keras",
-            "wall_time_s": 600,
+        "limit_points": 1.0,
+        "unpruned": _scores(1000, 40e6, 0.9, 0.9),
+        "runs": {
+            "0.7": _run(_scores(400, 10e6, 0.8925, 0.8925)),
+            "0.8": _run(_scores(250, 8e6, 0.85, 0.85)),
         },
-        "scores": {
-            "unpruned": scores(1000, 40e6, 0.9),
-            "pick": scores(400, 10e6, 0.8925),
-            "end": scores(250, 8e6, 0.85),
-        },
+        "pick": {"target": "0.7", "kind": "end", "file": "prune-70/pruned.keras"},
         "verification": {
             "samples": 500,
             "artifacts": [
@@ -258,11 +278,12 @@ def test_the_results_section_states_sizes_changes_and_speedups_of_the_evidence()
 
     text = report_text(facts)
 
-    assert "| 400 (−60.0%) | 10.0 M (−75.0%) | 90.00 | 89.25 (−0.75) |" in text  # the pick
-    assert "| 250 (−75.0%) | 8.0 M (−80.0%) |" in text and "85.00 (−5.00)" in text  # the end
     assert (
-        "step 12" in text
-        and "TFLite int8 (`f`): max abs diff 1.0e-02, relative error 1.23%, test IoU 89.00" in text
+        "| **target 70% FLOPs: end (20 steps): the pick** | 400 (−60.0%) | 10.0 M (−75.0%) "
+        "| 89.25 (−0.75) | 89.25 (−0.75) |" in text
     )
+    assert "| target 80% FLOPs: end (20 steps) | 250 (−75.0%) | 8.0 M (−80.0%) | 85.00 (−5.00) |" in text
+    assert "TFLite int8 (`f`): max abs diff 1.0e-02, relative error 1.23%, test IoU 89.00" in text
     assert "| unpruned | 2.000 | 0.800 | 1.00× | 2.50× |" in text
-    assert "| pick | 0.500 | 0.250 | 4.00× | 8.00× |" in text
+    assert "| the pick | 0.500 | 0.250 | 4.00× | 8.00× |" in text
+    assert "10 min of pruning in all" in text

@@ -8,10 +8,12 @@ the same command runs again (training from its last epoch, pruning from its last
    validation from the last 10,000, test from the test images.
 2. train: the detector, Adam with cosine decay (runs/detector/detector.keras).
 3. prune: ``kprune.prune(model, train, val, criterion="taylor", target_flops=T,
-   monitor="detections_box_iou")`` and kprune's defaults for the rest (runs/detector/prune/).
-4. pick: the most-pruned model within 1 point of validation IoU (×100): the end of the run when it
-   is within, else the ``within-1pt.keras`` kprune kept. Every model is then scored on the test
-   canvases (mean IoU and hit rate at IoU 0.5).
+   monitor="detections_box_iou")`` and kprune's defaults for the rest, one run per target T
+   (runs/detector/prune-NN/).
+4. pick: the most-pruned model within 1 point of validation IoU (×100): the end of a run (after
+   its final fine-tune) when one is within, else the ``within-1pt.keras`` kprune kept in a run,
+   else the unpruned model. Every model is scored on the validation and test canvases (mean IoU
+   and hit rate at IoU 0.5).
 5. export: the pick to TFLite fp32, int8 (calibrated on training canvases) and ONNX, verified against
    Keras (`kprune.export_model`); the int8 file's IoU on the test canvases.
 6. bench: TFLite (XNNPACK) latency of the unpruned model and the pick, fp32 and int8, 1 thread,
@@ -20,7 +22,7 @@ the same command runs again (training from its last epoch, pruning from its last
     python -m scripts.experiments.detector            # everything; resumable
     python -m scripts.experiments.detector --report   # the RESULTS section from the evidence
 
-Evidence: docs/results/detector/detector.json and the pruning run's report.json beside it.
+Evidence: docs/results/detector/detector.json and each pruning run's report.json beside it.
 """
 
 from __future__ import annotations
@@ -157,32 +159,65 @@ def file_iou(model, artifact, images: np.ndarray, targets: dict) -> float:
     return float(metric.result())
 
 
+LIMIT = 1.0  # points of validation IoU ×100
+
+
+def choose(unpruned_val: float, runs: dict) -> tuple[str | None, str]:
+    """The most-pruned model within `LIMIT` points of validation IoU: ``(target, "end")`` for the
+    end of a run, ``(target, "within")`` for the ``within-1pt.keras`` kprune kept in a run, or
+    ``(None, "unpruned")`` when no pruned model is within."""
+    ends = [key for key, run in runs.items() if 100 * (unpruned_val - run["scores"]["val_iou"]) <= LIMIT]
+    if ends:
+        return max(ends, key=lambda key: 1 - runs[key]["scores"]["flops"]), "end"
+    kept = [key for key, run in runs.items() if (run["within_budget"] or {}).get("file")]
+    if kept:
+        return max(kept, key=lambda key: runs[key]["within_budget"]["flops_removed"]), "within"
+    return None, "unpruned"
+
+
 def run(args) -> dict:
     import keras
 
     import kprune
 
-    runs, evidence = Path(args.runs), Path(args.evidence)
+    runs_dir, evidence = Path(args.runs), Path(args.evidence)
     counts = {"train": args.train_canvases, "val": args.val_canvases, "test": args.test_canvases}
     data = canvases(counts)
     clock = {"start": time.time()}
-    training = train(data, runs / "detector.keras", args.epochs)
+    base_path = runs_dir / "detector.keras"
+    training = train(data, base_path, args.epochs)
     clock["train"] = time.time()
-    result = prune(runs / "detector.keras", data, runs / "prune", args.target_flops)
+    unpruned = score(keras.models.load_model(base_path), data)
+    runs, paths = {}, {}
+    for target in args.target_flops:
+        key = f"{target:g}"
+        run_dir = runs_dir / f"prune-{round(100 * target)}"
+        result = prune(base_path, data, run_dir, target)
+        steps = [record for record in result.report["steps"] if record["step"] and not record.get("phase")]
+        runs[key] = {
+            "steps": len(steps),
+            "stop_reason": result.report["stop_reason"],
+            "within_budget": result.within_budget,
+            "wall_time_s": result.report["wall_time_s"],
+            "scores": score(keras.models.load_model(run_dir / "pruned.keras"), data),
+        }
+        paths[key] = run_dir
+        shutil.copyfile(run_dir / "report.json", _evidence_file(evidence, key))
     clock["prune"] = time.time()
-    within = result.within_budget
-    pick_path = runs / "prune" / (within["file"] if within and within.get("file") else "pruned.keras")
-    models = {
-        "unpruned": keras.models.load_model(runs / "detector.keras"),
-        "end": keras.models.load_model(runs / "prune" / "pruned.keras"),
-        "pick": keras.models.load_model(pick_path),
-    }
-    scores = {name: score(model, data) for name, model in models.items()}
+    chosen, kind = choose(unpruned["val_iou"], runs)
+    pick_path = {
+        "end": lambda: paths[chosen] / "pruned.keras",
+        "within": lambda: paths[chosen] / runs[chosen]["within_budget"]["file"],
+        "unpruned": lambda: base_path,
+    }[kind]()
+    pick_model = keras.models.load_model(pick_path)
+    pick = {"target": chosen, "kind": kind, "file": str(pick_path.relative_to(runs_dir))}
+    pick["scores"] = score(pick_model, data)
     test_images, test_targets = data["test"]
     calibration = data["train"][0][:CALIBRATION].astype(np.float32)
     exported = kprune.export_model(
-        models["pick"],
-        runs / "export",
+        pick_model,
+        runs_dir / "export",
         quantize=("none", "int8"),
         data=test_images[:VERIFY].astype(np.float32),
         calibration_data=calibration,
@@ -194,12 +229,11 @@ def run(args) -> dict:
         for artifact in exported.artifacts
     }
     file_ious = {
-        name: file_iou(models["pick"], artifact, test_images, test_targets)
-        for name, artifact in files.items()
+        name: file_iou(pick_model, artifact, test_images, test_targets) for name, artifact in files.items()
     }
     clock["export"] = time.time()
     bench = kprune.benchmark(
-        [runs / "detector.keras", pick_path],
+        [base_path, pick_path],
         runtimes=["tflite"],
         batch_sizes=[1],
         threads=[1],
@@ -210,21 +244,15 @@ def run(args) -> dict:
         repeats=args.repeats,
     )
     clock["bench"] = time.time()
-    steps = [record for record in result.report["steps"] if record["step"] and not record.get("phase")]
     facts = {
         "command": " ".join([COMMAND, *sys.argv[1:]]),
         "canvases": counts,
         "training": training,
-        "target_flops": args.target_flops,
         "monitor": MONITOR,
-        "pruning": {
-            "steps": len(steps),
-            "stop_reason": result.report["stop_reason"],
-            "within_budget": within,
-            "pick": pick_path.name,
-            "wall_time_s": result.report["wall_time_s"],
-        },
-        "scores": scores,
+        "limit_points": LIMIT,
+        "unpruned": unpruned,
+        "runs": runs,
+        "pick": pick,
         "verification": exported.verification.to_dict(),
         "file_test_iou": file_ious,
         "bench": bench.to_dict(),
@@ -236,8 +264,12 @@ def run(args) -> dict:
         },
     }
     write_json(evidence / "detector.json", facts)
-    shutil.copyfile(runs / "prune" / "report.json", evidence / "prune_report.json")
     return facts
+
+
+def _evidence_file(evidence: Path, key: str) -> Path:
+    evidence.mkdir(parents=True, exist_ok=True)
+    return evidence / f"prune-{round(100 * float(key))}.report.json"
 
 
 def _points(value: float) -> str:
@@ -248,36 +280,41 @@ def _change(after: float, before: float) -> str:
     return f"{100 * (after - before):+.2f}".replace("-", "−")
 
 
+def _removed(row: dict, base: dict, key: str) -> str:
+    return f"−{100 * (1 - row[key] / base[key]):.1f}%"
+
+
 def report_text(facts: dict) -> str:
-    """The RESULTS section: sizes and IoU of the three models, the export's parity, TFLite latency."""
-    scores, pruning = facts["scores"], facts["pruning"]
-    base = scores["unpruned"]
-    within = pruning["within_budget"]
-    pick_label = (
-        f"most-pruned within 1 point on validation (step {within['step']}, `{pruning['pick']}`)"
-        if within
-        else "end of the run, within 1 point on validation"
-    )
-    rows = [("unpruned", "unpruned", base)]
-    if within:
-        rows.append(("pick", pick_label, scores["pick"]))
-        rows.append(
-            ("end", f"end of the run ({pruning['steps']} steps, {pruning['stop_reason']})", scores["end"])
-        )
-    else:
-        rows.append(("end", f"{pick_label} ({pruning['steps']} steps)", scores["end"]))
+    """The RESULTS section: every run's end and the pick, the pick's export parity, TFLite latency."""
+    base, pick = facts["unpruned"], facts["pick"]
     lines = [
-        "| model | params | FLOPs | val IoU | test IoU (change) | test hit@0.5 (change) |",
+        "| model | params | FLOPs | val IoU (change) | test IoU (change) | test hit@0.5 (change) |",
         "| --- | --: | --: | --: | --: | --: |",
+        f"| unpruned | {base['params']:,} | {base['flops'] / 1e6:.1f} M | {_points(base['val_iou'])} "
+        f"| {_points(base['test_iou'])} | {_points(base['test_hit50'])} |",
     ]
-    for name, label, row in rows:
-        params, flops = f"{row['params']:,}", f"{row['flops'] / 1e6:.1f} M"
-        if name != "unpruned":
-            params += f" (−{100 * (1 - row['params'] / base['params']):.1f}%)"
-            flops += f" (−{100 * (1 - row['flops'] / base['flops']):.1f}%)"
+    rows = [
+        (f"target {100 * float(key):.0f}% FLOPs: end ({run['steps']} steps)", run["scores"], key, "end")
+        for key, run in facts["runs"].items()
+    ]
+    if pick["kind"] == "within":
+        step = facts["runs"][pick["target"]]["within_budget"]["step"]
+        rows.append(
+            (
+                f"target {100 * float(pick['target']):.0f}% FLOPs: step {step}, `within-1pt.keras`",
+                pick["scores"],
+                pick["target"],
+                "within",
+            )
+        )
+    for label, row, key, kind in rows:
+        chosen = (key, kind) == (pick["target"], pick["kind"])
+        label = f"**{label}: the pick**" if chosen else label
         lines.append(
-            f"| {label} | {params} | {flops} "
-            f"| {_points(row['val_iou'])} | {_points(row['test_iou'])} ({_change(row['test_iou'], base['test_iou'])}) "
+            f"| {label} | {row['params']:,} ({_removed(row, base, 'params')}) "
+            f"| {row['flops'] / 1e6:.1f} M ({_removed(row, base, 'flops')}) "
+            f"| {_points(row['val_iou'])} ({_change(row['val_iou'], base['val_iou'])}) "
+            f"| {_points(row['test_iou'])} ({_change(row['test_iou'], base['test_iou'])}) "
             f"| {_points(row['test_hit50'])} ({_change(row['test_hit50'], base['test_hit50'])}) |"
         )
     checks = {
@@ -300,30 +337,36 @@ def report_text(facts: dict) -> str:
         "| model | TFLite fp32 ms | int8 ms | speed-up fp32 | speed-up int8 (over unpruned fp32) |",
         "| --- | --: | --: | --: | --: |",
     ]
-    for label, name in zip(labels, ("unpruned", "pick")):
+    for label, name in zip(labels, ("unpruned", "the pick")):
         fp32, int8 = latency[(label, "fp32")], latency[(label, "int8")]
         timing.append(f"| {name} | {fp32:.3f} | {int8:.3f} | {base_ms / fp32:.2f}× | {base_ms / int8:.2f}× |")
     counts, training = facts["canvases"], facts["training"]
     environment = bench.get("environment", {})
+    targets = ", ".join(f"{float(key):g}" for key in facts["runs"])
+    minutes = sum(run["wall_time_s"] for run in facts["runs"].values()) / 60
     return "\n".join(
         [
-            f"A single-class detector (scripts/experiments/detection.py: four stride-2 stages, the stride-16 "
-            f"features upsampled and concatenated with the stride-8 ones, box and objectness heads on an 8×8 "
-            f"grid) trained here for {training['epochs']} epoch{'s' * (training['epochs'] != 1)} on {counts['train']:,} 64×64 canvases of "
-            f'Fashion-MNIST items, then pruned by `kprune.prune(..., criterion="taylor", '
-            f'target_flops={facts["target_flops"]}, monitor="{facts["monitor"]}")` with the defaults for the '
-            f"rest. IoU: of the box at the most confident cell with the true box, ×100, mean over "
-            f"{counts['val']:,} validation and {counts['test']:,} test canvases; hit@0.5: share of canvases "
-            f"whose IoU reaches 0.5. Generated by `{COMMAND} --report` from docs/results/detector/ (the run: "
-            f"`{facts['command']}`, {facts['pruning']['wall_time_s'] / 60:.0f} min of pruning).",
+            "A single-class detector (scripts/experiments/detection.py: four stride-2 stages, the stride-16 "
+            "features upsampled and concatenated with the stride-8 ones, box and objectness heads on an 8×8 "
+            f"grid) trained here for {training['epochs']} epoch{'s' * (training['epochs'] != 1)} on "
+            f"{counts['train']:,} 64×64 canvases of Fashion-MNIST items, then pruned by "
+            f'`kprune.prune(..., criterion="taylor", target_flops=T, monitor="{facts["monitor"]}")` with the '
+            f"defaults for the rest, one run per T in {targets}. IoU: of the box at the most confident cell "
+            f"with the true box, ×100, mean over {counts['val']:,} validation and {counts['test']:,} test "
+            "canvases; hit@0.5: share of canvases whose IoU reaches 0.5. The pick: the most-pruned model "
+            f"within {facts['limit_points']:g} point of validation IoU (a run's end, else the "
+            "`within-1pt.keras` kprune kept). Generated by "
+            f"`{COMMAND} --report` from docs/results/detector/ (the run: `{facts['command']}`, "
+            f"{minutes:.0f} min of pruning in all).",
             "",
             *lines,
             "",
-            f"Export of the pick, verified against Keras on {facts['verification']['samples']} test canvases: {parity}.",
+            f"Export of the pick, verified against Keras on {facts['verification']['samples']} test "
+            f"canvases: {parity}.",
             "",
-            f"TFLite (XNNPACK) latency, 1 thread, batch 1, median of {bench['settings']['repeats']} alternated runs "
-            f"on {environment.get('machine', 'this host')} (a 2-core sandbox shared with other work: "
-            f"ratios are more trustworthy than milliseconds):",
+            f"TFLite (XNNPACK) latency, 1 thread, batch 1, median of {bench['settings']['repeats']} "
+            f"alternated runs on {environment.get('machine', 'this host')} (a 2-core sandbox shared with "
+            "other work: ratios are more trustworthy than milliseconds):",
             "",
             *timing,
         ]
@@ -345,7 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-canvases", type=int, default=2000)
     parser.add_argument("--test-canvases", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--target-flops", type=float, default=0.8)
+    parser.add_argument(
+        "--target-flops",
+        type=lambda text: [float(value) for value in text.split(",")],
+        default=[0.6, 0.7, 0.8],
+        help="Comma-separated FLOPs targets, one pruning run each.",
+    )
     parser.add_argument("--repeats", type=int, default=300, help="Timed inferences per model and precision.")
     parser.add_argument("--runs", default=str(RUNS), help="Models and checkpoints.")
     parser.add_argument("--evidence", default=str(EVIDENCE), help="Where detector.json goes.")
