@@ -210,7 +210,7 @@ def _run(scores, within=None):
         "steps": 20,
         "stop_reason": "target reached",
         "within_budget": within,
-        "wall_time_s": 300,
+        "seconds": 300,
         "scores": scores,
     }
 
@@ -286,4 +286,4 @@ def test_the_results_section_states_sizes_changes_and_speedups_of_the_evidence()
     assert "TFLite int8 (`f`): max abs diff 1.0e-02, relative error 1.23%, test IoU 89.00" in text
     assert "| unpruned | 2.000 | 0.800 | 1.00× | 2.50× |" in text
     assert "| the pick | 0.500 | 0.250 | 4.00× | 8.00× |" in text
-    assert "10 min of pruning in all" in text
+    assert "10 min of pruning steps in all" in text
