@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from kprune.data import as_dataset, batches_per_epoch
+from kprune.errors import InvalidArgumentError
 from kprune.training.setup import TrainingSetup, TrainSettings
 
 
@@ -38,6 +39,26 @@ def test_example_loss_takes_the_compiled_loss_then_the_given_one():
     np.testing.assert_allclose(compiled, ((one_hot - probabilities) ** 2).mean(axis=1), rtol=1e-5)
     given = TrainingSetup(loss="mean_absolute_error").example_loss(model)(one_hot, probabilities)
     np.testing.assert_allclose(np.asarray(given), np.abs(one_hot - probabilities).mean(axis=1), rtol=1e-5)
+
+
+def test_an_output_the_loss_dict_leaves_out_adds_nothing_as_in_keras():
+    """loss={"a": mse, "b": None}: Keras trains "a" only; so does the per-example loss,
+    and labels for "b" may be left out."""
+    inputs = keras.Input((4,))
+    a = keras.layers.Dense(2, name="a")(inputs)
+    b = keras.layers.Dense(3, name="b")(inputs)
+    model = keras.Model(inputs, [a, b])
+    model.compile(loss={"a": "mse", "b": None}, loss_weights={"a": 2.0, "b": None})
+    images, _ = _arrays()
+    outputs = [o.numpy() for o in model(images)]
+    targets = np.random.default_rng(1).normal(size=(10, 2)).astype("float32")
+    expected = 2.0 * ((outputs[0] - targets) ** 2).mean(axis=1)
+    loss = TrainingSetup.for_model(model).example_loss(model)
+    np.testing.assert_allclose(np.asarray(loss({"a": targets}, outputs)), expected, rtol=1e-5)
+    keras_value = model.compute_loss(images, {"a": targets, "b": np.zeros((10, 3))}, model(images))
+    np.testing.assert_allclose(float(keras_value), expected.mean(), rtol=1e-5)
+    with pytest.raises(InvalidArgumentError, match=r"has 2 outputs .* and no loss"):
+        TrainingSetup(loss={"a": None, "b": None}).example_loss(model)
 
 
 def test_finetune_runs_the_given_steps_at_the_given_learning_rate():

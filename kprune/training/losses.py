@@ -132,29 +132,35 @@ def example_loss(model: keras.Model, loss: Any, loss_weights: Any = None) -> Cal
     ``outputs`` lists the model's outputs in ``model.outputs`` order (or is
     the one output);
     ``labels`` is one array, a list in that order, or a dict by output name.
+    Of several outputs, one whose loss is None (``loss={"a": ..., "b": None}``) adds
+    nothing, as in Keras' own ``compile``; one output without a loss gets the default.
 
     Raises:
         InvalidArgumentError: A model with several outputs and no loss, or a
             ``loss``/``loss_weights`` that does not fit the outputs.
     """
     names = output_names(model)
-    if loss is None and len(names) > 1:
+    losses = [unreduced(item) for item in per_output(model, loss, "loss")]
+    if len(names) == 1 and losses[0] is None:
+        losses = [loss_for(model).call]
+    if not any(losses):
         raise InvalidArgumentError(
             f"Model {model.name!r} has {len(names)} outputs {names} and no loss. Fix: "
             "compile it with its losses (model.compile(loss={...})) or pass loss=."
         )
-    losses = [unreduced(item) or loss_for(model).call for item in per_output(model, loss, "loss")]
     weights = [1.0 if w is None else float(w) for w in per_output(model, loss_weights, "loss_weights")]
 
     def compute(labels, outputs: Sequence, sample_weight=None):
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         if isinstance(labels, dict):
-            labels = [labels[name] for name in names]
+            labels = [labels.get(name) for name in names]
         elif len(names) == 1 or not isinstance(labels, (list, tuple)):
             labels = [labels] * len(names)
         total = 0.0
         for function, weight, target, output in zip(losses, weights, labels, outputs):
+            if function is None:  # an output the loss leaves out (loss={..., name: None}), as in Keras
+                continue
             values = function(target, output)
             if len(values.shape) == 0:
                 raise InvalidArgumentError(

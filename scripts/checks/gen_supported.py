@@ -131,7 +131,7 @@ def _measure(case: str) -> dict:
 
     from kprune.graph import analyze
     from kprune.surgery import remove_filters
-    from tests.graph.oracle import random_removal, zeroed_copy, zeroed_through_consumers
+    from tests.graph.oracle import outputs, random_removal, zeroed_copy, zeroed_through_consumers
     from tests.graph.zoo import THROUGH_CONSUMERS, prepared
 
     model, images = prepared(case)
@@ -143,8 +143,8 @@ def _measure(case: str) -> dict:
     pruned = remove_filters(model, removal, graph=graph)
     surgery_s = time.perf_counter() - start
     reference = zeroed_through_consumers if case in THROUGH_CONSUMERS else zeroed_copy
-    expected = np.asarray(reference(model, graph, removal)(images, training=False))
-    actual = np.asarray(pruned(images, training=False))
+    expected = outputs(reference(model, graph, removal), images)
+    actual = outputs(pruned, images)
     frozen = collections.Counter(  # groups per kind of boundary
         kind for group in graph.groups for kind in {_boundary_kind(r) for r in group.frozen_by}
     )

@@ -19,7 +19,7 @@ import pytest
 
 from kprune.graph import analyze
 from kprune.surgery import remove_filters
-from tests.graph.oracle import random_removal, zeroed, zeroed_copy, zeroed_through_consumers
+from tests.graph.oracle import outputs, random_removal, zeroed, zeroed_copy, zeroed_through_consumers
 from tests.graph.zoo import CASES, SLOW_CASES, THROUGH_CONSUMERS, prepared
 
 layers = keras.layers
@@ -130,15 +130,15 @@ def _kept_shapes(layer, shapes, kept_in, kept_out):
 
 def _assert_exact(model, graph, removal, pruned, images, through_consumers=False) -> np.ndarray:
     if through_consumers:
-        expected = np.asarray(zeroed_through_consumers(model, graph, removal)(images, training=False))
+        expected = outputs(zeroed_through_consumers(model, graph, removal), images)
     else:
         with zeroed(model, graph, removal):
-            expected = np.asarray(model(images, training=False))
+            expected = outputs(model, images)
     scale = float(np.abs(expected).max())
     assert 1e-1 < scale < 1e3, f"outputs of magnitude {scale:.2e} make the comparison vacuous"
-    original = np.asarray(model(images, training=False))
+    original = outputs(model, images)
     assert np.abs(original - expected).max() > 1e-3 * scale, "the removal changes nothing"
-    actual = np.asarray(pruned(images, training=False))
+    actual = outputs(pruned, images)
     # 1e-5 absolute for outputs up to 1; relative to the output scale above.
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * max(1.0, scale))
     return actual
@@ -186,7 +186,7 @@ def test_removal_is_exact_smaller_and_reloadable(case, tmp_path):
     path = tmp_path / "pruned.keras"
     pruned.save(path)
     loaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(np.asarray(loaded(images, training=False)), actual)
+    np.testing.assert_array_equal(outputs(loaded, images), actual)
 
 
 def test_parameter_check_fails_when_channels_are_only_zeroed():

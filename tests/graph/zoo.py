@@ -114,6 +114,14 @@ def _nested():
     return keras.Model(inputs, head(x), name="nested")
 
 
+def _detector():
+    """scripts/experiments/detection.py's detector: four strides, UpSampling2D + Concatenate,
+    outputs box, objectness and their concatenation."""
+    from scripts.experiments.detection import build_detector
+
+    return build_detector()
+
+
 CASES = {
     **{
         f"squeezenet{version}-{stem}{'-bn' if bn else ''}": _squeezenet(version, stem, bn)
@@ -133,6 +141,7 @@ CASES = {
     "Xception": _application("Xception", 71),  # the smallest side Keras accepts
     "ConvNeXtTiny": _application("ConvNeXtTiny"),
     "groupnorm_cnn": _groupnorm_cnn,
+    "detector": _detector,
 }
 # Cases whose normalization turns a zeroed block into β (GroupNorm): the oracle also zeroes
 # the consumers' input rows (`zeroed_through_consumers`); the others zero the producers only.
