@@ -108,3 +108,35 @@ def packed_like(model: keras.Model, which: str, tensors: list):
 def compile_arguments(model: keras.Model) -> dict:
     """The arguments ``model.compile`` was given ({} if none): loss, metrics, optimizer…"""
     return getattr(getattr(model, "_compile_config", None), "config", None) or {}
+
+
+# --- attention ----------------------------------------------------------------
+def attention_arguments(node) -> dict[str, Any]:
+    """A MultiHeadAttention call's ``query``, ``value``, ``key``, ``attention_mask``
+    and ``use_causal_mask``, whether given by position or by keyword."""
+    args, kwargs = call_arguments(node)
+    names = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask")
+    given = {**dict(zip(names, args)), **kwargs}
+    return {
+        "query": given["query"],
+        "value": given["value"],
+        "key": given.get("key"),
+        "attention_mask": given.get("attention_mask"),
+        "use_causal_mask": bool(given.get("use_causal_mask", False)),
+    }
+
+
+def attention_heads(layer, query, value, key=None, attention_mask=None, use_causal_mask=False):
+    """What each head of a MultiHeadAttention ``layer`` gives its output projection:
+    shape (batch, query positions…, heads, value_dim), in inference mode. Mirrors
+    ``MultiHeadAttention.call`` (Keras 3.15) up to ``_output_dense``."""
+    key = value if key is None else key
+    mask = layer._compute_attention_mask(
+        query, value, attention_mask=attention_mask, use_causal_mask=use_causal_mask
+    )
+    heads, _ = layer._compute_attention(
+        layer._query_dense(query), layer._key_dense(key), layer._value_dense(value), mask, False
+    )
+    if layer._use_gate:
+        heads = keras.ops.multiply(heads, layer._gate_dense(query))
+    return heads

@@ -2,7 +2,9 @@
 
 FLOPs convention: one multiply-accumulate (MAC) counts as 2 FLOPs, and only
 the layers that multiply-accumulate are counted (Conv1D/2D/3D and their
-transposes, DepthwiseConv, SeparableConv, Dense), per example (batch 1).
+transposes, DepthwiseConv, SeparableConv, Dense, and MultiHeadAttention: its
+four projections and its two products, scores and weighted values, over all
+positions), per example (batch 1).
 Bias additions, BatchNormalization (folded into the convolution at
 inference), activations, pooling and merges are not counted. This is the
 convention of the pruning literature (Molchanov et al. 2017, Li et al. 2017).
@@ -19,6 +21,7 @@ import numpy as np
 
 from kprune import keras_internals
 from kprune.errors import InvalidArgumentError
+from kprune.graph.dependency import part_name
 
 _MAC_LAYERS = (
     keras.layers.Dense,
@@ -32,6 +35,7 @@ _MAC_LAYERS = (
     keras.layers.DepthwiseConv2D,
     keras.layers.SeparableConv1D,
     keras.layers.SeparableConv2D,
+    keras.layers.MultiHeadAttention,
 )
 
 
@@ -128,6 +132,9 @@ def _layer_flops(layer, nodes: list) -> int:
         return 0
     macs = 0
     for node in nodes:
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            macs += _attention_macs(layer, node)
+            continue
         inputs = node.input_tensors
         outputs = node.outputs
         if len(inputs) != 1 or len(outputs) != 1:
@@ -167,6 +174,29 @@ def _macs(layer, input_shape: tuple, output_shape: tuple) -> int:
     return 0
 
 
+def _attention_macs(layer, node) -> int:
+    """MACs of one MultiHeadAttention call: the query, key, value (and gate) projections,
+    the scores and the weighted sum over all positions, and the output projection."""
+    arguments = keras_internals.attention_arguments(node)
+    query, value = arguments["query"].shape, arguments["value"].shape
+    key = arguments["key"].shape if arguments["key"] is not None else value
+    if None in query[1:] + value[1:] + key[1:]:
+        raise InvalidArgumentError(
+            f"Cannot count the FLOPs of layer {layer.name!r}: its query {query} or value {value} "
+            "has an unknown size. Fix: build the model with a fixed input shape."
+        )
+    targets, sources = math.prod(query[1:-1]), math.prod(value[1:-1])
+    heads, key_dim, value_dim = layer.num_heads, layer.key_dim, layer.value_dim
+    outputs = node.outputs[0].shape[-1]
+    macs = targets * query[-1] * heads * key_dim  # query projection
+    macs += sources * (key[-1] * heads * key_dim + value[-1] * heads * value_dim)  # key, value
+    macs += targets * sources * heads * (key_dim + value_dim)  # scores, weighted values
+    macs += targets * heads * value_dim * outputs  # output projection
+    if getattr(layer, "_use_gate", False):
+        macs += targets * query[-1] * heads * value_dim
+    return macs
+
+
 def channel_flops(graph) -> dict[int, float]:
     """FLOPs saved per channel removed from each group: {group index: FLOPs}.
 
@@ -174,12 +204,16 @@ def channel_flops(graph) -> dict[int, float]:
     FLOPs × (the share of that axis the group holds) ÷ (the group's channels):
     exact for Conv and Dense, whose cost is linear in each channel count;
     an estimate for SeparableConv, whose depthwise part ignores its filters.
+    A MultiHeadAttention's whole cost is shared by its heads (linear in their
+    number); its output channels are counted with its heads.
 
     Args:
         graph: A `kprune.graph.DependencyGraph`.
     """
 
     def flops(call, input_tensor, output_tensor):
+        if isinstance(call.layer, keras.layers.MultiHeadAttention):
+            return 2 * _attention_macs(call.layer, call.node)
         return 2 * _macs(call.layer, tuple(input_tensor.shape), tuple(output_tensor.shape))
 
     return _channel_costs(graph, flops)
@@ -197,7 +231,16 @@ def channel_params(graph) -> dict[int, float]:
 
 def _channel_costs(graph, layer_cost) -> dict[int, float]:
     costs = {group.index: 0.0 for group in graph.groups}
+    parts = graph.parts()
     for call in graph.flat.calls:
+        inside = [parts[name] for name in _part_names(graph, call) if name in parts]
+        if inside:  # channels inside the layer (attention heads) carry its whole cost
+            cost = layer_cost(call, None, None)
+            for ids in inside:
+                groups, _ = graph.group_channels_of(ids)
+                for index in np.unique(groups[groups >= 0]).tolist():
+                    costs[index] += cost / graph.groups[index].channels
+            continue
         if len(call.inputs) != 1 or len(call.outputs) != 1:
             continue
         input_tensor = graph.flat.tensors[call.inputs[0]]
@@ -216,3 +259,7 @@ def _channel_costs(graph, layer_cost) -> dict[int, float]:
                 group = graph.groups[int(index)]
                 costs[group.index] += cost * count / len(ids) / group.channels
     return costs
+
+
+def _part_names(graph, call) -> list[str]:
+    return [part_name(call.name, part) for part in graph.handlers[call.name].parts]

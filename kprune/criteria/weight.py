@@ -8,10 +8,13 @@ import numpy as np
 
 from kprune.criteria.statistics import observation_chain
 from kprune.errors import InvalidArgumentError
+from kprune.graph.dependency import split_part
 
 
 def _filters_by_output(layer) -> np.ndarray:
     """The layer's output-side kernel as (output channels, everything else)."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return _filters_by_output(layer.output_dense)  # kernel (heads, value_dim, outputs)
     weights = {w.name: w for w in layer.weights}
     kernel = weights.get("pointwise_kernel", weights.get("kernel"))
     if kernel is None:
@@ -24,22 +27,29 @@ def _filters_by_output(layer) -> np.ndarray:
     return np.moveaxis(values, output_axis, 0).reshape(values.shape[output_axis], -1)
 
 
-def _layers(model, graph):
+def _filters(graph) -> dict[str, np.ndarray]:
+    """Prunable producer → its filters as rows; for channels inside a layer (attention
+    heads), the rows its handler gives (`part_filters`: every weight of each head)."""
     calls = graph.flat.calls_by_name
-    return {name: calls[name].layer for name in graph.prunable_layers()}
+    filters = {}
+    for name in graph.prunable_layers():
+        layer_name, part = split_part(name)
+        layer = calls[layer_name].layer
+        if part is None:
+            filters[name] = _filters_by_output(layer)
+        else:
+            filters[name] = graph.handlers[layer_name].part_filters(layer, part)
+    return filters
 
 
 def l1(model, data, graph, **options):
     """Sum of absolute kernel weights of each filter (Li et al. 2017)."""
-    return {name: np.abs(_filters_by_output(layer)).sum(1) for name, layer in _layers(model, graph).items()}
+    return {name: np.abs(rows).sum(1) for name, rows in _filters(graph).items()}
 
 
 def l2_weight(model, data, graph, **options):
     """L2 norm of each filter's kernel weights."""
-    return {
-        name: np.sqrt(np.square(_filters_by_output(layer)).sum(1))
-        for name, layer in _layers(model, graph).items()
-    }
+    return {name: np.sqrt(np.square(rows).sum(1)) for name, rows in _filters(graph).items()}
 
 
 def bn_gamma(model, data, graph, **options):
@@ -47,6 +57,9 @@ def bn_gamma(model, data, graph, **options):
     scores, missing = {}, []
     calls = graph.flat.calls_by_name
     for name in graph.prunable_layers():
+        if split_part(name)[1] is not None:
+            missing.append(name)
+            continue
         norms = [
             calls[n].layer
             for n in observation_chain(graph, name)

@@ -22,6 +22,19 @@ from kprune.graph.handlers import Boundary, Ids, LayerHandler
 from kprune.graph.registry import handler_for, overridden_base
 
 UNSUPPORTED_MODES = ("error", "freeze")
+PART_SEPARATOR = "/"  # Keras layer names cannot hold it, so part names never clash
+
+
+def part_name(layer: str, part: str) -> str:
+    """The producer name of channels inside ``layer`` that live on no tensor
+    (`LayerHandler.parts`): ``"attention/heads"`` for the heads of layer ``attention``."""
+    return f"{layer}{PART_SEPARATOR}{part}"
+
+
+def split_part(producer: str) -> tuple[str, str | None]:
+    """``(layer name, part)`` of a producer name; part is None for a layer's output channels."""
+    layer, _, part = producer.partition(PART_SEPARATOR)
+    return layer, part or None
 
 
 @dataclass
@@ -97,11 +110,12 @@ class _Context:
         self.freezes: list[tuple[Ids, str]] = []
         self.ties: list[tuple[Ids, str]] = []
 
-    def new_channels(self, call: Call, count: int) -> Ids:
+    def new_channels(self, call: Call, count: int, part: str | None = None) -> Ids:
         # A layer called several times makes the same channels at every call.
-        if call.name not in self.producer_ids:
-            self.producer_ids[call.name] = self._add(count)
-        return self.producer_ids[call.name]
+        name = call.name if part is None else part_name(call.name, part)
+        if name not in self.producer_ids:
+            self.producer_ids[name] = self._add(count)
+        return self.producer_ids[name]
 
     def couple(self, first: Ids, second: Ids, call: Call) -> None:
         for a, b in zip(first.tolist(), second.tolist()):
@@ -198,8 +212,12 @@ class DependencyGraph:
         return roots
 
     def producer_ids(self, layer: str) -> Ids:
-        """Channel ids of the output channels of producer ``layer``."""
+        """Channel ids of the output channels of producer ``layer`` (or of a part of it)."""
         return self._producer_ids[layer]
+
+    def parts(self) -> dict[str, Ids]:
+        """Producer name → channel ids, for the channels inside layers (`part_name`)."""
+        return {name: ids for name, ids in self._producer_ids.items() if split_part(name)[1]}
 
     def describe(self) -> str:
         """A readable account of every group: members, roles, index mapping."""
@@ -372,6 +390,10 @@ def _add_members(graph: DependencyGraph) -> None:
         out_ids = graph.tensor_ids.get(call.outputs[0]) if call.outputs else None
         if out_ids is not None and role in ("producer", "passthrough", "merge", "concat", "flatten"):
             _note(graph, call.name, role, out_ids)
+        for part in graph.handlers[call.name].parts:
+            name = part_name(call.name, part)
+            if name in graph.parts():
+                _note(graph, name, "producer", graph.producer_ids(name))
 
 
 def _note(graph: DependencyGraph, layer: str, role: str, ids: Ids) -> None:

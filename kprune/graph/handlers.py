@@ -76,7 +76,7 @@ CHANNEL_MIXING_ACTIVATIONS = frozenset({"softmax", "log_softmax", "sparsemax", "
 class Context(Protocol):
     """What a handler may do to the graph being analysed."""
 
-    def new_channels(self, call, count: int) -> Ids: ...
+    def new_channels(self, call, count: int, part: str | None = None) -> Ids: ...
     def couple(self, first: Ids, second: Ids, call) -> None: ...
     def freeze(self, ids: Ids, reason: str) -> None: ...
     def frozen_channels(self, count: int, reason: str) -> Ids: ...
@@ -89,9 +89,15 @@ class LayerHandler:
     Attributes:
         role: ``producer``, ``passthrough``, ``merge``, ``concat``, ``flatten``
             or ``boundary`` — how the layer appears in a channel group.
+        parts: Names of channel sets inside the layer that live on no tensor
+            (MultiHeadAttention's ``heads``). Each is a producer of its own,
+            named ``"<layer>/<part>"``, made by ``context.new_channels(call,
+            count, part=...)`` and sliced by `slice_part_config` and
+            `slice_part_weights`.
     """
 
     role = "boundary"
+    parts: tuple[str, ...] = ()
 
     def call_role(self, call) -> str:
         """The role of one call; most layers have one role whatever the call."""
@@ -139,6 +145,20 @@ class LayerHandler:
                     array = np.compress(masks[kind], array, axis=axis)
             sliced[name] = array
         return sliced
+
+    def slice_part_config(self, layer, config: dict, part_keep: dict[str, np.ndarray]) -> dict:
+        """The layer's config keeping, of each part, the channels where its mask is true."""
+        return config
+
+    def slice_part_weights(
+        self, layer, weights: dict[str, np.ndarray], part_keep: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Weights with the removed channels of each part dropped."""
+        return weights
+
+    def part_filters(self, layer, part: str) -> np.ndarray:
+        """The weights of each channel of ``part`` as rows: what weight criteria score."""
+        raise NotImplementedError(f"{type(self).__name__} has no part {part!r}.")
 
 
 def _last_dim(tensor) -> int | None:
@@ -481,3 +501,54 @@ class LayerScaleHandler(PassThrough):
 
     def resized_config(self, layer, config, kept_outputs):
         return {**config, "projection_dim": int(kept_outputs)}
+
+
+class MultiHeadAttentionHandler(Producer):
+    """MultiHeadAttention loses whole heads: its ``heads`` part (`LayerHandler.parts`)
+    slices the query, key, value (and gate) projections per head and the output
+    projection per input row; ``num_heads`` shrinks. Its output channels are a
+    producer's, like a Dense's (``output_shape`` is then set). Its inputs' channels
+    are frozen: kprune does not slice the projections' input rows."""
+
+    parts = ("heads",)
+    # EinsumDense kernels: (input, heads, per head); biases (heads, per head).
+    _PER_HEAD = ("query", "key", "value", "gate")
+
+    def propagate(self, call, input_ids, context):
+        for ids in input_ids:
+            if ids is not None:
+                context.freeze(ids, f"MultiHeadAttention {call.name!r} (its inputs are not sliced)")
+        context.new_channels(call, call.layer.num_heads, part="heads")
+        return [context.new_channels(call, _last_dim(call.node.outputs[0]))]
+
+    def weight_axes(self, layer):
+        return {"attention_output/kernel": {-1: "out"}, "attention_output/bias": {0: "out"}}
+
+    def resized_config(self, layer, config, kept_outputs):
+        return {**config, "output_shape": (int(kept_outputs),)}
+
+    def slice_part_config(self, layer, config, part_keep):
+        return {**config, "num_heads": int(part_keep["heads"].sum())}
+
+    def slice_part_weights(self, layer, weights, part_keep):
+        keep = part_keep["heads"]
+        sliced = dict(weights)
+        for name, array in weights.items():
+            projection, _, kind = name.partition("/")
+            if projection in self._PER_HEAD:
+                sliced[name] = np.compress(keep, array, axis=1 if kind == "kernel" else 0)
+            elif name == "attention_output/kernel":
+                sliced[name] = np.compress(keep, array, axis=0)
+        return sliced
+
+    def part_filters(self, layer, part: str) -> np.ndarray:
+        """Every weight of each head as one row: (heads, weights per head)."""
+        projections = [layer.query_dense, layer.key_dense, layer.value_dense]
+        projections += [layer._gate_dense] if getattr(layer, "_use_gate", False) else []
+        rows = []
+        for projection in projections:
+            rows.append(np.moveaxis(np.asarray(projection.kernel), 1, 0).reshape(layer.num_heads, -1))
+            if projection.bias is not None:
+                rows.append(np.asarray(projection.bias).reshape(layer.num_heads, -1))
+        rows.append(np.asarray(layer.output_dense.kernel).reshape(layer.num_heads, -1))
+        return np.concatenate(rows, axis=1)

@@ -16,7 +16,7 @@ import numpy as np
 
 from kprune import keras_internals
 from kprune.errors import InvalidArgumentError, UnsupportedModelError
-from kprune.graph.dependency import DependencyGraph, analyze
+from kprune.graph.dependency import DependencyGraph, analyze, part_name
 
 
 def flatten_model(model: keras.Model, graph: DependencyGraph | None = None) -> keras.Model:
@@ -75,11 +75,14 @@ def for_inference(model: keras.Model) -> keras.Model:
     return rebuild(graph, keep, skip=TRAINING_ONLY)
 
 
-def keep_masks(graph: DependencyGraph, removed_roots: np.ndarray) -> dict[int, np.ndarray | None]:
-    """Canonical tensor id → boolean mask of the channels it keeps (None: all)."""
-    masks = {}
+def keep_masks(graph: DependencyGraph, removed_roots: np.ndarray) -> dict[int | str, np.ndarray | None]:
+    """Canonical tensor id → boolean mask of the channels it keeps (None: all); and
+    for the channels inside layers (`DependencyGraph.parts`), part name → mask."""
+    masks: dict[int | str, np.ndarray | None] = {}
     for tensor_id, ids in graph.tensor_ids.items():
         masks[tensor_id] = None if ids is None else ~removed_roots[graph.roots[ids]]
+    for name, ids in graph.parts().items():
+        masks[name] = ~removed_roots[graph.roots[ids]]
     return masks
 
 
@@ -133,6 +136,12 @@ def _masks_of(call, keep) -> tuple[np.ndarray | None, np.ndarray | None]:
     return in_keep, out_keep
 
 
+def _part_masks(call, handler, keep) -> dict[str, np.ndarray]:
+    """Part → mask of the channels inside the layer it keeps (`LayerHandler.parts`)."""
+    masks = {part: keep.get(part_name(call.name, part)) for part in handler.parts}
+    return {part: mask for part, mask in masks.items() if mask is not None}
+
+
 def _new_layer(graph: DependencyGraph, call, keep) -> keras.Operation:
     layer = call.layer
     handler = graph.handlers[call.name]
@@ -149,6 +158,9 @@ def _new_layer(graph: DependencyGraph, call, keep) -> keras.Operation:
     config["name"] = call.name
     if out_keep is not None:
         config = handler.slice_config(layer, config, out_keep)
+    part_keep = _part_masks(call, handler, keep)
+    if part_keep:
+        config = handler.slice_part_config(layer, config, part_keep)
     return type(layer).from_config(_zeros_initializers(layer, config))
 
 
@@ -192,6 +204,9 @@ def _set_weights(graph: DependencyGraph, call, new_layer, keep) -> None:
         )
     in_keep, out_keep = _masks_of(call, keep)
     sliced = handler.slice_weights(layer, dict(zip(keys, layer.get_weights())), in_keep, out_keep)
+    part_keep = _part_masks(call, handler, keep)
+    if part_keep:
+        sliced = handler.slice_part_weights(layer, sliced, part_keep)
     # Same class and config: the new layer lists its weights in the same order.
     new_layer.set_weights([sliced[key] for key in keys])
     if hasattr(new_layer, "finalize_state"):  # Normalization derives its statistics here
@@ -199,10 +214,18 @@ def _set_weights(graph: DependencyGraph, call, new_layer, keep) -> None:
 
 
 def _weight_keys(layer, known: set[str]) -> list[str]:
-    """A name per weight: the one its handler knows (variable or attribute name)."""
+    """A name per weight: the one its handler knows (variable or attribute name); for
+    weights of sub-layers whose names repeat (MultiHeadAttention's four ``kernel``s),
+    the path inside the layer (``query/kernel``)."""
     attributes = {id(v): a.lstrip("_") for a, v in vars(layer).items() if hasattr(v, "path")}
+    names = [weight.name for weight in layer.weights]
     keys = []
     for weight in layer.weights:
         attribute = attributes.get(id(weight))
-        keys.append(attribute if weight.name not in known and attribute in known else weight.name)
+        if weight.name not in known and attribute in known:
+            keys.append(attribute)
+        elif names.count(weight.name) > 1 and weight.path.startswith(layer.path + "/"):
+            keys.append(weight.path.removeprefix(layer.path + "/"))
+        else:
+            keys.append(weight.name)
     return keys

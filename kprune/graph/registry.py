@@ -115,6 +115,7 @@ def _serve_layers(serve) -> None:
         _layers.Minimum,
     )
     serve(h.GroupNormalizationHandler, _layers.GroupNormalization)
+    serve(h.MultiHeadAttentionHandler, _layers.MultiHeadAttention)
     serve(h.ConcatenateHandler, _layers.Concatenate)
     serve(h.FlattenHandler, _layers.Flatten)
     serve(h.ReshapeHandler, _layers.Reshape)

@@ -20,6 +20,7 @@ import keras
 
 from kprune.errors import InvalidArgumentError
 from kprune.models.squeezenet import squeezenet
+from kprune.models.vit import vit_tiny
 
 
 class Builder(Protocol):
@@ -95,6 +96,7 @@ def _squeezenet_builder(version: str) -> Builder:
 
 register("squeezenet1_0")(_squeezenet_builder("1.0"))
 register("squeezenet1_1")(_squeezenet_builder("1.1"))
+register("vit_tiny")(vit_tiny)
 
 
 # keras.applications function → kprune name. Explicit, so that names are stable

@@ -28,6 +28,7 @@ import keras
 
 from kprune.errors import InvalidArgumentError
 from kprune.graph import DependencyGraph, analyze
+from kprune.graph.dependency import split_part
 from kprune.latency.predict import GroupLatency, predict_latency
 from kprune.latency.profile import profile
 from kprune.latency.table import LatencyTable
@@ -456,8 +457,20 @@ def _latency_ms(milliseconds: float, context: TargetContext) -> Target:
 
 def latency_table(context: TargetContext) -> LatencyTable:
     """The table a latency target predicts from: the config's file, the run's own copy
-    (on resume), or one measured now; kept in the run dir beside the results."""
+    (on resume), or one measured now; kept in the run dir beside the results.
+
+    Raises:
+        InvalidArgumentError: If the model has channels inside layers (attention
+            heads): the tables key a layer's time by the channels of its tensors.
+    """
     config = context.config
+    inside = [name for name in context.graph.prunable_layers() if split_part(name)[1]]
+    if inside:
+        raise InvalidArgumentError(
+            f"Latency tables do not see channels inside layers ({', '.join(inside[:3])}): "
+            "a layer's time is keyed by its tensors' channels. Fix: prune this model for "
+            "target_params or target_flops (--target-params / --target-flops)."
+        )
     kept = context.run_dir / LATENCY_TABLE if context.run_dir is not None else None
     if config.latency_table:
         table = LatencyTable.load(config.latency_table)

@@ -62,7 +62,11 @@ def _zero(copy, graph, removed: dict[str, list[int]]) -> None:
         group_channels = set(group.producers[name][indices].tolist())
         for member, channels in group.producers.items():
             positions = [i for i, c in enumerate(channels.tolist()) if c in group_channels]
-            _zero_output_channels(_layer(copy, member), positions)
+            layer_name, _, part = member.partition("/")
+            if part == "heads":  # attention heads: their rows of the output projection
+                _zero_heads(_layer(copy, layer_name), positions)
+            else:
+                _zero_output_channels(_layer(copy, member), positions)
         removed_roots.update(graph.roots[graph.producer_ids(name)[indices]].tolist())
     for call in graph.flat.calls:
         layer = call.layer
@@ -136,6 +140,13 @@ def _zero_output_channels(layer, positions: list[int]) -> None:
         elif name == "bias":
             weights[k][positions] = 0.0
     layer.set_weights(weights)
+
+
+def _zero_heads(attention, heads: list[int]) -> None:
+    kernel = attention.output_dense.kernel
+    values = kernel.numpy()
+    values[heads] = 0.0
+    kernel.assign(values)
 
 
 def random_removal(graph, rng, fraction: float = 0.25, max_per_layer: int | None = None):

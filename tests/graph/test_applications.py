@@ -67,9 +67,33 @@ def _removed_entries(graph, removal) -> dict[str, int]:
         before = sum(math.prod(shape) for shape in shapes.values())
         kept_in = kept(call.inputs[0]) if call.inputs else None
         kept_out = kept(call.outputs[0])
+        if isinstance(layer, layers.MultiHeadAttention):
+            heads = graph.producer_ids(f"{call.name}/heads")
+            kept_heads = int((~removed_roots[graph.roots[heads]]).sum())
+            shapes = {w.path: tuple(w.shape) for w in layer.weights}  # four "kernel"s: by path
+            before = sum(math.prod(shape) for shape in shapes.values())
+            after = sum(math.prod(shape) for shape in _kept_attention(shapes, kept_heads, kept_out).values())
+            counts[call.name] = before - after
+            continue
         after = sum(math.prod(shape) for shape in _kept_shapes(layer, shapes, kept_in, kept_out).values())
         counts[call.name] = before - after
     return counts
+
+
+def _kept_attention(shapes, kept_heads, kept_out):
+    """MultiHeadAttention: query/key/value kernels (in, heads, dim), biases (heads, dim);
+    output kernel (heads, dim, out), bias (out)."""
+    result = {}
+    for path, shape in shapes.items():
+        shape = list(shape)
+        if "attention_output" in path:
+            if len(shape) == 3:
+                shape[0] = kept_heads
+            shape[-1] = kept_out
+        else:
+            shape[1 if len(shape) == 3 else 0] = kept_heads
+        result[path] = tuple(shape)
+    return result
 
 
 TRANSPOSED = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)

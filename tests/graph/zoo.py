@@ -122,6 +122,13 @@ def _detector():
     return build_detector()
 
 
+def _vit_tiny():
+    """kprune's ViT-tiny, small: MultiHeadAttention heads and MLP units on tokens."""
+    from kprune.models import build
+
+    return build("vit_tiny", (16, 16, 3), 5, width=32, depth=2, heads=4)
+
+
 CASES = {
     **{
         f"squeezenet{version}-{stem}{'-bn' if bn else ''}": _squeezenet(version, stem, bn)
@@ -142,6 +149,7 @@ CASES = {
     "ConvNeXtTiny": _application("ConvNeXtTiny"),
     "groupnorm_cnn": _groupnorm_cnn,
     "detector": _detector,
+    "vit_tiny": _vit_tiny,
 }
 # Cases whose normalization turns a zeroed block into β (GroupNorm): the oracle also zeroes
 # the consumers' input rows (`zeroed_through_consumers`); the others zero the producers only.
