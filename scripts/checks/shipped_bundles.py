@@ -34,22 +34,30 @@ BUNDLES = {  # bundle folder (relative to the repository root): the model it is 
     "models/squeezenet1_1_fmnist_pruned_bundle": "models/squeezenet1_1_fmnist_pruned.keras",
     "models/squeezenet1_1_fmnist_latency_bundle": "models/squeezenet1_1_fmnist_latency.keras",
     "models/squeezenet1_1_fmnist_int8_bundle": "models/squeezenet1_1_fmnist_int8.keras",
+    "models/detector_fmnist_bundle": "models/detector_fmnist.keras",
+}
+# Bundles whose examples are not a named dataset: the script that made them writes them again.
+OWN_COMMANDS = {
+    "models/detector_fmnist_bundle": ["python", "-m", "scripts.experiments.detector", "--ship"],
 }
 TEMPLATES = "kprune.export.templates"
 
 
 def bundle_command(bundle: str) -> list[str]:
-    return ["kprune", "bundle", BUNDLES[bundle], "--out", bundle, "--force"]
+    return OWN_COMMANDS.get(bundle) or ["kprune", "bundle", BUNDLES[bundle], "--out", bundle, "--force"]
 
 
 def write_bundle(bundle: str) -> None:
     """Writes ``bundle`` again from its model (replacing the folder), as `kprune bundle` does."""
     command = bundle_command(bundle)
     print("$ " + " ".join(command), flush=True)
-    # this interpreter's kprune, whichever `kprune` is first on PATH
-    subprocess.run(
-        [sys.executable, "-c", "from kprune.cli import main; main()", *command[1:]], cwd=ROOT, check=True
+    # this interpreter's kprune (or script), whichever `kprune` is first on PATH
+    start = (
+        [sys.executable, *command[1:]]
+        if command[0] == "python"
+        else [sys.executable, "-c", "from kprune.cli import main; main()", *command[1:]]
     )
+    subprocess.run(start, cwd=ROOT, check=True)
 
 
 def templates() -> dict[str, bytes]:

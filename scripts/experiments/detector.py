@@ -21,6 +21,8 @@ the same command runs again (training from its last epoch, pruning from its last
 
     python -m scripts.experiments.detector            # everything; resumable
     python -m scripts.experiments.detector --report   # the RESULTS section from the evidence
+    python -m scripts.experiments.detector --ship     # the pick → models/detector_fmnist.keras
+                                                      # and its raw-output bundle beside it
 
 Evidence: docs/results/detector/detector.json and each pruning run's report.json beside it.
 """
@@ -28,6 +30,7 @@ Evidence: docs/results/detector/detector.json and each pruning run's report.json
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -380,6 +383,36 @@ def write_report(evidence: Path = EVIDENCE, doc: Path = ROOT / "docs" / "RESULTS
     return text
 
 
+SHIPPED = ROOT / "models" / "detector_fmnist.keras"
+SHIPPED_BUNDLE = ROOT / "models" / "detector_fmnist_bundle"
+
+
+def ship(args) -> None:
+    """Copies the pick of detector.json to `SHIPPED` and writes its raw-output bundle (fp32 and
+    int8 TFLite, ONNX; verified on the first test canvases, int8 calibrated on training ones)."""
+    import keras
+
+    from kprune.export.bundle import write_bundle
+
+    facts = json.loads((Path(args.evidence) / "detector.json").read_text())
+    pick = Path(args.runs) / facts["pick"]["file"]
+    if not pick.is_file():
+        raise SystemExit(f"{pick} is missing. Fix: run `python -m scripts.experiments.detector` first.")
+    counts = {"train": args.train_canvases, "val": args.val_canvases, "test": args.test_canvases}
+    data = canvases(counts)
+    shutil.copyfile(pick, SHIPPED)
+    write_bundle(
+        keras.models.load_model(SHIPPED),
+        SHIPPED_BUNDLE,
+        data=data["test"][0][:VERIFY].astype(np.float32),
+        calibration_data=data["train"][0][:CALIBRATION].astype(np.float32),
+        verify_samples=VERIFY,
+        calibration_samples=CALIBRATION,
+        overwrite=True,
+    )
+    print(f"wrote {SHIPPED.relative_to(ROOT)} and {SHIPPED_BUNDLE.relative_to(ROOT)}/")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -395,12 +428,18 @@ def main(argv: list[str] | None = None) -> int:
         default=[0.6, 0.7, 0.8],
         help="Comma-separated FLOPs targets, one pruning run each.",
     )
+    parser.add_argument(
+        "--ship", action="store_true", help="Only copy the pick into models/ and write its bundle."
+    )
     parser.add_argument("--repeats", type=int, default=300, help="Timed inferences per model and precision.")
     parser.add_argument("--runs", default=str(RUNS), help="Models and checkpoints.")
     parser.add_argument("--evidence", default=str(EVIDENCE), help="Where detector.json goes.")
     args = parser.parse_args(argv)
     if args.report:
         print(write_report(Path(args.evidence)))
+        return 0
+    if args.ship:
+        ship(args)
         return 0
     run(args)
     return 0
