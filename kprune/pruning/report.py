@@ -45,6 +45,14 @@ def step_record(
     filters.update(
         {layer.name: layer.units for layer in model.layers if isinstance(getattr(layer, "units", None), int)}
     )
+    # attention heads, named as the dependency graph names their producer
+    filters.update(
+        {
+            f"{layer.name}/heads": layer.num_heads
+            for layer in model.layers
+            if isinstance(getattr(layer, "num_heads", None), int)
+        }
+    )
     return {
         "step": step,
         "removed": {name: len(indices) for name, indices in removal.items()},

@@ -54,6 +54,11 @@ def test_a_tiny_vit_is_pruned_and_exported_with_parity(tmp_path):
     heads = [pruned.get_layer(f"block{i}_attention").num_heads for i in (1, 2)]
     units = [pruned.get_layer(f"block{i}_mlp1").units for i in (1, 2)]
     assert sum(heads) < 8 or sum(units) < 64
+    # the report's widths name the heads as the graph names their producer
+    first, last = result.report["steps"][0]["filters"], result.report["steps"][-1]["filters"]
+    assert [first[f"block{i}_attention/heads"] for i in (1, 2)] == [4, 4]
+    assert [last[f"block{i}_attention/heads"] for i in (1, 2)] == heads
+    assert [last[f"block{i}_mlp1"] for i in (1, 2)] == units
     # A barely trained model on noise has near-tied scores that int8 rounding may flip:
     # int8 agreement is held to 90% here; the float files to 1e-4.
     exported = export_model(
