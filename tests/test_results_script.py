@@ -1,5 +1,6 @@
 """scripts/experiments/results_seeds.py's seed statistics against NumPy, read from evidence folders; the
-latency section of RESULTS.md against its committed evidence."""
+generated sections of RESULTS.md (latency, MobileNetV2, board cost, ViT-tiny) against their committed
+evidence."""
 
 import json
 from pathlib import Path
@@ -120,3 +121,24 @@ def test_the_mobilenet_section_of_results_is_what_the_committed_evidence_gives()
     text = results_mobilenet.section(root / evidence, budget=0.5)
     text = text.replace(str(root / evidence), evidence.as_posix())
     assert text in (root / "docs/RESULTS.md").read_text()
+
+
+def test_the_board_cost_section_of_results_is_what_the_committed_evidence_gives():
+    from scripts.benchmarks import board_cost_table
+    from scripts.common import load_json
+
+    root = Path(__file__).parents[1]
+    result = load_json(root / "docs/results/board/board_cost.json")
+    text = board_cost_table.report(result)
+    assert text in (root / "docs/RESULTS.md").read_text()
+    # every shipped model has its rows: the SqueezeNets, MobileNetV2 and the detector, fp32 and int8
+    models = {row["model"] for measured in result["groups"] for row in board_cost_table.rows(measured)}
+    shipped = {path.stem for path in (root / "models").glob("*.keras")}
+    assert shipped | {"squeezenet1_1_fmnist_sgd"} <= models
+
+
+def test_the_vit_section_of_results_is_what_the_committed_evidence_gives():
+    from scripts.experiments import vit_report
+
+    root = Path(__file__).parents[1]
+    assert vit_report.report_text(root / "docs/results/vit") in (root / "docs/RESULTS.md").read_text()
