@@ -110,7 +110,9 @@ def bundle(
             parts.append(f"accuracy {check['accuracy']:.4f}")
         out.print(f"  verified {check['file']}: {', '.join(parts)}", highlight=False)
     raw = " --out OUTPUTS/" if manifest.get("task") == "raw" else ""
-    out.print(f"Try it: python {folder / 'run_bundle.py'} IMAGE_OR_FOLDER{raw}", highlight=False)
+    out.print(  # one line however long the path, so that it can be copied as a command
+        f"Try it: python {folder / 'run_bundle.py'} IMAGE_OR_FOLDER{raw}", highlight=False, soft_wrap=True
+    )
 
 
 def register(app: typer.Typer) -> None:

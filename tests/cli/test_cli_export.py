@@ -389,17 +389,17 @@ def test_bundle_of_a_detector_takes_a_data_file_and_without_one_names_the_fix(tm
     np.savez(tmp_path / "canvases.npz", canvas=model_inputs(canvases(32, seed=0)))
     command = ["bundle", str(tmp_path / "detector.keras"), "--preprocess", "scale=1/255", "--no-int8"]
 
+    out = tmp_path / ("a_long_folder_name_" * 5)  # the printed command stays one line however long
     bundled = runner.invoke(
-        app,
-        [*command, "--out", str(tmp_path / "bundle"), "--data", str(tmp_path / "canvases.npz"), "-n", "32"],
+        app, [*command, "--out", str(out), "--data", str(tmp_path / "canvases.npz"), "-n", "32"]
     )
     refused = runner.invoke(app, [*command, "--out", str(tmp_path / "refused")])
 
     assert bundled.exit_code == 0, bundled.output
-    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["task"] == "raw" and [o["name"] for o in manifest["outputs"]] == ["boxes", "objectness"]
     assert manifest["metrics"]["verification"]["samples"] == 32
-    assert "run_bundle.py IMAGE_OR_FOLDER --out OUTPUTS/" in " ".join(bundled.stdout.split())
+    assert f"python {out / 'run_bundle.py'} IMAGE_OR_FOLDER --out OUTPUTS/" in bundled.stdout
     assert refused.exit_code == 1 and "Traceback" not in refused.output
     message = " ".join(refused.stderr.split())
     assert "no dataset is known" in message and "--data FILE.npz" in message
