@@ -21,12 +21,12 @@ EVIDENCE = ROOT / "docs" / "results" / "vit"
 COMMAND = "bash scripts/experiments/reproduce_vit.sh"
 
 
-def _change(after: float, before: float) -> str:
-    return f"{100 * (after - before):+.2f}".replace("-", "−")
-
-
 def _signed(points: float) -> str:
     return f"{points:+.2f}".replace("-", "−")
+
+
+def _change(after: float, before: float) -> str:
+    return _signed(100 * (after - before))
 
 
 def _removed(after: float, before: float) -> str:
