@@ -43,3 +43,34 @@ def test_old_settings_are_the_flags_of_the_former_defaults():
         "--lr": "0.01",
     }
     assert bench_defaults.OLD_FLAGS[-1] == "--no-distill"
+
+
+def test_the_earlier_final_is_1000_batches_within_1_to_10_epochs():
+    """``new`` and ``distill`` keep the final fine-tune they were measured with."""
+    for model, batches, final in (("squeezenet90", 844, 1000), ("mobilenet", 844, 1000), ("cnn", 27, 270)):
+        flag, epochs = bench_defaults.earlier_final(model)
+        assert flag == "--final-finetune-epochs" and round(float(epochs) * batches) == final
+    runs = {(run["model"], run["setting"]): run["flags"] for run in bench_defaults.experiments([0])}
+    assert "--final-finetune-epochs" in runs["squeezenet95", "distill"]
+    assert runs["squeezenet95", "final10"].count("--final-finetune-epochs") == 1
+
+
+def test_goals_say_met_missed_or_not_shown(tmp_path):
+    (tmp_path / "cnn").mkdir()
+    (tmp_path / "squeezenet90").mkdir()
+    (tmp_path / "cnn" / "final10-seed0.json").write_text(json.dumps(_report(0.972, 0.9655)))  # −0.65
+    for seed, after in enumerate((0.92, 0.918, 0.919)):  # −0.23, −0.43, −0.33: mean −0.33
+        (tmp_path / "squeezenet90" / f"final10-seed{seed}.json").write_text(
+            json.dumps(_report(0.9223, after))
+        )
+    lines = bench_defaults.goal_lines(bench_defaults.summarize(tmp_path))
+    assert "**met (−0.65, n=1)**" in lines[0]
+    assert lines[1].endswith(": not run")
+    assert "**missed (−0.33, n=3)**" in lines[2]
+    assert lines[3].endswith(": not run")
+    (tmp_path / "squeezenet90" / "final10-seed1.json").unlink()
+    (tmp_path / "squeezenet90" / "final10-seed2.json").unlink()
+    assert (
+        "not shown (−0.23 on 1 of 3 seeds)"
+        in bench_defaults.goal_lines(bench_defaults.summarize(tmp_path))[2]
+    )

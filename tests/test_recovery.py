@@ -83,8 +83,9 @@ def test_an_absolute_step_still_works(val):
     "batches, per_step, final",
     [
         (27, 20, 270),  # a small dataset: 20 batches per step, 10 epochs at the end
-        (844, 84, 1000),  # Fashion-MNIST at 64: a tenth of an epoch per step, 1000 batches at the end
-        (5000, 200, 5000),  # a large dataset: at most 200 per step, at least one epoch at the end
+        (844, 84, 8440),  # Fashion-MNIST at 64: a tenth of an epoch per step, 10 epochs at the end
+        (5000, 200, 10_000),  # a large dataset: at most 200 per step, 10,000 batches at the end ...
+        (20_000, 200, 20_000),  # ... but never less than one epoch
         (None, 20, 1000),  # a generator that cannot tell: 100 batches taken as an epoch
     ],
 )
@@ -131,7 +132,7 @@ def test_finetuning_uses_the_compiled_optimizer_with_cosine_decay(compiled, opti
             metrics=["accuracy"],
         )
     recorder = _Optimizers()
-    kprune.prune(
+    result = kprune.prune(
         model,
         train_stream,
         val,
@@ -151,6 +152,13 @@ def test_finetuning_uses_the_compiled_optimizer_with_cosine_decay(compiled, opti
     np.testing.assert_allclose([start, final_start], expected[1], rtol=1e-6)
     assert steps == 3 and final_steps >= 1
     assert end == pytest.approx(0.0, abs=1e-9) and final_end == pytest.approx(0.0, abs=1e-9)  # cosine to 0
+    # the report says what Keras saw
+    recorded = result.report["fine_tuning"]
+    assert (recorded["batches_per_step"], recorded["final_batches"]) == (steps, final_steps)
+    np.testing.assert_allclose(
+        [recorded["learning_rate"], recorded["final_learning_rate"]], expected[1], rtol=1e-6
+    )
+    assert recorded["description"].startswith(f"Fine-tuning: {expected[0]}")
 
 
 class _TeacherOutputs(keras.callbacks.Callback):

@@ -100,7 +100,8 @@ def prune(
     final_finetune_epochs: Annotated[
         Optional[float],
         typer.Option(
-            "--final-finetune-epochs", help="Epochs of the final fine-tune (default: scaled to the data)."
+            "--final-finetune-epochs",
+            help="Epochs of the final fine-tune (default: 10, at most 10,000 batches, at least one epoch).",
         ),
     ] = None,
     rank_batches: Annotated[

@@ -607,6 +607,14 @@ class _Loop:
             "stop_reason": state.stop_reason,
             "finished": state.finished,
             "within_budget": self._over_budget(state),
+            # what the defaults resolved to, so that a report says how long it fine-tuned
+            "fine_tuning": {
+                "description": self.setup.describe_finetuning(),
+                "batches_per_step": self.finetune_steps,
+                "final_batches": self.final_steps,
+                "learning_rate": self.setup.settings.learning_rate,
+                "final_learning_rate": self.config.final_learning_rate or self.setup.settings.learning_rate,
+            },
             # the end-of-run table's row for the target, where it is not params or FLOPs
             "target_row": None
             if self.target is None

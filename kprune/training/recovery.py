@@ -6,8 +6,8 @@
   still be removed, so a model with 160 filters and one with 3,000 both take
   a similar number of steps (an absolute ``filters_per_step`` stays available).
 - **Fine-tune lengths**, from the number of training batches per epoch:
-  `finetune_steps` per pruning step and `final_finetune_steps` at the end, so
-  that a small dataset gets several epochs and a large one about one.
+  `finetune_steps` per pruning step (a tenth of an epoch) and
+  `final_finetune_steps` at the end (ten epochs, fewer on large data).
 - **Optimizer**: the class, hyperparameters and learning rate the model was
   compiled with; SGD with Nesterov momentum at 0.01 for a model that is not
   compiled. Every fine-tune follows a cosine decay to zero.
@@ -25,8 +25,8 @@ import keras
 STEP_FRACTION = 0.05  # of the channels still removable, per pruning step
 FINETUNE_EPOCHS = 0.1  # per pruning step, as a share of an epoch ...
 FINETUNE_MIN_STEPS, FINETUNE_MAX_STEPS = 20, 200  # ... within these bounds
-FINAL_STEPS = 1000  # the final fine-tune: this many batches ...
-FINAL_MIN_EPOCHS, FINAL_MAX_EPOCHS = 1, 10  # ... but at least 1 and at most 10 epochs
+FINAL_EPOCHS = 10  # the final fine-tune: this many epochs ...
+FINAL_MAX_STEPS = 10_000  # ... but at most this many batches (large data) and at least one epoch
 UNKNOWN_EPOCH = 100  # batches per "epoch" of data that cannot tell its length
 DEFAULT_OPTIMIZER, DEFAULT_LEARNING_RATE = "sgd", 0.01  # for a model that is not compiled
 
@@ -53,9 +53,10 @@ def finetune_steps(batches_per_epoch: int | None) -> int:
 
 
 def final_finetune_steps(batches_per_epoch: int | None) -> int:
-    """Batches of the final fine-tune."""
+    """Batches of the final fine-tune: ``FINAL_EPOCHS`` epochs, cut to ``FINAL_MAX_STEPS``
+    batches on large data but never below one epoch."""
     batches = batches_per_epoch or UNKNOWN_EPOCH
-    return int(min(FINAL_MAX_EPOCHS * batches, max(FINAL_MIN_EPOCHS * batches, FINAL_STEPS)))
+    return int(max(batches, min(FINAL_EPOCHS * batches, FINAL_MAX_STEPS)))
 
 
 def compiled_optimizer(model: keras.Model) -> keras.optimizers.Optimizer | None:
