@@ -232,6 +232,9 @@ def test_a_resumed_distilled_run_equals_an_uninterrupted_one(val, tmp_path):
     assert resumed.history.steps == whole.history.steps
     for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+    written = json.loads((tmp_path / "killed" / "report.json").read_text())["fine_tuning"]
+    assert written == resumed.report["fine_tuning"] == whole.report["fine_tuning"]
+    assert written["batches_per_step"] == 3
 
 
 def test_a_regression_model_is_distilled_end_to_end(tmp_path):

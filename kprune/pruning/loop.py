@@ -265,10 +265,11 @@ class _Loop:
 
     # --- the algorithm ----------------------------------------------------------
     def run(self, resume: bool) -> PruneResult:
-        state = self._resume() if resume else self._start()
+        state = self._resume() if resume else self._start()  # _start plans the lengths
+        if resume:
+            self._plan_lengths()  # before any report: it records them
         if state.finished:
             return self._result(state)
-        self._plan_lengths()
         if self.setup.distillation is not None:
             self.setup = replace(self.setup, teacher=self._teacher())
         with PruneProgress(self.progress) as self.display:
@@ -532,6 +533,7 @@ class _Loop:
             problem = self.setup.near_chance(model, state.records[0]["val_metrics"], self.monitor)
             if problem:
                 raise InvalidArgumentError(problem)
+        self._plan_lengths()  # after the data checks: it counts the training batches
         self._checkpoint(state)
         return state
 

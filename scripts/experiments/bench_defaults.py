@@ -541,8 +541,10 @@ def main(argv: list[str] | None = None) -> int:
             "mobilenet": (str(RUNS / "models" / "my_mobilenet.keras"), "fashion_mnist"),
             "squeezenet90": ("models/squeezenet1_1_fmnist_sgd.keras", "fashion_mnist"),
         }
-        costs = {name: distillation_cost(*source) for name, source in sources.items() if name in wanted}
-        write_json(EVIDENCE / "distillation_cost.json", costs)
+        path = EVIDENCE / "distillation_cost.json"
+        costs = load_json(path) if path.is_file() else {}  # --only re-measures some, keeps the rest
+        costs.update({name: distillation_cost(*source) for name, source in sources.items() if name in wanted})
+        write_json(path, costs)
         print(json.dumps({name: round(cost["ratio"], 3) for name, cost in costs.items()}))
         return 0
     seeds = [int(s) for s in args.seeds.split(",")]
