@@ -24,6 +24,11 @@ def write_json(path: str | Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 
+def signed(points: float) -> str:
+    """A change in points as the docs print it: sign always, two decimals, a true minus sign."""
+    return f"{points:+.2f}".replace("-", "−")
+
+
 def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 

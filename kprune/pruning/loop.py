@@ -339,8 +339,9 @@ class _Loop:
             seed_everything(config.seed + step)
             total = self.final_steps
             with self.strategy.scope():
-                learning_rate = config.final_learning_rate or self.setup.settings.learning_rate
-                state.model = self._finetune(state.model, step, total, learning_rate, label="final fine-tune")
+                state.model = self._finetune(
+                    state.model, step, total, self._final_learning_rate(), label="final fine-tune"
+                )
         final = self._record(state.model, {}, started, state.step)
         last = next(record for record in reversed(state.records) if not record.get("rolled_back"))
         if weights_before is not None and self._drop(last, final) > 0:
@@ -407,6 +408,9 @@ class _Loop:
                 self.final_steps = max(1, self.final_steps)
         else:
             self.final_steps = recovery.final_finetune_steps(batches)
+
+    def _final_learning_rate(self) -> float:
+        return self.config.final_learning_rate or self.setup.settings.learning_rate
 
     def _plan(self, state: _State) -> str:
         """The run's plan in one line: about how many steps, of how many channels."""
@@ -615,7 +619,7 @@ class _Loop:
                 "batches_per_step": self.finetune_steps,
                 "final_batches": self.final_steps,
                 "learning_rate": self.setup.settings.learning_rate,
-                "final_learning_rate": self.config.final_learning_rate or self.setup.settings.learning_rate,
+                "final_learning_rate": self._final_learning_rate(),
             },
             # the end-of-run table's row for the target, where it is not params or FLOPs
             "target_row": None

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.common import load_json, replace_section, write_json
+from scripts.common import load_json, replace_section, signed, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "bench_defaults"
@@ -348,17 +348,20 @@ def summarize(evidence: Path = EVIDENCE) -> dict:
     return found
 
 
+def _mean_drop(runs: dict) -> float:
+    return sum(run["drop"] for run in runs.values()) / len(runs)
+
+
 def _cell(runs: dict) -> str:
     drops = [run["drop"] for run in runs.values()]
-    mean = sum(drops) / len(drops)
+    mean = _mean_drop(runs)
     after = sum(run["after"] for run in runs.values()) / len(runs)
     spread = ""
     if len(drops) > 1:
         spread = f" ± {(sum((d - mean) ** 2 for d in drops) / (len(drops) - 1)) ** 0.5:.2f}"
     steps = sum(run["steps"] for run in runs.values()) / len(runs)
     minutes = sum(run["wall_s"] for run in runs.values()) / len(runs) / 60
-    change = f"{-mean:+.2f}".replace("-", "−")
-    return f"{after:.2f}% ({change}{spread}; n={len(drops)}; {steps:.0f} steps, {minutes:.1f} min)"
+    return f"{after:.2f}% ({signed(-mean)}{spread}; n={len(drops)}; {steps:.0f} steps, {minutes:.1f} min)"
 
 
 def report_table(found: dict) -> str:
@@ -401,10 +404,7 @@ def readme_table(found: dict) -> str:
             if not runs:
                 cells.append("not run")
                 continue
-            mean = sum(-run["drop"] for run in runs.values()) / len(runs)
-            cells.append(
-                f"{mean:+.2f}".replace("-", "−") + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
-            )
+            cells.append(signed(-_mean_drop(runs)) + (f" ({len(runs)} seeds)" if len(runs) > 1 else ""))
         lines.append(
             f"| {SHORT_LABELS[model]} ({before:.2f}%) | {TARGET_LABELS[model]} removed | "
             + " | ".join(cells)
@@ -434,8 +434,8 @@ def goal_lines(found: dict, setting: str = "final10") -> list[str]:
         if not runs:
             lines.append(f"{where}: not run")
             continue
-        mean = sum(run["drop"] for run in runs.values()) / len(runs)
-        change = f"{-mean:+.2f}".replace("-", "−")
+        mean = _mean_drop(runs)
+        change = signed(-mean)
         needed = GOAL_SEEDS.get(model, 1)
         if len(runs) < needed:
             verdict = f"not shown ({change} on {len(runs)} of {needed} seeds)"

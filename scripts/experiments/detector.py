@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.common import load_json, replace_section, write_json
+from scripts.common import load_json, replace_section, signed, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "detector"
@@ -281,7 +281,7 @@ def _points(value: float) -> str:
 
 
 def _change(after: float, before: float) -> str:
-    return f"{100 * (after - before):+.2f}".replace("-", "−")
+    return signed(100 * (after - before))
 
 
 def _removed(row: dict, base: dict, key: str) -> str:

@@ -57,12 +57,10 @@ if [ ! -f "${control%.keras}.card.json" ]; then
   # the pruning run's fine-tune batches in all (each step's, then the final's), in epochs of 64
   epochs=$(python - "$run/report.json" <<'PY'
 import json, math, sys
-from kprune.training import recovery
 report = json.load(open(sys.argv[1]))
 per_epoch = math.ceil(54000 / 64)
 steps = sum(1 for step in report["steps"] if step["step"] and not step.get("phase"))
-# what the run used (reports before `fine_tuning` existed: the defaults of the day, 84 and 1,000)
-used = report.get("fine_tuning") or {"batches_per_step": recovery.finetune_steps(per_epoch), "final_batches": 1000}
+used = report["fine_tuning"]  # what the run used, as kprune recorded it
 batches = steps * used["batches_per_step"] + used["final_batches"]
 print(f"{batches / per_epoch:.3f}")
 PY

@@ -14,19 +14,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scripts.common import load_json, replace_section
+from scripts.common import load_json, replace_section, signed
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIDENCE = ROOT / "docs" / "results" / "vit"
 COMMAND = "bash scripts/experiments/reproduce_vit.sh"
 
 
-def _signed(points: float) -> str:
-    return f"{points:+.2f}".replace("-", "−")
-
-
 def _change(after: float, before: float) -> str:
-    return _signed(100 * (after - before))
+    return signed(100 * (after - before))
 
 
 def _removed(after: float, before: float) -> str:
@@ -117,10 +113,10 @@ def report_text(evidence: Path = EVIDENCE) -> str:
             "",
             *lines,
             "",
-            f"Against the unpruned model the pruned one changes test top-1 by {_signed(-drop)} points; "
+            f"Against the unpruned model the pruned one changes test top-1 by {signed(-drop)} points; "
             "against the control, which had as many batches of the same fine-tuning (SGD at 0.01, "
-            f"cosine) as the pruning run gave, by {_signed(-control_drop)}. The budget counts from the "
-            f"better of the two ({reference}): the change is {_signed(-budget_drop)} points, "
+            f"cosine) as the pruning run gave, by {signed(-control_drop)}. The budget counts from the "
+            f"better of the two ({reference}): the change is {signed(-budget_drop)} points, "
             f"{within} the 1-point budget. "
             + f"What is left: {widths(load_json(evidence / 'widths.json'))}.",
             "",
