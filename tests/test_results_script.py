@@ -142,3 +142,23 @@ def test_the_vit_section_of_results_is_what_the_committed_evidence_gives():
 
     root = Path(__file__).parents[1]
     assert vit_report.report_text(root / "docs/results/vit") in (root / "docs/RESULTS.md").read_text()
+
+
+def test_the_vit_control_is_given_at_least_the_pruning_runs_batches():
+    from scripts.experiments import vit_report
+
+    # 3 steps that fine-tuned (one of them rolled back), the final, and the start (step 0)
+    run = {
+        "fine_tuning": {"batches_per_step": 84, "final_batches": 8440},
+        "steps": [
+            {"step": 0},
+            {"step": 1},
+            {"step": 2},
+            {"step": 3, "rolled_back": True},
+            {"step": 2, "phase": "final"},
+        ],
+    }
+    assert vit_report.fine_tune_batches(run) == 3 * 84 + 8440
+    epochs = vit_report.control_epochs(run, train_examples=54_000)  # 844 batches of 64 per epoch
+    card = {"epochs": epochs, "train_examples": 54_000, "batch_size": 64}
+    assert 8692 <= vit_report.control_batches(card) <= 8692 + 1

@@ -1,9 +1,11 @@
 """The ViT-tiny section of docs/RESULTS.md, from the evidence of scripts/experiments/reproduce_vit.sh.
 
     python -m scripts.experiments.vit_report     # reads docs/results/vit/, writes the "vit" section
+    python -m scripts.experiments.vit_report --control-epochs runs/vit/prune/report.json
+                                                  # the control's epochs, for reproduce_vit.sh
 
-The evidence: the unpruned model's card and the control's (the unpruned model fine-tuned as long
-as the pruning run fine-tuned), the pruning report (full test split before and after), the pruned
+The evidence: the unpruned model's card and the control's (the unpruned model fine-tuned at least
+as long as the pruning run fine-tuned), the pruning report (full test split before and after), the pruned
 model's export check (TFLite fp32 and int8, ONNX, each against Keras on test images), both models'
 TFLite files' test top-1 on the full split (accuracy.json), their TFLite timings (`kprune bench`)
 and what is left of each block (widths.json).
@@ -12,6 +14,7 @@ and what is left of each block (widths.json).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from scripts.common import load_json, replace_section, signed
@@ -19,6 +22,26 @@ from scripts.common import load_json, replace_section, signed
 ROOT = Path(__file__).resolve().parents[2]
 EVIDENCE = ROOT / "docs" / "results" / "vit"
 COMMAND = "bash scripts/experiments/reproduce_vit.sh"
+CONTROL_BATCH = 64  # the control's batch size in reproduce_vit.sh
+
+
+def fine_tune_batches(run: dict) -> int:
+    """The batches a pruning run fine-tuned on in all: each step's (rolled-back steps included),
+    then the final fine-tune's, as its report.json's ``fine_tuning`` entry records them."""
+    used = run["fine_tuning"]
+    steps = sum(1 for step in run["steps"] if step["step"] and not step.get("phase"))
+    return steps * used["batches_per_step"] + used["final_batches"]
+
+
+def control_epochs(run: dict, train_examples: int) -> float:
+    """Epochs of CONTROL_BATCH images that give the control at least the run's batches."""
+    per_epoch = math.ceil(train_examples / CONTROL_BATCH)
+    return math.ceil(1000 * fine_tune_batches(run) / per_epoch) / 1000
+
+
+def control_batches(card: dict) -> int:
+    """The batches a `kprune train` run took, from its card (epochs may be fractional)."""
+    return round(card["epochs"] * math.ceil(card["train_examples"] / card["batch_size"]))
 
 
 def _change(after: float, before: float) -> str:
@@ -29,10 +52,10 @@ def _removed(after: float, before: float) -> str:
     return f"−{100 * (1 - after / before):.1f}%"
 
 
-def widths(found: dict) -> str:
-    """What is left of each block (widths.json: the unpruned and the pruned model's heads per
+def widths(found: dict, label: str = "pruned") -> str:
+    """What is left of each block (widths.json: the unpruned and the pruned models' heads per
     attention and hidden units per MLP)."""
-    before, after = found["unpruned"], found["pruned"]
+    before, after = found["unpruned"], found[label]
     parts = []
     for block in range(1, 1 + sum(name.endswith("_attention") for name in before)):
         attention, mlp = f"block{block}_attention", f"block{block}_mlp1"
@@ -42,18 +65,60 @@ def widths(found: dict) -> str:
     return "; ".join(parts)
 
 
+def _target(run: dict) -> str:
+    return f"{100 * run['config']['target_flops']:g}% of FLOPs removed"
+
+
+def _distills(run: dict) -> bool:
+    return bool(run["config"]["distill"])
+
+
+def _pruned_row(run: dict, before: dict) -> str:
+    after, last = run["test_after"], run["steps"][-1]
+    steps = max(step["step"] for step in run["steps"])
+    how = "distillation (the default)" if _distills(run) else "`--no-distill`"
+    return (
+        f"| pruned, target {_target(run)}, {how}, {steps} steps | {after['params']:,} ({_removed(after['params'], before['params'])}) "
+        f"| {after['flops'] / 1e6:.2f} M ({_removed(after['flops'], before['flops'])}) "
+        f"| {100 * last['val_accuracy']:.2f}% "
+        f"| {100 * after['accuracy']:.2f}% ({_change(after['accuracy'], before['accuracy'])}) |"
+    )
+
+
+def _budget(run: dict, control: dict, before: dict) -> str:
+    """Where a pruned model stands against the better of the unpruned model and the control."""
+    after = run["test_after"]["accuracy"]
+    best = max(before["accuracy"], control["test_accuracy"])
+    reference = "the control" if control["test_accuracy"] > before["accuracy"] else "the unpruned model"
+    drop = 100 * (best - after)
+    within = "within" if drop <= 1.0 else "**past**"
+    how = "with distillation" if _distills(run) else "without distillation"
+    return (
+        f"Target {_target(run)}, {how}: the pruned model changes test top-1 by {signed(100 * (after - before['accuracy']))} "
+        f"points against the unpruned model and by {signed(100 * (after - control['test_accuracy']))} "
+        f"against the control: counted from the better of the two ({reference}), {signed(-drop)} "
+        f"points, {within} the 1-point budget."
+    )
+
+
+def pruning_runs(evidence: Path) -> list[dict]:
+    """The pruning runs' reports (``prune*_report.json``): with distillation first, then the
+    most pruned first."""
+    runs = [load_json(path) for path in sorted(evidence.glob("prune*_report.json"))]
+    return sorted(runs, key=lambda run: (not _distills(run), -run["config"]["target_flops"]))
+
+
 def report_text(evidence: Path = EVIDENCE) -> str:
     card = load_json(evidence / "vit_tiny_fmnist.card.json")
     control = load_json(evidence / "control.card.json")
-    run = load_json(evidence / "prune_report.json")
+    top1 = load_json(evidence / "accuracy.json")  # the unpruned model's files, then the pruned one's
+    run = load_json(evidence / f"{Path(top1[1]['path']).parent.name}_report.json")  # the exported run
+    runs = pruning_runs(evidence)
     export = load_json(evidence / "pruned.export.json")
     bench = load_json(evidence / "bench.json")
-    before, after = run["test_before"], run["test_after"]
-    last = run["steps"][-1]
-    steps = max(step["step"] for step in run["steps"])
-    drop = 100 * (before["accuracy"] - after["accuracy"])
-    control_drop = 100 * (control["test_accuracy"] - after["accuracy"])
-    target = run["config"]["target_flops"]
+    before = run["test_before"]
+    batches, given = max(fine_tune_batches(each) for each in runs), control_batches(control)
+    than = "as many as" if given == batches else ("more than" if given > batches else "**fewer** than")
     lines = [
         "| model | params | FLOPs | val top-1 | test top-1 (change to unpruned) |",
         "| --- | --: | --: | --: | --: |",
@@ -62,10 +127,7 @@ def report_text(evidence: Path = EVIDENCE) -> str:
         f"| control: unpruned, fine-tuned {control['epochs']:g} epochs | {control['params']:,} "
         f"| {control['flops'] / 1e6:.2f} M | {100 * control['val_accuracy']:.2f}% "
         f"| {100 * control['test_accuracy']:.2f}% ({_change(control['test_accuracy'], before['accuracy'])}) |",
-        f"| pruned, {steps} steps | {after['params']:,} ({_removed(after['params'], before['params'])}) "
-        f"| {after['flops'] / 1e6:.2f} M ({_removed(after['flops'], before['flops'])}) "
-        f"| {100 * last['val_accuracy']:.2f}% "
-        f"| {100 * after['accuracy']:.2f}% ({_change(after['accuracy'], before['accuracy'])}) |",
+        *(_pruned_row(each, before) for each in runs),
     ]
     verification = export["verification"]
     names = {"none": "TFLite fp32", "int8": "TFLite int8", None: "ONNX"}
@@ -78,7 +140,6 @@ def report_text(evidence: Path = EVIDENCE) -> str:
     latency = {(m["model"], m["precision"]): m["median_ms"] for m in bench["measurements"]}
     labels = [model["label"] for model in bench["models"]]
     base_ms = latency[(labels[0], "fp32")]
-    top1 = load_json(evidence / "accuracy.json")  # the unpruned model's files, then the pruned one's
     timing = [
         "| model | TFLite fp32 ms | int8 ms | speed-up fp32 | speed-up int8 (over unpruned fp32) "
         "| test top-1 fp32 file | int8 file |",
@@ -91,10 +152,8 @@ def report_text(evidence: Path = EVIDENCE) -> str:
             f"| {100 * files['fp32']:.2f}% | {100 * files['int8']:.2f}% |"
         )
     optimizer = card["training"]["optimizer"]
-    minutes = run["wall_time_s"] / 60
-    reference = "the control" if control["test_accuracy"] > before["accuracy"] else "the unpruned model"
-    budget_drop = max(drop, control_drop)
-    within = "within" if budget_drop <= 1.0 else "**past**"
+    minutes = sum(each["wall_time_s"] for each in runs) / 60
+    picked = f"target {_target(run)}, " + ("with distillation" if _distills(run) else "without distillation")
     slower = [
         name
         for label, name in zip(labels, ("unpruned", "pruned"))
@@ -105,22 +164,24 @@ def report_text(evidence: Path = EVIDENCE) -> str:
             "kprune's `vit_tiny` (kprune/models/vit.py: 4×4 patches embedded in 64 channels, 4 pre-norm "
             "blocks of 4-head attention and a 128-unit GELU MLP) trained here with "
             f"`{card['command']}` ({optimizer}, {card['epochs']:g} epochs, "
-            f"{card['train_examples']:,} training images of Fashion-MNIST), then pruned by `kprune prune --criterion taylor --target-flops {target:g}` with the "
-            "defaults for the rest (whole heads and MLP units; the width, under every LayerNorm, stays). "
-            f"Test: the full 10,000-image split. Generated by `python -m scripts.experiments.vit_report` "
-            f"from docs/results/vit/ (the run: `{COMMAND}`; pruning took {minutes:.0f} min on a shared "
-            "2-core machine).",
+            f"{card['train_examples']:,} training images of Fashion-MNIST), then pruned by "
+            + ", ".join(f"`{each['command']}`" for each in runs)
+            + ", kprune's defaults for the rest (whole heads and MLP units; the width, under every "
+            "LayerNorm, stays). "
+            "The control: the unpruned model given "
+            f"{given:,} batches of the same fine-tuning (SGD at 0.01, cosine; {than} the longer pruning "
+            f"run's {batches:,}). Test: the full 10,000-image split. Generated by "
+            f"`python -m scripts.experiments.vit_report` from docs/results/vit/ (the runs: `{COMMAND}`; "
+            f"pruning took {minutes:.0f} min in all on a shared 2-core machine).",
             "",
             *lines,
             "",
-            f"Against the unpruned model the pruned one changes test top-1 by {signed(-drop)} points; "
-            "against the control, which had as many batches of the same fine-tuning (SGD at 0.01, "
-            f"cosine) as the pruning run gave, by {signed(-control_drop)}. The budget counts from the "
-            f"better of the two ({reference}): the change is {signed(-budget_drop)} points, "
-            f"{within} the 1-point budget. "
-            + f"What is left: {widths(load_json(evidence / 'widths.json'))}.",
+            *(f"- {_budget(each, control, before)}" for each in runs),
             "",
-            f"Export of the pruned model, verified against Keras on {verification['samples']} test "
+            f"What is left of the exported model ({picked}): {widths(load_json(evidence / 'widths.json'))}; "
+            f"of the one with distillation: {widths(load_json(evidence / 'widths.json'), 'pruned_distill')}.",
+            "",
+            f"Export of the pruned model ({picked}), verified against Keras on {verification['samples']} test "
             f"images: {parity}.",
             "",
             f"TFLite (XNNPACK) latency, 1 thread, batch 1, median of {bench['settings']['repeats']} "
@@ -146,7 +207,14 @@ def report_text(evidence: Path = EVIDENCE) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--evidence", default=str(EVIDENCE))
+    parser.add_argument(
+        "--control-epochs", metavar="REPORT", help="print the control's epochs for this pruning report.json"
+    )
     args = parser.parse_args()
+    if args.control_epochs:
+        epochs = max(control_epochs(load_json(path), train_examples=54_000) for path in args.control_epochs)
+        print(f"{epochs:.3f}")
+        return
     text = report_text(Path(args.evidence))
     replace_section(ROOT / "docs" / "RESULTS.md", "vit", "A ViT-tiny, pruned by heads and MLP units", text)
     print(text)
