@@ -29,6 +29,11 @@ def signed(points: float) -> str:
     return f"{points:+.2f}".replace("-", "−")
 
 
+def change(after: float, before: float) -> str:
+    """The change between two accuracies (fractions) in points, as `signed` prints it."""
+    return signed(100 * (after - before))
+
+
 def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 

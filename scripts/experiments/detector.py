@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.common import load_json, replace_section, signed, write_json
+from scripts.common import change, load_json, replace_section, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs" / "detector"
@@ -280,10 +280,6 @@ def _points(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
-def _change(after: float, before: float) -> str:
-    return signed(100 * (after - before))
-
-
 def _removed(row: dict, base: dict, key: str) -> str:
     return f"−{100 * (1 - row[key] / base[key]):.1f}%"
 
@@ -317,9 +313,9 @@ def report_text(facts: dict) -> str:
         lines.append(
             f"| {label} | {row['params']:,} ({_removed(row, base, 'params')}) "
             f"| {row['flops'] / 1e6:.1f} M ({_removed(row, base, 'flops')}) "
-            f"| {_points(row['val_iou'])} ({_change(row['val_iou'], base['val_iou'])}) "
-            f"| {_points(row['test_iou'])} ({_change(row['test_iou'], base['test_iou'])}) "
-            f"| {_points(row['test_hit50'])} ({_change(row['test_hit50'], base['test_hit50'])}) |"
+            f"| {_points(row['val_iou'])} ({change(row['val_iou'], base['val_iou'])}) "
+            f"| {_points(row['test_iou'])} ({change(row['test_iou'], base['test_iou'])}) "
+            f"| {_points(row['test_hit50'])} ({change(row['test_hit50'], base['test_hit50'])}) |"
         )
     checks = {
         check["quantize"] if check["format"] == "tflite" else "onnx": check

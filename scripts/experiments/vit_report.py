@@ -17,7 +17,7 @@ import argparse
 import math
 from pathlib import Path
 
-from scripts.common import load_json, replace_section, signed
+from scripts.common import change, load_json, replace_section, signed
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIDENCE = ROOT / "docs" / "results" / "vit"
@@ -42,10 +42,6 @@ def control_epochs(run: dict, train_examples: int) -> float:
 def control_batches(card: dict) -> int:
     """The batches a `kprune train` run took, from its card (epochs may be fractional)."""
     return round(card["epochs"] * math.ceil(card["train_examples"] / card["batch_size"]))
-
-
-def _change(after: float, before: float) -> str:
-    return signed(100 * (after - before))
 
 
 def _removed(after: float, before: float) -> str:
@@ -73,6 +69,10 @@ def _distills(run: dict) -> bool:
     return bool(run["config"]["distill"])
 
 
+def _distillation(run: dict) -> str:
+    return "with distillation" if _distills(run) else "without distillation"
+
+
 def _pruned_row(run: dict, before: dict) -> str:
     after, last = run["test_after"], run["steps"][-1]
     steps = max(step["step"] for step in run["steps"])
@@ -81,7 +81,7 @@ def _pruned_row(run: dict, before: dict) -> str:
         f"| pruned, target {_target(run)}, {how}, {steps} steps | {after['params']:,} ({_removed(after['params'], before['params'])}) "
         f"| {after['flops'] / 1e6:.2f} M ({_removed(after['flops'], before['flops'])}) "
         f"| {100 * last['val_accuracy']:.2f}% "
-        f"| {100 * after['accuracy']:.2f}% ({_change(after['accuracy'], before['accuracy'])}) |"
+        f"| {100 * after['accuracy']:.2f}% ({change(after['accuracy'], before['accuracy'])}) |"
     )
 
 
@@ -92,10 +92,10 @@ def _budget(run: dict, control: dict, before: dict) -> str:
     reference = "the control" if control["test_accuracy"] > before["accuracy"] else "the unpruned model"
     drop = 100 * (best - after)
     within = "within" if drop <= 1.0 else "**past**"
-    how = "with distillation" if _distills(run) else "without distillation"
     return (
-        f"Target {_target(run)}, {how}: the pruned model changes test top-1 by {signed(100 * (after - before['accuracy']))} "
-        f"points against the unpruned model and by {signed(100 * (after - control['test_accuracy']))} "
+        f"Target {_target(run)}, {_distillation(run)}: the pruned model changes test top-1 by "
+        f"{change(after, before['accuracy'])} points against the unpruned model and by "
+        f"{change(after, control['test_accuracy'])} "
         f"against the control: counted from the better of the two ({reference}), {signed(-drop)} "
         f"points, {within} the 1-point budget."
     )
@@ -126,7 +126,7 @@ def report_text(evidence: Path = EVIDENCE) -> str:
         f"| {100 * before['accuracy']:.2f}% |",
         f"| control: unpruned, fine-tuned {control['epochs']:g} epochs | {control['params']:,} "
         f"| {control['flops'] / 1e6:.2f} M | {100 * control['val_accuracy']:.2f}% "
-        f"| {100 * control['test_accuracy']:.2f}% ({_change(control['test_accuracy'], before['accuracy'])}) |",
+        f"| {100 * control['test_accuracy']:.2f}% ({change(control['test_accuracy'], before['accuracy'])}) |",
         *(_pruned_row(each, before) for each in runs),
     ]
     verification = export["verification"]
@@ -153,7 +153,7 @@ def report_text(evidence: Path = EVIDENCE) -> str:
         )
     optimizer = card["training"]["optimizer"]
     minutes = sum(each["wall_time_s"] for each in runs) / 60
-    picked = f"target {_target(run)}, " + ("with distillation" if _distills(run) else "without distillation")
+    picked = f"target {_target(run)}, {_distillation(run)}"
     slower = [
         name
         for label, name in zip(labels, ("unpruned", "pruned"))
