@@ -1,9 +1,11 @@
+import keras
 import numpy as np
 import pytest
 
 from kprune.errors import InvalidArgumentError
 from kprune.graph import analyze
-from kprune.pruning.selection import group_units, select
+from kprune.pruning.selection import group_units, select, select_for_latency
+from kprune.surgery import remove_filters
 from tests.graph.conftest import mixed_graph
 
 
@@ -50,3 +52,45 @@ def test_unknown_ignored_layer_is_an_error():
     graph = analyze(mixed_graph())
     with pytest.raises(InvalidArgumentError, match=r"`ignore` names unknown producer layer\(s\) \['nope'\]"):
         select(graph, {}, count=1, ignore=("nope",))
+
+
+def _concat_then_add():
+    """Two convolutions concatenated and added to a third: one group of 8 channels,
+    4 of them made by `left` only and 4 by `right` only."""
+    inputs = keras.Input((6, 6, 3))
+    left = keras.layers.Conv2D(4, 1, name="left")(inputs)
+    right = keras.layers.Conv2D(4, 1, name="right")(inputs)
+    both = keras.layers.Concatenate(name="concat")([left, right])
+    added = keras.layers.Add(name="add")([both, keras.layers.Conv2D(8, 1, name="proj")(inputs)])
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(added)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(pooled))
+
+
+@pytest.mark.parametrize("min_per_group", [1, 2])
+def test_a_layer_that_makes_part_of_a_group_keeps_its_best_channels(min_per_group):
+    model = _concat_then_add()
+    graph = analyze(model)
+    group = graph.group_of("left")
+    assert group is graph.group_of("right") and group.channels == 8
+    left = graph.groups[group.index].producers["left"]
+    scores = np.full(8, 0.5)
+    scores[left] = [0.01, 0.04, 0.02, 0.03]  # `left` holds the weakest channels of the group
+    spec = select(graph, {group.index: scores}, count=7, min_per_group=min_per_group)
+    best_of_left = set(left[[1, 3]][:min_per_group].tolist())  # scores 0.04, then 0.03
+    removed = set(spec["proj"])
+    assert not best_of_left & removed and len(removed) == 8 - 2 * min_per_group  # each part keeps its own
+    pruned = remove_filters(model, spec, graph=graph)  # the surgery accepts it: no layer is emptied
+    assert pruned.get_layer("left").filters == min_per_group
+
+    # the latency selection keeps them too (a time that falls with every channel removed)
+    spec = select_for_latency(
+        graph,
+        {group.index: scores},
+        8,
+        predict=lambda kept: sum(kept.values()) or 8.0,
+        step=1,
+        budget=8.0,
+        min_per_group=min_per_group,
+    )
+    assert not best_of_left & set(spec["proj"])
+    assert remove_filters(model, spec, graph=graph).get_layer("left").filters == min_per_group

@@ -74,6 +74,13 @@ def prune(
             help="TFLite precision the table is measured in here: none, float16 or int8 (prune for the int8 cost).",
         ),
     ] = None,
+    latency_per_step: Annotated[
+        Optional[float],
+        typer.Option(
+            "--latency-per-step",
+            help="Share of the start latency a latency target's step removes at most (default 0.03).",
+        ),
+    ] = None,
     max_accuracy_drop: Annotated[
         Optional[float],
         typer.Option("--max-accuracy-drop", help="Stop and roll back past this drop, in points."),
@@ -82,13 +89,14 @@ def prune(
         Optional[int],
         typer.Option(
             "--filters-per-step",
-            help="Channels per step (default: --step-fraction of those that can still go).",
+            help="Channels per step (default: --step-fraction of those that can still go; not for a latency target).",
         ),
     ] = None,
     step_fraction: Annotated[
         Optional[float],
         typer.Option(
-            "--step-fraction", help="Share of the removable channels each step removes (default 0.05)."
+            "--step-fraction",
+            help="Share of the removable channels each step removes (default 0.05; not for a latency target).",
         ),
     ] = None,
     finetune_steps: Annotated[
@@ -215,6 +223,7 @@ def prune(
             latency_runtime=latency_runtime,
             latency_threads=latency_threads,
             latency_quantize=latency_quantize,
+            latency_per_step=latency_per_step,
             max_accuracy_drop=max_accuracy_drop,
             filters_per_step=filters_per_step,
             step_fraction=step_fraction,
@@ -248,6 +257,7 @@ def prune(
         else:
             base = QUICKSTART
         settings = load_run_config(config, overrides, defaults=None if config else base)
+        _refuse_channel_steps_for_latency(settings, filters_per_step, step_fraction)
         # Named here (not in run_prune) so that a Ctrl-C can say where the run is.
         run_dir = out_dir if out_dir or resume else str(default_run_dir(settings))
         try:
@@ -290,6 +300,25 @@ def _interrupted(run_dir: str, command: str, add_out: bool) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _refuse_channel_steps_for_latency(settings, filters_per_step, step_fraction) -> None:
+    """A latency target sizes its steps by latency, so a channel step size given here would
+    do nothing: say so rather than ignore it."""
+    from kprune.errors import InvalidArgumentError
+
+    latency = settings.target_latency is not None or settings.latency_ms is not None
+    latency = latency or any(name in ("latency", "latency_ms") for name in settings.target or {})
+    given = [
+        flag
+        for flag, value in (("--filters-per-step", filters_per_step), ("--step-fraction", step_fraction))
+        if value is not None
+    ]
+    if latency and given:
+        raise InvalidArgumentError(
+            f"`{given[0]}` does not apply to a latency target, whose steps remove up to a share of the "
+            f"start latency. Fix: use --latency-per-step (now {settings.latency_per_step:g})."
+        )
 
 
 def _fractions(text: str | None) -> list[float] | None:

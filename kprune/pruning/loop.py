@@ -413,11 +413,13 @@ class _Loop:
         return self.config.final_learning_rate or self.setup.settings.learning_rate
 
     def _plan(self, state: _State) -> str:
-        """The run's plan in one line: about how many steps, of how many channels."""
+        """The run's plan in one line: about how many steps, of what size, and the fine-tune lengths."""
         graph = analyze(state.model, unsupported=self.config.unsupported)
         removable = removable_channels(graph, **self._select_options())
         count = self._channels_per_step(graph)
-        if self.config.filters_per_step is None:
+        if self.target is not None and self.target.step_size() is not None:
+            size = self.target.step_size()
+        elif self.config.filters_per_step is None:
             size = (
                 f"{count} channel{'s' * (count != 1)} ({100 * self.config.step_fraction:g}% of the "
                 f"{sum(removable.values())} that can still go)"

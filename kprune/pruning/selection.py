@@ -5,7 +5,9 @@ after layer-wise normalization (Molchanov et al. 2017). Channels are taken in
 *units*: one channel, or with ``round_to=r`` chunks of r channels (the first
 chunk of a group trimmed so that every group keeps a multiple of r). A unit's
 score is the mean of its channels' scores. A group never drops below
-``min_per_group`` channels.
+``min_per_group`` channels, and neither does a layer that makes only part of
+a group's channels (two convolutions concatenated, then added to a third):
+its best ``min_per_group`` channels are kept (`keep_every_producer`).
 
 `select_for_latency` weighs importance against measured time, in the spirit
 of HALP (Shen et al., NeurIPS 2022): a group may only shrink to the next
@@ -55,6 +57,22 @@ def group_units(scores: np.ndarray, group: int, min_keep: int, round_to: int | N
         units.append(Unit(group, tuple(int(c) for c in chosen), float(np.mean(scores[chosen]))))
         start += width
     return units
+
+
+def keep_every_producer(graph, index: int, scores: np.ndarray, min_keep: int) -> tuple[np.ndarray, int]:
+    """Scores of group ``index`` with the channels that must stay set to infinity, and how
+    many they are: a producer that makes only part of the group's channels keeps its
+    ``min_keep`` best, so that no layer is left without channels."""
+    scores = np.asarray(scores, dtype=float)
+    whole = len(scores)
+    kept = np.zeros(whole, dtype=bool)
+    for mapping in graph.groups[index].producers.values():
+        own = np.unique(mapping)
+        if len(own) < whole:
+            kept[own[np.argsort(scores[own], kind="stable")[::-1][:min_keep]]] = True
+    if not kept.any():
+        return scores, 0
+    return np.where(kept, np.inf, scores), int(kept.sum())
 
 
 def removable_channels(
@@ -109,7 +127,8 @@ def select(
     for index, values in scores.items():
         if index in ignored_groups:
             continue
-        units.extend(group_units(np.asarray(values), index, min_per_group, round_to))
+        values, kept = keep_every_producer(graph, index, values, min_per_group)
+        units.extend(group_units(values, index, max(min_per_group, kept), round_to))
     units.sort(key=lambda unit: unit.score)
 
     chosen: dict[int, list[int]] = {}
@@ -153,17 +172,21 @@ def select_for_latency(
     """
     _check_ignore(graph, ignore)
     ignored = {graph.group_of(name).index for name in ignore}
-    groups = {i: np.asarray(v) for i, v in scores.items() if i not in ignored and len(v)}
+    groups, floors = {}, {}
+    for index, values in scores.items():
+        if index in ignored or not len(values):
+            continue
+        groups[index], must_keep = keep_every_producer(graph, index, values, min_per_group)
+        floors[index] = kept_at_least(max(min_per_group, must_keep), step)
     order = {i: np.argsort(v, kind="stable") for i, v in groups.items()}
     kept = {i: len(v) for i, v in groups.items()}
-    floor = max(min_per_group, step)
     now = predict({})
     goal = now - budget
     taken = 0
     while taken < count and now > goal:
         best = None  # (importance per ms, group, new size, time after)
         for index, values in groups.items():
-            for size in _smaller_sizes(kept[index], step, floor)[:3]:
+            for size in _smaller_sizes(kept[index], step, floors[index])[:3]:
                 if kept[index] - size + taken > count:
                     break
                 after = predict({**kept, index: size})

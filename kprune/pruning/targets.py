@@ -140,6 +140,11 @@ class Target:
             return 1.0
         return min(1.0, max(0.0, (self.initial - self.measure(model, graph)) / span))
 
+    def step_size(self) -> str | None:
+        """How a step is sized, in words, when this target sizes it itself rather than by
+        channels (``filters_per_step`` / ``step_fraction``); None when it is by channels."""
+        return None
+
     def record(self, model: keras.Model) -> dict[str, float]:
         """What a step's record says of this target: the quantity now, by its ``name``
         (the records already hold params, FLOPs and filters)."""
@@ -274,6 +279,9 @@ class LatencyTarget(Target):
         if self.table.unit == "ms":
             return ["latency (predicted)", f"{before:.3f} ms", f"{after:.3f} ms", change]
         return [f"latency (predicted {self.table.unit})", f"{before:,.0f}", f"{after:,.0f}", change]
+
+    def step_size(self):
+        return f"up to {100 * self.per_step:g}% of the start latency (latency_per_step)"
 
     def estimated_steps(self, model, graph, per_step, shrinking=True):
         """Steps of ``per_step`` of the start latency each (``per_step`` channels do not apply)."""

@@ -6,7 +6,7 @@ import keras
 import pytest
 
 
-def make_block_model(name="block_model"):
+def make_block_model(name="block_model", classes=5):
     """Conv → BN → ReLU (fused), a fire-like concat, max-pool, a residual Add, Dense."""
     inputs = keras.Input((12, 12, 3), name="image")
     x = keras.layers.Conv2D(24, 3, padding="same", use_bias=False, name="stem")(inputs)
@@ -20,7 +20,7 @@ def make_block_model(name="block_model"):
     y = keras.layers.Conv2D(32, 1, name="proj")(x)
     x = keras.layers.Add(name="add")([x, y])
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = keras.layers.Dense(5, activation="softmax", name="head")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="head")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

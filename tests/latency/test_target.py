@@ -96,3 +96,34 @@ def test_a_table_in_instructions_prunes_to_a_share_not_to_milliseconds(block_mod
     assert set(record) == {"latency_instructions", "latency_removed"} and record["latency_removed"] == 0
     label, before, after, change = share.summary(record, record)
     assert label == "latency (predicted instructions)" and before == after and change == "+0.0%"
+
+
+def test_the_cli_sizes_latency_steps_by_latency_and_refuses_a_channel_step(block_cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from kprune.cli import app
+    from tests.latency.conftest import SWEEP, make_block_model
+
+    keras.utils.set_random_seed(0)
+    model = make_block_model(classes=10)  # the synthetic dataset's classes
+    table = profile(model, repeats=3, warmup=1, cache_dir=block_cache, sweep_channels=SWEEP, seconds=0)
+    model_file, table_file = tmp_path / "block.keras", str(table.save(tmp_path / "table.json"))
+    model.save(model_file)
+    base = ["prune", "--criterion", "l1", "--model", str(model_file), "--dataset", "synthetic"]
+    base += ["--target-latency", "0.3", "--latency-table", table_file]
+    runner = CliRunner()
+    for flag, value in (("--step-fraction", "0.02"), ("--filters-per-step", "4")):
+        refused = runner.invoke(app, [*base, flag, value, "--out", str(tmp_path / "refused")])
+        assert refused.exit_code == 1, refused.output
+        assert f"`{flag}` does not apply to a latency target" in refused.output
+        assert "--latency-per-step (now 0.03)" in refused.output
+        assert not (tmp_path / "refused").exists()  # nothing written
+
+    out = tmp_path / "run"
+    quick = ["--finetune-steps", "2", "--final-finetune-epochs", "0.1", "--rank-batches", "1"]
+    quick += ["--no-chance-check"]  # an untrained model
+    result = runner.invoke(app, [*base, "--latency-per-step", "0.2", *quick, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # the plan names the step the target takes, not a channel count that does not apply
+    assert "more steps of up to 20% of the start latency (latency_per_step) each" in result.output
+    assert json.loads((out / "report.json").read_text())["config"]["latency_per_step"] == 0.2
