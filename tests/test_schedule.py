@@ -235,3 +235,30 @@ def test_diverging_finetune_keeps_the_last_good_checkpoint(trained, val, tmp_pat
 def test_bad_options_are_refused_before_any_work(trained, val, options, message):
     with pytest.raises(InvalidArgumentError, match=message):
         kprune.prune(trained, train_stream, val, progress=False, **options)
+
+
+def test_a_step_that_leaves_the_model_guessing_is_rolled_back(trained, val, monkeypatch):
+    from kprune.pruning import loop
+
+    labels = np.concatenate([y for _, y in val])
+    rarest = int(np.argmin(np.bincount(labels, minlength=10)))
+    assert np.mean(labels == rarest) <= 0.12  # guessing it is chance level
+    real = loop._Loop._finetune
+
+    def finetune_that_kills_step_2(self, model, step, *args, **kwargs):
+        model = real(self, model, step, *args, **kwargs)
+        if step == 2:  # the fault: a classifier that always answers one class (a dead network)
+            kernel, bias = model.get_layer("logits").get_weights()
+            model.get_layer("logits").set_weights([np.zeros_like(kernel), 10.0 * np.eye(10)[rarest]])
+        return model
+
+    monkeypatch.setattr(loop._Loop, "_finetune", finetune_that_kills_step_2)
+    result = kprune.prune(trained, train_stream, val, target_filters=0.8, filters_per_step=4, **QUICK)
+    steps = [s for s in result.report["steps"] if "phase" not in s]
+    assert [s["step"] for s in steps] == [0, 1, 2] and steps[-1]["rolled_back"]
+    assert steps[-1]["val_accuracy"] <= 0.12
+    assert result.report["stop_reason"].startswith("step 2 left the model guessing (")
+    assert "rolled back to step 1" in result.report["stop_reason"]
+    # the model returned is step 1's, fine-tuned: it still classifies
+    assert result.model.count_params() == steps[1]["params"]
+    assert TrainingSetup(TrainSettings()).evaluate(result.model, val)["accuracy"] > 0.5

@@ -193,7 +193,8 @@ def prune(
     chance_check: Annotated[
         bool,
         typer.Option(
-            "--chance-check/--no-chance-check", help="Stop if the model scores near chance before pruning."
+            "--chance-check/--no-chance-check",
+            help="Stop if the model scores near chance before pruning; undo a step that leaves it there.",
         ),
     ] = True,
     seed: Annotated[Optional[int], SeedOption] = None,

@@ -7,7 +7,8 @@ can still go; see `kprune.pruning.selection` and `kprune.training.recovery`), fi
 evaluates on validation data. The loop stops at the target (fraction of
 parameters or FLOPs removed, or filters removed) or when validation accuracy
 falls more than ``max_accuracy_drop`` points below the start; that last step
-is then rolled back. A final fine-tune follows. When the end is more than
+is then rolled back, as is a step that leaves a classifier at chance. A final
+fine-tune follows. When the end is more than
 ``keep_within`` points below the start, the most-pruned model that stayed
 within it is kept too (``within-Npt.keras``) and the report says so.
 
@@ -309,10 +310,11 @@ class _Loop:
             )
         record = self._record(candidate, removal, started, step)
         drop = self._drop(state.records[0], record)
-        if config.max_accuracy_drop is not None and drop > config.max_accuracy_drop:
+        collapse = self._collapse(state, candidate, record, step)
+        if collapse or (config.max_accuracy_drop is not None and drop > config.max_accuracy_drop):
             record["rolled_back"] = True
             state.records.append(record)
-            state.stop_reason = (
+            state.stop_reason = collapse or (
                 f"accuracy budget: step {step} dropped {drop:.2f} points > "
                 f"{config.max_accuracy_drop}; rolled back to step {state.step}"
             )
@@ -327,6 +329,22 @@ class _Loop:
         self._keep_within(state, drop)
         self._checkpoint(state)
         self._show(state)
+
+    def _collapse(self, state: _State, candidate, record: dict, step: int) -> str | None:
+        """Why the step is undone when it left a classifier guessing (at chance on validation
+        after its fine-tune) that was not before: no later step or fine-tune brings a model
+        back from there (its gradients, and so its Taylor scores, are all but zero)."""
+        if not self.config.check_chance:  # a model that may start at chance (an untrained one)
+            return None
+        guess = self.setup.guessing(candidate, record["val_metrics"], self.monitor)
+        if guess is None or self.setup.guessing(state.model, state.records[-1]["val_metrics"], self.monitor):
+            return None
+        value, classes = guess
+        return (
+            f"step {step} left the model guessing ({value:.1%} {self.monitor}, chance for {classes} "
+            f"classes); rolled back to step {state.step}. A smaller step (step_fraction, latency_per_step) "
+            "or min_filters_per_layer may get further"
+        )
 
     def _final_finetune(self, state: _State) -> None:
         """The last, longer fine-tune; its model is kept only if validation did not get worse."""
