@@ -36,9 +36,7 @@ class PruneConfig(BaseModel):
     ``loss``/``metrics`` (Keras names) replace the model's compiled ones;
     ``monitor`` names the metric the budget watches (default: the first
     metric). ``check_chance`` stops a run whose model scores near chance on
-    the validation data before pruning (wrong preprocessing or labels?), and
-    undoes a step that leaves it there (a network pruned dead), which ends
-    the run.
+    the validation data before pruning (wrong preprocessing or labels?).
     ``deterministic`` turns TF op determinism on during the run (and restores
     it after), which makes a resumed run equal an uninterrupted one.
 

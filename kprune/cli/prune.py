@@ -193,8 +193,7 @@ def prune(
     chance_check: Annotated[
         bool,
         typer.Option(
-            "--chance-check/--no-chance-check",
-            help="Stop if the model scores near chance before pruning; undo a step that leaves it there.",
+            "--chance-check/--no-chance-check", help="Stop if the model scores near chance before pruning."
         ),
     ] = True,
     seed: Annotated[Optional[int], SeedOption] = None,

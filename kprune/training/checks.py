@@ -146,3 +146,16 @@ def non_finite_weights(model: keras.Model) -> list[str]:
         for layer in model.layers
         if any(not np.isfinite(np.asarray(w)).all() for w in layer.get_weights())
     ]
+
+
+def output_spread(model: keras.Model, batch: Any) -> float:
+    """How much the outputs of ``model`` differ across the examples of ``batch``: the widest
+    range (max − min over the batch) of any output value. About 0 when no signal from the
+    input reaches the outputs, as in a network whose pruned layers kept only dead
+    (always-zero) channels."""
+    x = keras.utils.unpack_x_y_sample_weight(batch)[0]
+    outputs = keras.tree.flatten(model(x, training=False))
+    return max(
+        float(np.ptp(np.asarray(keras.ops.convert_to_numpy(o), dtype=np.float64), axis=0).max())
+        for o in outputs
+    )

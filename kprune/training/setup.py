@@ -411,24 +411,14 @@ class TrainingSetup:
             raise InvalidArgumentError("Cannot evaluate on an empty dataset.")
         return {**{key: float(value) for key, value in result.items()}, "examples": int(examples.numpy())}
 
-    @staticmethod
-    def guessing(model: keras.Model, metrics: dict, monitor: str) -> tuple[float, int] | None:
-        """(accuracy, classes) when a classifier's ``monitor`` accuracy is that of guessing
-        (within 20% of 1/classes), else None (also for what is not a one-output classifier)."""
+    def near_chance(self, model: keras.Model, metrics: dict, monitor: str) -> str | None:
+        """Why a classifier's accuracy looks like guessing (within 20% of 1/classes), or None."""
         if not monitor.endswith("accuracy") or "top_k" in monitor or len(model.outputs) != 1:
             return None
         classes = model.outputs[0].shape[-1] or 0
         value = metrics.get(monitor)
         if classes < 2 or value is None or value > 1.2 / classes:
             return None
-        return float(value), int(classes)
-
-    def near_chance(self, model: keras.Model, metrics: dict, monitor: str) -> str | None:
-        """Why a classifier's accuracy looks like guessing (within 20% of 1/classes), or None."""
-        guess = self.guessing(model, metrics, monitor)
-        if guess is None:
-            return None
-        value, classes = guess
         return (
             f"Before pruning, the model scores {value:.1%} {monitor} on the validation data: "
             f"about chance for {classes} classes ({1 / classes:.1%}), so its inputs or labels are "
