@@ -4,7 +4,7 @@ import pytest
 
 from kprune.errors import InvalidArgumentError
 from kprune.graph import analyze
-from kprune.pruning.selection import group_units, select, select_for_latency
+from kprune.pruning.selection import group_units, removable_channels, select, select_for_latency
 from kprune.surgery import remove_filters
 from tests.graph.conftest import mixed_graph
 
@@ -79,6 +79,8 @@ def test_a_layer_that_makes_part_of_a_group_keeps_its_best_channels(min_per_grou
     best_of_left = set(left[[1, 3]][:min_per_group].tolist())  # scores 0.04, then 0.03
     removed = set(spec["proj"])
     assert not best_of_left & removed and len(removed) == 8 - 2 * min_per_group  # each part keeps its own
+    # what the plan counts as removable agrees: 8 channels, less min_per_group for each part
+    assert removable_channels(graph, min_per_group=min_per_group)[group.index] == 8 - 2 * min_per_group
     pruned = remove_filters(model, spec, graph=graph)  # the surgery accepts it: no layer is emptied
     assert pruned.get_layer("left").filters == min_per_group
 

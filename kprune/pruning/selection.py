@@ -59,17 +59,20 @@ def group_units(scores: np.ndarray, group: int, min_keep: int, round_to: int | N
     return units
 
 
+def _partial_producers(group) -> list[np.ndarray]:
+    """The group channels of each producer that makes only part of ``group``'s channels."""
+    owns = [np.unique(mapping) for mapping in group.producers.values()]
+    return [own for own in owns if len(own) < group.channels]
+
+
 def keep_every_producer(graph, index: int, scores: np.ndarray, min_keep: int) -> tuple[np.ndarray, int]:
     """Scores of group ``index`` with the channels that must stay set to infinity, and how
     many they are: a producer that makes only part of the group's channels keeps its
     ``min_keep`` best, so that no layer is left without channels."""
     scores = np.asarray(scores, dtype=float)
-    whole = len(scores)
-    kept = np.zeros(whole, dtype=bool)
-    for mapping in graph.groups[index].producers.values():
-        own = np.unique(mapping)
-        if len(own) < whole:
-            kept[own[np.argsort(scores[own], kind="stable")[::-1][:min_keep]]] = True
+    kept = np.zeros(len(scores), dtype=bool)
+    for own in _partial_producers(graph.groups[index]):
+        kept[own[np.argsort(scores[own], kind="stable")[::-1][:min_keep]]] = True
     if not kept.any():
         return scores, 0
     return np.where(kept, np.inf, scores), int(kept.sum())
@@ -81,9 +84,13 @@ def removable_channels(
     """{group index: how many of its channels can still be removed}, for the prunable groups
     not in ``ignore``, each keeping ``min_per_group`` (a multiple of ``round_to``)."""
     ignored = {graph.group_of(name).index for name in ignore}
-    floor = kept_at_least(min_per_group, round_to)
+
+    def floor(group) -> int:  # the group's minimum, and each partial producer's (`keep_every_producer`)
+        protected = sum(min(min_per_group, len(own)) for own in _partial_producers(group))
+        return kept_at_least(max(min_per_group, protected), round_to)
+
     return {
-        group.index: max(0, group.channels - floor)
+        group.index: max(0, group.channels - floor(group))
         for group in graph.groups
         if group.prunable and group.index not in ignored
     }
