@@ -306,9 +306,9 @@ def _refuse_channel_steps_for_latency(settings, filters_per_step, step_fraction)
     """A latency target sizes its steps by latency, so a channel step size given here would
     do nothing: say so rather than ignore it."""
     from kprune.errors import InvalidArgumentError
+    from kprune.pruning.targets import requested
 
-    latency = settings.target_latency is not None or settings.latency_ms is not None
-    latency = latency or any(name in ("latency", "latency_ms") for name in settings.target or {})
+    latency = (requested(settings) or ("",))[0] in ("latency", "latency_ms")
     given = [
         flag
         for flag, value in (("--filters-per-step", filters_per_step), ("--step-fraction", step_fraction))
